@@ -1,0 +1,76 @@
+"""Expand a matrix into cases: one model, checkpoint origin, target configuration and build path each."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.families import Size, Target, family_of
+from harness.families.base import Family
+from harness.matrix import Expectation, Matrix, ModelSpec, OriginSpec
+from harness.origins import FILE_ORIGIN
+
+
+@dataclass(frozen=True)
+class Case:
+    model: ModelSpec
+    origin: OriginSpec
+    img_size: Size
+    patch_size: int | None
+    window_size: int | None
+    path: str
+
+    @property
+    def family(self) -> Family:
+        return family_of(self.model.name)
+
+    @property
+    def target(self) -> Target:
+        return Target(self.img_size, self.patch_size, self.window_size)
+
+    @property
+    def origin_label(self) -> str:
+        if self.origin.name == FILE_ORIGIN:
+            return f'file={Path(self.origin.file).stem}'
+        return self.origin.name
+
+    @property
+    def case_id(self) -> str:
+        """Readable and unique within a matrix, e.g. ``vit_base_patch16_clip_224-open_clip-224x224-patch8-create``."""
+        parts = [self.model.label, self.origin_label, f'{self.img_size[0]}x{self.img_size[1]}']
+        if self.patch_size is not None:
+            parts.append(f'patch{self.patch_size}')
+        if self.window_size is not None:
+            parts.append(f'window{self.window_size}')
+        parts.append(self.path)
+        return '-'.join(parts)
+
+    @property
+    def group(self) -> str:
+        """Cases sharing a checkpoint; xdist keeps a group on one worker so it is synthesized once."""
+        return f'{self.model.label}-{self.origin_label}'
+
+    def fields(self) -> dict[str, Any]:
+        """What ``expect`` entries in a matrix match against."""
+        return {'model': self.model.name, 'origin': self.origin.name, 'img_size': self.img_size,
+                'patch_size': self.patch_size, 'window_size': self.window_size, 'path': self.path}
+
+
+def expand(matrix: Matrix) -> list[Case]:
+    """The cross product of the matrix, minus combinations that do not apply (a window size for a ViT)."""
+    cases = []
+    for model in matrix.models:
+        axes = matrix.axes_for(model)
+        windows = axes['window_sizes'] if family_of(model.name).window_sizes_apply else (None,)
+        for origin, size, patch, window, path in itertools.product(
+                axes['origins'], axes['sizes'], axes['patch_sizes'], windows, axes['paths']):
+            cases.append(Case(model, origin, size, patch, window, path))
+    return cases
+
+
+def expectation_for(case: Case, matrix: Matrix, timm_version: str) -> Expectation | None:
+    """The first ``expect`` entry that matches the case under this timm release, if any."""
+    fields = case.fields()
+    return next((e for e in matrix.expect if e.matches(fields, timm_version)), None)
+

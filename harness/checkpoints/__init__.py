@@ -1,0 +1,1 @@
+"""Checkpoints: synthesized in each origin's file layout, cached on disk."""

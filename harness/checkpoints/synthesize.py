@@ -1,0 +1,87 @@
+"""Seeded models whose weights look trained where resizing matters.
+
+timm initialises position embeddings and relative position tables as white noise. Resampling white noise
+is meaningless (any interpolation of it is as good as any other), so drift and fidelity figures computed on
+it say nothing. Trained embeddings are smooth functions of position; we make them so:
+
+* position embeddings: per channel, a sum of a few random low-frequency 2-D sinusoids over the image
+  extent (coordinates normalised to [0, 1], so a rectangular grid is a stretched view of the same field);
+* relative position bias tables: per head, a bump that decays with the offset plus a low-frequency ripple;
+* patch-embedding kernels: per (out, in) pair, a low-frequency sinusoid over the patch (Gabor-like).
+
+Every other parameter gets a small seeded perturbation, so no two tensors are equal (LayerNorm weights
+are not all ones): a layout writer that swaps two keys cannot pass its round-trip test by accident.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+PERTURBATION_STD = 0.02
+_REL_TABLE = re.compile(r'relative_position_bias_table$')
+
+
+def seeded_model(model_name: str, kwargs: dict[str, Any], seed: int) -> nn.Module:
+    """A timm model at its own configuration with reproducible, trained-looking weights, in eval mode."""
+    import timm
+    torch.manual_seed(seed)
+    model = timm.create_model(model_name, pretrained=False, **kwargs)
+    make_trained_like(model, torch.Generator().manual_seed(seed))
+    return model.eval()
+
+
+@torch.no_grad()
+def make_trained_like(model: nn.Module, generator: torch.Generator) -> None:
+    grid = tuple(model.patch_embed.grid_size)
+    for name, param in model.named_parameters():
+        if name == 'pos_embed':
+            _smooth_pos_embed(param, grid, generator)
+        elif name.endswith('patch_embed.proj.weight'):
+            param.copy_(_smooth_field(param.shape[:2], param.shape[-2:], generator, max_freq=1.5)
+                        * param.std().clamp_min(1e-3))
+        elif _REL_TABLE.search(name):
+            _smooth_rel_table(param, generator)
+        else:
+            param.add_(torch.randn(param.shape, generator=generator) * PERTURBATION_STD)
+
+
+def _smooth_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], generator: torch.Generator) -> None:
+    """Fill the grid part of (1, prefix + H*W, C) with a smooth field; prefix positions stay random."""
+    channels = pos_embed.shape[-1]
+    num_grid = grid[0] * grid[1]
+    prefix = pos_embed.shape[1] - num_grid
+    field = _smooth_field((channels,), grid, generator, max_freq=2.0)   # (C, H, W)
+    pos_embed[0, prefix:] = field.flatten(1).T * 0.05
+    pos_embed[0, :prefix] = torch.randn(prefix, channels, generator=generator) * PERTURBATION_STD
+
+
+def _smooth_rel_table(table: torch.Tensor, generator: torch.Generator) -> None:
+    """(2Wh-1)*(2Ww-1) x heads table: a decaying bump around offset 0 plus a low-frequency ripple."""
+    num_pos, heads = table.shape
+    side = int(math.isqrt(num_pos))   # tables are square in every model the harness synthesizes
+    offsets = torch.linspace(-1, 1, side)
+    dist2 = offsets[:, None] ** 2 + offsets[None, :] ** 2
+    width = 0.3 + torch.rand(heads, 1, 1, generator=generator)
+    bump = torch.exp(-dist2 / width ** 2) * (1 + torch.rand(heads, 1, 1, generator=generator))
+    ripple = _smooth_field((heads,), (side, side), generator, max_freq=1.0) * 0.3
+    table.copy_((bump + ripple).flatten(1).T)
+
+
+def _smooth_field(batch_shape: tuple[int, ...], size: tuple[int, int], generator: torch.Generator,
+                  max_freq: float, terms: int = 3) -> torch.Tensor:
+    """Unit-variance sums of ``terms`` random 2-D sinusoids with at most ``max_freq`` cycles per side."""
+    h, w = size
+    y = (torch.arange(h) + 0.5) / h
+    x = (torch.arange(w) + 0.5) / w
+    shape = (*batch_shape, terms, 1, 1)
+    fy = (torch.rand(shape, generator=generator) * 2 - 1) * max_freq
+    fx = (torch.rand(shape, generator=generator) * 2 - 1) * max_freq
+    phase = torch.rand(shape, generator=generator) * 2 * math.pi
+    amp = torch.randn(shape, generator=generator)
+    waves = amp * torch.sin(2 * math.pi * (fy * y[:, None] + fx * x[None, :]) + phase)
+    field = waves.sum(dim=-3)
+    return field / field.flatten(-2).std(dim=-1).clamp_min(1e-6)[..., None, None]

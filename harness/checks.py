@@ -1,0 +1,114 @@
+"""The numeric checks: each takes models, tensors and expectations and returns figures, never a verdict.
+
+Judging figures against a matrix's tolerances is :mod:`harness.verdict`'s job, so the same figures can be
+re-judged (or compared across releases) without re-running anything.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.families import Geometry
+from harness.families.base import Family
+
+# buffers that are recomputed from the configuration, never loaded: not part of a checkpoint's values
+DERIVED_BUFFERS = ('relative_position_index', 'attn_mask')
+
+
+@dataclass
+class Outputs:
+    """What one forward pass of a model on a batch produced (kept on CPU, float32)."""
+    features_shape: tuple[int, ...]
+    logits: torch.Tensor
+    pooled: torch.Tensor                                   # pre-logits features, for drift
+    intermediate_shapes: list[tuple[int, ...]] | None      # None: the model has no forward_intermediates
+
+
+@dataclass(frozen=True)
+class TensorDiff:
+    max_abs_diff: float
+    worst: str | None      # the tensor with the largest difference
+
+
+@torch.no_grad()
+def forward_outputs(model: nn.Module, inputs: torch.Tensor) -> Outputs:
+    features = model.forward_features(inputs)
+    logits = model.forward_head(features)
+    pooled = model.forward_head(features, pre_logits=True)
+    intermediates = None
+    if hasattr(model, 'forward_intermediates'):
+        intermediates = [tuple(t.shape) for t in model.forward_intermediates(inputs, intermediates_only=True)]
+    return Outputs(tuple(features.shape), logits.float().cpu(), pooled.float().cpu(), intermediates)
+
+
+def shape_errors(outputs: Outputs, expected: dict[str, Any]) -> list[str]:
+    """Every output whose shape differs from what the target geometry implies."""
+    errors = []
+    actual = {'forward_features': outputs.features_shape, 'logits': tuple(outputs.logits.shape)}
+    if outputs.intermediate_shapes is not None:
+        actual['forward_intermediates'] = outputs.intermediate_shapes
+    for name, shape in actual.items():
+        want = expected[name]
+        want = [tuple(s) for s in want] if isinstance(want, list) else tuple(want)
+        if shape != want:
+            errors.append(f'{name}: got {_fmt(shape)}, expected {_fmt(want)}')
+    return errors
+
+
+def geometry_errors(family: Family, model: nn.Module, expected: Geometry) -> list[str]:
+    """The model's stored configuration (patch_embed img_size and grid, windows) must follow the target."""
+    actual = family.geometry(model)
+    errors = []
+    for name in ('img_size', 'patch_size', 'grid_size', 'window_sizes'):
+        got, want = getattr(actual, name), getattr(expected, name)
+        if got != want:
+            errors.append(f'{name}: stored {_fmt(got)}, expected {_fmt(want)}')
+    return errors
+
+
+def state_dict_diff(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> TensorDiff:
+    """Largest absolute difference over every tensor the checkpoint determines (shape mismatch: inf)."""
+    worst, worst_diff = None, 0.0
+    for key, want in expected.items():
+        if key.endswith(DERIVED_BUFFERS) or not want.is_floating_point():
+            continue
+        got = actual.get(key)
+        if got is None or got.shape != want.shape:
+            return TensorDiff(float('inf'), key)
+        diff = (got.detach().float().cpu() - want.float()).abs().max().item() if want.numel() else 0.0
+        if diff > worst_diff:
+            worst, worst_diff = key, diff
+    return TensorDiff(worst_diff, worst)
+
+
+def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    if a.shape != b.shape:
+        return float('inf')
+    return (a - b).abs().max().item()
+
+
+def min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The lowest per-sample cosine similarity of two (N, D) batches."""
+    if a.shape != b.shape:
+        return float('nan')
+    return F.cosine_similarity(a.flatten(1).double(), b.flatten(1).double(), dim=1).min().item()
+
+
+def mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return F.cosine_similarity(a.flatten(1).double(), b.flatten(1).double(), dim=1).mean().item()
+
+
+def top1_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.argmax(dim=1) == b.argmax(dim=1)).float().mean().item()
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, list):
+        return '[' + ', '.join(_fmt(v) for v in value) + ']'
+    if isinstance(value, tuple):
+        return '(' + ', '.join(str(v) for v in value) + ')'
+    return str(value)

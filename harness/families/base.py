@@ -1,0 +1,90 @@
+"""The interface every family implements, plus the parts ViT and Swin share."""
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from harness import reference
+from harness.families import Geometry, Size, Target, to_size
+
+if TYPE_CHECKING:
+    from harness.matrix import ModelSpec
+
+
+class Family:
+    name: str
+    timm_module: str
+    origins: tuple[str, ...]
+    window_sizes_apply: bool = False
+
+    # --- reading and predicting geometry -------------------------------------------------------------
+    def geometry(self, model: nn.Module) -> Geometry:
+        """Geometry read off a built model."""
+        raise NotImplementedError
+
+    def expected_geometry(self, source: Geometry, target: Target) -> Geometry:
+        """Geometry a model loaded from ``source`` must have once resized to ``target``."""
+        raise NotImplementedError
+
+    def expected_shapes(self, geometry: Geometry, batch: int) -> dict[str, Any]:
+        """Output shapes that follow from ``geometry``: forward_features, logits and intermediates."""
+        raise NotImplementedError
+
+    def resample_state_dict(self, state_dict: dict[str, torch.Tensor], source: Geometry, target: Geometry,
+                            interpolation: str, antialias: bool) -> dict[str, torch.Tensor]:
+        """The harness's own resampling of a source state dict to the target geometry.
+
+        The base class handles the patch-embedding kernel, which every family has; families extend it.
+        """
+        out = dict(state_dict)
+        kernel = 'patch_embed.proj.weight'
+        if kernel in out and tuple(out[kernel].shape[-2:]) != target.patch_size:
+            out[kernel] = reference.resample_patch_kernel(
+                out[kernel], target.patch_size, interpolation=interpolation, antialias=antialias)
+        return out
+
+    # --- arguments per build path ----------------------------------------------------------------------
+    def create_kwargs(self, target: Target) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {'img_size': target.img_size}
+        if target.patch_size is not None:
+            kwargs['patch_size'] = target.patch_size
+        if target.window_size is not None:
+            kwargs['window_size'] = target.window_size
+        return kwargs
+
+    def set_input_size_kwargs(self, target: Target, source: Geometry) -> dict[str, Any]:
+        return self.create_kwargs(target)
+
+    def only_img_size_changes(self, target: Target, source: Geometry) -> bool:
+        """Whether `dynamic_img_size` can reach the target: it changes the input size, nothing else."""
+        patch_same = target.patch_size is None or to_size(target.patch_size) == source.patch_size
+        window_same = target.window_size is None or (
+            not source.window_sizes or to_size(target.window_size) == source.window_sizes[0])
+        return patch_same and window_same
+
+    # --- validation ----------------------------------------------------------------------------------
+    def size_problem(self, model: 'ModelSpec', size: Size, patch_size: int | None) -> str | None:
+        """Why ``size`` cannot be a target for this model, or None."""
+        source = native_geometry(self, model)
+        patch = to_size(patch_size) if patch_size else source.patch_size
+        stride = (patch[0] * self.total_downsample(source), patch[1] * self.total_downsample(source))
+        if size[0] % stride[0] or size[1] % stride[1]:
+            return (f'{size[0]}x{size[1]} does not tile into patches of {patch[0]}x{patch[1]}'
+                    + (f' downsampled {self.total_downsample(source)}x' if self.total_downsample(source) > 1 else '')
+                    + f'; each side must be a multiple of {stride[0]}x{stride[1]}')
+        return None
+
+    def total_downsample(self, geometry: Geometry) -> int:
+        return 1
+
+
+@functools.lru_cache(maxsize=None)
+def native_geometry(family: Family, model: 'ModelSpec') -> Geometry:
+    """Geometry of a model at its own configuration, built on the meta device (no memory, no init cost)."""
+    import timm
+    with torch.device('meta'):
+        built = timm.create_model(model.name, pretrained=False, **model.kwargs)
+    return family.geometry(built)

@@ -1,0 +1,82 @@
+"""Swin Transformers (timm.models.swin_transformer): windowed attention with relative position bias tables."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from torch import nn
+
+from harness import reference
+from harness.families import Geometry, Size, Target, to_size
+from harness.families.base import Family
+
+_TABLE_KEY = re.compile(r'layers\.(\d+)\.blocks\.\d+\.attn\.relative_position_bias_table$')
+
+
+class SwinFamily(Family):
+    name = 'swin'
+    timm_module = 'timm.models.swin_transformer'
+    origins = ('timm', 'microsoft', 'hub', 'file')
+    window_sizes_apply = True
+
+    def geometry(self, model: nn.Module) -> Geometry:
+        pe = model.patch_embed
+        return Geometry(
+            img_size=to_size(pe.img_size), patch_size=to_size(pe.patch_size), grid_size=to_size(pe.grid_size),
+            embed_dim=model.feature_info[0]['num_chs'], num_features=model.num_features,
+            num_classes=model.num_classes,
+            window_sizes=tuple(to_size(stage.blocks[0].attn.window_size) for stage in model.layers),
+            stage_channels=tuple(info['num_chs'] for info in model.feature_info),
+            stage_depths=tuple(len(stage.blocks) for stage in model.layers),
+        )
+
+    def expected_geometry(self, source: Geometry, target: Target) -> Geometry:
+        patch = to_size(target.patch_size) if target.patch_size else source.patch_size
+        grid = (target.img_size[0] // patch[0], target.img_size[1] // patch[1])
+        window = to_size(target.window_size) if target.window_size else source.window_sizes[0]
+        windows = tuple(_clamped_window(window, _stage_grid(grid, i)) for i in range(len(source.stage_depths)))
+        return Geometry(**{**source.__dict__, 'img_size': target.img_size, 'patch_size': patch,
+                           'grid_size': grid, 'window_sizes': windows})
+
+    def expected_shapes(self, geometry: Geometry, batch: int) -> dict[str, Any]:
+        stages = range(len(geometry.stage_depths))
+        last = _stage_grid(geometry.grid_size, stages[-1])
+        return {
+            'forward_features': (batch, *last, geometry.num_features),
+            'logits': (batch, geometry.num_classes or geometry.num_features),
+            'forward_intermediates': [
+                (batch, geometry.stage_channels[i], *_stage_grid(geometry.grid_size, i)) for i in stages],
+        }
+
+    def resample_state_dict(self, state_dict, source, target, interpolation, antialias):
+        out = super().resample_state_dict(state_dict, source, target, interpolation, antialias)
+        for key, value in state_dict.items():
+            match = _TABLE_KEY.search(key)
+            if match:
+                stage = int(match.group(1))
+                old, new = source.window_sizes[stage], target.window_sizes[stage]
+                if old != new:
+                    out[key] = reference.resample_rel_pos_table(value, old, new)
+        return out
+
+    def set_input_size_kwargs(self, target: Target, source: Geometry) -> dict[str, Any]:
+        # without an explicit window, set_input_size scales windows with the grid while create keeps the
+        # model's own: ask both paths for the same window so they are comparable
+        kwargs = self.create_kwargs(target)
+        kwargs.setdefault('window_size', source.window_sizes[0])
+        return kwargs
+
+    def total_downsample(self, geometry: Geometry) -> int:
+        return 2 ** (len(geometry.stage_depths) - 1)
+
+
+def _stage_grid(grid: Size, stage: int) -> Size:
+    return grid[0] // 2 ** stage, grid[1] // 2 ** stage
+
+
+def _clamped_window(window: Size, feat: Size) -> Size:
+    """A stage whose feature map is smaller than the window uses the feature map as its window."""
+    return min(window[0], feat[0]), min(window[1], feat[1])
+
+
+SWIN = SwinFamily()

@@ -1,0 +1,424 @@
+"""Load and validate a YAML matrix into plain dataclasses.
+
+Everything that can be wrong with a matrix is found here, before any model is built: unknown keys, wrong
+types, unknown models (with close matches), unknown origins, origins that do not fit a model's family and
+sizes that a model cannot take. Each problem becomes one line of a :class:`MatrixError` that names the file,
+the entry and what was expected.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+from harness.families import family_of
+from harness.families.base import native_geometry
+from harness.origins import ORIGINS, FILE_ORIGIN
+
+PATHS = ('create', 'set_input_size', 'dynamic')
+DTYPES = ('fp32', 'bf16', 'fp16')
+AXES = ('origins', 'sizes', 'patch_sizes', 'window_sizes', 'paths')   # a model entry may set its own
+EXPECT_MATCH_KEYS = ('model', 'origin', 'img_size', 'patch_size', 'window_size', 'path')
+
+Size = tuple[int, int]
+
+
+class MatrixError(ValueError):
+    """A matrix that cannot run; ``str()`` lists every problem, one per line."""
+
+    def __init__(self, path: Path | str, problems: list[str]):
+        self.path = str(path)
+        self.problems = problems
+        super().__init__(f'{self.path}: invalid matrix\n' + '\n'.join(f'  - {p}' for p in problems))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A timm model name plus constructor overrides that describe the checkpoint's own configuration.
+
+    ``axes`` holds the case axes (origins, sizes, ...) a model entry sets for itself, replacing the matrix's.
+    """
+    name: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+    axes: tuple[tuple[str, Any], ...] = ()
+    alias: str | None = None   # the entry's `label`: needed when one timm name appears twice
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.overrides)
+
+    @property
+    def label(self) -> str:
+        """How cases and reports name the model: the matrix entry's ``label``, else the timm name."""
+        return self.alias or self.name
+
+
+@dataclass(frozen=True)
+class OriginSpec:
+    """Where a case's checkpoint comes from: a synthesized layout, the hub, or a user's file."""
+    name: str
+    file: str | None = None          # only for the ``file`` origin
+    num_classes: int | None = None   # class count stored in a user's file
+    custom_load: bool = False        # a user's file that needs the model's own loader (.npz)
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Limits the recorded figures are judged against; ``None`` means report only."""
+    fidelity_weights_atol: float = 1e-4
+    fidelity_outputs_atol: float = 1e-3
+    parity_atol: float = 1e-3
+    parity_min_cosine: float = 0.9999
+    drift_min_cosine: float | None = None
+    drift_min_top1: float | None = None
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    enabled: bool = True
+    batch_size: int = 8
+    dtype: str = 'fp32'
+    warmup: int = 2
+    repeats: int = 5
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """A known failure: cases that match every given field are expected to fail, for ``reason``."""
+    match: tuple[tuple[str, Any], ...]
+    reason: str
+    timm: SpecifierSet | None = None   # only for these timm releases
+
+    def matches(self, fields: dict[str, Any], timm_version: str) -> bool:
+        if self.timm is not None and not self.timm.contains(timm_version, prereleases=True):
+            return False
+        return all(fields.get(k) == v for k, v in self.match)
+
+
+@dataclass(frozen=True)
+class Matrix:
+    name: str
+    path: str
+    models: tuple[ModelSpec, ...]
+    origins: tuple[OriginSpec, ...]
+    sizes: tuple[Size, ...]
+    patch_sizes: tuple[int | None, ...] = (None,)
+    window_sizes: tuple[int | None, ...] = (None,)
+    paths: tuple[str, ...] = PATHS
+    seed: int = 0
+    num_images: int = 4
+    tolerances: Tolerances = field(default_factory=Tolerances)
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    expect: tuple[Expectation, ...] = ()
+
+    def axes_for(self, model: ModelSpec) -> dict[str, tuple]:
+        """The case axes of one model: the matrix's, with the model entry's own lists taking precedence."""
+        axes = {key: getattr(self, key) for key in AXES}
+        return {**axes, **dict(model.axes)}
+
+
+TOP_LEVEL_KEYS = {
+    'name': 'a string', 'models': 'a list of model names or {name: ..., label: ..., <constructor overrides>, <own origins/sizes/...>}',
+    'origins': 'a list of origin names or {file: PATH}', 'sizes': 'a list of sizes (int or [H, W])',
+    'patch_sizes': 'a list of ints', 'window_sizes': 'a list of ints', 'paths': f'a subset of {list(PATHS)}',
+    'seed': 'an int', 'num_images': 'an int', 'tolerances': 'a mapping', 'timing': 'a mapping',
+    'expect': 'a list of {match: {...}, reason: ...}',
+}
+
+
+def load_matrix(path: str | Path, known_models: list[str] | None = None) -> Matrix:
+    """Read and validate ``path``; raise :class:`MatrixError` listing every problem found."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise MatrixError(path, ['file not found']) from None
+    except yaml.YAMLError as e:
+        raise MatrixError(path, [f'not valid YAML: {e}']) from None
+    if not isinstance(raw, dict):
+        raise MatrixError(path, [f'expected a mapping at the top level, got {type(raw).__name__}'])
+    return _Validator(path, raw, known_models).matrix()
+
+
+class _Validator:
+    """Collects problems instead of stopping at the first, so a user fixes a matrix in one pass."""
+
+    def __init__(self, path: Path, raw: dict, known_models: list[str] | None):
+        self.path = path
+        self.raw = raw
+        self.known_models = known_models
+        self.problems: list[str] = []
+
+    def error(self, where: str, message: str) -> None:
+        self.problems.append(f'{where}: {message}')
+
+    def matrix(self) -> Matrix:
+        for key in self.raw:
+            if key not in TOP_LEVEL_KEYS:
+                self.error(key, f'unknown key; expected one of {sorted(TOP_LEVEL_KEYS)}')
+        models = self._models()
+        for key in ('name', 'models', 'origins', 'sizes'):
+            if key not in self.raw and not (models and all(key in dict(m.axes) for m in models)):
+                self.error(key, f'missing; expected {TOP_LEVEL_KEYS[key]}')
+        name = self.raw.get('name', self.path.stem)
+        if not isinstance(name, str):
+            self.error('name', f'expected a string, got {name!r}')
+        axes = self._axes([m for m in models if 'origins' not in dict(m.axes)])
+        for model in models:
+            merged = {**axes, **dict(model.axes)}
+            self._check_sizes_fit(model, merged['sizes'], merged['patch_sizes'])
+        matrix = Matrix(
+            name=str(name), path=str(self.path), models=tuple(models), **axes,
+            seed=self._int('seed', 0), num_images=self._int('num_images', 4, minimum=1),
+            tolerances=self._section('tolerances', Tolerances), timing=self._timing(),
+            expect=tuple(self._expectations()),
+        )
+        if self.problems:
+            raise MatrixError(self.path, self.problems)
+        return matrix
+
+    def _axes(self, models: list[ModelSpec]) -> dict[str, tuple]:
+        """The case axes in ``self.raw``; ``models`` are the ones the origins must apply to."""
+        return {
+            'origins': tuple(self._origins(models)),
+            'sizes': tuple(size for i, raw in enumerate(self._list('sizes')) if (size := self._size(f'sizes[{i}]', raw))),
+            'patch_sizes': tuple(self._ints('patch_sizes')) or (None,),
+            'window_sizes': tuple(self._ints('window_sizes')) or (None,),
+            'paths': self._paths(),
+        }
+
+    def _model_axes(self, where: str, model: ModelSpec, entry: dict) -> tuple[tuple[str, Any], ...]:
+        """Axes a model entry sets for itself, validated like the matrix's own, problems named by entry."""
+        raw = {key: entry[key] for key in AXES if key in entry}
+        child = _Validator(self.path, raw, self.known_models)
+        axes = child._axes([model])
+        self.problems += [f'{where}.{problem}' for problem in child.problems]
+        return tuple((key, axes[key]) for key in raw)
+
+    # --- generic shapes -------------------------------------------------------------------------------
+    def _list(self, key: str) -> list:
+        value = self.raw.get(key, [])
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.error(key, f'expected {TOP_LEVEL_KEYS[key]}, got {value!r}')
+            return []
+        return value
+
+    def _int(self, key: str, default: int, minimum: int = 0) -> int:
+        value = self.raw.get(key, default)
+        if not _is_int(value) or value < minimum:
+            self.error(key, f'expected an int >= {minimum}, got {value!r}')
+            return default
+        return value
+
+    def _ints(self, key: str) -> list[int]:
+        values = []
+        for i, v in enumerate(self._list(key)):
+            if _is_int(v) and v > 0:
+                values.append(v)
+            else:
+                self.error(f'{key}[{i}]', f'expected a positive int, got {v!r}')
+        return values
+
+    def _size(self, where: str, value: Any) -> Size | None:
+        if _is_int(value) and value > 0:
+            return value, value
+        if isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value):
+            return value[0], value[1]
+        self.error(where, f'expected a positive int (square) or [H, W], got {value!r}')
+        return None
+
+    def _section(self, key: str, cls: type):
+        value = self.raw.get(key) or {}
+        if not isinstance(value, dict):
+            self.error(key, f'expected a mapping, got {value!r}')
+            return cls()
+        defaults = cls()
+        fields = cls.__dataclass_fields__
+        kwargs = {}
+        for k, v in value.items():
+            if k not in fields:
+                self.error(f'{key}.{k}', f'unknown key; expected one of {sorted(fields)}')
+                continue
+            default = getattr(defaults, k)
+            if not _same_kind(v, default):
+                self.error(f'{key}.{k}', f'expected {_kind_name(default)}, got {v!r}')
+                continue
+            kwargs[k] = v
+        return cls(**kwargs)
+
+    # --- models, origins, paths -------------------------------------------------------------------------
+    def _models(self) -> list[ModelSpec]:
+        models, labels = [], {}
+        for i, entry in enumerate(self._list('models')):
+            where = f'models[{i}]'
+            if isinstance(entry, str):
+                entry = {'name': entry}
+            if not isinstance(entry, dict) or not isinstance(entry.get('name'), str):
+                self.error(where, f'expected a model name or a mapping with a string "name", got {entry!r}')
+                continue
+            name = entry['name']
+            if self.known_models is not None and name not in self.known_models:
+                close = difflib.get_close_matches(name, self.known_models, n=3, cutoff=0.6)
+                hint = f'; did you mean {", ".join(close)}?' if close else ''
+                self.error(where, f'unknown timm model {name!r}{hint}')
+                continue
+            if family_of(name) is None:
+                self.error(where, f'{name!r} is not a supported family; the harness knows ViT and Swin models')
+                continue
+            alias = entry.get('label')
+            if alias is not None and not isinstance(alias, str):
+                self.error(f'{where}.label', f'expected a string, got {alias!r}')
+                continue
+            overrides = {k: v for k, v in entry.items() if k not in ('name', 'label') and k not in AXES}
+            if 'img_size' in overrides:
+                size = self._size(f'{where}.img_size', overrides['img_size'])
+                overrides['img_size'] = list(size) if size else overrides['img_size']
+            model = ModelSpec(name, tuple(sorted((k, _freeze(v)) for k, v in overrides.items())))
+            try:
+                native_geometry(family_of(name), model)
+            except Exception as e:   # noqa: BLE001 - any constructor complaint is the user's to fix
+                self.error(where, f'timm cannot build {name} with {dict(model.overrides)}: {type(e).__name__}: {e}')
+                continue
+            model = dataclasses.replace(model, alias=alias, axes=self._model_axes(where, model, entry))
+            if model.label in labels:
+                self.error(where, f'{model.label!r} is already models[{labels[model.label]}]; '
+                                  f'give one of them a distinct `label:`')
+                continue
+            labels[model.label] = i
+            models.append(model)
+        return models
+
+    def _origins(self, models: list[ModelSpec]) -> list[OriginSpec]:
+        origins = []
+        for i, entry in enumerate(self._list('origins')):
+            where = f'origins[{i}]'
+            if isinstance(entry, dict) and 'file' in entry:
+                origin = self._file_origin(where, entry)
+            elif isinstance(entry, str) and entry in ORIGINS and entry != FILE_ORIGIN:
+                origin = OriginSpec(entry)
+            else:
+                self.error(where, f'unknown origin {entry!r}; expected one of {sorted(ORIGINS)} or {{file: PATH}}')
+                continue
+            if origin is None:
+                continue
+            for model in models:
+                family = family_of(model.name)
+                if origin.name != FILE_ORIGIN and family.name not in ORIGINS[origin.name].families:
+                    self.error(where, f'origin {origin.name!r} does not apply to {model.name!r} '
+                                      f'({family.name} family; its origins are {list(family.origins)})')
+            origins.append(origin)
+        return origins
+
+    def _file_origin(self, where: str, entry: dict) -> OriginSpec | None:
+        unknown = set(entry) - {'file', 'num_classes', 'custom_load'}
+        if unknown:
+            self.error(where, f'unknown keys {sorted(unknown)}; expected file, num_classes, custom_load')
+        file = Path(str(entry['file']))
+        if not file.is_absolute():
+            file = self.path.parent / file
+        if not file.is_file():
+            self.error(f'{where}.file', f'checkpoint file {str(file)!r} does not exist')
+            return None
+        num_classes = entry.get('num_classes')
+        if num_classes is not None and (not _is_int(num_classes) or num_classes < 0):
+            self.error(f'{where}.num_classes', f'expected an int >= 0, got {num_classes!r}')
+            return None
+        return OriginSpec(FILE_ORIGIN, file=str(file), num_classes=num_classes,
+                          custom_load=bool(entry.get('custom_load', False)))
+
+    def _paths(self) -> tuple[str, ...]:
+        if 'paths' not in self.raw:
+            return PATHS
+        paths = []
+        for i, p in enumerate(self._list('paths')):
+            if p in PATHS:
+                paths.append(p)
+            else:
+                self.error(f'paths[{i}]', f'unknown path {p!r}; expected one of {list(PATHS)}')
+        return tuple(paths)
+
+    def _timing(self) -> TimingConfig:
+        timing = self._section('timing', TimingConfig)
+        if timing.dtype not in DTYPES:
+            self.error('timing.dtype', f'expected one of {list(DTYPES)}, got {timing.dtype!r}')
+        if timing.batch_size < 1 or timing.repeats < 1 or timing.warmup < 0:
+            self.error('timing', 'batch_size and repeats must be >= 1, warmup >= 0')
+        return timing
+
+    def _check_sizes_fit(self, model: ModelSpec, sizes: tuple[Size, ...], patch_sizes: tuple) -> None:
+        """An impossible size (one a model's patch grid cannot tile) is a matrix error, not a case failure."""
+        family = family_of(model.name)
+        for size in sizes:
+            for patch in patch_sizes:
+                problem = family.size_problem(model, size, patch)
+                if problem:
+                    self.error(f'sizes {list(size)}', f'{model.name}: {problem}')
+
+    def _expectations(self) -> list[Expectation]:
+        expectations = []
+        for i, entry in enumerate(self._list('expect')):
+            where = f'expect[{i}]'
+            if not isinstance(entry, dict) or not isinstance(entry.get('match'), dict) \
+                    or not isinstance(entry.get('reason'), str):
+                self.error(where, 'expected {match: {field: value, ...}, reason: "...", timm: "<1.0.3" (optional)}')
+                continue
+            unknown = set(entry) - {'match', 'reason', 'timm'}
+            if unknown:
+                self.error(where, f'unknown keys {sorted(unknown)}; expected match, reason, timm')
+            match = {}
+            for k, v in entry['match'].items():
+                if k not in EXPECT_MATCH_KEYS:
+                    self.error(f'{where}.match.{k}', f'unknown field; expected one of {list(EXPECT_MATCH_KEYS)}')
+                elif k == 'img_size':
+                    size = self._size(f'{where}.match.img_size', v)
+                    match[k] = size
+                else:
+                    match[k] = v
+            spec = None
+            if 'timm' in entry:
+                try:
+                    spec = SpecifierSet(str(entry['timm']))
+                except InvalidSpecifier:
+                    self.error(f'{where}.timm', f'expected a version specifier such as "<1.0.3", got {entry["timm"]!r}')
+            expectations.append(Expectation(tuple(sorted(match.items())), entry['reason'], spec))
+        return expectations
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return _is_int(value)
+    if isinstance(default, float) or default is None:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)) or value is None
+    return isinstance(value, type(default))
+
+
+def _kind_name(default: Any) -> str:
+    if isinstance(default, bool):
+        return 'true or false'
+    if isinstance(default, int):
+        return 'an int'
+    if isinstance(default, float) or default is None:
+        return 'a number (or null)'
+    return f'a {type(default).__name__}'
+
+
+def _freeze(value: Any) -> Any:
+    """Lists become tuples so specs stay hashable (model overrides key caches)."""
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+

@@ -1,0 +1,44 @@
+"""Checkpoint origins: the file layouts the harness can load a model from.
+
+Synthesized origins are written by :mod:`harness.checkpoints` from a seeded model; ``hub`` loads timm's
+real pretrained tag and ``file`` a user's checkpoint. All of them go through timm's own loading code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HUB_ORIGIN = 'hub'
+FILE_ORIGIN = 'file'
+
+
+@dataclass(frozen=True)
+class Origin:
+    name: str
+    families: tuple[str, ...]
+    description: str
+    filename: str | None = None     # file name of a synthesized checkpoint; None: not synthesized
+    custom_load: bool = False       # timm loads it with the model's own `load_pretrained` (.npz releases)
+    # how timm's loader for this layout resamples embeddings at create time (the .npz loader differs)
+    interpolation: str = 'bicubic'
+    antialias: bool = True
+
+    @property
+    def synthesized(self) -> bool:
+        return self.filename is not None
+
+
+ORIGINS: dict[str, Origin] = {o.name: o for o in (
+    Origin('timm', ('vit', 'swin'), "timm's own state dict (safetensors)", 'model.safetensors'),
+    Origin('openai_clip', ('vit',), 'OpenAI CLIP layout, `visual.*` keys beside a text tower',
+           'open_clip_pytorch_model.bin'),
+    Origin('open_clip', ('vit',), 'OpenCLIP training checkpoint, `module.visual.*` keys under `state_dict`',
+           'epoch_latest.pt'),
+    Origin('dinov2', ('vit',), 'DINOv2 hub layout with `mask_token` (and `register_tokens` for reg models)',
+           'dinov2_pretrain.pth'),
+    Origin('big_vision', ('vit',), "Google's JAX ViT release (.npz, `Transformer/encoderblock_N/...`)",
+           'big_vision.npz', custom_load=True, interpolation='bilinear', antialias=False),
+    Origin('microsoft', ('swin',), 'original Swin repository checkpoint (`model` dict, end-of-stage downsample)',
+           'swin_original.pth'),
+    Origin(HUB_ORIGIN, ('vit', 'swin'), "timm's default pretrained tag, downloaded from the hub"),
+    Origin(FILE_ORIGIN, ('vit', 'swin'), "a user's checkpoint file, loaded like a hub file"),
+)}

@@ -1,0 +1,244 @@
+"""Render a results.jsonl as a markdown report plus CSVs.
+
+The CSVs keep every figure at full precision; the markdown formats them for reading. Every table that holds
+figures says how they were measured: the header lists the timm/torch versions, device, dtype and batch size,
+and when cases disagree on any of those, the per-case tables carry a column for it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+from tabulate import tabulate
+
+from harness.matrix import PATHS
+from harness.results import STATUSES, UNEXPECTED, CaseResult, read_results
+
+INT_FIELDS = ('patch_size', 'window_size', 'batch_size', 'timing_repeats')
+IDENTITY = ('model', 'origin', 'img_size', 'patch_size', 'window_size', 'path')
+MEASURED = {'timm_version': 'timm', 'torch_version': 'torch', 'device_label': 'device', 'dtype': 'dtype',
+            'batch_size': 'batch size', 'timing_repeats': 'timing repeats'}
+HEADERS = {'device_label': 'device', 'time_median_ms': 'median ms', 'time_iqr_ms': 'IQR ms',
+           'images_per_s': 'images/s', 'peak_memory_mb': 'peak memory MB'}
+REASON_CHARS = 120
+NULL = '—'
+
+Formatter = Callable[[Any], str]
+
+
+@dataclass
+class ReportFiles:
+    markdown: Path
+    csv: Path           # all records, one row per case, every field
+    summary_csv: Path   # the status summary table: (model, origin) x path
+
+
+# --- loading -------------------------------------------------------------------------------------------------
+
+def _defaults() -> dict[str, Any]:
+    """CaseResult's defaults, so older records that lack a field read as if they had it; identity fields: None."""
+    out = {}
+    for f in dataclasses.fields(CaseResult):
+        factory = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        out[f.name] = factory() if factory else (None if f.default is dataclasses.MISSING else f.default)
+    return out
+
+
+def _path_rank(path: Any) -> tuple[int, str]:
+    return (PATHS.index(path), '') if path in PATHS else (len(PATHS), str(path))
+
+
+def _sort_key(record: dict[str, Any]) -> tuple:
+    return (str(record['model'] or ''), str(record['origin'] or ''), list(record['img_size'] or []),
+            record['patch_size'] or 0, record['window_size'] or 0, _path_rank(record['path']), str(record['case_id']))
+
+
+def load_results(results_path: Path) -> pd.DataFrame:
+    """One row per case, CaseResult's fields first (then any fields newer records add), in a stable order."""
+    defaults = _defaults()
+    records = sorted(({**defaults, **r} for r in read_results(results_path)), key=_sort_key)
+    extra = sorted({k for r in records for k in r} - set(defaults))
+    frame = pd.DataFrame(records, columns=[*defaults, *extra])
+    for column in INT_FIELDS:
+        frame[column] = pd.to_numeric(frame[column], errors='coerce').astype('Int64')
+    return frame
+
+
+def _csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """List fields (img_size, failed_checks, ...) as JSON text, so they parse back unambiguously."""
+    return frame.apply(lambda col: col.map(lambda v: json.dumps(v) if isinstance(v, list) else v))
+
+
+# --- formatting ----------------------------------------------------------------------------------------------
+
+def _is_null(value: Any) -> bool:
+    return value is None or (not isinstance(value, (list, tuple)) and bool(pd.isna(value)))
+
+
+def _text(value: Any) -> str:
+    return NULL if _is_null(value) or value == '' else str(value)
+
+
+def _number(spec: str) -> Formatter:
+    return lambda v: NULL if _is_null(v) else format(v, spec)
+
+
+def _sci(value: Any) -> str:
+    return NULL if _is_null(value) else '0' if value == 0 else f'{value:.1e}'
+
+
+def _size(value: Any) -> str:
+    return 'x'.join(str(v) for v in value) if isinstance(value, list) and value else NULL
+
+
+def _reason(value: Any) -> str:
+    text = ' '.join(_text(value).split())
+    return text if len(text) <= REASON_CHARS else text[:REASON_CHARS - 1] + '…'
+
+
+def _view(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as the markdown shows it: text identity, HxW sizes, one-line reasons, device with its name."""
+    view = frame.copy()
+    for column in ('case_id', 'model', 'origin', 'path', 'status', 'timm_version', 'torch_version', 'dtype'):
+        view[column] = view[column].map(_text)
+    view['img_size'] = view['img_size'].map(_size)
+    view['failed_checks'] = view['failed_checks'].map(lambda v: ', '.join(v) if isinstance(v, list) and v else NULL)
+    view['reason'] = view['reason'].map(_reason)
+    view['device_label'] = [_text(d) + (f' ({n})' if not _is_null(n) and n else '')
+                            for d, n in zip(view['device'], view['device_name'])]
+    return view
+
+
+def _cells(view: pd.DataFrame, columns: dict[str, Formatter]) -> pd.DataFrame:
+    return pd.DataFrame({HEADERS.get(c, c): view[c].map(fmt) for c, fmt in columns.items()})
+
+
+def _table(cells: pd.DataFrame) -> str:
+    escaped = cells.apply(lambda col: col.map(lambda v: str(v).replace('|', '\\|')))
+    # disable_numparse: the cells are already formatted, tabulate must not turn '1.0000' back into '1'
+    return tabulate(escaped, headers='keys', tablefmt='github', showindex=False, disable_numparse=True)
+
+
+def _distinct(values: Iterable[Any]) -> str:
+    """'1.0.9', or every value with its case count when cases disagree; cases without a value are ignored."""
+    counts = Counter(_text(v) for v in values if not _is_null(v))
+    if len(counts) <= 1:
+        return next(iter(counts), NULL)
+    return ', '.join(f'{v} ({_cases(n)})' for v, n in counts.items())
+
+
+def _cases(n: int) -> str:
+    return f'{n} case' if n == 1 else f'{n} cases'
+
+
+def _varying(view: pd.DataFrame) -> dict[str, Formatter]:
+    """Columns for the measurement settings that differ between cases, so each figure stays traceable."""
+    return {c: _text for c in MEASURED if view[c].dropna().map(_text).nunique() > 1}
+
+
+def _status_order(counts: Counter) -> list[str]:
+    return [*STATUSES, *sorted(set(counts) - set(STATUSES))]
+
+
+def _status_counts(statuses: Iterable[str]) -> str:
+    counts = Counter(statuses)
+    return ', '.join(f'{counts[s]} {s}' for s in _status_order(counts) if counts[s])
+
+
+# --- sections ------------------------------------------------------------------------------------------------
+
+def _header(view: pd.DataFrame, results_path: Path) -> list[str]:
+    names = ', '.join(dict.fromkeys(view['matrix'].map(_text))) or NULL
+    newest = pd.to_datetime(view['finished_at'], utc=True, errors='coerce', format='ISO8601')
+    lines = [f'# Resize regression report: {names}', '', '## How this was measured', '']
+    lines += [f'- {label}: {_distinct(view[column])}' for column, label in MEASURED.items()]
+    lines += [f'- newest record: {view["finished_at"][newest.idxmax()] if newest.notna().any() else NULL}',
+              f'- results file: `{results_path}`']
+    if _varying(view):
+        lines.append('- Cases disagree on some settings above: the per-case tables show them in their own columns.')
+    return lines
+
+
+def _totals(view: pd.DataFrame) -> list[str]:
+    counts = Counter(view['status'])
+    per_status = ', '.join(f'{counts[s]} {s}' for s in _status_order(counts))
+    return [f'**Totals:** {_cases(len(view))}: {per_status}']
+
+
+def summary_frame(view: pd.DataFrame) -> pd.DataFrame:
+    """(model, origin) rows, one column per path, each cell like '2 passed, 1 failed'."""
+    paths = sorted(view['path'].unique(), key=_path_rank)
+    table = view.groupby(['model', 'origin', 'path'], sort=False)['status'].agg(_status_counts).unstack('path')
+    return table.reindex(columns=paths).fillna(NULL).reset_index().rename_axis(columns=None)
+
+
+def _summary(summary: pd.DataFrame) -> list[str]:
+    return ['## Summary: status per model × origin × path', '', _table(summary)]
+
+
+def _failures(view: pd.DataFrame) -> list[str]:
+    unexpected = view[view['status'].isin(UNEXPECTED)]
+    xfailed = view[view['status'] == 'xfailed']
+    tables = [(title, _table(_cells(rows, dict.fromkeys(columns, str)))) for title, rows, columns in (
+        ('Unexpected: failed, error, xpassed', unexpected, ('case_id', 'status', 'failed_checks', 'reason')),
+        ('Expected failures (xfailed)', xfailed, ('case_id', 'reason'))) if len(rows)]
+    return ['## Failures', *(f'\n### {title}\n\n{table}' for title, table in tables)] if tables else []
+
+
+def _identity() -> dict[str, Formatter]:
+    return {c: _number('d') if c in INT_FIELDS else str for c in IDENTITY}
+
+
+def _drift(view: pd.DataFrame) -> list[str]:
+    figures = {'status': str, 'drift_cosine': _number('.4f'), 'drift_top1_agreement': _number('.4f'),
+               'fidelity_weights_max_abs_diff': _sci, 'fidelity_outputs_max_abs_diff': _sci,
+               'parity_max_abs_diff': _sci, 'parity_cosine': _number('.4f')}
+    return ['## Drift and fidelity', '', _table(_cells(view, {**_identity(), **figures, **_varying(view)}))]
+
+
+def _timing_caption(view: pd.DataFrame) -> str:
+    on_cpu = view['device'].map(_text).str.lower() == 'cpu'
+    kind = ('**CPU timings** (not representative of accelerator speed)' if on_cpu.all()
+            else '**Mixed devices, CPU timings included**: compare rows only within one device' if on_cpu.any()
+            else 'Timings')
+    return (f'{kind}. Device {_distinct(view["device_label"])}; dtype {_distinct(view["dtype"])}; '
+            f'batch size {_distinct(view["batch_size"])}; median and IQR over {_distinct(view["timing_repeats"])} '
+            f'timed repeats per case.')
+
+
+def _timing(view: pd.DataFrame) -> list[str]:
+    figures = {'time_median_ms': _number('.2f'), 'time_iqr_ms': _number('.2f'),
+               'images_per_s': _number('.1f'), 'peak_memory_mb': _number('.1f')}
+    timed = view[view[list(figures)].notna().any(axis=1)]
+    if timed.empty:
+        return ['## Timing', '', 'No timing figures recorded.']
+    table = _table(_cells(timed, {**_identity(), **figures, **_varying(timed)}))
+    return ['## Timing', '', _timing_caption(timed), '', table]
+
+
+def render_markdown(view: pd.DataFrame, summary: pd.DataFrame, results_path: Path) -> str:
+    if view.empty:
+        return f'# Resize regression report\n\nNo results recorded in `{results_path}`.\n'
+    sections = [_header(view, results_path), _totals(view), _summary(summary), _failures(view), _drift(view),
+                _timing(view)]
+    return '\n\n'.join('\n'.join(lines) for lines in sections if lines) + '\n'
+
+
+def write_report(results_path: Path, out_dir: Path) -> ReportFiles:
+    """Read results.jsonl and write <out_dir>/report.md, results.csv and summary.csv (overwriting them)."""
+    results_path, out_dir = Path(results_path), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = ReportFiles(markdown=out_dir / 'report.md', csv=out_dir / 'results.csv',
+                        summary_csv=out_dir / 'summary.csv')
+    frame = load_results(results_path)
+    _csv_frame(frame).to_csv(files.csv, index=False)
+    view = _view(frame)
+    summary = summary_frame(view) if len(view) else pd.DataFrame(columns=['model', 'origin'])
+    summary.to_csv(files.summary_csv, index=False)
+    files.markdown.write_text(render_markdown(view, summary, results_path))
+    return files

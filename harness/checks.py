@@ -34,14 +34,24 @@ class TensorDiff:
     worst: str | None      # the tensor with the largest difference
 
 
+class ForwardFailed(Exception):
+    """The model raised on a forward pass at the case's size (a finding about timm, reported as `shapes`)."""
+
+
 @torch.no_grad()
 def forward_outputs(model: nn.Module, inputs: torch.Tensor) -> Outputs:
-    features = model.forward_features(inputs)
-    logits = model.forward_head(features)
-    pooled = model.forward_head(features, pre_logits=True)
-    intermediates = None
-    if hasattr(model, 'forward_intermediates'):
-        intermediates = [tuple(t.shape) for t in model.forward_intermediates(inputs, intermediates_only=True)]
+    step = 'forward_features'
+    try:
+        features = model.forward_features(inputs)
+        step = 'forward_head'
+        logits = model.forward_head(features)
+        pooled = model.forward_head(features, pre_logits=True)
+        intermediates = None
+        if hasattr(model, 'forward_intermediates'):
+            step = 'forward_intermediates'
+            intermediates = [tuple(t.shape) for t in model.forward_intermediates(inputs, intermediates_only=True)]
+    except Exception as e:   # noqa: BLE001 - whatever timm raises is the finding
+        raise ForwardFailed(f'{step} on {tuple(inputs.shape)} raised {type(e).__name__}: {e}') from None
     return Outputs(tuple(features.shape), logits.float().cpu(), pooled.float().cpu(), intermediates)
 
 

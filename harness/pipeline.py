@@ -125,18 +125,25 @@ def _checks(case: Case, ctx: RunContext, result: CaseResult) -> nn.Module | None
     with device_lock(ctx.options.cache_dir / 'locks', device, exclusive=False):
         try:
             native = ctx.native(case, checkpoint)
-            built = build_path(case.path, checkpoint, family, native.geometry, case.target)
+            source = native.geometry
+            result.source_img_size = list(source.img_size)
+            result.source_patch_size = source.patch_size[0]
+            result.source_window_size = source.window_sizes[0][0] if source.window_sizes else None
+            built = build_path(case.path, checkpoint, family, source, case.target)
         except LoadFailed as e:
             result.load_error, result.missing_keys, result.unexpected_keys = e.error, e.missing_keys, e.unexpected_keys
             return None
-        source = native.geometry
-        result.source_img_size = list(source.img_size)
-        result.source_patch_size = source.patch_size[0]
-        result.source_window_size = source.window_sizes[0][0] if source.window_sizes else None
+        except checks.ForwardFailed as e:
+            result.shape_errors = [f'native size: {e}']
+            return None
         result.missing_keys, result.unexpected_keys = built.missing_keys, built.unexpected_keys
         model = built.model.to(device)
         expected = family.expected_geometry(source, case.target)
-        outputs = checks.forward_outputs(model, ctx.inputs(model, case.img_size))
+        try:
+            outputs = checks.forward_outputs(model, ctx.inputs(model, case.img_size))
+        except checks.ForwardFailed as e:
+            result.shape_errors = [str(e)]
+            return None
 
         result.shape_errors = checks.shape_errors(outputs, family.expected_shapes(expected, ctx.matrix.num_images))
         if case.path != 'dynamic':

@@ -9,7 +9,7 @@ def failed_checks(result: CaseResult, tol: Tolerances) -> list[tuple[str, str]]:
     """(check, why) for every check whose figures are outside tolerance; figures left None are not judged."""
     failures = []
     if result.load_error:
-        failures.append(('load', result.load_error.splitlines()[0]))
+        failures.append(('load', ' '.join(line.strip() for line in result.load_error.splitlines()[:3])))
     elif result.missing_keys:
         failures.append(('load', f'missing keys: {", ".join(result.missing_keys[:5])}'))
     elif _above(result.native_max_abs_diff, tol.fidelity_weights_atol):

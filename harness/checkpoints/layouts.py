@@ -56,6 +56,7 @@ def _rule(pattern: str, target: str | Callable[[re.Match], str] = r'\g<0>',
 
 
 def _drop(pattern: str) -> _Rule:
+    """A rule for a tensor the layout has no place for and timm recreates on load (the writer says how)."""
     return _Rule(re.compile(pattern), lambda m, v: {})
 
 
@@ -63,7 +64,7 @@ _BLOCK_INDEX = re.compile(r'(?<=blocks\.)\d+|(?<=block_)\d+')
 
 
 def _listing(keys: Iterable[str]) -> str:
-    """Keys for an error message, one line per kind of key (block indices collapsed to N)."""
+    """Keys for an error message, each kind once (block indices collapsed to N)."""
     return ', '.join(dict.fromkeys(_BLOCK_INDEX.sub('N', k) for k in keys))
 
 
@@ -184,7 +185,7 @@ def _clip_visual(model: nn.Module) -> tuple[StateDict, StateDict]:
     _require_vit(model)
     _require_class_position(model)
     expected = _state_dict(model)
-    keys = _layout_keys(['visual.' + k for k in _CLIP_VISUAL_TOP], _RESBLOCK + '{}.', _clip_block_shapes(1),
+    keys = _layout_keys(['visual.' + k for k in _CLIP_VISUAL_TOP], _RESBLOCK + '{}.', _clip_block_shapes(1).keys(),
                         len(model.blocks))
     visual = _convert(expected, _CLIP_VISUAL_RULES, keys)
     if 'head.bias' in expected:
@@ -262,6 +263,8 @@ _DINOV2_BLOCK = ('norm1.weight', 'norm1.bias', 'attn.qkv.weight', 'attn.qkv.bias
 
 
 def _dinov2_rules(fc1: str, fc2: str) -> list[_Rule]:
+    """timm's names where DINOv2 shares them; register tokens and the MLP's two linears (``fc1``/``fc2``, or
+    the packed SwiGLU's ``w12``/``w3``) renamed."""
     return [
         _rule(r'cls_token|pos_embed|patch_embed\.proj\.(weight|bias)|norm\.(weight|bias)'),
         _rule(r'reg_token', 'register_tokens'),
@@ -285,8 +288,7 @@ def write_dinov2(model: nn.Module, path: Path) -> StateDict:
     if getattr(model, 'no_embed_class', False) != registers:
         raise LayoutError('DINOv2 embeds the class position in pos_embed; timm converts that only for register '
                           'models without it (no_embed_class) and plain models with it')
-    swiglu = _is_swiglu(model.blocks[0].mlp)
-    fc1, fc2 = ('w12', 'w3') if swiglu else ('fc1', 'fc2')
+    fc1, fc2 = ('w12', 'w3') if _is_swiglu(model.blocks[0].mlp) else ('fc1', 'fc2')
     expected = _state_dict(model)
     state = dict(expected)
     if registers:
@@ -341,6 +343,7 @@ def _split_qkv(heads: int) -> Callable[[re.Match, Tensor], StateDict]:
 
 
 def _big_vision_rules(heads: int) -> list[_Rule]:
+    """timm's ViT keys to AugReg's Flax paths; attention tensors need the head count to be split."""
     def out_proj(v: Tensor) -> Tensor:                     # (C, heads * head_dim) -> (heads, head_dim, C)
         return v.reshape(v.shape[0], heads, -1).permute(1, 2, 0) if v.ndim == 2 else v
 

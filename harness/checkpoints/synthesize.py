@@ -15,14 +15,12 @@ are not all ones): a layout writer that swaps two keys cannot pass its round-tri
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import torch
 from torch import nn
 
 PERTURBATION_STD = 0.02
-_REL_TABLE = re.compile(r'relative_position_bias_table$')
 
 
 def seeded_model(model_name: str, kwargs: dict[str, Any], seed: int) -> nn.Module:
@@ -37,14 +35,16 @@ def seeded_model(model_name: str, kwargs: dict[str, Any], seed: int) -> nn.Modul
 @torch.no_grad()
 def make_trained_like(model: nn.Module, generator: torch.Generator) -> None:
     grid = tuple(model.patch_embed.grid_size)
+    windows = {f'{name}.relative_position_bias_table': module.window_size for name, module in model.named_modules()
+               if hasattr(module, 'relative_position_bias_table')}
     for name, param in model.named_parameters():
         if name == 'pos_embed':
             _smooth_pos_embed(param, grid, generator)
         elif name.endswith('patch_embed.proj.weight'):
             param.copy_(_smooth_field(param.shape[:2], param.shape[-2:], generator, max_freq=1.5)
                         * param.std().clamp_min(1e-3))
-        elif _REL_TABLE.search(name):
-            _smooth_rel_table(param, generator)
+        elif name in windows:
+            _smooth_rel_table(param, tuple(windows[name]), generator)
         else:
             param.add_(torch.randn(param.shape, generator=generator) * PERTURBATION_STD)
 
@@ -59,15 +59,14 @@ def _smooth_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], generator:
     pos_embed[0, :prefix] = torch.randn(prefix, channels, generator=generator) * PERTURBATION_STD
 
 
-def _smooth_rel_table(table: torch.Tensor, generator: torch.Generator) -> None:
+def _smooth_rel_table(table: torch.Tensor, window: tuple[int, int], generator: torch.Generator) -> None:
     """(2Wh-1)*(2Ww-1) x heads table: a decaying bump around offset 0 plus a low-frequency ripple."""
-    num_pos, heads = table.shape
-    side = int(math.isqrt(num_pos))   # tables are square in every model the harness synthesizes
-    offsets = torch.linspace(-1, 1, side)
-    dist2 = offsets[:, None] ** 2 + offsets[None, :] ** 2
+    heads = table.shape[1]
+    rows, cols = 2 * window[0] - 1, 2 * window[1] - 1
+    dist2 = torch.linspace(-1, 1, rows)[:, None] ** 2 + torch.linspace(-1, 1, cols)[None, :] ** 2
     width = 0.3 + torch.rand(heads, 1, 1, generator=generator)
     bump = torch.exp(-dist2 / width ** 2) * (1 + torch.rand(heads, 1, 1, generator=generator))
-    ripple = _smooth_field((heads,), (side, side), generator, max_freq=1.0) * 0.3
+    ripple = _smooth_field((heads,), (rows, cols), generator, max_freq=1.0) * 0.3
     table.copy_((bump + ripple).flatten(1).T)
 
 

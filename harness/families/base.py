@@ -83,8 +83,17 @@ class Family:
 
 @functools.lru_cache(maxsize=None)
 def native_geometry(family: Family, model: 'ModelSpec') -> Geometry:
-    """Geometry of a model at its own configuration, built on the meta device (no memory, no init cost)."""
+    """Geometry of a model at its own configuration, built on the meta device (no memory, no init cost).
+
+    Older timm releases initialise some weights with ``.item()``, which the meta device cannot do: those
+    models are built for real.
+    """
     import timm
-    with torch.device('meta'):
+    try:
+        with torch.device('meta'):
+            built = timm.create_model(model.name, pretrained=False, **model.kwargs)
+    except RuntimeError as e:
+        if 'meta' not in str(e):
+            raise
         built = timm.create_model(model.name, pretrained=False, **model.kwargs)
     return family.geometry(built)

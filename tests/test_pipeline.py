@@ -1,0 +1,170 @@
+"""Each check passes on timm's correct behaviour and fails on a deliberately broken one."""
+from __future__ import annotations
+
+import pytest
+import torch
+import timm.models.vision_transformer as vit_module
+from timm.models.vision_transformer import VisionTransformer
+
+TINY_VIT = '''
+name: tiny
+models:
+  - {name: vit_tiny_patch16_224, depth: 2, img_size: [32, 64]}
+origins: [timm]
+sizes: [[64, 96]]
+patch_sizes: [%s]
+paths: [%s]
+'''
+
+
+def tiny(paths='create, set_input_size, dynamic', patch=16, extra=''):
+    return TINY_VIT % (patch, paths) + extra
+
+
+def test_correct_resizes_pass_every_check(run_matrix):
+    results = run_matrix(tiny(), timing=True)
+    assert {r.path: r.status for r in results.values()} == {
+        'create': 'passed', 'set_input_size': 'passed', 'dynamic': 'passed'}
+    for r in results.values():
+        assert r.load_error is None and r.missing_keys == [] and r.shape_errors == []
+        assert r.native_max_abs_diff == 0.0
+        assert r.source_img_size == [32, 64] and r.source_patch_size == 16
+        assert r.drift_cosine is not None and 0 < r.drift_top1_agreement <= 1
+        assert r.time_median_ms > 0 and r.timing_repeats == 2 and r.images_per_s > 0
+    by_path = {r.path: r for r in results.values()}
+    assert by_path['create'].fidelity_weights_max_abs_diff < 1e-5
+    assert by_path['set_input_size'].parity_max_abs_diff < 1e-4
+    assert by_path['dynamic'].fidelity_outputs_max_abs_diff < 1e-4   # nothing stored: outputs compared
+
+
+def test_patch_size_change_resamples_kernel(run_matrix):
+    results = run_matrix(tiny(paths='create, set_input_size', patch=8))
+    assert {r.status for r in results.values()} == {'passed'}
+    assert all(r.fidelity_weights_max_abs_diff < 1e-5 for r in results.values())
+
+
+def test_fidelity_catches_wrong_values_that_both_paths_agree_on(run_matrix, monkeypatch):
+    """A nearest-neighbour pos-embed resample has the right shape and both paths share it: only fidelity sees it."""
+    original = vit_module.resample_abs_pos_embed
+
+    def nearest(posemb, new_size, old_size=None, num_prefix_tokens=1, **kwargs):
+        return original(posemb, new_size=new_size, old_size=old_size, num_prefix_tokens=num_prefix_tokens,
+                        interpolation='nearest', antialias=False)
+
+    monkeypatch.setattr(vit_module, 'resample_abs_pos_embed', nearest)
+    results = run_matrix(tiny(paths='create, set_input_size'))
+    for r in results.values():
+        assert r.status == 'failed', r
+        assert 'fidelity' in r.failed_checks and 'parity' not in r.failed_checks
+        assert r.fidelity_worst_tensor == 'pos_embed' and r.fidelity_weights_max_abs_diff > 1e-2
+
+
+def test_parity_catches_paths_that_disagree(run_matrix, monkeypatch):
+    """set_input_size that reads the new grid transposed: same shape, different model than create's."""
+    original = VisionTransformer.set_input_size
+
+    def transposed(self, img_size=None, patch_size=None):
+        original(self, img_size=img_size, patch_size=patch_size)
+        h, w = self.patch_embed.grid_size
+        prefix, grid = self.pos_embed[:, :1], self.pos_embed[:, 1:]
+        swapped = grid.reshape(1, h, w, -1).transpose(1, 2).reshape(1, h * w, -1)
+        self.pos_embed = torch.nn.Parameter(torch.cat([prefix, swapped], dim=1))
+
+    monkeypatch.setattr(VisionTransformer, 'set_input_size', transposed)
+    results = run_matrix(tiny(paths='create, set_input_size'))
+    by_path = {r.path: r for r in results.values()}
+    assert by_path['create'].status == 'passed'
+    assert by_path['set_input_size'].status == 'failed'
+    assert 'parity' in by_path['set_input_size'].failed_checks
+    assert by_path['set_input_size'].parity_max_abs_diff > 1e-3
+
+
+def test_shapes_catch_a_wrong_token_count(run_matrix, monkeypatch):
+    original = VisionTransformer.forward_features
+    monkeypatch.setattr(VisionTransformer, 'forward_features', lambda self, x: original(self, x)[:, :-1])
+    (result,) = run_matrix(tiny(paths='create')).values()
+    assert result.status == 'failed' and result.failed_checks == ['shapes']
+    assert 'forward_features: got (4, 24, 192), expected (4, 25, 192)' in result.shape_errors[0]
+
+
+def test_missing_api_is_unsupported_not_failed(run_matrix, monkeypatch):
+    monkeypatch.delattr(VisionTransformer, 'set_input_size')
+    results = run_matrix(tiny(paths='set_input_size', patch=8) + '')
+    (result,) = results.values()
+    assert result.status == 'unsupported'
+    assert 'set_input_size' in result.reason
+
+
+def test_dynamic_cannot_change_patch_size(run_matrix):
+    (result,) = run_matrix(tiny(paths='dynamic', patch=8)).values()
+    assert result.status == 'unsupported' and 'patch' in result.reason
+
+
+def test_expected_failures_are_xfailed_and_unexpected_passes_xpassed(run_matrix, monkeypatch):
+    expect = '''
+expect:
+  - {match: {path: create}, reason: known bug}
+  - {match: {path: set_input_size}, reason: fixed long ago}
+'''
+    monkeypatch.setattr(VisionTransformer, 'forward_features', lambda self, x: torch.zeros(1))
+    broken = run_matrix(tiny(paths='create') + expect)
+    assert [r.status for r in broken.values()] == ['xfailed']
+    monkeypatch.undo()
+    fine = run_matrix(tiny(paths='set_input_size') + expect)
+    (result,) = fine.values()
+    assert result.status == 'xpassed' and 'fixed long ago' in result.reason
+
+
+def test_drift_is_judged_only_when_the_matrix_sets_a_limit(run_matrix):
+    (lenient,) = run_matrix(tiny(paths='create')).values()
+    (strict,) = run_matrix(tiny(paths='create') + 'tolerances: {drift_min_cosine: 1.01}\n').values()
+    assert lenient.status == 'passed'
+    assert strict.status == 'failed' and strict.failed_checks == ['drift']
+    assert strict.drift_cosine == lenient.drift_cosine
+
+
+def test_user_checkpoint_file_loads_through_timm(run_matrix, tmp_path):
+    """`file:` origin: a user's own checkpoint, here a fine-tuned-looking ViT with 10 classes."""
+    from harness.checkpoints.synthesize import seeded_model
+    model = seeded_model('vit_tiny_patch16_224', {'depth': 2, 'img_size': 32, 'num_classes': 10}, seed=3)
+    torch.save({'state_dict': model.state_dict()}, tmp_path / 'finetuned.pth')
+    results = run_matrix(f'''
+name: user-file
+models: [{{name: vit_tiny_patch16_224, depth: 2, img_size: 32, num_classes: 10}}]
+origins: [{{file: {tmp_path / 'finetuned.pth'}, num_classes: 10}}]
+sizes: [48]
+''')
+    assert {r.status for r in results.values()} == {'passed'}
+    assert all(r.origin == 'file=finetuned' for r in results.values())
+
+
+def test_corrupt_checkpoint_fails_load_and_names_the_file(run_matrix, tmp_path):
+    bad = tmp_path / 'corrupt.pth'
+    bad.write_bytes(b'not a checkpoint')
+    results = run_matrix(f'''
+name: corrupt
+models: [{{name: vit_tiny_patch16_224, depth: 2, img_size: 32}}]
+origins: [{{file: {bad}}}]
+sizes: [48]
+paths: [create]
+''')
+    (result,) = results.values()
+    assert result.status == 'failed' and result.failed_checks == ['load']
+    assert str(bad) in result.load_error
+
+
+@pytest.mark.parametrize('window', [4, 8])
+def test_swin_window_change_resamples_relative_position_tables(run_matrix, window):
+    results = run_matrix(f'''
+name: swin
+models:
+  - {{name: swin_tiny_patch4_window7_224, embed_dim: 32, depths: [1, 1, 2, 1], num_heads: [1, 2, 2, 4],
+     img_size: 128}}
+origins: [timm, microsoft]
+sizes: [[128, 192]]
+window_sizes: [{window}]
+paths: [create, set_input_size]
+''')
+    for r in results.values():
+        assert r.status == 'passed', r.reason
+        assert r.fidelity_weights_max_abs_diff < 1e-4 and r.source_window_size == 7

@@ -50,7 +50,7 @@ class ModelSpec:
 
     @property
     def kwargs(self) -> dict[str, Any]:
-        return dict(self.overrides)
+        return {k: _thaw(v) for k, v in self.overrides}
 
     @property
     def label(self) -> str:
@@ -142,7 +142,20 @@ def load_matrix(path: str | Path, known_models: list[str] | None = None) -> Matr
         raise MatrixError(path, [f'not valid YAML: {e}']) from None
     if not isinstance(raw, dict):
         raise MatrixError(path, [f'expected a mapping at the top level, got {type(raw).__name__}'])
-    return _Validator(path, raw, known_models).matrix()
+    matrix = _Validator(path, raw, known_models).matrix()
+    _check_unique_cases(matrix)
+    return matrix
+
+
+def _check_unique_cases(matrix: Matrix) -> None:
+    """Results and --resume key on case ids: a repeated entry (or two files with one name) must not collide."""
+    from collections import Counter
+
+    from harness.cases import expand
+    repeated = [case_id for case_id, n in Counter(c.case_id for c in expand(matrix)).items() if n > 1]
+    if repeated:
+        raise MatrixError(matrix.path, [f'cases: {len(repeated)} case ids appear more than once (e.g. {repeated[0]!r});'
+                                        ' remove repeated sizes/origins, or give files distinct names'])
 
 
 class _Validator:
@@ -169,9 +182,10 @@ class _Validator:
         if not isinstance(name, str):
             self.error('name', f'expected a string, got {name!r}')
         axes = self._axes([m for m in models if 'origins' not in dict(m.axes)])
-        for model in models:
+        for i, model in enumerate(models):
             merged = {**axes, **dict(model.axes)}
-            self._check_sizes_fit(model, merged['sizes'], merged['patch_sizes'])
+            where = f'models[{i}].sizes' if 'sizes' in dict(model.axes) else 'sizes'
+            self._check_sizes_fit(where, model, merged['sizes'], merged['patch_sizes'])
         matrix = Matrix(
             name=str(name), path=str(self.path), models=tuple(models), **axes,
             seed=self._int('seed', 0), num_images=self._int('num_images', 4, minimum=1),
@@ -247,6 +261,8 @@ class _Validator:
                 self.error(f'{key}.{k}', f'unknown key; expected one of {sorted(fields)}')
                 continue
             default = getattr(defaults, k)
+            if isinstance(v, str) and (isinstance(default, float) or default is None):
+                v = _as_float(v)   # YAML 1.1 reads 1e-3 (no dot) as a string
             if not _same_kind(v, default):
                 self.error(f'{key}.{k}', f'expected {_kind_name(default)}, got {v!r}')
                 continue
@@ -352,14 +368,14 @@ class _Validator:
             self.error('timing', 'batch_size and repeats must be >= 1, warmup >= 0')
         return timing
 
-    def _check_sizes_fit(self, model: ModelSpec, sizes: tuple[Size, ...], patch_sizes: tuple) -> None:
+    def _check_sizes_fit(self, where: str, model: ModelSpec, sizes: tuple[Size, ...], patch_sizes: tuple) -> None:
         """An impossible size (one a model's patch grid cannot tile) is a matrix error, not a case failure."""
         family = family_of(model.name)
         for size in sizes:
             for patch in patch_sizes:
                 problem = family.size_problem(model, size, patch)
                 if problem:
-                    self.error(f'sizes {list(size)}', f'{model.name}: {problem}')
+                    self.error(f'{where} {list(size)}', f'{model.label}: {problem}')
 
     def _expectations(self) -> list[Expectation]:
         expectations = []
@@ -405,6 +421,13 @@ def _same_kind(value: Any, default: Any) -> bool:
     return isinstance(value, type(default))
 
 
+def _as_float(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _kind_name(default: Any) -> str:
     if isinstance(default, bool):
         return 'true or false'
@@ -415,10 +438,22 @@ def _kind_name(default: Any) -> str:
     return f'a {type(default).__name__}'
 
 
+class _FrozenMapping(tuple):
+    """A mapping-valued override (e.g. pretrained_cfg_overlay) as sorted items, so specs stay hashable."""
+
+
 def _freeze(value: Any) -> Any:
-    """Lists become tuples so specs stay hashable (model overrides key caches)."""
+    """Lists become tuples and mappings _FrozenMapping, so specs stay hashable (model overrides key caches)."""
     if isinstance(value, list):
         return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return _FrozenMapping(sorted((k, _freeze(v)) for k, v in value.items()))
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, _FrozenMapping):
+        return {k: _thaw(v) for k, v in value}
     return value
 
 

@@ -153,13 +153,14 @@ def test_paths_subset_and_each_timing_dtype(tmp_path, known_models):
 
 def test_file_origin_resolves_relative_to_the_matrix(tmp_path, known_models):
     (tmp_path / 'ckpts').mkdir()
-    checkpoint = tmp_path / 'ckpts' / 'mine.safetensors'
+    checkpoint, npz = tmp_path / 'ckpts' / 'mine.safetensors', tmp_path / 'ckpts' / 'other.npz'
     checkpoint.write_bytes(b'')
+    npz.write_bytes(b'')
     m = load(tmp_path, MINIMAL.replace('origins: [timm]', 'origins: [{file: ckpts/mine.safetensors, num_classes: 10}, '
-                                                          '{file: ckpts/mine.safetensors, custom_load: true}]'),
+                                                          '{file: ckpts/other.npz, custom_load: true}]'),
              known_models)
     assert m.origins == (OriginSpec('file', file=str(checkpoint), num_classes=10),
-                         OriginSpec('file', file=str(checkpoint), custom_load=True))
+                         OriginSpec('file', file=str(npz), custom_load=True))
     assert expand(m)[0].case_id == f'{VIT}-file=mine-224x224-create'
 
 
@@ -521,10 +522,8 @@ def test_shipped_matrix_loads(path, known_models):
     assert {c.model.label for c in cases} == {s.label for s in m.models}
 
 
-# --- known bugs (strict xfails: they start failing, loudly, once fixed) -----------------------------------
+# --- regressions: bugs found while writing these tests -------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason='ModelSpec freezes lists but not dicts: a dict override makes the spec '
-                                       'unhashable and the lru_cache TypeError is reported as timm refusing it')
 def test_dict_valued_override_is_accepted(tmp_path, known_models):
     # timm.create_model accepts pretrained_cfg_overlay={...}; the harness rejects it with
     # "timm cannot build ... TypeError: unhashable type: 'dict'"
@@ -533,8 +532,6 @@ def test_dict_valued_override_is_accepted(tmp_path, known_models):
     assert m.models[0].kwargs['pretrained_cfg_overlay'] is not None
 
 
-@pytest.mark.xfail(strict=True, reason='repeated axis values (and file origins with the same stem) expand into '
-                                       'cases with identical case ids; results are keyed by case id')
 def test_case_ids_are_unique_or_duplicates_rejected(tmp_path, known_models):
     for sub in ('a', 'b'):
         (tmp_path / sub).mkdir()
@@ -554,9 +551,7 @@ def test_case_ids_are_unique_or_duplicates_rejected(tmp_path, known_models):
     assert len(set(ids)) == len(ids), ids
 
 
-@pytest.mark.xfail(strict=True, reason="an impossible size in a model entry's own `sizes` is reported as "
-                                       "`sizes [H, W]`, not under the entry (models[i].sizes[j])")
 def test_impossible_model_size_names_the_model_entry(tmp_path, known_models):
     _, err = error_of(tmp_path, MINIMAL.replace(f'[{VIT}]', f'[{VIT}, {{name: {VIT}, label: b, sizes: [225]}}]'),
                       known_models)
-    assert any(p.startswith('models[1]') for p in err.problems), str(err)
+    assert any(p.startswith('models[1].sizes [225, 225]: b:') for p in err.problems), str(err)

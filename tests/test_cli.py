@@ -1,0 +1,145 @@
+"""`harness` as a user runs it: a subprocess, exit codes, files on disk."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+REQUIRED_FIELDS = {'model', 'origin', 'img_size', 'patch_size', 'window_size', 'path', 'status', 'reason',
+                   'timm_version', 'torch_version', 'device', 'parity_max_abs_diff', 'parity_cosine',
+                   'drift_cosine', 'drift_top1_agreement', 'fidelity_weights_max_abs_diff',
+                   'fidelity_outputs_max_abs_diff', 'time_median_ms', 'images_per_s', 'peak_memory_mb',
+                   'missing_keys', 'unexpected_keys', 'load_error', 'shape_errors'}
+
+TWO_ORIGINS = '''
+name: cli
+models: [{name: vit_tiny_patch16_224, depth: 2, img_size: 32}]
+origins: [timm, dinov2]
+sizes: [48]
+paths: [create, set_input_size]
+timing: {batch_size: 2, warmup: 0, repeats: 2}
+'''
+
+
+def harness(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-m', 'harness.cli', *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / 'results.jsonl').read_text().splitlines() if line.strip()]
+
+
+def test_help_lists_every_command_and_option():
+    top = harness('--help')
+    assert top.returncode == 0 and 'run' in top.stdout and 'report' in top.stdout
+    run = harness('run', '--help')
+    for option in ('--timm', '--device', '--out', '-k', '-n', '--resume', '--batch-size', '--dtype', '--no-timing'):
+        assert option in run.stdout
+    assert harness().returncode == 2
+
+
+def test_invalid_matrix_exits_2_naming_file_and_entry(write_matrix, cache_dir):
+    path = write_matrix('name: bad\nmodels: [vit_tiny_patch16_22]\norigins: [timm]\nsizes: [224]\n')
+    done = harness('run', path, '--cache', cache_dir)
+    assert done.returncode == 2
+    assert str(path) in done.stderr and 'models[0]' in done.stderr and 'vit_tiny_patch16_224' in done.stderr
+    assert 'Traceback' not in done.stderr
+
+
+def test_run_writes_results_report_and_junit(write_matrix, tmp_path, cache_dir):
+    out = tmp_path / 'out'
+    done = harness('run', write_matrix(TWO_ORIGINS), '--out', out, '--cache', cache_dir, '-n', '2',
+                   '--junitxml', tmp_path / 'junit.xml')
+    assert done.returncode == 0, done.stdout[-3000:]
+    results = records(out)
+    assert len(results) == 4 and {r['status'] for r in results} == {'passed'}
+    assert REQUIRED_FIELDS <= set(results[0])
+    assert {r['origin'] for r in results} == {'timm', 'dinov2'}
+    assert all(r['img_size'] == [48, 48] and r['device'] == 'cpu' for r in results)
+    report = (out / 'report.md').read_text()
+    for fact in ('timm:', 'torch:', 'device:', 'dtype: fp32', 'batch size: 2'):
+        assert fact in report
+    assert (out / 'results.csv').exists() and (out / 'summary.csv').exists()
+    assert 'vit_tiny_patch16_224-dinov2-48x48-set_input_size' in (tmp_path / 'junit.xml').read_text()
+
+
+def test_unexpected_failure_exits_1_and_keeps_other_results(write_matrix, tmp_path, cache_dir):
+    """timm's .npz loader reads a rectangular source grid as square: create fails, the rest still run."""
+    matrix = TWO_ORIGINS.replace('img_size: 32', 'img_size: [32, 64]').replace('sizes: [48]', 'sizes: [[64, 64]]')
+    matrix = matrix.replace('dinov2', 'big_vision')
+    out = tmp_path / 'out'
+    done = harness('run', write_matrix(matrix), '--out', out, '--cache', cache_dir, '--no-timing')
+    assert done.returncode == 1
+    status = {(r['origin'], r['path']): r['status'] for r in records(out)}
+    assert status == {('timm', 'create'): 'passed', ('timm', 'set_input_size'): 'passed',
+                      ('big_vision', 'create'): 'failed', ('big_vision', 'set_input_size'): 'passed'}
+    assert (out / 'report.md').exists()
+
+
+def test_resume_runs_only_what_is_left(write_matrix, tmp_path, cache_dir):
+    path, out = write_matrix(TWO_ORIGINS), tmp_path / 'out'
+    first = harness('run', path, '--out', out, '--cache', cache_dir, '--no-timing', '-k', 'create')
+    assert first.returncode == 0 and len(records(out)) == 2
+    with open(out / 'results.jsonl', 'a') as f:
+        f.write('{"case_id": "cut short by a cra')   # a crash mid-line loses nothing else
+    resumed = harness('run', path, '--out', out, '--cache', cache_dir, '--no-timing', '--resume')
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert '2 deselected' in resumed.stdout
+    ids = [json.loads(line)['case_id'] for line in (out / 'results.jsonl').read_text().splitlines()[:2]]
+    assert all('create' in i for i in ids)
+    again = harness('run', path, '--out', out, '--cache', cache_dir, '--no-timing', '--resume')
+    assert again.returncode == 0 and 'nothing left to run' in again.stdout
+
+
+def test_no_matching_case_is_a_usage_error(write_matrix, tmp_path, cache_dir):
+    done = harness('run', write_matrix(TWO_ORIGINS), '--out', tmp_path, '--cache', cache_dir, '-k', 'nonesuch')
+    assert done.returncode == 2 and 'no case' in done.stderr
+
+
+def test_report_command(tmp_path):
+    assert harness('report', tmp_path / 'missing.jsonl').returncode == 2
+    results = tmp_path / 'results.jsonl'
+    results.write_text(json.dumps({'case_id': 'a', 'matrix': 'm', 'model': 'vit', 'origin': 'timm',
+                                   'img_size': [224, 224], 'patch_size': None, 'window_size': None,
+                                   'path': 'create', 'status': 'passed'}) + '\n')
+    done = harness('report', results, '--out', tmp_path / 'r')
+    assert done.returncode == 0 and (tmp_path / 'r' / 'report.md').exists()
+
+
+@pytest.mark.slow
+def test_smoke_matrix_passes_end_to_end(tmp_path, cache_dir):
+    done = harness('run', REPO / 'matrices' / 'smoke.yaml', '--out', tmp_path, '--cache', cache_dir, '-n', '2')
+    assert done.returncode == 0, done.stdout[-5000:]
+    assert {r['status'] for r in records(tmp_path)} <= {'passed', 'xfailed', 'unsupported'}
+
+
+CLIP_PATCH8 = '''
+name: clip-patch8
+models: [{name: vit_base_patch16_clip_224, embed_dim: 64, depth: 2, num_heads: 2}]
+origins: [openai_clip, open_clip]
+sizes: [224]
+patch_sizes: [8]
+paths: [create]
+timing: {batch_size: 1, warmup: 0, repeats: 1}
+'''
+
+
+@pytest.mark.slow
+def test_timm_0_9_16_fails_to_load_clip_checkpoints_at_patch8(write_matrix, tmp_path, cache_dir):
+    """The regression the harness exists for: timm 0.9.16 skipped patch-embed resampling for CLIP layouts."""
+    path = write_matrix(CLIP_PATCH8)
+    old = harness('run', path, '--timm', '0.9.16', '--out', tmp_path / 'old', '--cache', cache_dir)
+    assert old.returncode == 1, old.stdout[-3000:] + old.stderr[-3000:]
+    for r in records(tmp_path / 'old'):
+        assert r['timm_version'] == '0.9.16'
+        assert r['status'] == 'failed' and r['failed_checks'] == ['load']
+        assert 'patch_embed.proj.weight' in r['load_error']
+    current = harness('run', path, '--out', tmp_path / 'new', '--cache', cache_dir)
+    assert current.returncode == 0, current.stdout[-3000:]
+    assert {r['status'] for r in records(tmp_path / 'new')} == {'passed'}

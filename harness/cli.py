@@ -130,6 +130,8 @@ def _pytest(args: argparse.Namespace, extra: list[str], matrix_path: str, matrix
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED):
         return EXIT_USAGE
     if args.resume:   # the verdict covers the cases run before the interruption too
+        if code == pytest.ExitCode.NO_TESTS_COLLECTED:
+            print('nothing left to run: every selected case already has a result')
         return _exit_code_from_results(out / RESULTS_FILE, matrix_name)
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
         return _usage_error(f'no case of {matrix_path} matched' + (f' -k {args.k!r}' if args.k else ''))

@@ -18,9 +18,9 @@ REQUIRED_FIELDS = {'model', 'origin', 'img_size', 'patch_size', 'window_size', '
 
 TWO_ORIGINS = '''
 name: cli
-models: [{name: vit_tiny_patch16_224, depth: 2, img_size: 32}]
+models: [{name: vit_small_patch14_dinov2, embed_dim: 64, depth: 2, num_heads: 2, img_size: 28}]
 origins: [timm, dinov2]
-sizes: [48]
+sizes: [42]
 paths: [create, set_input_size]
 timing: {batch_size: 2, warmup: 0, repeats: 2}
 '''
@@ -61,18 +61,23 @@ def test_run_writes_results_report_and_junit(write_matrix, tmp_path, cache_dir):
     assert len(results) == 4 and {r['status'] for r in results} == {'passed'}
     assert REQUIRED_FIELDS <= set(results[0])
     assert {r['origin'] for r in results} == {'timm', 'dinov2'}
-    assert all(r['img_size'] == [48, 48] and r['device'] == 'cpu' for r in results)
+    assert all(r['img_size'] == [42, 42] and r['device'] == 'cpu' for r in results)
     report = (out / 'report.md').read_text()
     for fact in ('timm:', 'torch:', 'device:', 'dtype: fp32', 'batch size: 2'):
         assert fact in report
     assert (out / 'results.csv').exists() and (out / 'summary.csv').exists()
-    assert 'vit_tiny_patch16_224-dinov2-48x48-set_input_size' in (tmp_path / 'junit.xml').read_text()
+    assert 'vit_small_patch14_dinov2-dinov2-42x42-set_input_size' in (tmp_path / 'junit.xml').read_text()
 
 
 def test_unexpected_failure_exits_1_and_keeps_other_results(write_matrix, tmp_path, cache_dir):
     """timm's .npz loader reads a rectangular source grid as square: create fails, the rest still run."""
-    matrix = TWO_ORIGINS.replace('img_size: 32', 'img_size: [32, 64]').replace('sizes: [48]', 'sizes: [[64, 64]]')
-    matrix = matrix.replace('dinov2', 'big_vision')
+    matrix = '''
+name: rectangular-npz
+models: [{name: vit_tiny_patch16_224, depth: 2, img_size: [32, 64]}]
+origins: [timm, big_vision]
+sizes: [64]
+paths: [create, set_input_size]
+'''
     out = tmp_path / 'out'
     done = harness('run', write_matrix(matrix), '--out', out, '--cache', cache_dir, '--no-timing')
     assert done.returncode == 1

@@ -79,13 +79,25 @@ class CaseResult:
 def append_result(out_dir: Path, result: CaseResult) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     line = result.to_json() + '\n'
-    with open(out_dir / RESULTS_FILE, 'a') as f:
+    with open(out_dir / RESULTS_FILE, 'a+') as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
+            if _ends_mid_line(f):
+                line = '\n' + line   # a crash cut the last line short: do not glue this record onto it
             f.write(line)
             f.flush()
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _ends_mid_line(f) -> bool:
+    size = f.seek(0, 2)
+    if size == 0:
+        return False
+    f.seek(size - 1)
+    last = f.read(1)
+    f.seek(0, 2)
+    return last != '\n'
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,9 +150,7 @@ def load_matrix(path: str | Path, known_models: list[str] | None = None) -> Matr
 
 def _check_unique_cases(matrix: Matrix) -> None:
     """Results and --resume key on case ids: a repeated entry (or two files with one name) must not collide."""
-    from collections import Counter
-
-    from harness.cases import expand
+    from harness.cases import expand   # cases builds on this module
     repeated = [case_id for case_id, n in Counter(c.case_id for c in expand(matrix)).items() if n > 1]
     if repeated:
         raise MatrixError(matrix.path, [f'cases: {len(repeated)} case ids appear more than once (e.g. {repeated[0]!r});'

@@ -36,10 +36,13 @@ class RunOptions:
 
 @dataclass
 class Native:
-    """A checkpoint loaded at its own configuration, and its outputs on the image set at its own size."""
+    """A checkpoint loaded at its own configuration, its outputs on the image set at its own size, and the
+    source weights fidelity resamples (with how far the native load is from them, when they are known)."""
     built: Built
     geometry: Geometry
     outputs: checks.Outputs
+    reference: dict[str, torch.Tensor]
+    load_diff: checks.TensorDiff | None
 
 
 class RunContext:
@@ -72,7 +75,13 @@ class RunContext:
             built = build_native(checkpoint)   # raises LoadFailed: nothing is remembered
             model = built.model.to(self.options.device)
             geometry = case.family.geometry(model)
-            self._native = Native(built, geometry, checks.forward_outputs(model, self.inputs(model, geometry.img_size)))
+            outputs = checks.forward_outputs(model, self.inputs(model, geometry.img_size))
+            loaded = {k: v.cpu() for k, v in model.state_dict().items()}
+            reference = checkpoint.reference_state_dict()
+            if reference is None:   # hub or user file: the native-size load involves no resampling: it is the source
+                self._native = Native(built, geometry, outputs, loaded, None)
+            else:
+                self._native = Native(built, geometry, outputs, reference, checks.state_dict_diff(loaded, reference))
             self._native_key = key
         return self._native
 
@@ -159,17 +168,14 @@ def _checks(case: Case, ctx: RunContext, result: CaseResult) -> nn.Module | None
 def _fidelity(case: Case, checkpoint: Checkpoint, native: Native, model: nn.Module, expected: Geometry,
               outputs: checks.Outputs, ctx: RunContext, result: CaseResult) -> None:
     """Compare what timm loaded with the harness's own resample of the source checkpoint."""
-    reference = checkpoint.reference_state_dict()
-    if reference is not None:
-        diff = checks.state_dict_diff(native.built.model.state_dict(), reference)
-        result.native_max_abs_diff, result.native_worst_tensor = diff.max_abs_diff, diff.worst
-    else:   # hub or user file: the native-size load involves no resampling, so it is the source
-        reference = {k: v.cpu() for k, v in native.built.model.state_dict().items()}
+    if native.load_diff is not None:
+        result.native_max_abs_diff, result.native_worst_tensor = native.load_diff.max_abs_diff, native.load_diff.worst
     # at create time the origin's loader resamples (the .npz loader bilinearly); afterwards timm's own
     # set_input_size and dynamic_img_size resample bicubic with antialiasing
     interpolation, antialias = (checkpoint.interpolation, checkpoint.antialias) if case.path == 'create' \
         else ('bicubic', True)
-    expected_weights = case.family.resample_state_dict(reference, native.geometry, expected, interpolation, antialias)
+    expected_weights = case.family.resample_state_dict(native.reference, native.geometry, expected, interpolation,
+                                                       antialias)
     if case.path == 'dynamic':   # nothing resampled is stored: compare outputs with a model that stores ours
         reference_model = _model_carrying(case, expected_weights).to(ctx.options.device)
         want = checks.forward_outputs(reference_model, ctx.inputs(reference_model, case.img_size))

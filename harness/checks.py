@@ -5,6 +5,7 @@ re-judged (or compared across releases) without re-running anything.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,24 +36,37 @@ class TensorDiff:
 
 
 class ForwardFailed(Exception):
-    """The model raised on a forward pass at the case's size (a finding about timm, reported as `shapes`)."""
+    """The model raised on a forward pass at the case's size; ``error`` is what timm raised."""
+
+    def __init__(self, step: str, shape: tuple[int, ...], error: Exception):
+        super().__init__(f'{step} on {shape} raised {type(error).__name__}: {error}')
+        self.error = error
 
 
 @torch.no_grad()
 def forward_outputs(model: nn.Module, inputs: torch.Tensor) -> Outputs:
-    step = 'forward_features'
+    """One forward pass: ``forward_intermediates`` where the model has it (it returns the final features too,
+    so intermediate shapes cost no second pass), else ``forward_features``; then the head on its features."""
+    step, intermediates = 'forward_features', None
     try:
-        features = model.forward_features(inputs)
+        if hasattr(model, 'forward_intermediates'):
+            step = 'forward_intermediates'
+            features, per_block = model.forward_intermediates(inputs)
+            intermediates = [tuple(t.shape) for t in per_block]
+        else:
+            features = model.forward_features(inputs)
         step = 'forward_head'
         logits = model.forward_head(features)
         pooled = model.forward_head(features, pre_logits=True)
-        intermediates = None
-        if hasattr(model, 'forward_intermediates'):
-            step = 'forward_intermediates'
-            intermediates = [tuple(t.shape) for t in model.forward_intermediates(inputs, intermediates_only=True)]
-    except Exception as e:   # noqa: BLE001 - whatever timm raises is the finding
-        raise ForwardFailed(f'{step} on {tuple(inputs.shape)} raised {type(e).__name__}: {e}') from None
+    except Exception as e:   # noqa: BLE001 - whatever timm raises is the finding (or a machine limit)
+        raise ForwardFailed(step, tuple(inputs.shape), e) from e
     return Outputs(tuple(features.shape), logits.float().cpu(), pooled.float().cpu(), intermediates)
+
+
+def nonfinite(outputs: Outputs) -> list[str]:
+    """The outputs holding NaN or Inf."""
+    return [name for name, t in (('logits', outputs.logits), ('pre-logits', outputs.pooled))
+            if not torch.isfinite(t).all()]
 
 
 def shape_errors(outputs: Outputs, expected: dict[str, Any]) -> list[str]:
@@ -90,6 +104,8 @@ def state_dict_diff(actual: dict[str, torch.Tensor], expected: dict[str, torch.T
         if got is None or got.shape != want.shape:
             return TensorDiff(float('inf'), key)
         diff = (got.detach().float().cpu() - want.float()).abs().max().item() if want.numel() else 0.0
+        if math.isnan(diff):
+            return TensorDiff(diff, key)   # NaN compares false with everything: it must not hide as "no diff"
         if diff > worst_diff:
             worst, worst_diff = key, diff
     return TensorDiff(worst_diff, worst)

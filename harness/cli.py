@@ -1,46 +1,162 @@
 """``harness run`` and ``harness report``: the command line.
 
-Exit codes: 0 every case as expected, 1 some case failed unexpectedly (failed, xpassed or error),
-2 bad input or usage (invalid matrix, unknown option, timm release that cannot be installed).
+Every check that needs neither torch nor timm (the arguments, the matrix file, the output folder, the
+results file a --resume continues) runs before either is imported: importing timm takes seconds, and a typo
+should be answered at once. Bad input is one line ``error: <file or flag>: <problem>`` and exit code 2
+(:data:`EXIT_CODES`).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import os
+import shlex
+import signal
 import sys
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness.results import RESULTS_FILE, UNEXPECTED, read_results
+from packaging.version import InvalidVersion, Version
 
-EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
+from harness import timm_versions
+from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
+from harness.results import RESULTS_FILE, UNEXPECTED, ResultsFileError, read_results, set_aside
+from harness.run_record import (RUN_FILE, RunRecord, RunRecordError, describe_run, differences, read_run_record,
+                                write_run_record)
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.matrix import Matrix, TimingConfig
+
+EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+EXIT_CODES = """\
+exit codes:
+  0    every case as expected (passed, xfailed, unsupported)
+  1    some case failed, xpassed, error or resource
+  2    bad input or usage, before any case runs
+  130  interrupted (results kept, report written)
+"""
 
 EPILOG_RUN = """\
 Any other option is passed to pytest (e.g. --junitxml=results.xml, -x, --maxfail=3).
+
+One output folder holds one run: run.json records what it ran with, and a plain re-run moves the previous
+results.jsonl aside as results.<its start time>.jsonl. --resume continues the run recorded there and refuses
+when timm, torch, the device, dtype, batch size or the matrix content differ.
 
 examples:
   harness run matrices/smoke.yaml
   harness run matrices/vit.yaml --timm 0.9.16 -k "openai_clip and patch8" --out reports/vit-0.9.16
   harness run matrices/swin.yaml -n 4 --device cuda --dtype bf16 --batch-size 64
   harness run matrices/vit.yaml --resume          # after an interrupted run: skip finished cases
-"""
+
+""" + EXIT_CODES
+
+_logger = logging.getLogger('harness.cli')   # not __name__, which is '__main__' under python -m harness.cli
+
+
+class UsageError(Exception):
+    """Bad input or a broken environment, found before any case runs: one line on stderr, exit code 2."""
+
+
+# what main() turns into `error: <message>` and exit code 2
+BAD_INPUT = (UsageError, MatrixFileError, ResultsFileError, RunRecordError)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    logging.getLogger('harness').addHandler(_OneLineWarnings())
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    if args.command == 'report':
-        if extra:
-            parser.error(f'unrecognized arguments: {" ".join(extra)}')
-        return _report(args)
-    return _run(args, extra, argv)
+    try:
+        if args.command == 'report':
+            if extra:
+                parser.error(f'unrecognized arguments: {" ".join(extra)}')
+            return _report(args)
+        return _run(args, extra, argv)
+    except BAD_INPUT as e:
+        return _usage_error(str(e))
+    except KeyboardInterrupt:   # before any case started (a Ctrl-C during a case is _run_cases' to handle)
+        print('interrupted before any case ran', file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+class _OneLineWarnings(logging.Handler):
+    """The harness's warnings as ``warning: <message>`` lines on stderr, each said once (the readers of one
+    results file all meet the same cut-short last line)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.said: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = f'{record.levelname.lower()}: {record.getMessage()}'
+        if line not in self.said:
+            self.said.add(line)
+            print(line, file=sys.stderr)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are the one line ``error: <flag>: <problem>`` that all bad input gets."""
+
+    def error(self, message: str):
+        print(f'error: {message.removeprefix("argument ")}', file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'expected an int >= 1, got {text!r}')
+    return value
+
+
+def _workers(text: str) -> str:
+    if text in ('auto', 'logical') or (text.isdigit() and int(text) >= 1):
+        return text
+    raise argparse.ArgumentTypeError(f'expected a number of worker processes >= 1 or "auto", got {text!r} (cases '
+                                     f'always run in worker processes)')
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float('inf'):   # also refuses nan
+        raise argparse.ArgumentTypeError(f'expected seconds >= 0 (0 = no limit), got {text!r}')
+    return value
+
+
+def _timm_release(text: str) -> str:
+    """``--timm``: a release to install from PyPI. Paths (a timm checkout) are refused by name until the
+    harness can run one (issue 4)."""
+    text = text.strip()
+    if not text:
+        raise argparse.ArgumentTypeError('expected a timm release such as 0.9.16, got an empty string')
+    try:
+        Version(text)
+        return text
+    except InvalidVersion:
+        pass
+    if Path(text).exists():
+        raise argparse.ArgumentTypeError(f'{text!r} is a path; expected a timm release such as 0.9.16 '
+                                         f'(running a timm source tree is not supported yet)')
+    raise argparse.ArgumentTypeError(f'{text!r} is neither a release (such as 0.9.16) nor an existing path')
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog='harness', description='Regression test-and-benchmark harness for resizing timm models: '
         'builds every case of a matrix through create_model, set_input_size and dynamic_img_size, checks '
         'loading, shapes, fidelity, parity and drift, times forward passes and writes reports.')
@@ -49,17 +165,26 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser('run', help='run a matrix (then write its report)', epilog=EPILOG_RUN,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument('matrix', type=Path, help='YAML matrix, e.g. matrices/smoke.yaml')
-    run.add_argument('--timm', metavar='VERSION',
+    run.add_argument('--timm', metavar='VERSION', type=_timm_release,
                      help='run against this timm release from PyPI, installed in an isolated cached folder '
                           '(default: the installed timm)')
-    run.add_argument('--device', choices=('cpu', 'cuda'), help='default: cuda when available, else cpu')
-    run.add_argument('--out', type=Path, help='folder for results.jsonl and the report '
-                                              '(default: reports/<matrix name>)')
+    run.add_argument('--device', choices=('cpu', 'cuda'),
+                     help='default: cuda when available, else cpu; cuda without a GPU is an error')
+    run.add_argument('--out', type=Path, metavar='DIR',
+                     help='folder for run.json, results.jsonl and the report, created if needed '
+                          '(default: reports/<matrix name>)')
     run.add_argument('-k', metavar='EXPR', help='only cases whose id matches the pytest -k expression')
-    run.add_argument('-n', metavar='N', help='parallel workers (pytest-xdist), a number or "auto"')
+    run.add_argument('-n', metavar='N', type=_workers,
+                     help='worker processes (pytest-xdist), a number >= 1 or "auto" (default: 1); cases always run '
+                          'in workers, so a case that crashes or hangs loses only itself')
+    run.add_argument('--case-timeout', type=_seconds, default=900, metavar='SECONDS',
+                     help='record a case still running after this long as error (timeout:) and go on with a fresh '
+                          'worker (default: 900; 0 = no limit)')
     run.add_argument('--resume', action='store_true',
-                     help='skip cases that already have a result in the output folder (errors are retried)')
-    run.add_argument('--batch-size', type=int, metavar='N', help="timing batch size (default: the matrix's)")
+                     help='continue the run recorded in the output folder: skip cases that already have a result '
+                          '(errors are retried); refused when its run.json differs from this run')
+    run.add_argument('--batch-size', type=_positive_int, metavar='N',
+                     help="timing batch size, an int >= 1 (default: the matrix's, else 1 on CPU and 8 on CUDA)")
     run.add_argument('--dtype', choices=('fp32', 'bf16', 'fp16'),
                      help="timing dtype; bf16/fp16 run under autocast (default: the matrix's)")
     run.add_argument('--no-timing', action='store_true', help='run the checks only')
@@ -74,54 +199,168 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
-    from harness import timm_versions
-    from harness.plugin import default_cache_dir
+    raw = read_matrix_file(args.matrix)
+    out = args.out or _default_out(args.matrix, raw)
+    _check_writable(out, '--out' if args.out else f'{out} (the default --out, from the matrix name)')
+    if args.resume and (out / RESULTS_FILE).exists():
+        read_results(out / RESULTS_FILE)   # garbage in the middle is bad input; warns of a cut-short last line
+
+    from harness.plugin import default_cache_dir   # the checks above need neither torch nor timm: now import them
     cache = args.cache or default_cache_dir()
     if args.timm and not os.environ.get(timm_versions.REEXEC_ENV):
         try:
             site_dir = timm_versions.installed_release(args.timm, cache)
         except timm_versions.TimmInstallError as e:
-            return _usage_error(str(e))
-        return timm_versions.rerun_with(args.timm, site_dir, argv)
+            raise UsageError(f'--timm {args.timm}: {e}') from None
+        return _rerun_with_release(args.timm, site_dir, argv)
     problem = timm_versions.check_imported_release()
     if problem:
-        return _usage_error(problem)
+        raise UsageError(f'--timm {args.timm}: {problem}')
 
     matrix = _validated(args.matrix)
-    if matrix is None:
-        return EXIT_USAGE
-    out = args.out or Path('reports') / matrix.name
-    exit_code = _pytest(args, extra, matrix.path, matrix.name, out, cache)
+    device = _device(args.device)
+    args = argparse.Namespace(**{**vars(args), 'device': device.type})   # the cases must use the device recorded
+    _start_run_folder(out, describe_run(matrix, device, _timing(matrix, args, device.type), ['harness', *argv]),
+                      resume=args.resume)
+    exit_code = _run_cases(args, extra, matrix, out, cache)
+    if exit_code is None:
+        return _interrupted(out, argv)
     if exit_code in (EXIT_OK, EXIT_REGRESSION):
         _write_report(out / RESULTS_FILE, out)
     return exit_code
 
 
-def _validated(path: Path):
+def _default_out(matrix_path: Path, raw: dict) -> Path:
+    """``reports/<name>``. The name is checked here, before validation, since it names a folder to create."""
+    name = raw.get('name')
+    if not isinstance(name, str):
+        raise UsageError(f'{matrix_path}: name: expected a string (it names the output folder reports/<name>), '
+                         f'got {name!r}')
+    problem = name_problem(name)
+    if problem:
+        raise UsageError(f'{matrix_path}: name: {problem}')
+    return Path('reports') / name
+
+
+def _check_writable(out: Path, flag: str) -> None:
+    """Create ``out`` and write a file in it now: the alternative is every case failing to record its result."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f'{flag}: {out} is a file; expected a folder for the results and the report')
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise UsageError(f'{flag}: cannot create or write the folder {out} ({e.strerror}); '
+                         f'expected a writable folder') from None
+
+
+def _rerun_with_release(version: str, site_dir: Path, argv: list[str]) -> int:
+    """Run in a child that imports timm ``version``. A Ctrl-C reaches the child too (one process group): this
+    process waits for it to write its report, where subprocess.run would kill it."""
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        return timm_versions.rerun_with(version, site_dir, argv)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _validated(path: Path) -> Matrix:
     import timm
     from harness.matrix import MatrixError, load_matrix
     try:
         return load_matrix(path, known_models=timm.list_models())
     except MatrixError as e:
-        print(f'error: {e}', file=sys.stderr)
+        raise UsageError(str(e)) from None
+
+
+def _device(asked: str | None) -> torch.device:
+    import torch
+    if asked == 'cuda' and not torch.cuda.is_available():
+        raise UsageError(f'--device cuda: torch {torch.__version__} sees no CUDA device '
+                         f'(torch.cuda.is_available() is False); expected --device cpu or a machine with a GPU')
+    return torch.device(asked or ('cuda' if torch.cuda.is_available() else 'cpu'))
+
+
+def _timing(matrix: Matrix, args: argparse.Namespace, device_type: str) -> TimingConfig:
+    """The matrix's timing with the command line's overrides, resolved for the device: what the cases use."""
+    overrides = {key: value for key, value in (('batch_size', args.batch_size), ('dtype', args.dtype))
+                 if value is not None}
+    if args.no_timing:
+        overrides['enabled'] = False
+    return dataclasses.replace(matrix.timing, **overrides).for_device(device_type)
+
+
+def _start_run_folder(out: Path, record: RunRecord, resume: bool) -> None:
+    """Make ``out`` hold this run alone. --resume continues the run recorded there, if it is the same run; a
+    plain run moves an earlier run's results aside. Then run.json describes the run whose results are there."""
+    previous = read_run_record(out)
+    if not resume:
+        moved = set_aside(out, previous.started() if previous else None)
+        if moved:
+            print(f'previous results moved to {moved}')
+    elif previous is not None:
+        changed = differences(previous, record)
+        if changed:
+            raise UsageError(f'{out / RUN_FILE}: cannot --resume a different run: {"; ".join(changed)}; run '
+                             f'without --resume to start over (the old results are kept aside) or use another --out')
+        return   # the original run.json stays: its start time names these results when a re-run moves them aside
+    elif (out / RESULTS_FILE).exists():
+        _logger.warning('%s: no %s (a folder from an older harness): resuming without checking that timm, '
+                        'torch, device, dtype, batch size and matrix are the same', out, RUN_FILE)
+    write_run_record(out, record)
+
+
+def _run_cases(args: argparse.Namespace, extra: list[str], matrix: Matrix, out: Path, cache: Path) -> int | None:
+    """_pytest's exit code, or None when Ctrl-C stopped the run: pytest reports an interrupt as 2, which
+    would read as bad input. Under xdist the workers get the signal too; this process notes it."""
+    interrupted = False
+
+    def note_interrupt(signum, frame):
+        nonlocal interrupted
+        interrupted = True
+        signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, note_interrupt)
+    try:
+        code = _pytest(args, extra, matrix.path, matrix.name, out, cache)
+    except KeyboardInterrupt:   # one that came before pytest's session could catch it
         return None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return None if interrupted else code
+
+
+def _interrupted(out: Path, argv: list[str]) -> int:
+    """After Ctrl-C: the finished cases are recorded; report them and say how to finish the run."""
+    results = out / RESULTS_FILE
+    _write_report(results, out)
+    kept = len(read_results(results)) if results.exists() else 0
+    again = shlex.join(['harness', *argv, *([] if '--resume' in argv else ['--resume'])])
+    print(f'interrupted: {kept} finished case{"" if kept == 1 else "s"} kept in {results}; to finish the run: '
+          f'{again}', file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _pytest(args: argparse.Namespace, extra: list[str], matrix_path: str, matrix_name: str, out: Path,
             cache: Path) -> int:
     import pytest
     ini = Path(__file__).with_name('pytest.ini')
-    # our own ini and rootdir: a project's pytest settings must not apply; ids read `smoke.yaml::<case>`
+    # our own ini and rootdir: a project's pytest settings must not apply; ids read `smoke.yaml::<case>`;
+    # pytest-benchmark, where installed, only warns that xdist disables it
     pytest_args = [matrix_path, '-p', 'harness.plugin', '-c', str(ini), '--rootdir', str(Path(matrix_path).parent),
-                   '-p', 'no:cacheprovider', '-W', 'ignore::pytest.PytestAssertRewriteWarning', '-rfEX',
+                   '-p', 'no:cacheprovider', '-p', 'no:benchmark', '-W', 'ignore::pytest.PytestAssertRewriteWarning',
+                   '-rfEX',
                    '--harness-out', str(out), '--harness-cache', str(cache)]
     pytest_args.append('-q' if args.quiet else '-v')
     for flag, value in (('-k', args.k), ('--harness-device', args.device),
                         ('--harness-batch-size', args.batch_size), ('--harness-dtype', args.dtype)):
         if value is not None:
             pytest_args += [flag, str(value)]
-    if args.n is not None:
-        pytest_args += ['-n', str(args.n), '--dist', 'loadgroup']
+    # a case that crashes or hangs ends its worker, not the run: xdist starts another (every case may end one;
+    # the plugin's scheduler never runs an ended case again) and the plugin records the case as error
+    pytest_args += ['-n', args.n or '1', '--dist', 'loadgroup', '--max-worker-restart', str(sys.maxsize),
+                    '--harness-case-timeout', str(args.case_timeout)]
     if args.resume:
         pytest_args.append('--harness-resume')
     if args.no_timing:
@@ -145,7 +384,8 @@ def _exit_code_from_results(results: Path, matrix_name: str) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     if not args.results.is_file():
-        return _usage_error(f'{args.results}: no such results file')
+        raise UsageError(f'{args.results}: no such results file; expected a results.jsonl written by harness run')
+    read_results(args.results)   # garbage in the middle is bad input: say so before the report's slow imports
     _write_report(args.results, args.out or args.results.parent)
     return EXIT_OK
 

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
+from harness.checkpoints.vetting import checkpoint_file_problem
 from harness.families import family_of
-from harness.families.base import native_geometry
+from harness.families.base import meta_model, native_geometry
+from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
 from harness.origins import ORIGINS, FILE_ORIGIN
+from harness.results import CHECKS
 
 PATHS = ('create', 'set_input_size', 'dynamic')
 DTYPES = ('fp32', 'bf16', 'fp16')
@@ -79,20 +81,41 @@ class Tolerances:
     drift_min_top1: float | None = None
 
 
+# what a timing setting left unset in the matrix and on the command line becomes, per device type
+DEVICE_TIMING_DEFAULTS = {'cpu': {'batch_size': 1, 'budget_s': 2.0}, 'cuda': {'batch_size': 8, 'budget_s': 5.0}}
+
+
 @dataclass(frozen=True)
 class TimingConfig:
+    """How forward passes are timed. ``None`` means the device's default (:data:`DEVICE_TIMING_DEFAULTS`):
+    a CPU pass is orders of magnitude slower than a GPU one, so it gets a smaller batch.
+
+    A case gets ``budget_s`` seconds for its warm-up and timed passes together: timed passes go on while
+    another one fits, so a fast model gets many samples and a slow one is not timed for minutes. The
+    ``min_repeats`` floor wins over the budget."""
     enabled: bool = True
-    batch_size: int = 8
+    batch_size: int | None = None
     dtype: str = 'fp32'
-    warmup: int = 2
-    repeats: int = 5
+    warmup: int = 1
+    budget_s: float | None = None   # seconds per case: warm-up and timed passes together
+    min_repeats: int = 7            # fewer timed passes cannot reach p < 0.002 in a rank test (7 vs 7: 0.0006)
+
+    def for_device(self, device_type: str) -> 'TimingConfig':
+        """This configuration with every unset value filled in for ``device_type``."""
+        defaults = DEVICE_TIMING_DEFAULTS.get(device_type, DEVICE_TIMING_DEFAULTS['cpu'])
+        return dataclasses.replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
 
 
 @dataclass(frozen=True)
 class Expectation:
-    """A known failure: cases that match every given field are expected to fail, for ``reason``."""
+    """A known failure: cases that match every given field are expected to fail ``checks``, for ``reason``.
+
+    Naming the checks keeps an entry from hiding a new failure: a matching case that fails a check the entry
+    does not list is ``failed``, not ``xfailed``.
+    """
     match: tuple[tuple[str, Any], ...]
     reason: str
+    checks: tuple[str, ...]
     timm: SpecifierSet | None = None   # only for these timm releases
 
     def matches(self, fields: dict[str, Any], timm_version: str) -> bool:
@@ -128,7 +151,7 @@ TOP_LEVEL_KEYS = {
     'origins': 'a list of origin names or {file: PATH}', 'sizes': 'a list of sizes (int or [H, W])',
     'patch_sizes': 'a list of ints', 'window_sizes': 'a list of ints', 'paths': f'a subset of {list(PATHS)}',
     'seed': 'an int', 'num_images': 'an int', 'tolerances': 'a mapping', 'timing': 'a mapping',
-    'expect': 'a list of {match: {...}, reason: ...}',
+    'expect': 'a list of {match: {...}, checks: [...], reason: ...}',
 }
 
 
@@ -136,13 +159,9 @@ def load_matrix(path: str | Path, known_models: list[str] | None = None) -> Matr
     """Read and validate ``path``; raise :class:`MatrixError` listing every problem found."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise MatrixError(path, ['file not found']) from None
-    except yaml.YAMLError as e:
-        raise MatrixError(path, [f'not valid YAML: {e}']) from None
-    if not isinstance(raw, dict):
-        raise MatrixError(path, [f'expected a mapping at the top level, got {type(raw).__name__}'])
+        raw = read_matrix_file(path)
+    except MatrixFileError as e:
+        raise MatrixError(path, [e.problem]) from None
     matrix = _Validator(path, raw, known_models).matrix()
     _check_unique_cases(matrix)
     return matrix
@@ -180,6 +199,8 @@ class _Validator:
         name = self.raw.get('name', self.path.stem)
         if not isinstance(name, str):
             self.error('name', f'expected a string, got {name!r}')
+        elif name_problem(name):
+            self.error('name', name_problem(name))
         axes = self._axes([m for m in models if 'origins' not in dict(m.axes)])
         for i, model in enumerate(models):
             merged = {**axes, **dict(model.axes)}
@@ -324,10 +345,9 @@ class _Validator:
             if origin is None:
                 continue
             for model in models:
-                family = family_of(model.name)
-                if origin.name != FILE_ORIGIN and family.name not in ORIGINS[origin.name].families:
-                    self.error(where, f'origin {origin.name!r} does not apply to {model.name!r} '
-                                      f'({family.name} family; its origins are {list(family.origins)})')
+                problem = _origin_problem(origin, model)
+                if problem:
+                    self.error(where, problem)
             origins.append(origin)
         return origins
 
@@ -338,8 +358,9 @@ class _Validator:
         file = Path(str(entry['file']))
         if not file.is_absolute():
             file = self.path.parent / file
-        if not file.is_file():
-            self.error(f'{where}.file', f'checkpoint file {str(file)!r} does not exist')
+        problem = checkpoint_file_problem(file, bool(entry.get('custom_load', False)))
+        if problem:
+            self.error(f'{where}.file', f'checkpoint file {str(file)!r} {problem}')
             return None
         num_classes = entry.get('num_classes')
         if num_classes is not None and (not _is_int(num_classes) or num_classes < 0):
@@ -360,12 +381,34 @@ class _Validator:
         return tuple(paths)
 
     def _timing(self) -> TimingConfig:
-        timing = self._section('timing', TimingConfig)
-        if timing.dtype not in DTYPES:
-            self.error('timing.dtype', f'expected one of {list(DTYPES)}, got {timing.dtype!r}')
-        if timing.batch_size < 1 or timing.repeats < 1 or timing.warmup < 0:
-            self.error('timing', 'batch_size and repeats must be >= 1, warmup >= 0')
-        return timing
+        """The `timing:` section, each key checked against what it accepts (null: the device's default)."""
+        section = self.raw.get('timing') or {}
+        if not isinstance(section, dict):
+            self.error('timing', f'expected a mapping, got {section!r}')
+            return TimingConfig()
+        expected = {
+            'enabled': ('true or false', lambda v: isinstance(v, bool)),
+            'batch_size': ('an int >= 1 or null', lambda v: v is None or (_is_int(v) and v >= 1)),
+            'dtype': (f'one of {list(DTYPES)}', lambda v: v in DTYPES),
+            'warmup': ('an int >= 0', lambda v: _is_int(v) and v >= 0),
+            'budget_s': ('a number of seconds >= 0 or null',
+                         lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0)),
+            'min_repeats': ('an int >= 1', lambda v: _is_int(v) and v >= 1),
+        }
+        accepted = {}
+        for key, value in section.items():
+            if key not in expected:
+                hint = '; timed passes now follow budget_s and min_repeats' if key == 'repeats' else ''
+                self.error(f'timing.{key}', f'unknown key; expected one of {sorted(expected)}{hint}')
+                continue
+            if key == 'budget_s' and isinstance(value, str):
+                value = _as_float(value)   # YAML 1.1 reads 1e1 (no dot) as a string
+            what, accepts = expected[key]
+            if accepts(value):
+                accepted[key] = value
+            else:
+                self.error(f'timing.{key}', f'expected {what}, got {value!r}')
+        return TimingConfig(**accepted)
 
     def _check_sizes_fit(self, where: str, model: ModelSpec, sizes: tuple[Size, ...], patch_sizes: tuple) -> None:
         """An impossible size (one a model's patch grid cannot tile) is a matrix error, not a case failure."""
@@ -382,11 +425,13 @@ class _Validator:
             where = f'expect[{i}]'
             if not isinstance(entry, dict) or not isinstance(entry.get('match'), dict) \
                     or not isinstance(entry.get('reason'), str):
-                self.error(where, 'expected {match: {field: value, ...}, reason: "...", timm: "<1.0.3" (optional)}')
+                self.error(where, 'expected {match: {field: value, ...}, checks: [parity, ...], reason: "...", '
+                                  'timm: "<1.0.3" (optional)}')
                 continue
-            unknown = set(entry) - {'match', 'reason', 'timm'}
+            unknown = set(entry) - {'match', 'checks', 'reason', 'timm'}
             if unknown:
-                self.error(where, f'unknown keys {sorted(unknown)}; expected match, reason, timm')
+                self.error(where, f'unknown keys {sorted(unknown)}; expected match, checks, reason, timm')
+            checks = self._expected_checks(where, entry.get('checks'))
             match = {}
             for k, v in entry['match'].items():
                 if k not in EXPECT_MATCH_KEYS:
@@ -402,8 +447,30 @@ class _Validator:
                     spec = SpecifierSet(str(entry['timm']))
                 except InvalidSpecifier:
                     self.error(f'{where}.timm', f'expected a version specifier such as "<1.0.3", got {entry["timm"]!r}')
-            expectations.append(Expectation(tuple(sorted(match.items())), entry['reason'], spec))
+            expectations.append(Expectation(tuple(sorted(match.items())), entry['reason'], checks, spec))
         return expectations
+
+    def _expected_checks(self, where: str, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list) or not value or any(v not in CHECKS for v in value):
+            self.error(f'{where}.checks', f'expected a non-empty list of the checks the cases fail, from '
+                                          f'{list(CHECKS)}; got {value!r}')
+            return ()
+        return tuple(value)
+
+
+def _origin_problem(origin: OriginSpec, model: ModelSpec) -> str | None:
+    """Why a model cannot come from an origin: another family's origin, or a file layout with no place for
+    the model's tensors (found on a meta-device build, before anything is synthesized)."""
+    from harness.checkpoints.layouts import LAYOUTS
+    family = family_of(model.name)
+    if origin.name != FILE_ORIGIN and family.name not in ORIGINS[origin.name].families:
+        return (f'origin {origin.name!r} does not apply to {model.name!r} '
+                f'({family.name} family; its origins are {list(family.origins)})')
+    layout = LAYOUTS.get(origin.name)
+    problem = layout.problem(meta_model(model)) if layout else None
+    if problem:
+        return f'the {origin.name} layout does not fit {model.label}: {problem}'
+    return None
 
 
 def _is_int(value: Any) -> bool:

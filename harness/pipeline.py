@@ -1,8 +1,13 @@
 """Run one case from checkpoint to judged result: the stages of the harness in order.
 
-checkpoint → native model → build through the case's path → shapes → fidelity → parity → drift → timing
-→ verdict. Each stage fills in figures on a :class:`CaseResult`; nothing here decides pass or fail except
-the final call to :func:`harness.verdict.judge`.
+Work that a checkpoint's cases share is computed once, explicitly, and held by :class:`CheckpointWork`:
+the checkpoint loaded at its own configuration (:func:`load_native`) and, per target, the ``create`` path
+built and checked on its own (:func:`evaluate_path`), which the create case reports and the other paths'
+parity compares with. Each case is then a row of plain functions of their inputs:
+
+evaluate_path (build → forward → shapes → finite → fidelity) → parity → drift → timing → verdict.
+
+Nothing here decides pass or fail except the final call to :func:`harness.verdict.judge`.
 """
 from __future__ import annotations
 
@@ -12,32 +17,41 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
-from harness import checks, images
-from harness.build import Built, LoadFailed, Unsupported, build_native, build_path
+from harness import checks, faults, images
+from harness.build import Built, LoadFailed, ResizeFailed, Unsupported, build_native, build_path
 from harness.cases import Case, expectation_for
 from harness.checkpoints.store import Checkpoint, CheckpointError, checkpoint_for
-from harness.families import Geometry
-from harness.matrix import Matrix, TimingConfig
+from harness.device_lock import Holder, checks_lock, timing_lock
+from harness.families import Geometry, Target
+from harness.matrix import Matrix, TimingConfig, Tolerances
 from harness.results import CaseResult
-from harness.timing import device_lock, time_forward
-from harness.verdict import judge
+from harness.timing import time_forward
+from harness.verdict import fidelity_failures, judge
+
+# set_input_size and dynamic_img_size resample with timm's defaults; at create time the origin's loader may not
+AFTER_LOAD_RESAMPLING = ('bicubic', True)
 
 
 @dataclass(frozen=True)
 class RunOptions:
     device: torch.device
-    cache_dir: Path
-    timing: TimingConfig
+    cache_dir: Path                  # synthesized checkpoints, timm releases, the machine-wide timing lock
+    out_dir: Path                    # the run's folder: results.jsonl, run.json, the run's own device lock
+    timing: TimingConfig             # resolved for the device: no setting left None
+    say: Callable[[str], None] = print   # one line for the user's terminal (e.g. waiting for the device)
+    holder: Holder = field(default_factory=Holder.this_process)   # this run, as runs waiting for the device see it
 
 
 @dataclass
 class Native:
-    """A checkpoint loaded at its own configuration, its outputs on the image set at its own size, and the
-    source weights fidelity resamples (with how far the native load is from them, when they are known)."""
+    """A checkpoint loaded at its own configuration, its outputs at its own size, and the source weights that
+    fidelity resamples (with how far the native load is from them, when they are known)."""
+    checkpoint: Checkpoint
     built: Built
     geometry: Geometry
     outputs: checks.Outputs
@@ -45,173 +59,262 @@ class Native:
     load_diff: checks.TensorDiff | None
 
 
-class RunContext:
-    """State a worker shares between cases: options, the image set, and what is worth computing once.
+@dataclass
+class PathFigures:
+    """What building and checking one path at one target recorded (fields named as in CaseResult)."""
+    load_error: str | None = None
+    missing_keys: list[str] = field(default_factory=list)
+    unexpected_keys: list[str] = field(default_factory=list)
+    resize_error: str | None = None
+    shape_errors: list[str] = field(default_factory=list)
+    nonfinite_outputs: list[str] = field(default_factory=list)
+    fidelity_weights_max_abs_diff: float | None = None
+    fidelity_worst_tensor: str | None = None
+    fidelity_outputs_max_abs_diff: float | None = None
 
-    The native model is kept for the most recent checkpoint only (xdist keeps a checkpoint's cases on one
-    worker, in a row), and the create path's logits for every target of that checkpoint, for parity.
-    """
+
+@dataclass
+class PathRun:
+    """One path built at one target and checked on its own; ``outputs`` is None when it did not get that far."""
+    model: nn.Module | None
+    outputs: checks.Outputs | None
+    figures: PathFigures
+
+
+class CheckpointWork:
+    """What the cases of one checkpoint share, computed once in a worker: the native model, and the create
+    path's run for each target. xdist keeps a checkpoint's cases on one worker in a row, so only the latest
+    checkpoint is held; a create run keeps its model only until the create case has been timed."""
 
     def __init__(self, matrix: Matrix, options: RunOptions):
         self.matrix = matrix
         self.options = options
-        self._images: torch.Tensor | None = None
-        self._native_key: tuple | None = None
-        self._native: Native | None = None
-        self._create_logits: dict[tuple, torch.Tensor | None] = {}
+        self._key: tuple | None = None
+        self._native: Native | Exception | None = None
+        self._create_runs: dict[Target, PathRun] = {}
 
-    def inputs(self, model: nn.Module, size: tuple[int, int]) -> torch.Tensor:
-        if self._images is None:
-            self._images = images.dead_leaves(self.matrix.num_images, self.matrix.seed)
-        cfg = getattr(model, 'pretrained_cfg', None) or {}
-        batch = images.normalized(images.resized(self._images, size),
-                                  cfg.get('mean', (0.485, 0.456, 0.406)), cfg.get('std', (0.229, 0.224, 0.225)))
-        return batch.to(self.options.device)
-
-    def native(self, case: Case, checkpoint: Checkpoint) -> Native:
+    def native(self, case: Case) -> Native:
+        """The case's checkpoint loaded at its own configuration (a failure to load is remembered too)."""
         key = (case.model, case.origin)
-        if key != self._native_key:
-            self._native_key, self._native, self._create_logits = None, None, {}
-            built = build_native(checkpoint)   # raises LoadFailed: nothing is remembered
-            model = built.model.to(self.options.device)
-            geometry = case.family.geometry(model)
-            outputs = checks.forward_outputs(model, self.inputs(model, geometry.img_size))
-            loaded = {k: v.cpu() for k, v in model.state_dict().items()}
-            reference = checkpoint.reference_state_dict()
-            if reference is None:   # hub or user file: the native-size load involves no resampling: it is the source
-                self._native = Native(built, geometry, outputs, loaded, None)
-            else:
-                self._native = Native(built, geometry, outputs, reference, checks.state_dict_diff(loaded, reference))
-            self._native_key = key
+        if key != self._key:
+            self._key, self._native, self._create_runs = key, None, {}
+            checkpoint = checkpoint_for(case.model, case.origin, self.matrix.seed, self.options.cache_dir)
+            try:
+                self._native = load_native(checkpoint, case, self.matrix, self.options.device)
+            except (LoadFailed, checks.ForwardFailed, Unsupported) as e:
+                self._native = e
+        if isinstance(self._native, Exception):
+            raise self._native
         return self._native
 
-    def create_logits(self, case: Case, checkpoint: Checkpoint, source: Geometry) -> torch.Tensor | None:
-        """The create path's logits for the case's target (None when it does not build)."""
-        key = (case.img_size, case.patch_size, case.window_size)
-        if key not in self._create_logits:
-            try:
-                model = build_path('create', checkpoint, case.family, source, case.target).model
-            except (LoadFailed, Unsupported):
-                self._create_logits[key] = None
-            else:
-                model = model.to(self.options.device)
-                self._create_logits[key] = checks.forward_outputs(model, self.inputs(model, case.img_size)).logits
-        return self._create_logits[key]
+    def create_run(self, case: Case, native: Native) -> PathRun:
+        if case.target not in self._create_runs:
+            self._create_runs[case.target] = evaluate_path('create', case, native, self.matrix, self.options.device)
+        return self._create_runs[case.target]
+
+    def release_create_model(self, target: Target) -> None:
+        """The create case has used its model: keep only its figures and outputs, for the other paths' parity."""
+        if target in self._create_runs:
+            self._create_runs[target].model = None
 
 
-def run_case(case: Case, case_id: str, ctx: RunContext) -> CaseResult:
+def load_native(checkpoint: Checkpoint, case: Case, matrix: Matrix, device: torch.device) -> Native:
+    built = build_native(checkpoint)
+    model = built.model.to(device)
+    geometry = case.family.geometry(model)
+    outputs = checks.forward_outputs(model, model_inputs(model, geometry.img_size, matrix, device))
+    reference = checkpoint.reference_state_dict()
+    if reference is None:   # hub or user file: the native-size load resamples nothing, so it is the source
+        return Native(checkpoint, built, geometry, outputs, {k: v.cpu() for k, v in model.state_dict().items()}, None)
+    return Native(checkpoint, built, geometry, outputs, reference, checks.state_dict_diff(model.state_dict(), reference))
+
+
+def model_inputs(model: nn.Module, size: tuple[int, int], matrix: Matrix, device: torch.device) -> torch.Tensor:
+    """The matrix's fixed image set at ``size``, normalised as the model's pretrained config says."""
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    batch = images.normalized(images.resized(images.dead_leaves(matrix.num_images, matrix.seed), size),
+                              cfg.get('mean', (0.485, 0.456, 0.406)), cfg.get('std', (0.229, 0.224, 0.225)))
+    return batch.to(device)
+
+
+def new_result(case: Case, matrix: Matrix, options: RunOptions) -> CaseResult:
+    """A case's record before anything ran: what it is and how it is measured."""
     import timm
-    result = CaseResult(
-        case_id=case_id, matrix=ctx.matrix.name, model=case.model.label, origin=case.origin_label,
+    return CaseResult(
+        case_id=case.case_id, matrix=matrix.name, model=case.model.label, origin=case.origin_label,
         img_size=list(case.img_size), patch_size=case.patch_size, window_size=case.window_size, path=case.path,
         model_name=case.model.name, model_overrides=case.model.kwargs,
-        timm_version=timm.__version__, torch_version=torch.__version__, device=ctx.options.device.type,
-        device_name=_device_name(ctx.options.device), dtype=ctx.options.timing.dtype,
-        batch_size=ctx.options.timing.batch_size)
+        timm_version=timm.__version__, torch_version=torch.__version__, device=options.device.type,
+        device_name=device_name(options.device), dtype=options.timing.dtype, batch_size=options.timing.batch_size)
+
+
+def run_case(case: Case, work: CheckpointWork) -> CaseResult:
+    import timm
+    matrix, options = work.matrix, work.options
+    result = new_result(case, matrix, options)
     started = time.monotonic()
     try:
-        model = _checks(case, ctx, result)
-        if model is not None and ctx.options.timing.enabled:
-            _time(case, model, ctx, result)
-        if result.status != 'unsupported':
-            judge(result, ctx.matrix.tolerances, expectation_for(case, ctx.matrix, timm.__version__))
+        with checks_lock(options.out_dir, options.device):
+            model = _checks(case, work, result)
+        if model is not None and options.timing.enabled:
+            _time(case, model, options, result)
+        if case.path == 'create':
+            work.release_create_model(case.target)
+        judge(result, matrix.tolerances, expectation_for(case, matrix, timm.__version__))
     except Unsupported as e:
         result.status, result.reason = 'unsupported', str(e)
     except CheckpointError as e:
         result.status, result.reason = 'error', f'checkpoint: {e}'
     except Exception as e:   # noqa: BLE001 - a harness bug in one case must not lose the others
-        result.status = 'error'
-        result.reason = f'{type(e).__name__}: {e}\n{traceback.format_exc(limit=-3)}'
-    result.duration_s = round(time.monotonic() - started, 3)
+        if faults.is_out_of_memory(e):
+            result.status, result.reason = 'resource', f'out of memory: {faults.describe(e, limit=3)}'
+        else:
+            result.status = 'error'
+            result.reason = f'{type(e).__name__}: {e}\n{traceback.format_exc(limit=-3)}'
+    return finished(result, time.monotonic() - started)
+
+
+def finished(result: CaseResult, duration_s: float) -> CaseResult:
+    """The result, stamped with how long its case took and when it ended."""
+    result.duration_s = round(duration_s, 3)
     result.finished_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
     return result
 
 
-def _checks(case: Case, ctx: RunContext, result: CaseResult) -> nn.Module | None:
-    """Fill in load, shape, fidelity, parity and drift figures; the built model, or None if it did not load."""
-    family, device = case.family, ctx.options.device
-    checkpoint = checkpoint_for(case.model, case.origin, ctx.matrix.seed, ctx.options.cache_dir)
-    with device_lock(ctx.options.cache_dir / 'locks', device, exclusive=False):
-        try:
-            native = ctx.native(case, checkpoint)
-            source = native.geometry
-            result.source_img_size = list(source.img_size)
-            result.source_patch_size = source.patch_size[0]
-            result.source_window_size = source.window_sizes[0][0] if source.window_sizes else None
-            built = build_path(case.path, checkpoint, family, source, case.target)
-        except LoadFailed as e:
-            result.load_error, result.missing_keys, result.unexpected_keys = e.error, e.missing_keys, e.unexpected_keys
-            return None
-        except checks.ForwardFailed as e:
-            result.shape_errors = [f'native size: {e}']
-            return None
-        result.missing_keys, result.unexpected_keys = built.missing_keys, built.unexpected_keys
-        model = built.model.to(device)
-        expected = family.expected_geometry(source, case.target)
-        try:
-            outputs = checks.forward_outputs(model, ctx.inputs(model, case.img_size))
-        except checks.ForwardFailed as e:
-            result.shape_errors = [str(e)]
-            return None
-
-        result.shape_errors = checks.shape_errors(outputs, family.expected_shapes(expected, ctx.matrix.num_images))
-        if case.path != 'dynamic':
-            result.shape_errors += checks.geometry_errors(family, model, expected)
-        _fidelity(case, checkpoint, native, model, expected, outputs, ctx, result)
-        if case.path != 'create':
-            _parity(outputs, ctx.create_logits(case, checkpoint, source), result)
-        result.drift_cosine = checks.mean_cosine(outputs.pooled, native.outputs.pooled)
-        result.drift_top1_agreement = checks.top1_agreement(outputs.logits, native.outputs.logits)
-    return model
+def _checks(case: Case, work: CheckpointWork, result: CaseResult) -> nn.Module | None:
+    """Fill in every check's figures; the built model for timing, or None if it did not get that far."""
+    try:
+        native = work.native(case)
+    except LoadFailed as e:
+        result.load_error, result.missing_keys, result.unexpected_keys = e.error, e.missing_keys, e.unexpected_keys
+        return None
+    except checks.ForwardFailed as e:
+        if faults.is_out_of_memory(e.error):
+            raise e.error
+        result.shape_errors = [f'native size: {e}']
+        return None
+    _record_source(native, result)
+    run = work.create_run(case, native) if case.path == 'create' else \
+        evaluate_path(case.path, case, native, work.matrix, work.options.device)
+    for name, value in run.figures.__dict__.items():
+        setattr(result, name, value)
+    result.nonfinite_outputs = [f'native-size {name}' for name in checks.nonfinite(native.outputs)] \
+        + result.nonfinite_outputs
+    if run.outputs is None:
+        return None
+    if case.path != 'create':
+        _parity(case, native, run.outputs, work.create_run(case, native), work.matrix.tolerances, result)
+    result.drift_cosine = checks.mean_cosine(run.outputs.pooled, native.outputs.pooled)
+    result.drift_top1_agreement = checks.top1_agreement(run.outputs.logits, native.outputs.logits)
+    return run.model
 
 
-def _fidelity(case: Case, checkpoint: Checkpoint, native: Native, model: nn.Module, expected: Geometry,
-              outputs: checks.Outputs, ctx: RunContext, result: CaseResult) -> None:
-    """Compare what timm loaded with the harness's own resample of the source checkpoint."""
+def _record_source(native: Native, result: CaseResult) -> None:
+    source = native.geometry
+    result.source_img_size = list(source.img_size)
+    result.source_patch_size = source.patch_size[0]
+    result.source_window_size = source.window_sizes[0][0] if source.window_sizes else None
     if native.load_diff is not None:
         result.native_max_abs_diff, result.native_worst_tensor = native.load_diff.max_abs_diff, native.load_diff.worst
-    # at create time the origin's loader resamples (the .npz loader bilinearly); afterwards timm's own
-    # set_input_size and dynamic_img_size resample bicubic with antialiasing
-    interpolation, antialias = (checkpoint.interpolation, checkpoint.antialias) if case.path == 'create' \
-        else ('bicubic', True)
-    expected_weights = case.family.resample_state_dict(native.reference, native.geometry, expected, interpolation,
-                                                       antialias)
-    if case.path == 'dynamic':   # nothing resampled is stored: compare outputs with a model that stores ours
-        reference_model = _model_carrying(case, expected_weights).to(ctx.options.device)
-        want = checks.forward_outputs(reference_model, ctx.inputs(reference_model, case.img_size))
-        result.fidelity_outputs_max_abs_diff = checks.max_abs_diff(outputs.logits, want.logits)
+
+
+def evaluate_path(path: str, case: Case, native: Native, matrix: Matrix, device: torch.device) -> PathRun:
+    """Build ``path`` at the case's target and check it on its own: load, resize, shapes, finite, fidelity."""
+    figures = PathFigures()
+    family, source = case.family, native.geometry
+    try:
+        built = build_path(path, native.checkpoint, family, source, case.target, native.built)
+    except LoadFailed as e:
+        figures.load_error, figures.missing_keys, figures.unexpected_keys = e.error, e.missing_keys, e.unexpected_keys
+        return PathRun(None, None, figures)
+    except ResizeFailed as e:
+        figures.resize_error = str(e)
+        return PathRun(None, None, figures)
+    figures.missing_keys, figures.unexpected_keys = built.missing_keys, built.unexpected_keys
+    model = built.model.to(device)
+    inputs = model_inputs(model, case.img_size, matrix, device)
+    try:
+        outputs = checks.forward_outputs(model, inputs)
+    except checks.ForwardFailed as e:
+        if faults.is_out_of_memory(e.error):
+            raise e.error
+        if faults.raised_while_resampling(e.error):   # dynamic_img_size resamples during the forward pass
+            figures.resize_error = str(e)
+        else:
+            figures.shape_errors = [str(e)]
+        return PathRun(None, None, figures)
+    expected = family.expected_geometry(source, case.target)
+    figures.shape_errors = checks.shape_errors(outputs, family.expected_shapes(expected, matrix.num_images))
+    if path != 'dynamic':   # dynamic stores nothing resized: its stored configuration stays the source's
+        figures.shape_errors += checks.geometry_errors(family, model, expected)
+    figures.nonfinite_outputs = checks.nonfinite(outputs)
+    _fidelity(path, case, native, model, outputs, inputs, figures)
+    return PathRun(model, outputs, figures)
+
+
+def _fidelity(path: str, case: Case, native: Native, model: nn.Module, outputs: checks.Outputs,
+              inputs: torch.Tensor, figures: PathFigures) -> None:
+    """Compare what the path computes with the harness's own resample of the source checkpoint."""
+    family, checkpoint = case.family, native.checkpoint
+    interpolation, antialias = (checkpoint.interpolation, checkpoint.antialias) if path == 'create' \
+        else AFTER_LOAD_RESAMPLING
+    computed = family.computed_geometry(native.geometry, case.target, path)
+    expected_weights = family.resample_state_dict(native.reference, native.geometry, computed, interpolation,
+                                                  antialias)
+    if path == 'dynamic':   # nothing resampled is stored: compare outputs with a model that computes ours
+        reference = family.dynamic_reference(native.built.model, case.model, native.geometry, computed,
+                                             expected_weights).to(inputs.device)
+        want = checks.forward_outputs(reference, inputs)
+        figures.fidelity_outputs_max_abs_diff = checks.max_abs_diff(outputs.logits, want.logits)
     else:
         diff = checks.state_dict_diff(model.state_dict(), expected_weights)
-        result.fidelity_weights_max_abs_diff, result.fidelity_worst_tensor = diff.max_abs_diff, diff.worst
+        figures.fidelity_weights_max_abs_diff, figures.fidelity_worst_tensor = diff.max_abs_diff, diff.worst
 
 
-def _model_carrying(case: Case, state_dict: dict[str, torch.Tensor]) -> nn.Module:
-    import timm
-    model = timm.create_model(case.model.name, pretrained=False,
-                              **{**case.model.kwargs, **case.family.create_kwargs(case.target)})
-    missing, _ = model.load_state_dict(state_dict, strict=False)
-    missing = [k for k in missing if not k.endswith(checks.DERIVED_BUFFERS)]
-    if missing:
-        raise RuntimeError(f'harness reference model lacks {missing[:5]}')
-    return model.eval()
+def _parity(case: Case, native: Native, outputs: checks.Outputs, create: PathRun, tol: Tolerances,
+            result: CaseResult) -> None:
+    """Record the path's distance to the create path, and why it is not judged when it is not."""
+    if create.outputs is None:
+        result.parity_note = 'not judged: the create path did not build or run (its own case says why)'
+        return
+    result.parity_max_abs_diff = checks.max_abs_diff(outputs.logits, create.outputs.logits)
+    result.parity_cosine = checks.min_cosine(outputs.logits, create.outputs.logits)
+    result.parity_note = documented_difference(case, native) or (
+        'not judged: the create path fails fidelity (its own case reports it)'
+        if fidelity_failures(create.figures, tol) else None)
 
 
-def _parity(outputs: checks.Outputs, create_logits: torch.Tensor | None, result: CaseResult) -> None:
-    if create_logits is None:
-        return   # the create path did not build; its own case reports why
-    result.parity_max_abs_diff = checks.max_abs_diff(outputs.logits, create_logits)
-    result.parity_cosine = checks.min_cosine(outputs.logits, create_logits)
+def documented_difference(case: Case, native: Native) -> str | None:
+    """Why timm documents the case's path and create as computing different models at this target, or None."""
+    family, source, checkpoint = case.family, native.geometry, native.checkpoint
+    create = family.computed_geometry(source, case.target, 'create')
+    path = family.computed_geometry(source, case.target, case.path)
+    if (path.window_sizes, path.shift_sizes) != (create.window_sizes, create.shift_sizes):
+        return (f'documented difference: {case.path} computes with windows {_sizes(path.window_sizes)} and shifts '
+                f'{_sizes(path.shift_sizes)} (the source configuration), create with {_sizes(create.window_sizes)} '
+                f'and {_sizes(create.shift_sizes)}')
+    resampled = create.grid_size != source.grid_size or create.patch_size != source.patch_size
+    if resampled and (checkpoint.interpolation, checkpoint.antialias) != AFTER_LOAD_RESAMPLING:
+        return (f'documented difference: the {checkpoint.origin} loader resamples {checkpoint.interpolation}'
+                f'{" with" if checkpoint.antialias else " without"} antialiasing at create time, '
+                f'{case.path} bicubic with antialiasing')
+    return None
 
 
-def _time(case: Case, model: nn.Module, ctx: RunContext, result: CaseResult) -> None:
-    with device_lock(ctx.options.cache_dir / 'locks', ctx.options.device, exclusive=True):
-        timing = time_forward(model, case.img_size, ctx.options.timing, ctx.options.device)
+def _sizes(sizes: tuple[tuple[int, int], ...]) -> str:
+    return '[' + ', '.join(f'{h}x{w}' for h, w in sizes) + ']'
+
+
+def _time(case: Case, model: nn.Module, options: RunOptions, result: CaseResult) -> None:
+    with timing_lock(options.out_dir, options.device, options.cache_dir, options.holder, options.say):
+        timing = time_forward(model, case.img_size, options.timing, options.device)
     result.time_median_ms, result.time_iqr_ms, result.time_min_ms = timing.median_ms, timing.iqr_ms, timing.min_ms
-    result.images_per_s, result.peak_memory_mb, result.timing_repeats = \
-        timing.images_per_s, timing.peak_memory_mb, timing.repeats
+    result.images_per_s, result.peak_memory_mb = timing.images_per_s, timing.peak_memory_mb
+    result.timing_repeats, result.timing_budget_s = timing.repeats, timing.budget_s
+    result.time_samples_ms = list(timing.samples_ms)
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == 'cuda':
         return torch.cuda.get_device_name(device)
     return f'{_cpu_model()}, {torch.get_num_threads()} threads'

@@ -1,8 +1,8 @@
 """Render a results.jsonl as a markdown report plus CSVs.
 
 The CSVs keep every figure at full precision; the markdown formats them for reading. Every table that holds
-figures says how they were measured: the header lists the timm/torch versions, device, dtype and batch size,
-and when cases disagree on any of those, the per-case tables carry a column for it.
+figures says how they were measured: the header lists the timm/torch versions, device, dtype, batch size and
+timing budget, and when cases disagree on any of those, the per-case tables carry a column for it.
 """
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from harness.results import STATUSES, UNEXPECTED, CaseResult, read_results
 INT_FIELDS = ('patch_size', 'window_size', 'batch_size', 'timing_repeats')
 IDENTITY = ('model', 'origin', 'img_size', 'patch_size', 'window_size', 'path')
 MEASURED = {'timm_version': 'timm', 'torch_version': 'torch', 'device_label': 'device', 'dtype': 'dtype',
-            'batch_size': 'batch size', 'timing_repeats': 'timing repeats'}
-HEADERS = {'device_label': 'device', 'time_median_ms': 'median ms', 'time_iqr_ms': 'IQR ms',
+            'batch_size': 'batch size', 'timing_budget_s': 'timing budget (s per case)'}
+HEADERS = {'device_label': 'device', 'time_median_ms': 'median ms', 'time_iqr_ms': 'IQR ms', 'time_min_ms': 'min ms',
+           'timing_repeats': 'timed passes',
            'images_per_s': 'images/s', 'peak_memory_mb': 'peak memory MB'}
 REASON_CHARS = 120
 NULL = '—'
@@ -206,14 +207,35 @@ def _timing_caption(view: pd.DataFrame) -> str:
     kind = ('**CPU timings** (not representative of accelerator speed)' if on_cpu.all()
             else '**Mixed devices, CPU timings included**: compare rows only within one device' if on_cpu.any()
             else 'Timings')
-    return (f'{kind}. Device {_distinct(view["device_label"])}; dtype {_distinct(view["dtype"])}; '
-            f'batch size {_distinct(view["batch_size"])}; median and IQR over {_distinct(view["timing_repeats"])} '
-            f'timed repeats per case.')
+    caption = (f'{kind}. Device {_distinct(view["device_label"])}; dtype {_distinct(view["dtype"])}; '
+               f'batch size {_distinct(view["batch_size"])}; budget {_distinct(view["timing_budget_s"])} s per case '
+               f'for warm-up and timed passes together; median and IQR over {_passes(view["timing_repeats"])} '
+               f'timed passes per case.')
+    over = _over_budget(view)
+    if over:
+        caption += (f' {_cases(over)} took longer than the budget: the minimum number of timed passes alone '
+                    f'exceeded it.')
+    return caption
+
+
+def _passes(repeats: pd.Series) -> str:
+    """'7', or '7–31' when the budget let cases run different numbers of timed passes."""
+    counts = repeats.dropna()
+    if counts.empty:
+        return NULL
+    low, high = counts.min(), counts.max()
+    return str(low) if low == high else f'{low}–{high}'
+
+
+def _over_budget(view: pd.DataFrame) -> int:
+    """Cases whose timed passes alone took longer than their budget (the min_repeats floor won)."""
+    return sum(isinstance(samples, list) and not _is_null(budget) and sum(samples) / 1000 > budget
+               for samples, budget in zip(view['time_samples_ms'], view['timing_budget_s']))
 
 
 def _timing(view: pd.DataFrame) -> list[str]:
-    figures = {'time_median_ms': _number('.2f'), 'time_iqr_ms': _number('.2f'),
-               'images_per_s': _number('.1f'), 'peak_memory_mb': _number('.1f')}
+    figures = {'time_median_ms': _number('.2f'), 'time_iqr_ms': _number('.2f'), 'time_min_ms': _number('.2f'),
+               'timing_repeats': _number('d'), 'images_per_s': _number('.1f'), 'peak_memory_mb': _number('.1f')}
     timed = view[view[list(figures)].notna().any(axis=1)]
     if timed.empty:
         return ['## Timing', '', 'No timing figures recorded.']

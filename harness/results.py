@@ -6,15 +6,22 @@ xdist workers never interleave partial lines.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import fcntl
 import json
+import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
-STATUSES = ('passed', 'failed', 'xfailed', 'xpassed', 'unsupported', 'error')
-UNEXPECTED = ('failed', 'xpassed', 'error')   # statuses that make `harness run` exit 1
+STATUSES = ('passed', 'failed', 'xfailed', 'xpassed', 'unsupported', 'error', 'resource')
+UNEXPECTED = ('failed', 'xpassed', 'error', 'resource')   # statuses that make `harness run` exit 1
+# names that may appear in a record's ``failed_checks``, in the order the stages run
+CHECKS = ('load', 'resize', 'shapes', 'finite', 'fidelity', 'parity', 'drift')
 RESULTS_FILE = 'results.jsonl'
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,10 +57,13 @@ class CaseResult:
     load_error: str | None = None
     missing_keys: list[str] = field(default_factory=list)
     unexpected_keys: list[str] = field(default_factory=list)
+    resize_error: str | None = None             # what timm raised while resizing (set_input_size, create's resample)
     native_max_abs_diff: float | None = None    # source-size load vs the synthesized weights
     native_worst_tensor: str | None = None
     # shapes
     shape_errors: list[str] = field(default_factory=list)
+    # finite
+    nonfinite_outputs: list[str] = field(default_factory=list)   # outputs holding NaN or Inf
     # fidelity
     fidelity_weights_max_abs_diff: float | None = None
     fidelity_worst_tensor: str | None = None
@@ -61,6 +71,7 @@ class CaseResult:
     # parity (against the `create` path)
     parity_max_abs_diff: float | None = None
     parity_cosine: float | None = None
+    parity_note: str | None = None   # why parity is recorded but not judged (a documented difference, ...)
     # drift (target size vs native size)
     drift_cosine: float | None = None
     drift_top1_agreement: float | None = None
@@ -70,7 +81,9 @@ class CaseResult:
     time_min_ms: float | None = None
     images_per_s: float | None = None
     peak_memory_mb: float | None = None
-    timing_repeats: int | None = None
+    timing_repeats: int | None = None                  # timed passes (at least the matrix's min_repeats)
+    timing_budget_s: float | None = None               # seconds the case had for warm-up and timed passes
+    time_samples_ms: list[float] | None = None         # every timed pass, in the order they ran
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=False)
@@ -78,32 +91,63 @@ class CaseResult:
 
 def append_result(out_dir: Path, result: CaseResult) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    line = result.to_json() + '\n'
-    with open(out_dir / RESULTS_FILE, 'a+') as f:
+    with open(out_dir / RESULTS_FILE, 'ab+') as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            if _ends_mid_line(f):
-                line = '\n' + line   # a crash cut the last line short: do not glue this record onto it
-            f.write(line)
+            f.write(_line_start(f) + result.to_json().encode() + b'\n')
             f.flush()
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _ends_mid_line(f) -> bool:
-    size = f.seek(0, 2)
-    if size == 0:
+def _line_start(f: BinaryIO) -> bytes:
+    """What must come before a new record so that it starts a line of its own.
+
+    A last line without its newline was cut short by a crash: it is cut off, since leaving it above the new
+    record would put garbage in the middle of the file, which readers refuse. A whole JSON record that only
+    lacks its newline (an edited file) is kept and given one.
+    """
+    size = f.seek(0, os.SEEK_END)
+    start = _last_line_start(f, size)
+    f.seek(start)
+    tail = f.read()
+    if not tail or tail.endswith(b'\n'):
+        return b''
+    if _parses(tail):
+        return b'\n'
+    f.truncate(start)
+    return b''
+
+
+def _last_line_start(f: BinaryIO, size: int, block: int = 1 << 16) -> int:
+    """Offset just after the last newline before the file's final byte (0 if there is none)."""
+    end = max(size - 1, 0)
+    while end > 0:
+        begin = max(end - block, 0)
+        f.seek(begin)
+        newline = f.read(end - begin).rfind(b'\n')
+        if newline >= 0:
+            return begin + newline + 1
+        end = begin
+    return 0
+
+
+def _parses(data: bytes) -> bool:
+    try:
+        json.loads(data)
+    except ValueError:   # JSONDecodeError, UnicodeDecodeError
         return False
-    f.seek(size - 1)
-    last = f.read(1)
-    f.seek(0, 2)
-    return last != '\n'
+    return True
+
+
+class ResultsFileError(ValueError):
+    """A results file that cannot be trusted (garbage before its last line); ``str()`` is ``<file>:<line>: ...``."""
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
     """All records of a results file; the last record of a case wins (a resumed run may repeat one)."""
     by_case: dict[tuple[str, str], dict[str, Any]] = {}
-    for record in _iter_lines(path):
+    for record in _records(path):
         by_case[record.get('matrix', ''), record['case_id']] = record
     return list(by_case.values())
 
@@ -115,14 +159,45 @@ def finished_case_ids(path: Path, matrix_name: str) -> set[str]:
     return {r['case_id'] for r in read_results(path) if r.get('status') != 'error' and r.get('matrix') == matrix_name}
 
 
-def _iter_lines(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                # a line cut short by a crash: everything before it still counts
-                continue
+def _records(path: Path) -> Iterator[dict[str, Any]]:
+    """The records in file order. A last line that is not a record was cut short by a crash: skipped, with a
+    warning. Anything else that is not a record raises :class:`ResultsFileError` naming ``file:line``."""
+    lines = [(number, line) for number, line in enumerate(path.read_bytes().split(b'\n'), 1) if line.strip()]
+    for number, line in lines:
+        problem = _record_problem(line)
+        if problem is None:
+            yield json.loads(line)
+        elif number == lines[-1][0]:
+            _logger.warning('%s:%d: last line is not a whole record (%s), as when a crash cuts a write short; '
+                            'skipped it', path, number, problem)
+        else:
+            raise ResultsFileError(f'{path}:{number}: {problem}; expected one JSON record per line, as '
+                                   f'harness run writes')
+
+
+def _record_problem(line: bytes) -> str | None:
+    try:
+        record = json.loads(line)
+    except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
+        return f'not JSON ({e})'
+    if not isinstance(record, dict) or not isinstance(record.get('case_id'), str):
+        return 'a JSON value without a "case_id"'
+    return None
+
+
+def set_aside(out_dir: Path, started: datetime.datetime | None) -> Path | None:
+    """Move the previous run's results.jsonl to ``results.<its start time>.jsonl`` so that the run about to
+    start begins clean, and return the new path (None when there was nothing to move). ``started`` comes from
+    the previous run.json; without one, the file's last modification stands in for it."""
+    results = out_dir / RESULTS_FILE
+    if not results.exists():
+        return None
+    when = started or datetime.datetime.fromtimestamp(results.stat().st_mtime, datetime.timezone.utc)
+    stamp = when.astimezone(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')   # no ':' in file names
+    target = out_dir / f'results.{stamp}.jsonl'
+    suffix = 1
+    while target.exists():   # two runs started in the same second
+        suffix += 1
+        target = out_dir / f'results.{stamp}-{suffix}.jsonl'
+    results.rename(target)
+    return target

@@ -1,18 +1,18 @@
 """Forward-pass timing at a case's target size, in the spirit of timm's benchmark.py.
 
-Warm-up passes first (cuDNN autotuning, allocator growth, lazy init), then ``repeats`` timed passes. On
-CUDA each pass is timed with CUDA events between synchronisations; on CPU with ``perf_counter``. We report
-the median and inter-quartile range rather than the mean: a single preempted pass must not move the figure.
+Warm-up passes first (cuDNN autotuning, allocator growth, lazy init), then timed passes until the case's time
+budget is spent, but never fewer than ``min_repeats``: a fixed count would spend ~30 s on one slow CPU case
+and milliseconds on a fast GPU one. On CUDA each pass is timed with CUDA events between synchronisations; on
+CPU with ``perf_counter``. Every pass is kept (later statistics, such as a rank test between releases, need
+the samples), and the summary is the median and inter-quartile range rather than the mean: a single preempted
+pass must not move the figure.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
+from typing import Callable
 
 import torch
 from torch import nn
@@ -24,16 +24,41 @@ AUTOCAST_DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 @dataclass(frozen=True)
 class Timing:
-    median_ms: float
-    iqr_ms: float
-    min_ms: float
-    images_per_s: float
-    peak_memory_mb: float | None   # CUDA only: torch's allocator peak; CPU has no per-model equivalent
-    repeats: int
+    """Every timed pass of one case, and the figures the report shows, derived from them."""
+    samples_ms: tuple[float, ...]   # one per timed pass, in the order they ran
+    batch_size: int
+    budget_s: float                 # what warm-up and timed passes were allowed together
+    peak_memory_mb: float | None    # CUDA only: torch's allocator peak; CPU has no per-model equivalent
+
+    @property
+    def repeats(self) -> int:
+        return len(self.samples_ms)
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.samples_ms)
+
+    @property
+    def iqr_ms(self) -> float:
+        if self.repeats < 2:
+            return 0.0
+        q1, _, q3 = statistics.quantiles(self.samples_ms, n=4, method='inclusive')
+        return q3 - q1
+
+    @property
+    def min_ms(self) -> float:
+        return min(self.samples_ms)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch_size / (self.median_ms / 1000)
 
 
 @torch.no_grad()
 def time_forward(model: nn.Module, img_size: tuple[int, int], config: TimingConfig, device: torch.device) -> Timing:
+    """Time ``model`` on a batch at ``img_size``: ``config.warmup`` passes, then timed passes while another
+    one still fits in ``config.budget_s`` (counted from the first warm-up pass), at least ``min_repeats``."""
+    config = config.for_device(device.type)
     inputs = torch.randn(config.batch_size, 3, *img_size, device=device)
     autocast = AUTOCAST_DTYPES[config.dtype]
 
@@ -43,16 +68,33 @@ def time_forward(model: nn.Module, img_size: tuple[int, int], config: TimingConf
 
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
+    started_s = time.perf_counter()
     for _ in range(config.warmup):
         forward()
-    times_ms = [_timed_ms(forward, device) for _ in range(config.repeats)]
+    _synchronize(device)
+    timed_from_s = time.perf_counter()
+    samples_ms: list[float] = []
+    while len(samples_ms) < config.min_repeats or _another_pass_fits(started_s, timed_from_s, len(samples_ms),
+                                                                      config.budget_s):
+        samples_ms.append(_timed_ms(forward, device))
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == 'cuda' else None
-    median = statistics.median(times_ms)
-    return Timing(median_ms=median, iqr_ms=_iqr(times_ms), min_ms=min(times_ms),
-                  images_per_s=config.batch_size / (median / 1000), peak_memory_mb=peak, repeats=config.repeats)
+    return Timing(tuple(samples_ms), config.batch_size, config.budget_s, peak)
 
 
-def _timed_ms(forward, device: torch.device) -> float:
+def _another_pass_fits(started_s: float, timed_from_s: float, passes: int, budget_s: float) -> bool:
+    """Whether one more pass, as long as the timed passes so far took on average (wall clock, synchronisation
+    included), still ends within the budget. Predicting, not checking afterwards, keeps a case inside it."""
+    now = time.perf_counter()
+    per_pass_s = (now - timed_from_s) / max(passes, 1)
+    return now + per_pass_s - started_s <= budget_s
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _timed_ms(forward: Callable[[], None], device: torch.device) -> float:
     if device.type == 'cuda':
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize(device)
@@ -64,34 +106,3 @@ def _timed_ms(forward, device: torch.device) -> float:
     start_s = time.perf_counter()
     forward()
     return (time.perf_counter() - start_s) * 1000
-
-
-def _iqr(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    q1, _, q3 = statistics.quantiles(values, n=4, method='inclusive')
-    return q3 - q1
-
-
-@contextlib.contextmanager
-def device_lock(lock_dir: Path, device: torch.device, exclusive: bool) -> Iterator[None]:
-    """Keep timing alone on a device while xdist workers share it.
-
-    Checks take the device lock shared, timing takes it exclusive. File locks do not prefer writers, so a
-    steady stream of checks could starve timing: a gate lock fixes that. Timing holds the gate while it waits,
-    and checks pass through the gate before taking their shared lock, so none start while timing waits.
-    """
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    name = str(device).replace(':', '-')
-    with open(lock_dir / f'{name}.gate', 'a') as gate, open(lock_dir / f'{name}.lock', 'a') as lock:
-        fcntl.flock(gate, fcntl.LOCK_EX)
-        if exclusive:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        else:
-            fcntl.flock(lock, fcntl.LOCK_SH)
-            fcntl.flock(gate, fcntl.LOCK_UN)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-            fcntl.flock(gate, fcntl.LOCK_UN)

@@ -20,7 +20,7 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from harness.checkpoints.layouts import WRITERS, LayoutError
+from harness.checkpoints.layouts import LAYOUTS, LayoutError
 from harness.checkpoints.synthesize import seeded_model
 from harness.origins import ORIGINS
 
@@ -122,7 +122,7 @@ def _load(case: Case, path: Path, num_classes: int) -> torch.nn.Module:
 def test_round_trip(case: Case, tmp_path: Path):
     source = seeded_model(case.model, case.kwargs, seed=0)
     path = tmp_path / ORIGINS[case.origin].filename
-    expected = WRITERS[case.origin](source, path)
+    expected = LAYOUTS[case.origin].write(source, path)
 
     file = _read(path)                                                                       # (c)
     if case.wrapper:
@@ -163,18 +163,18 @@ def test_round_trip(case: Case, tmp_path: Path):
 ])
 def test_layout_error(origin: str, model: str, kwargs: dict, match: str, tmp_path: Path):
     with pytest.raises(LayoutError, match=match):
-        WRITERS[origin](timm.create_model(model, **kwargs), tmp_path / ORIGINS[origin].filename)
+        LAYOUTS[origin].write(timm.create_model(model, **kwargs), tmp_path / ORIGINS[origin].filename)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_writer_for_every_synthesized_origin():
-    assert set(WRITERS) == {name for name, origin in ORIGINS.items() if origin.synthesized}
+    assert set(LAYOUTS) == {name for name, origin in ORIGINS.items() if origin.synthesized}
 
 
 @torch.no_grad()
 def test_swin_patch_merging_concatenates_in_the_original_order():
     """The original repo concatenates x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2] (rows, cols);
-    timm's reshape/permute must produce the same channel order, or write_microsoft would have to permute
+    timm's reshape/permute must produce the same channel order, or microsoft_layout would have to permute
     ``reduction`` and ``norm``."""
     from timm.models.swin_transformer import PatchMerging
     torch.manual_seed(0)

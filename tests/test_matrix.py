@@ -11,9 +11,12 @@ import itertools
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
+import torch
 from packaging.specifiers import SpecifierSet
+from safetensors.torch import save_file
 
 from harness.cases import Case, expand, expectation_for
 from harness.matrix import (PATHS, Expectation, Matrix, MatrixError, ModelSpec, OriginSpec, TimingConfig,
@@ -24,6 +27,7 @@ SHIPPED = sorted((REPO / 'matrices').glob('*.yaml'))
 
 VIT = 'vit_tiny_patch16_224'
 SWIN = 'swin_tiny_patch4_window7_224'
+DINO = 'vit_small_patch14_dinov2'
 
 
 @pytest.fixture(scope='module')
@@ -79,7 +83,7 @@ models:
   - {{name: {VIT}, label: tiny_d2, depth: 2, img_size: [32, 64]}}
   - {{name: {SWIN}, embed_dim: 32, depths: [1, 1, 2, 1], num_heads: [1, 2, 2, 4], img_size: 128,
      origins: [timm, microsoft], sizes: [128, [128, 192]], patch_sizes: [4], window_sizes: [7, 4]}}
-origins: [timm, openai_clip]
+origins: [timm, big_vision]
 sizes: [224, [224, 448]]
 patch_sizes: [16, 8]
 window_sizes: [7, 14]
@@ -89,9 +93,11 @@ tolerances: {{parity_atol: 0.01, parity_min_cosine: 1, drift_min_cosine: 0.5}}
 timing: {{enabled: false, dtype: bf16, batch_size: 2}}
 expect:
   - match: {{model: {VIT}, origin: timm, img_size: [224, 448], path: dynamic}}
+    checks: [parity]
     reason: dynamic path on a rectangular target
     timm: "<1.0.3"
   - match: {{model: {VIT}, patch_size: 8}}
+    checks: [load, fidelity]
     reason: patch 8 everywhere
 """
 
@@ -113,7 +119,7 @@ def test_valid_matrix_loads(tmp_path, known_models):
     assert not set(swin.kwargs) & {'origins', 'sizes', 'patch_sizes', 'window_sizes', 'paths', 'label', 'name'}
     hash(swin)
 
-    assert m.origins == (OriginSpec('timm'), OriginSpec('openai_clip'))
+    assert m.origins == (OriginSpec('timm'), OriginSpec('big_vision'))
     assert m.sizes == ((224, 224), (224, 448))          # int -> square, [H, W] -> rectangular
     assert m.patch_sizes == (16, 8)
     assert m.window_sizes == (7, 14)
@@ -124,13 +130,14 @@ def test_valid_matrix_loads(tmp_path, known_models):
     assert m.tolerances.fidelity_weights_atol == Tolerances().fidelity_weights_atol   # untouched default
     assert m.tolerances.drift_min_top1 is None
     assert m.timing == TimingConfig(enabled=False, dtype='bf16', batch_size=2)
-    assert (m.timing.warmup, m.timing.repeats) == (TimingConfig().warmup, TimingConfig().repeats)
+    assert (m.timing.warmup, m.timing.budget_s) == (TimingConfig().warmup, TimingConfig().budget_s)
 
     first, second = m.expect
     assert dict(first.match) == {'model': VIT, 'origin': 'timm', 'img_size': (224, 448), 'path': 'dynamic'}
     assert first.reason == 'dynamic path on a rectangular target'
     assert first.timm == SpecifierSet('<1.0.3')
     assert dict(second.match) == {'model': VIT, 'patch_size': 8} and second.timm is None
+    assert (first.checks, second.checks) == (('parity',), ('load', 'fidelity'))
 
 
 def test_defaults_when_optional_sections_absent(tmp_path, known_models):
@@ -154,8 +161,8 @@ def test_paths_subset_and_each_timing_dtype(tmp_path, known_models):
 def test_file_origin_resolves_relative_to_the_matrix(tmp_path, known_models):
     (tmp_path / 'ckpts').mkdir()
     checkpoint, npz = tmp_path / 'ckpts' / 'mine.safetensors', tmp_path / 'ckpts' / 'other.npz'
-    checkpoint.write_bytes(b'')
-    npz.write_bytes(b'')
+    save_file({'w': torch.ones(2)}, str(checkpoint))
+    np.savez(npz, w=np.ones(2))
     m = load(tmp_path, MINIMAL.replace('origins: [timm]', 'origins: [{file: ckpts/mine.safetensors, num_classes: 10}, '
                                                           '{file: ckpts/other.npz, custom_load: true}]'),
              known_models)
@@ -178,7 +185,7 @@ def test_expectation_matches(tmp_path, known_models):
     assert not first.matches({**fields, 'img_size': (448, 224)}, '1.0.2')
     assert not second.matches(fields, '1.0.2')           # patch 16
     assert second.matches({**fields, 'patch_size': 8}, '0.9.0')   # no timm specifier: every release
-    assert Expectation((), 'everything').matches(fields, '1.0.31')
+    assert Expectation((), 'everything', ('load',)).matches(fields, '1.0.31')
 
     cases = {c.case_id: c for c in expand(m)}
     dyn16 = cases[f'{VIT}-timm-224x448-patch16-dynamic']
@@ -201,7 +208,7 @@ name: per_model
 models:
   - {VIT}
   - {{name: {SWIN}, origins: [microsoft], sizes: [256], patch_sizes: [4], window_sizes: [7, 8]}}
-origins: [timm, openai_clip]      # openai_clip would not fit the Swin, which has its own origins
+origins: [timm, big_vision]      # big_vision would not fit the Swin, which has its own origins
 sizes: [224, [224, 448]]
 patch_sizes: [16, 8]
 window_sizes: [7, 14]
@@ -215,20 +222,20 @@ def test_model_axes_replace_the_matrix_axes_for_that_model_only(tmp_path, known_
     assert vit.axes == ()
     assert set(dict(swin.axes)) == {'origins', 'sizes', 'patch_sizes', 'window_sizes'}
 
-    assert m.axes_for(vit) == {'origins': (OriginSpec('timm'), OriginSpec('openai_clip')),
+    assert m.axes_for(vit) == {'origins': (OriginSpec('timm'), OriginSpec('big_vision')),
                                'sizes': ((224, 224), (224, 448)), 'patch_sizes': (16, 8),
                                'window_sizes': (7, 14), 'paths': ('create', 'set_input_size')}
     assert m.axes_for(swin) == {'origins': (OriginSpec('microsoft'),), 'sizes': ((256, 256),),
                                 'patch_sizes': (4,), 'window_sizes': (7, 8),
                                 'paths': ('create', 'set_input_size')}   # paths inherited
     # the matrix's own axes are untouched
-    assert m.origins == (OriginSpec('timm'), OriginSpec('openai_clip')) and m.sizes == ((224, 224), (224, 448))
+    assert m.origins == (OriginSpec('timm'), OriginSpec('big_vision')) and m.sizes == ((224, 224), (224, 448))
 
     cases = expand(m)
     by_model = {label: [c for c in cases if c.model.label == label] for label in (VIT, SWIN)}
     assert {(c.origin.name, c.img_size, c.patch_size, c.window_size, c.path) for c in by_model[SWIN]} == set(
         itertools.product(['microsoft'], [(256, 256)], [4], [7, 8], ['create', 'set_input_size']))
-    assert {c.origin.name for c in by_model[VIT]} == {'timm', 'openai_clip'}
+    assert {c.origin.name for c in by_model[VIT]} == {'timm', 'big_vision'}
     assert {c.img_size for c in by_model[VIT]} == {(224, 224), (224, 448)}
 
 
@@ -236,12 +243,12 @@ def test_model_axes_satisfy_required_keys(tmp_path, known_models):
     m = load(tmp_path, f"""\
         name: own
         models:
-          - {{name: {VIT}, origins: [dinov2], sizes: [[64, 128]]}}
+          - {{name: {DINO}, origins: [dinov2], sizes: [[56, 112]]}}
           - {{name: {SWIN}, origins: [timm], sizes: [224]}}
         """, known_models)
     assert m.origins == () and m.sizes == ()
     assert [c.case_id for c in expand(m)] == [
-        f'{VIT}-dinov2-64x128-{p}' for p in PATHS] + [f'{SWIN}-timm-224x224-{p}' for p in PATHS]
+        f'{DINO}-dinov2-56x112-{p}' for p in PATHS] + [f'{SWIN}-timm-224x224-{p}' for p in PATHS]
 
 
 def test_expand_cross_product_and_windows_only_for_swin(tmp_path, known_models):
@@ -253,14 +260,14 @@ def test_expand_cross_product_and_windows_only_for_swin(tmp_path, known_models):
     assert len(vit_cases) == 2 * 2 * 2 * 2
     assert all(c.window_size is None for c in vit_cases)
     assert {(c.origin.name, c.img_size, c.patch_size, c.path) for c in vit_cases} == set(itertools.product(
-        ['timm', 'openai_clip'], [(224, 224), (224, 448)], [16, 8], ['create', 'set_input_size']))
+        ['timm', 'big_vision'], [(224, 224), (224, 448)], [16, 8], ['create', 'set_input_size']))
     # Swin: 1 origin x 1 size x 1 patch x 2 windows x 2 paths
     assert len(swin_cases) == 4
     assert len(cases) == 20
     ids = [c.case_id for c in cases]
     assert len(set(ids)) == len(ids)
     assert f'{VIT}-timm-224x224-patch8-set_input_size' in ids
-    assert f'{VIT}-openai_clip-224x448-patch16-create' in ids
+    assert f'{VIT}-big_vision-224x448-patch16-create' in ids
     assert f'{SWIN}-microsoft-256x256-patch4-window8-set_input_size' in ids
     assert not any('window' in i for i in ids if i.startswith(VIT))
 
@@ -333,15 +340,19 @@ def test_missing_required_keys(tmp_path, known_models):
     ('timing: {dtype: fp64}', 'timing.dtype', ("['fp32', 'bf16', 'fp16']", "'fp64'")),
     ('timing: {batch_size: 2.5}', 'timing.batch_size', ('expected an int', '2.5')),
     ('timing: {enabled: 1}', 'timing.enabled', ('true or false', '1')),
-    ('timing: {batch_size: 0}', 'timing', ('batch_size and repeats must be >= 1',)),
+    ('timing: {batch_size: 0}', 'timing.batch_size', ('expected an int >= 1 or null', 'got 0')),
     ('seed: -1', 'seed', ('expected an int >= 0', '-1')),
     ('num_images: 0', 'num_images', ('expected an int >= 1', '0')),
     ('name: [a]', 'name', ('expected a string',)),
-    ('expect: [{match: {bogus: 1}, reason: r}]', 'expect[0].match.bogus', ('unknown field', "'model'")),
+    ('expect: [{match: {bogus: 1}, checks: [load], reason: r}]', 'expect[0].match.bogus', ('unknown field', "'model'")),
     ('expect: [{match: {path: create}}]', 'expect[0]', ('reason',)),
-    ('expect: [{match: {path: create}, reason: r, extra: 1}]', 'expect[0]', ('unknown keys', "'extra'")),
-    ('expect: [{match: {img_size: [1, 2, 3]}, reason: r}]', 'expect[0].match.img_size', ('[H, W]',)),
-    ('expect: [{match: {path: create}, reason: r, timm: "1.0"}]', 'expect[0].timm', ('version specifier', "'1.0'")),
+    ('expect: [{match: {path: create}, checks: [load], reason: r, extra: 1}]', 'expect[0]', ('unknown keys', "'extra'")),
+    ('expect: [{match: {img_size: [1, 2, 3]}, checks: [load], reason: r}]', 'expect[0].match.img_size', ('[H, W]',)),
+    ('expect: [{match: {path: create}, checks: [load], reason: r, timm: "1.0"}]', 'expect[0].timm',
+     ('version specifier', "'1.0'")),
+    ('expect: [{match: {path: create}, reason: r}]', 'expect[0].checks', ('non-empty list', 'parity', 'None')),
+    ('expect: [{match: {path: create}, checks: [], reason: r}]', 'expect[0].checks', ('non-empty list',)),
+    ('expect: [{match: {path: create}, checks: [speed], reason: r}]', 'expect[0].checks', ("'speed'",)),
 ])
 def test_wrong_types_and_values(tmp_path, known_models, extra, where, fragments):
     key = extra.split(':')[0]
@@ -402,8 +413,8 @@ def test_origin_that_does_not_apply_to_the_family(tmp_path, known_models):
     problem(err, 'origins[1]', "'microsoft' does not apply to 'vit_tiny_patch16_224'", 'vit family')
 
     path, err = error_of(tmp_path, MINIMAL.replace(f'[{VIT}]', f'[{VIT}, {SWIN}]')
-                         .replace('[timm]', '[timm, openai_clip]'), known_models)
-    problem(err, 'origins[1]', f"'openai_clip' does not apply to '{SWIN}'", 'swin family', "'microsoft'")
+                         .replace('[timm]', '[timm, big_vision]'), known_models)
+    problem(err, 'origins[1]', f"'big_vision' does not apply to '{SWIN}'", 'swin family', "'microsoft'")
     assert len(err.problems) == 1        # it does apply to the ViT
 
     # a model's own origins are checked against that model, and named by its entry
@@ -418,7 +429,7 @@ def test_file_origin_problems(tmp_path, known_models):
     assert_names_file(err, path)
     problem(err, 'origins[1].file', str(tmp_path / 'missing.pth'), 'does not exist')
 
-    (tmp_path / 'there.pth').write_bytes(b'')
+    torch.save({'w': torch.ones(2)}, tmp_path / 'there.pth')
     _, err = error_of(tmp_path, MINIMAL.replace('[timm]', '[{file: there.pth, num_classes: -1, extra: 1}]'),
                       known_models)
     problem(err, 'origins[0]', 'unknown keys', "'extra'")
@@ -493,7 +504,7 @@ def test_all_problems_reported_together(tmp_path, known_models):
         patch_sizes: [0]
         tolerances: {{parity_atol: loose}}
         timing: {{dtype: fp64}}
-        expect: [{{match: {{bogus: 1}}, reason: r}}]
+        expect: [{{match: {{bogus: 1}}, checks: [load], reason: r}}]
         foo: 1
         """, known_models)
     assert_names_file(err, path)
@@ -535,7 +546,7 @@ def test_dict_valued_override_is_accepted(tmp_path, known_models):
 def test_case_ids_are_unique_or_duplicates_rejected(tmp_path, known_models):
     for sub in ('a', 'b'):
         (tmp_path / sub).mkdir()
-        (tmp_path / sub / 'ck.pth').write_bytes(b'')
+        torch.save({'w': torch.ones(2)}, tmp_path / sub / 'ck.pth')
     path = write(tmp_path, f"""\
         name: dup
         models: [{VIT}]
@@ -555,3 +566,48 @@ def test_impossible_model_size_names_the_model_entry(tmp_path, known_models):
     _, err = error_of(tmp_path, MINIMAL.replace(f'[{VIT}]', f'[{VIT}, {{name: {VIT}, label: b, sizes: [225]}}]'),
                       known_models)
     assert any(p.startswith('models[1].sizes [225, 225]: b:') for p in err.problems), str(err)
+
+
+# --- checkpoint files and layouts are vetted before anything runs ----------------------------------------
+
+def _truncated(path: Path) -> None:
+    torch.save({'w': torch.ones(1000)}, path)
+    path.write_bytes(path.read_bytes()[:500])
+
+
+class _WritesMarker:
+    """A pickle payload that would create a file when unpickled unsafely."""
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize('name, make, fragment', [
+    ('empty.pth', lambda p: p.write_bytes(b''), 'is empty'),
+    ('truncated.pth', _truncated, 'not a readable PyTorch checkpoint'),
+    ('notes.pth', lambda p: p.write_text('these are not weights\n'), 'not a readable PyTorch checkpoint'),
+    ('picture.safetensors', lambda p: p.write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(64)), 'not a readable safetensors'),
+    ('weights.npz', lambda p: p.write_bytes(b'PK\x03\x04 not really'), 'not a readable .npz'),
+    ('nothing.pth', lambda p: torch.save({'epoch': 3}, p), 'holds no tensors'),
+])
+def test_bad_checkpoint_files_are_refused_before_any_case_runs(tmp_path, known_models, name, make, fragment):
+    make(tmp_path / name)
+    _, err = error_of(tmp_path, MINIMAL.replace('[timm]', f'[{{file: {name}}}]'), known_models)
+    problem(err, 'origins[0].file', str(tmp_path / name), fragment)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_never_run(tmp_path, known_models):
+    marker = tmp_path / 'ran'
+    torch.save({'pos_embed': torch.zeros(1, 2, 3), 'payload': _WritesMarker(marker)}, tmp_path / 'evil.pth')
+    _, err = error_of(tmp_path, MINIMAL.replace('[timm]', '[{file: evil.pth}]'), known_models)
+    problem(err, 'origins[0].file', 'refused', 'run no code')
+    assert not marker.exists()
+
+
+def test_a_layout_that_cannot_hold_the_model_is_a_matrix_error(tmp_path, known_models):
+    """OpenAI CLIP has no patch-embedding bias and always a pre-norm: a plain ViT does not fit it."""
+    _, err = error_of(tmp_path, MINIMAL.replace('[timm]', '[timm, openai_clip]'), known_models)
+    problem(err, 'origins[1]', f'the openai_clip layout does not fit {VIT}', 'patch_embed.proj.bias')
+    assert len(err.problems) == 1

@@ -31,6 +31,7 @@ def test_correct_resizes_pass_every_check(run_matrix):
         assert r.source_img_size == [32, 64] and r.source_patch_size == 16
         assert r.drift_cosine is not None and 0 < r.drift_top1_agreement <= 1
         assert r.time_median_ms > 0 and r.timing_repeats == 2 and r.images_per_s > 0
+        assert len(r.time_samples_ms) == 2 and r.timing_budget_s == 0.0
     by_path = {r.path: r for r in results.values()}
     assert by_path['create'].fidelity_weights_max_abs_diff < 1e-5
     assert by_path['set_input_size'].parity_max_abs_diff < 1e-4
@@ -43,8 +44,8 @@ def test_patch_size_change_resamples_kernel(run_matrix):
     assert all(r.fidelity_weights_max_abs_diff < 1e-5 for r in results.values())
 
 
-def test_fidelity_catches_wrong_values_that_both_paths_agree_on(run_matrix, monkeypatch):
-    """A nearest-neighbour pos-embed resample has the right shape and both paths share it: only fidelity sees it."""
+def resample_pos_embed_nearest(monkeypatch) -> None:
+    """Make timm resample ViT position embeddings nearest-neighbour: right shape, wrong values."""
     original = vit_module.resample_abs_pos_embed
 
     def nearest(posemb, new_size, old_size=None, num_prefix_tokens=1, **kwargs):
@@ -52,6 +53,11 @@ def test_fidelity_catches_wrong_values_that_both_paths_agree_on(run_matrix, monk
                         interpolation='nearest', antialias=False)
 
     monkeypatch.setattr(vit_module, 'resample_abs_pos_embed', nearest)
+
+
+def test_fidelity_catches_wrong_values_that_both_paths_agree_on(run_matrix, monkeypatch):
+    """A nearest-neighbour pos-embed resample has the right shape and both paths share it: only fidelity sees it."""
+    resample_pos_embed_nearest(monkeypatch)
     results = run_matrix(tiny(paths='create, set_input_size'))
     for r in results.values():
         assert r.status == 'failed', r
@@ -59,7 +65,7 @@ def test_fidelity_catches_wrong_values_that_both_paths_agree_on(run_matrix, monk
         assert r.fidelity_worst_tensor == 'pos_embed' and r.fidelity_weights_max_abs_diff > 1e-2
 
 
-def test_parity_catches_paths_that_disagree(run_matrix, monkeypatch):
+def test_a_path_that_resamples_wrongly_is_blamed_by_fidelity_not_parity(run_matrix, monkeypatch):
     """set_input_size that reads the new grid transposed: same shape, different model than create's."""
     original = VisionTransformer.set_input_size
 
@@ -75,13 +81,19 @@ def test_parity_catches_paths_that_disagree(run_matrix, monkeypatch):
     by_path = {r.path: r for r in results.values()}
     assert by_path['create'].status == 'passed'
     assert by_path['set_input_size'].status == 'failed'
-    assert 'parity' in by_path['set_input_size'].failed_checks
-    assert by_path['set_input_size'].parity_max_abs_diff > 1e-3
+    assert by_path['set_input_size'].failed_checks == ['fidelity']
+    assert by_path['set_input_size'].parity_max_abs_diff > 1e-3   # recorded, not judged: its own resample is wrong
+    assert by_path['set_input_size'].parity_note == 'not judged: the set_input_size path fails fidelity'
 
 
 def test_shapes_catch_a_wrong_token_count(run_matrix, monkeypatch):
-    original = VisionTransformer.forward_features
-    monkeypatch.setattr(VisionTransformer, 'forward_features', lambda self, x: original(self, x)[:, :-1])
+    original = VisionTransformer.forward_intermediates
+
+    def one_token_short(self, x, **kwargs):
+        final, per_block = original(self, x, **kwargs)
+        return final[:, :-1], per_block
+
+    monkeypatch.setattr(VisionTransformer, 'forward_intermediates', one_token_short)
     (result,) = run_matrix(tiny(paths='create')).values()
     assert result.status == 'failed' and result.failed_checks == ['shapes']
     assert 'forward_features: got (4, 24, 192), expected (4, 25, 192)' in result.shape_errors[0]
@@ -103,10 +115,10 @@ def test_dynamic_cannot_change_patch_size(run_matrix):
 def test_expected_failures_are_xfailed_and_unexpected_passes_xpassed(run_matrix, monkeypatch):
     expect = '''
 expect:
-  - {match: {path: create}, reason: known bug}
-  - {match: {path: set_input_size}, reason: fixed long ago}
+  - {match: {path: create}, checks: [shapes], reason: known bug}
+  - {match: {path: set_input_size}, checks: [parity], reason: fixed long ago}
 '''
-    monkeypatch.setattr(VisionTransformer, 'forward_features', lambda self, x: torch.zeros(1))
+    monkeypatch.setattr(VisionTransformer, 'forward_intermediates', lambda self, x: (torch.zeros(1), []))
     broken = run_matrix(tiny(paths='create') + expect)
     assert [r.status for r in broken.values()] == ['xfailed']
     monkeypatch.undo()
@@ -138,19 +150,23 @@ sizes: [48]
     assert all(r.origin == 'file=finetuned' for r in results.values())
 
 
-def test_corrupt_checkpoint_fails_load_and_names_the_file(run_matrix, tmp_path):
-    bad = tmp_path / 'corrupt.pth'
-    bad.write_bytes(b'not a checkpoint')
+def test_a_checkpoint_that_loads_but_does_not_fit_fails_load_and_names_the_file(run_matrix, tmp_path):
+    """A readable checkpoint of another model: the load fails, with the missing keys taken from torch."""
+    from harness.checkpoints.synthesize import seeded_model
+    other = seeded_model('vit_tiny_patch16_224', {'depth': 1, 'img_size': 32}, seed=0).state_dict()
+    del other['norm.weight']
+    torch.save(other, tmp_path / 'other.pth')
     results = run_matrix(f'''
-name: corrupt
+name: wrong-model
 models: [{{name: vit_tiny_patch16_224, depth: 2, img_size: 32}}]
-origins: [{{file: {bad}}}]
+origins: [{{file: {tmp_path / 'other.pth'}}}]
 sizes: [48]
 paths: [create]
 ''')
     (result,) = results.values()
     assert result.status == 'failed' and result.failed_checks == ['load']
-    assert str(bad) in result.load_error
+    assert str(tmp_path / 'other.pth') in result.load_error
+    assert 'norm.weight' in result.missing_keys and any(k.startswith('blocks.1.') for k in result.missing_keys)
 
 
 @pytest.mark.parametrize('window', [4, 8])

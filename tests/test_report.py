@@ -11,7 +11,7 @@ from harness.report import write_report
 from harness.results import RESULTS_FILE, CaseResult, append_result
 
 MEASURED = dict(timm_version='1.0.9', torch_version='2.4.1+cpu', device='cpu', device_name='Test CPU',
-                dtype='fp32', batch_size=4, timing_repeats=5)
+                dtype='fp32', batch_size=4, timing_repeats=5, timing_budget_s=2.0)
 
 
 def _case(model, origin, path, size=(224, 224), status='passed', **figures) -> CaseResult:
@@ -65,7 +65,7 @@ def test_header_states_how_it_was_measured(report):
     assert md.startswith('# Resize regression report: smoke\n')
     measured = _section(md, 'How this was measured')
     for line in ('- timm: 1.0.9', '- torch: 2.4.1+cpu', '- device: cpu (Test CPU)', '- dtype: fp32',
-                 '- batch size: 4', '- timing repeats: 5', '- newest record: 2025-01-03T09:30:00+00:00'):
+                 '- batch size: 4', '- timing budget (s per case): 2.0', '- newest record: 2025-01-03T09:30:00+00:00'):
         assert line in measured.splitlines()
 
 
@@ -116,7 +116,8 @@ def test_timing_caption_says_cpu(report):
     _, md = report
     timing = _section(md, 'Timing')
     assert '**CPU timings**' in timing
-    assert 'Device cpu (Test CPU); dtype fp32; batch size 4; median and IQR over 5 timed repeats' in timing
+    assert ('Device cpu (Test CPU); dtype fp32; batch size 4; budget 2.0 s per case for warm-up and timed passes '
+            'together; median and IQR over 5 timed passes per case.') in timing
     assert '| 12.35 ' in _row(timing, '224x320')
     assert 'hub-224x224-create' not in timing and '| hub ' in timing   # untimed error case left out
 

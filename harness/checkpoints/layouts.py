@@ -21,7 +21,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -133,16 +133,17 @@ def _require_class_position(model: nn.Module) -> None:
 
 # --- timm ---------------------------------------------------------------------------------------------------
 
-def write_timm(model: nn.Module, path: Path) -> StateDict:
-    """timm's own layout: ``model.state_dict()`` as safetensors, as timm's hub releases ship it.
+def timm_layout(model: nn.Module) -> tuple[StateDict, StateDict]:
+    """timm's own layout: ``model.state_dict()``, saved as safetensors as timm's hub releases ship it."""
+    expected = _state_dict(model)
+    return expected, expected
 
-    timm picks its safetensors reader by the ``.safetensors`` suffix, so the path must have it.
-    """
+
+def _save_safetensors(state: StateDict, path: Path) -> None:
+    """timm picks its safetensors reader by the ``.safetensors`` suffix, so the path must have it."""
     if Path(path).suffix != '.safetensors':
         raise ValueError(f'timm only reads safetensors from a .safetensors path, not {path}')
-    expected = _state_dict(model)
-    save_file(expected, str(path))
-    return expected
+    save_file(state, str(path))
 
 
 # --- OpenAI CLIP and OpenCLIP -------------------------------------------------------------------------------
@@ -212,7 +213,7 @@ def _clip_state(model: nn.Module) -> tuple[StateDict, StateDict]:
     return {**visual, **_clip_text_tower(visual['visual.proj'].shape[1])}, expected
 
 
-def write_openai_clip(model: nn.Module, path: Path) -> StateDict:
+def openai_clip_layout(model: nn.Module) -> tuple[dict, StateDict]:
     """OpenAI CLIP's released weights: the JIT archive's ``state_dict()`` saved as a plain dict.
 
     Besides both towers it holds the three ints OpenAI's ``build_model`` deletes (``input_resolution``,
@@ -225,21 +226,19 @@ def write_openai_clip(model: nn.Module, path: Path) -> StateDict:
     if height != width:
         raise LayoutError(f'OpenAI CLIP records one square input_resolution; the model is {height}x{width}')
     ints = {'input_resolution': height, 'context_length': _TEXT_CONTEXT, 'vocab_size': _TEXT_VOCAB}
-    torch.save({**state, **{k: torch.tensor(v) for k, v in ints.items()}}, path)
-    return expected
+    return {**state, **{k: torch.tensor(v) for k, v in ints.items()}}, expected
 
 
-def write_open_clip(model: nn.Module, path: Path) -> StateDict:
+def open_clip_layout(model: nn.Module) -> tuple[dict, StateDict]:
     """An OpenCLIP training checkpoint (``epoch_latest.pt``) of the OpenAI-style model.
 
     OpenCLIP's ``VisionTransformer`` uses OpenAI's key names; the training script saves the DDP-wrapped
     model (``module.`` prefix) under ``state_dict`` beside ``epoch``, ``name`` and the optimizer state.
     """
     state, expected = _clip_state(model)
-    torch.save({'epoch': 32, 'name': 'ViT-B-16-quickgelu-lr_0.0005-b_256',
-                'state_dict': {f'module.{k}': v for k, v in state.items()},
-                'optimizer': _open_clip_optimizer(state)}, path)
-    return expected
+    return {'epoch': 32, 'name': 'ViT-B-16-quickgelu-lr_0.0005-b_256',
+            'state_dict': {f'module.{k}': v for k, v in state.items()},
+            'optimizer': _open_clip_optimizer(state)}, expected
 
 
 def _open_clip_optimizer(state: StateDict) -> dict:
@@ -274,7 +273,7 @@ def _dinov2_rules(fc1: str, fc2: str) -> list[_Rule]:
     ]
 
 
-def write_dinov2(model: nn.Module, path: Path) -> StateDict:
+def dinov2_layout(model: nn.Module) -> tuple[StateDict, StateDict]:
     """DINOv2's torch hub release (``dinov2_vits14_pretrain.pth``): a plain dict under timm's own names, except
     where DINOv2's module differs.
 
@@ -302,8 +301,7 @@ def write_dinov2(model: nn.Module, path: Path) -> StateDict:
     saved = _convert(state, _dinov2_rules(fc1, fc2),
                      _layout_keys(top, 'blocks.{}.', [*_DINOV2_BLOCK, *mlp], len(model.blocks)))
     saved['mask_token'] = _filler((1, model.embed_dim), torch.Generator().manual_seed(0))
-    torch.save(saved, path)
-    return expected
+    return saved, expected
 
 
 # --- Google's JAX release (.npz) ----------------------------------------------------------------------------
@@ -365,7 +363,7 @@ def _big_vision_rules(heads: int) -> list[_Rule]:
     ]
 
 
-def write_big_vision(model: nn.Module, path: Path) -> StateDict:
+def big_vision_layout(model: nn.Module) -> tuple[StateDict, StateDict]:
     """Google's JAX ViT release, as the AugReg ``.npz`` files timm's ``_load_weights`` reads.
 
     Flat Flax parameter paths (``Transformer/encoderblock_N/MultiHeadDotProductAttention_1/query/kernel``) with
@@ -377,10 +375,12 @@ def write_big_vision(model: nn.Module, path: Path) -> StateDict:
     _require_class_position(model)
     expected = _state_dict(model)
     keys = _layout_keys(_BIG_VISION_TOP, 'Transformer/encoderblock_{}/', _BIG_VISION_BLOCK, len(model.blocks))
-    saved = _convert(expected, _big_vision_rules(model.blocks[0].attn.num_heads), keys)
+    return _convert(expected, _big_vision_rules(model.blocks[0].attn.num_heads), keys), expected
+
+
+def _save_npz(state: StateDict, path: Path) -> None:
     with open(path, 'wb') as f:
-        np.savez(f, **{k: v.numpy() for k, v in saved.items()})
-    return expected
+        np.savez(f, **{k: v.numpy() for k, v in state.items()})
 
 
 # --- the original Swin repository ---------------------------------------------------------------------------
@@ -395,7 +395,7 @@ _MICROSOFT_RULES = [
 ]
 
 
-def write_microsoft(model: nn.Module, path: Path) -> StateDict:
+def microsoft_layout(model: nn.Module) -> tuple[dict, StateDict]:
     """The original Swin repository's release (``swin_tiny_patch4_window7_224.pth``): ``{'model': state_dict}``.
 
     The repository merges patches at the end of a stage (``layers.i.downsample`` feeds stage i+1, the last
@@ -410,15 +410,38 @@ def write_microsoft(model: nn.Module, path: Path) -> StateDict:
     saved = _convert(expected, _MICROSOFT_RULES)
     saved.update({k: v.clone() for k, v in model.named_buffers()
                   if k.endswith(('attn.relative_position_index', 'attn_mask'))})
-    torch.save({'model': saved}, path)
-    return expected
+    return {'model': saved}, expected
 
 
-WRITERS: dict[str, Callable[[nn.Module, Path], StateDict]] = {
-    'timm': write_timm,
-    'openai_clip': write_openai_clip,
-    'open_clip': write_open_clip,
-    'dinov2': write_dinov2,
-    'big_vision': write_big_vision,
-    'microsoft': write_microsoft,
+# --- the layouts by origin ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Layout:
+    """How one origin stores a model. ``convert`` maps a model to what the origin's file holds and returns it
+    with the timm state dict a correct loader must recover; it needs no real weights, so matrix validation
+    runs it on a meta-device model to find a layout that does not fit before anything is synthesized."""
+    convert: Callable[[nn.Module], tuple[Any, StateDict]]
+    save: Callable[[Any, Path], None] = torch.save
+
+    def write(self, model: nn.Module, path: Path) -> StateDict:
+        contents, expected = self.convert(model)
+        self.save(contents, path)
+        return expected
+
+    def problem(self, model: nn.Module) -> str | None:
+        """Why ``model`` does not fit the layout, or None."""
+        try:
+            self.convert(model)
+        except LayoutError as e:
+            return str(e)
+        return None
+
+
+LAYOUTS: dict[str, Layout] = {
+    'timm': Layout(timm_layout, _save_safetensors),
+    'openai_clip': Layout(openai_clip_layout),
+    'open_clip': Layout(open_clip_layout),
+    'dinov2': Layout(dinov2_layout),
+    'big_vision': Layout(big_vision_layout, _save_npz),
+    'microsoft': Layout(microsoft_layout),
 }

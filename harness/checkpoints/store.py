@@ -90,7 +90,7 @@ def _synthesized(model: ModelSpec, origin_name: str, seed: int, cache_dir: Path)
 
 
 def _write_entry(entry: Path, model: ModelSpec, origin_name: str, seed: int) -> None:
-    from harness.checkpoints.layouts import WRITERS, LayoutError
+    from harness.checkpoints.layouts import LAYOUTS, LayoutError
     from harness.checkpoints.synthesize import seeded_model
 
     entry.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,7 @@ def _write_entry(entry: Path, model: ModelSpec, origin_name: str, seed: int) -> 
     try:
         source = seeded_model(model.name, model.kwargs, seed)
         try:
-            expected = WRITERS[origin_name](source, staging / ORIGINS[origin_name].filename)
+            expected = LAYOUTS[origin_name].write(source, staging / ORIGINS[origin_name].filename)
         except LayoutError as e:
             raise CheckpointError(f'{origin_name} layout does not fit {model.label}: {e}') from None
         save_file({k: v.contiguous() for k, v in expected.items()}, str(staging / 'reference.safetensors'))

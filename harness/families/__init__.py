@@ -33,6 +33,7 @@ class Geometry:
     num_prefix_tokens: int = 0          # ViT: tokens before the patch tokens in forward_features
     pos_prefix_tokens: int = 0          # ViT: prefix positions stored in pos_embed (0 for no_embed_class)
     window_sizes: tuple[Size, ...] = ()  # Swin: per stage
+    shift_sizes: tuple[Size, ...] = ()   # Swin: per stage, the shift of its odd (shifted-window) blocks
     stage_channels: tuple[int, ...] = field(default=())  # Swin: per stage
     stage_depths: tuple[int, ...] = field(default=())    # ViT: (depth,), Swin: blocks per stage
 

@@ -29,6 +29,17 @@ class Family:
         """Geometry a model loaded from ``source`` must have once resized to ``target``."""
         raise NotImplementedError
 
+    def computed_geometry(self, source: Geometry, target: Target, path: str) -> Geometry:
+        """The configuration a path is documented to compute with at ``target``: the expected geometry, except
+        where timm documents that a path keeps something of the source (families override)."""
+        return self.expected_geometry(source, target)
+
+    def dynamic_reference(self, native: nn.Module, spec: 'ModelSpec', source: Geometry, computed: Geometry,
+                          weights: dict[str, torch.Tensor]) -> nn.Module:
+        """A model that computes, without timm's dynamic code path, what ``dynamic_img_size`` must compute at
+        the ``computed`` geometry from the source ``weights`` as the harness resamples them."""
+        raise NotImplementedError
+
     def expected_shapes(self, geometry: Geometry, batch: int) -> dict[str, Any]:
         """Output shapes that follow from ``geometry``: forward_features, logits and intermediates."""
         raise NotImplementedError
@@ -83,7 +94,14 @@ class Family:
 
 @functools.lru_cache(maxsize=None)
 def native_geometry(family: Family, model: 'ModelSpec') -> Geometry:
-    """Geometry of a model at its own configuration, built on the meta device (no memory, no init cost).
+    """Geometry of a model at its own configuration, read off its meta-device build."""
+    return family.geometry(meta_model(model))
+
+
+@functools.lru_cache(maxsize=None)
+def meta_model(model: 'ModelSpec') -> nn.Module:
+    """The model at its own configuration, built on the meta device (no memory, no init cost): enough to read
+    its geometry and its state dict's keys and shapes.
 
     Older timm releases initialise some weights with ``.item()``, which the meta device cannot do: those
     models are built for real.
@@ -91,9 +109,8 @@ def native_geometry(family: Family, model: 'ModelSpec') -> Geometry:
     import timm
     try:
         with torch.device('meta'):
-            built = timm.create_model(model.name, pretrained=False, **model.kwargs)
+            return timm.create_model(model.name, pretrained=False, **model.kwargs)
     except RuntimeError as e:
         if 'meta' not in str(e):
             raise
-        built = timm.create_model(model.name, pretrained=False, **model.kwargs)
-    return family.geometry(built)
+        return timm.create_model(model.name, pretrained=False, **model.kwargs)

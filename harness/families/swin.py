@@ -1,6 +1,7 @@
 """Swin Transformers (timm.models.swin_transformer): windowed attention with relative position bias tables."""
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -26,6 +27,8 @@ class SwinFamily(Family):
             embed_dim=model.feature_info[0]['num_chs'], num_features=model.num_features,
             num_classes=model.num_classes,
             window_sizes=tuple(to_size(stage.blocks[0].attn.window_size) for stage in model.layers),
+            shift_sizes=tuple(to_size(stage.blocks[1].shift_size) if len(stage.blocks) > 1 else (0, 0)
+                              for stage in model.layers),
             stage_channels=tuple(info['num_chs'] for info in model.feature_info),
             stage_depths=tuple(len(stage.blocks) for stage in model.layers),
         )
@@ -34,9 +37,33 @@ class SwinFamily(Family):
         patch = to_size(target.patch_size) if target.patch_size else source.patch_size
         grid = (target.img_size[0] // patch[0], target.img_size[1] // patch[1])
         window = to_size(target.window_size) if target.window_size else source.window_sizes[0]
-        windows = tuple(_clamped_window(window, _stage_grid(grid, i)) for i in range(len(source.stage_depths)))
+        stages = range(len(source.stage_depths))
+        windows = tuple(_clamped_window(window, _stage_grid(grid, i)) for i in stages)
+        shifts = tuple(_shift(window, _stage_grid(grid, i)) if source.stage_depths[i] > 1 else (0, 0) for i in stages)
         return Geometry(**{**source.__dict__, 'img_size': target.img_size, 'patch_size': patch,
-                           'grid_size': grid, 'window_sizes': windows})
+                           'grid_size': grid, 'window_sizes': windows, 'shift_sizes': shifts})
+
+    def computed_geometry(self, source: Geometry, target: Target, path: str) -> Geometry:
+        """``dynamic_img_size`` keeps the windows and shifts the source configuration chose for its own grid
+        (timm builds only the attention masks per input); the other paths choose them for the target."""
+        expected = self.expected_geometry(source, target)
+        if path != 'dynamic':
+            return expected
+        return Geometry(**{**expected.__dict__, 'window_sizes': source.window_sizes,
+                           'shift_sizes': source.shift_sizes})
+
+    def dynamic_reference(self, native, spec, source, computed, weights):
+        """The source model itself (its windows, shifts and tables) fed the target size through timm's static
+        path, each shifted block given the harness's own attention mask for its stage's grid at the target."""
+        model = copy.deepcopy(native)
+        model.patch_embed.strict_img_size = False
+        for i, stage in enumerate(model.layers):
+            grid = _stage_grid(computed.grid_size, i)
+            for j, block in enumerate(stage.blocks):
+                shift = computed.shift_sizes[i] if j % 2 else (0, 0)
+                block.dynamic_mask = False
+                block.attn_mask = reference.shifted_window_mask(grid, computed.window_sizes[i], shift)
+        return model.eval()
 
     def expected_shapes(self, geometry: Geometry, batch: int) -> dict[str, Any]:
         stages = range(len(geometry.stage_depths))
@@ -72,6 +99,11 @@ class SwinFamily(Family):
 
 def _stage_grid(grid: Size, stage: int) -> Size:
     return grid[0] // 2 ** stage, grid[1] // 2 ** stage
+
+
+def _shift(window: Size, feat: Size) -> Size:
+    """Shifted blocks shift by half a window, along an axis the window does not already cover whole."""
+    return tuple(w // 2 if f > w else 0 for w, f in zip(window, feat))
 
 
 def _clamped_window(window: Size, feat: Size) -> Size:

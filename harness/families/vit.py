@@ -39,6 +39,19 @@ class VitFamily(Family):
             'forward_intermediates': [(batch, geometry.embed_dim, *geometry.grid_size)] * geometry.stage_depths[0],
         }
 
+    def dynamic_reference(self, native, spec, source, computed, weights):
+        """The model built at the target size (timm's static path), carrying the harness's resample."""
+        import timm
+        kwargs = {**spec.kwargs, 'img_size': computed.img_size}
+        try:   # 'skip': every weight is overwritten below, so timm's (slow) initialisation would be wasted
+            model = timm.create_model(spec.name, pretrained=False, weight_init='skip', **kwargs)
+        except TypeError:   # releases without weight_init='skip'
+            model = timm.create_model(spec.name, pretrained=False, **kwargs)
+        missing, _ = model.load_state_dict(weights, strict=False)
+        if missing:
+            raise RuntimeError(f'harness reference model lacks {missing[:5]}')
+        return model.eval()
+
     def resample_state_dict(self, state_dict, source, target, interpolation, antialias):
         out = super().resample_state_dict(state_dict, source, target, interpolation, antialias)
         if 'pos_embed' in out and source.grid_size != target.grid_size:

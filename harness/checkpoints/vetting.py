@@ -1,0 +1,83 @@
+"""Vet a user's checkpoint file before any case runs, without running code from it.
+
+A ``.pth`` is a pickle, and unpickling can run arbitrary code; some timm releases load pretrained files with
+``weights_only=False``. So every user file is read here first the safe way (``torch.load(weights_only=True)``,
+which refuses any pickle that would import or call something outside torch's allow-list; safetensors and
+``.npz`` without pickles), and refused if that fails. timm then loads the original, unchanged file, so its
+real layout handling is still what is tested. Missing, empty, truncated and foreign files are refused too.
+"""
+from __future__ import annotations
+
+import pickle
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def checkpoint_file_problem(path: Path, custom_load: bool = False) -> str | None:
+    """Why ``path`` cannot be loaded as a checkpoint safely, or None when it can."""
+    if not path.exists():
+        return 'does not exist'
+    if not path.is_file():
+        return 'is not a file'
+    if path.stat().st_size == 0:
+        return 'is empty'
+    if path.suffix == '.safetensors':
+        return _safetensors_problem(path)
+    if path.suffix == '.npz' or custom_load:
+        return _npz_problem(path)
+    return _pickle_problem(path)
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            return None if list(f.keys()) else 'holds no tensors'
+    except (SafetensorError, OSError, ValueError) as e:
+        return f'is not a readable safetensors file ({e})'
+
+
+def _npz_problem(path: Path) -> str | None:
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return None if arrays.files else 'holds no arrays'
+    except ValueError as e:   # numpy's word for an array that needs pickle
+        return f'refused: it holds pickled objects, and the harness never unpickles a checkpoint ({e})'
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        return f'is not a readable .npz archive (truncated or not a checkpoint?): {e}'
+
+
+def _pickle_problem(path: Path) -> str | None:
+    import torch
+    try:
+        with warnings.catch_warnings():   # torch warns about pickle protocols it then refuses anyway
+            warnings.simplefilter('ignore')
+            contents = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        return (f'refused: torch.load(weights_only=True) cannot read it ({_specific_line(e)}); the harness '
+                f'loads only checkpoints that run no code when unpickled')
+    except Exception as e:   # noqa: BLE001 - torch's readers raise anything at all on foreign bytes
+        return f'is not a readable PyTorch checkpoint (truncated or not a checkpoint?): {_specific_line(e)}'
+    return None if _holds_tensors(contents) else 'holds no tensors'
+
+
+def _specific_line(error: Exception) -> str:
+    """The line of torch's message that says what was wrong (it wraps it in paragraphs of advice)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    specific = [line for line in lines if line.startswith(('Trying to load', 'Unsupported', 'Could not find'))]
+    return (specific or lines or [type(error).__name__])[0].split('. ')[0]
+
+
+def _holds_tensors(value: Any) -> bool:
+    import torch
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_tensors(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_tensors(v) for v in value)
+    return False

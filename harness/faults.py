@@ -1,0 +1,42 @@
+"""What an exception raised inside timm means for a case's verdict.
+
+The same exception type can be a finding about timm or a limit of the machine, and the verdict must not
+confuse them: out of memory is ``resource`` (never a timm regression), an exception raised inside one of
+timm's resampling functions is a ``resize`` failure, anything else is judged by the stage it stopped.
+"""
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+import torch
+
+# what allocators say when they run out: CUDA's OutOfMemoryError, the CPU allocator's RuntimeError
+_OUT_OF_MEMORY_WORDS = ("can't allocate memory", 'out of memory', 'not enough memory', 'failed to allocate')
+# timm's resampling entry points are all named so: resample_abs_pos_embed, resample_patch_embed,
+# resize_rel_pos_bias_table, resample_abs_pos_embed_nhwc, ...
+_RESAMPLING_PREFIXES = ('resample', 'resize')
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and any(words in text for words in _OUT_OF_MEMORY_WORDS)
+
+
+def raised_while_resampling(error: BaseException) -> bool:
+    """Whether the exception came out of one of timm's resampling functions."""
+    import timm
+    timm_root = Path(timm.__file__).parent
+    for frame in traceback.extract_tb(error.__traceback__):
+        if frame.name.startswith(_RESAMPLING_PREFIXES) and Path(frame.filename).is_relative_to(timm_root):
+            return True
+    return False
+
+
+def describe(error: BaseException, limit: int = 12) -> str:
+    """``Type: message``, cut to ``limit`` lines (timm's size-mismatch messages list every tensor)."""
+    lines = f'{type(error).__name__}: {error}'.strip().splitlines()
+    more = [f'... ({len(lines) - limit} more lines)'] if len(lines) > limit else []
+    return '\n'.join(lines[:limit] + more)

@@ -1,0 +1,109 @@
+"""``<out>/run.json``: what a run was started with, written before its first case.
+
+One results folder holds one run. ``--resume`` compares the folder's run.json with the run about to start and
+refuses when a setting that changes the figures differs (:func:`differences`), so resumed records never mix
+releases, devices or matrices; a plain re-run names the old results after the run.json start time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # the real imports are deferred: the command line reads run.json before importing torch
+    import torch
+
+    from harness.matrix import Matrix, TimingConfig
+
+RUN_FILE = 'run.json'
+# settings a resumed run must share with the run it continues, and how a message names them
+MUST_MATCH = {'timm_version': 'timm', 'torch_version': 'torch', 'device': 'device', 'dtype': 'dtype',
+              'batch_size': 'batch size', 'matrix_sha256': 'matrix content (sha256)'}
+
+
+class RunRecordError(ValueError):
+    """A run.json that cannot be read; ``str()`` is ``<file>: <problem>``."""
+
+
+@dataclass
+class RunRecord:
+    """Every field has a default so that a run.json written by an older harness (fewer fields) still reads."""
+    timm_version: str = ''
+    torch_version: str = ''
+    harness_version: str = ''
+    device: str = ''                      # device type: cpu or cuda
+    device_name: str = ''
+    dtype: str = ''
+    batch_size: int | None = None
+    timing_budget_s: float | None = None  # None when the run times nothing (--no-timing)
+    matrix_name: str = ''
+    matrix_sha256: str = ''               # of the matrix file's bytes
+    argv: list[str] = field(default_factory=list)
+    started_at: str = ''                  # UTC, ISO 8601
+
+    def started(self) -> datetime.datetime | None:
+        try:
+            return datetime.datetime.fromisoformat(self.started_at)
+        except ValueError:
+            return None
+
+
+def describe_run(matrix: Matrix, device: torch.device, timing: TimingConfig, argv: list[str]) -> RunRecord:
+    """The record of the run this process is about to start. ``timing`` is resolved for the device, with the
+    command line's overrides applied. Imports timm and torch, so call it after the cheap checks."""
+    import timm
+    import torch
+
+    from harness.pipeline import device_name
+    return RunRecord(
+        timm_version=timm.__version__, torch_version=torch.__version__, harness_version=_harness_version(),
+        device=device.type, device_name=device_name(device), dtype=timing.dtype, batch_size=timing.batch_size,
+        timing_budget_s=timing.budget_s if timing.enabled else None, matrix_name=matrix.name,
+        matrix_sha256=hashlib.sha256(Path(matrix.path).read_bytes()).hexdigest(), argv=list(argv),
+        started_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
+
+
+def read_run_record(out_dir: Path) -> RunRecord | None:
+    """The folder's run.json, or None when there is none (a folder from a harness before run.json)."""
+    path = out_dir / RUN_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunRecordError(f'{path}: cannot be read as JSON ({e}); expected the run.json harness run writes') from None
+    if not isinstance(data, dict):
+        raise RunRecordError(f'{path}: expected a JSON object, got {type(data).__name__}')
+    known = {f.name for f in dataclasses.fields(RunRecord)}
+    return RunRecord(**{k: v for k, v in data.items() if k in known})   # later fields an older harness ignores
+
+
+def write_run_record(out_dir: Path, record: RunRecord) -> Path:
+    """Write run.json whole or not at all: a crash mid-write must not leave a file --resume cannot read."""
+    path = out_dir / RUN_FILE
+    partial = path.with_name(f'.{RUN_FILE}.partial')
+    partial.write_text(json.dumps(dataclasses.asdict(record), indent=2) + '\n')
+    partial.replace(path)
+    return path
+
+
+def differences(old: RunRecord, new: RunRecord) -> list[str]:
+    """The settings in :data:`MUST_MATCH` that differ, each as ``<setting> was <old>, now <new>``."""
+    return [f'{label} was {_shown(getattr(old, key))}, now {_shown(getattr(new, key))}'
+            for key, label in MUST_MATCH.items() if getattr(old, key) != getattr(new, key)]
+
+
+def _shown(value: object) -> str:
+    return str(value) if value not in ('', None) else 'unrecorded'
+
+
+def _harness_version() -> str:
+    try:
+        return metadata.version('timm-harness')
+    except metadata.PackageNotFoundError:   # run from a checkout that was never installed
+        return 'unknown'

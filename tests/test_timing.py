@@ -1,0 +1,225 @@
+"""Budgeted forward timing (harness.timing), its matrix section and how the report states it.
+
+Budget arithmetic is checked on a fake clock, where a pass takes exactly the time the test says, so the
+counts are exact; the rest times a tiny module on the CPU for real.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import harness.timing
+from harness.matrix import DEVICE_TIMING_DEFAULTS, MatrixError, TimingConfig, load_matrix
+from harness.report import write_report
+from harness.results import RESULTS_FILE, CaseResult, append_result
+from harness.timing import time_forward
+
+CPU = torch.device('cpu')
+SIZE = (16, 24)
+
+
+def tiny_model() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+
+
+class Recorder(nn.Module):
+    """Records the inputs and whether CPU autocast was on for each pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+        self.autocast: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape))
+        self.autocast.append(torch.is_autocast_enabled('cpu'))
+        return x.mean()
+
+
+class FakeClock:
+    def __init__(self):
+        self.now_s = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now_s
+
+
+class FixedPass(nn.Module):
+    """A forward pass that takes exactly ``pass_s`` seconds on the fake clock."""
+
+    def __init__(self, clock: FakeClock, pass_s: float):
+        super().__init__()
+        self.clock, self.pass_s, self.passes = clock, pass_s, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.clock.now_s += self.pass_s
+        self.passes += 1
+        return x
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(harness.timing, 'time', SimpleNamespace(perf_counter=fake.perf_counter))
+    return fake
+
+
+def config(**kwargs) -> TimingConfig:
+    return TimingConfig(**{'batch_size': 1, 'warmup': 1, 'budget_s': 0.0, **kwargs})
+
+
+# --- the budget -------------------------------------------------------------------------------------------
+
+def test_zero_budget_runs_exactly_min_repeats():
+    timing = time_forward(tiny_model(), SIZE, config(budget_s=0.0, min_repeats=7), CPU)
+    assert timing.repeats == len(timing.samples_ms) == 7
+    assert timing.budget_s == 0.0
+    assert all(ms > 0 for ms in timing.samples_ms)
+
+
+def test_budget_larger_than_needed_gives_more_samples():
+    timing = time_forward(tiny_model(), SIZE, config(budget_s=0.5, min_repeats=7), CPU)
+    assert timing.repeats == len(timing.samples_ms) > 7
+
+
+def test_warmup_and_timed_passes_fill_the_budget_without_exceeding_it(clock):
+    pass_s = 1 / 64                                # exact in binary, so the sums below are too
+    model = FixedPass(clock, pass_s)
+    timing = time_forward(model, SIZE, config(warmup=2, budget_s=10 * pass_s, min_repeats=3), CPU)
+    assert model.passes == 10                      # 2 warm-up + 8 timed passes: exactly the budget
+    assert timing.repeats == 8
+    assert timing.samples_ms == (pass_s * 1000,) * 8
+    assert clock.now_s == timing.budget_s
+
+
+def test_min_repeats_wins_over_a_budget_too_small(clock):
+    model = FixedPass(clock, pass_s=0.050)
+    timing = time_forward(model, SIZE, config(warmup=1, budget_s=0.1, min_repeats=7), CPU)
+    assert timing.repeats == 7 and model.passes == 8
+    assert timing.budget_s == 0.1                  # recorded as set: the report flags the overrun
+
+
+def test_summary_figures_match_numpy_over_the_samples():
+    timing = time_forward(tiny_model(), SIZE, config(batch_size=3, budget_s=0.05, min_repeats=9), CPU)
+    samples = np.array(timing.samples_ms)
+    q1, q3 = np.percentile(samples, [25, 75])
+    assert timing.median_ms == pytest.approx(np.median(samples))
+    assert timing.median_ms == statistics.median(timing.samples_ms)
+    assert timing.iqr_ms == pytest.approx(q3 - q1)
+    assert timing.min_ms == samples.min()
+    assert timing.images_per_s == pytest.approx(3 / (np.median(samples) / 1000))
+    assert timing.peak_memory_mb is None           # CPU
+
+
+def test_times_the_target_size_at_the_device_default_batch():
+    model = Recorder()
+    timing = time_forward(model, SIZE, TimingConfig(warmup=2, budget_s=0.0, min_repeats=7), CPU)
+    cpu_batch = DEVICE_TIMING_DEFAULTS['cpu']['batch_size']
+    assert model.shapes == [(cpu_batch, 3, *SIZE)] * (2 + 7)
+    assert timing.batch_size == cpu_batch
+
+
+@pytest.mark.parametrize('dtype, autocast', [('fp32', False), ('bf16', True)])
+def test_reduced_precision_runs_under_autocast(dtype, autocast):
+    model = Recorder()
+    time_forward(model, SIZE, config(dtype=dtype, min_repeats=1), CPU)
+    assert model.autocast == [autocast] * 2
+
+
+# --- defaults per device ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('device, batch_size, budget_s', [('cpu', 1, 2.0), ('cuda', 8, 5.0)])
+def test_for_device_fills_unset_values(device, batch_size, budget_s):
+    filled = TimingConfig(dtype='bf16', warmup=3, min_repeats=9).for_device(device)
+    assert (filled.batch_size, filled.budget_s) == (batch_size, budget_s)
+    assert (filled.dtype, filled.warmup, filled.min_repeats) == ('bf16', 3, 9)
+
+
+@pytest.mark.parametrize('device', ['cpu', 'cuda'])
+def test_for_device_keeps_values_that_are_set(device):
+    chosen = TimingConfig(batch_size=4, budget_s=0.0)   # 0 is a setting, not "unset"
+    assert chosen.for_device(device) == chosen
+
+
+# --- the matrix's timing section --------------------------------------------------------------------------
+
+MINIMAL = """\
+name: tiny
+models: [vit_tiny_patch16_224]
+origins: [timm]
+sizes: [224]
+"""
+
+
+def test_timing_section_accepts_every_key(write_matrix):
+    matrix = load_matrix(write_matrix(MINIMAL + 'timing: {enabled: false, batch_size: null, dtype: fp16, warmup: 0, '
+                                                'budget_s: 1e1, min_repeats: 9}\n'))
+    assert matrix.timing == TimingConfig(enabled=False, batch_size=None, dtype='fp16', warmup=0, budget_s=10.0,
+                                         min_repeats=9)
+    assert {f.name for f in dataclasses.fields(TimingConfig)} == {'enabled', 'batch_size', 'dtype', 'warmup',
+                                                                  'budget_s', 'min_repeats'}
+
+
+def test_timing_section_absent_leaves_device_defaults(write_matrix):
+    assert load_matrix(write_matrix(MINIMAL)).timing == TimingConfig()
+    assert (TimingConfig().batch_size, TimingConfig().budget_s, TimingConfig().min_repeats) == (None, None, 7)
+
+
+@pytest.mark.parametrize('section, where, fragments', [
+    ('{batch_size: 0}', 'timing.batch_size', ('expected an int >= 1 or null', 'got 0')),
+    ('{batch_size: 2.5}', 'timing.batch_size', ('expected an int >= 1 or null', 'got 2.5')),
+    ('{budget_s: -1}', 'timing.budget_s', ('expected a number of seconds >= 0 or null', 'got -1')),
+    ('{budget_s: fast}', 'timing.budget_s', ('expected a number of seconds >= 0 or null', "got 'fast'")),
+    ('{budget_s: true}', 'timing.budget_s', ('expected a number of seconds >= 0 or null', 'got True')),
+    ('{min_repeats: 0}', 'timing.min_repeats', ('expected an int >= 1', 'got 0')),
+    ('{warmup: -1}', 'timing.warmup', ('expected an int >= 0', 'got -1')),
+    ('{dtype: fp64}', 'timing.dtype', ("expected one of ['fp32', 'bf16', 'fp16']", "got 'fp64'")),
+    ('{enabled: 1}', 'timing.enabled', ('expected true or false', 'got 1')),
+    ('{repeats: 5}', 'timing.repeats', ('unknown key', "'budget_s'", "'min_repeats'", 'timed passes now follow')),
+    ('[1]', 'timing', ('expected a mapping', 'got [1]')),
+])
+def test_timing_section_errors_name_key_and_expectation(write_matrix, section, where, fragments):
+    path = write_matrix(MINIMAL + f'timing: {section}\n')
+    with pytest.raises(MatrixError) as info:
+        load_matrix(path)
+    assert info.value.path == str(path)
+    assert [p for p in info.value.problems if p.startswith(f'{where}: ') and all(f in p for f in fragments)], \
+        str(info.value)
+
+
+def test_every_timing_problem_is_reported_at_once(write_matrix):
+    with pytest.raises(MatrixError) as info:
+        load_matrix(write_matrix(MINIMAL + 'timing: {batch_size: 0, budget_s: -1, min_repeats: 0, warmup: -1}\n'))
+    assert sorted(p.split(':')[0] for p in info.value.problems) == [
+        'timing.batch_size', 'timing.budget_s', 'timing.min_repeats', 'timing.warmup']
+
+
+# --- the report -------------------------------------------------------------------------------------------
+
+def timed_case(path: str, samples_ms: list[float], budget_s: float) -> CaseResult:
+    return CaseResult(case_id=f'vit-timm-224x224-{path}', matrix='m', model='vit', origin='timm',
+                      img_size=[224, 224], patch_size=None, window_size=None, path=path, status='passed',
+                      device='cpu', device_name='Test CPU', dtype='fp32', batch_size=1,
+                      time_median_ms=statistics.median(samples_ms), time_iqr_ms=0.0, time_min_ms=min(samples_ms),
+                      images_per_s=1.0, timing_repeats=len(samples_ms), timing_budget_s=budget_s,
+                      time_samples_ms=samples_ms)
+
+
+def test_report_says_how_timing_was_measured(tmp_path):
+    append_result(tmp_path, timed_case('create', [10.0] * 31, budget_s=2.0))
+    append_result(tmp_path, timed_case('dynamic', [400.0] * 7, budget_s=2.0))   # 2.8 s: the floor won
+    md = write_report(tmp_path / RESULTS_FILE, tmp_path).markdown.read_text()
+    timing = md[md.index('## Timing'):]
+    assert ('Device cpu (Test CPU); dtype fp32; batch size 1; budget 2.0 s per case for warm-up and timed passes '
+            'together; median and IQR over 7–31 timed passes per case.') in timing
+    assert '1 case took longer than the budget' in timing
+    rows = [[cell.strip() for cell in line.split('|')[1:-1]] for line in timing.splitlines() if line.startswith('|')]
+    passes = rows[0].index('timed passes')
+    assert [row[passes] for row in rows[2:]] == ['31', '7']
+    assert '- timing budget (s per case): 2.0' in md.splitlines()

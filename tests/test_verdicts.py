@@ -1,0 +1,187 @@
+"""A verdict is a promise: each status means what it says, and a failure names the path and check that are wrong."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from timm.models.swin_transformer import SwinTransformerBlock
+from timm.models.vision_transformer import VisionTransformer
+
+from harness import checks
+from harness.checkpoints.synthesize import seeded_model
+from tests.test_pipeline import resample_pos_embed_nearest, tiny
+
+TINY_SWIN = '''
+name: swin
+models:
+  - {name: swin_tiny_patch4_window7_224, embed_dim: 32, depths: [1, 1, 2, 1], num_heads: [1, 2, 2, 4],
+     img_size: 128}
+origins: [timm]
+sizes: [%s]
+window_sizes: [7]
+paths: [%s]
+'''
+
+
+def by_path(results: dict) -> dict:
+    return {r.path: r for r in results.values()}
+
+
+def user_file_with(tmp_path, name: str, **changes: float):
+    """A user's fine-tuned tiny ViT whose named tensors are filled with the given values."""
+    model = seeded_model('vit_tiny_patch16_224', {'depth': 2, 'img_size': 32, 'num_classes': 10}, seed=1)
+    state = model.state_dict()
+    for key, value in changes.items():
+        state[key.replace('__', '.')][0] = value
+    torch.save(state, tmp_path / name)
+    return f'''
+name: user
+models: [{{name: vit_tiny_patch16_224, depth: 2, img_size: 32, num_classes: 10}}]
+origins: [{{file: {tmp_path / name}, num_classes: 10}}]
+sizes: [48]
+paths: [create, set_input_size]
+'''
+
+
+@pytest.mark.parametrize('value', [math.nan, math.inf])
+def test_nan_and_inf_outputs_fail_finite(run_matrix, tmp_path, value):
+    results = run_matrix(user_file_with(tmp_path, 'bad.pth', head__bias=value))
+    for r in results.values():
+        assert r.status == 'failed' and 'finite' in r.failed_checks, r.reason
+        assert 'logits' in r.nonfinite_outputs and 'native-size logits' in r.nonfinite_outputs
+
+
+def test_state_dict_diff_does_not_hide_nan():
+    want = {'a': torch.zeros(3), 'b': torch.zeros(2)}
+    diff = checks.state_dict_diff({'a': torch.tensor([0.0, math.nan, 0.0]), 'b': torch.ones(2)}, want)
+    assert math.isnan(diff.max_abs_diff) and diff.worst == 'a'
+
+
+def test_a_timm_exception_in_set_input_size_fails_resize(run_matrix, monkeypatch):
+    def broken(self, img_size=None, patch_size=None):
+        raise AttributeError("'PatchEmbed' object has no attribute 'dynamic_img_pad'")
+
+    monkeypatch.setattr(VisionTransformer, 'set_input_size', broken)
+    results = by_path(run_matrix(tiny()))
+    assert results['set_input_size'].status == 'failed' and results['set_input_size'].failed_checks == ['resize']
+    assert 'AttributeError' in results['set_input_size'].reason
+    assert results['create'].status == results['dynamic'].status == 'passed'
+
+
+def test_a_create_path_that_cannot_run_leaves_the_other_paths_judged(run_matrix, monkeypatch):
+    """Only the model loaded at the target size raises; dynamic still passes, its parity recorded as not judged."""
+    original = VisionTransformer.forward_head
+
+    def loaded_at_target_raises(self, x, pre_logits=False):
+        if self.pretrained_cfg.get('file') and tuple(self.patch_embed.img_size) == (64, 96):
+            raise RuntimeError('mat1 and mat2 shapes cannot be multiplied')
+        return original(self, x, pre_logits=pre_logits)
+
+    monkeypatch.setattr(VisionTransformer, 'forward_head', loaded_at_target_raises)
+    results = by_path(run_matrix(tiny(paths='create, dynamic')))
+    assert results['create'].status == 'failed' and results['create'].failed_checks == ['shapes']
+    assert 'forward_head' in results['create'].reason
+    assert results['dynamic'].status == 'passed', results['dynamic'].reason
+    assert 'create path did not build or run' in results['dynamic'].parity_note
+
+
+def test_out_of_memory_is_a_resource_limit_not_a_failure(run_matrix, monkeypatch):
+    def out_of_memory(self, x, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 4398046511104 bytes")
+
+    monkeypatch.setattr(VisionTransformer, 'forward_intermediates', out_of_memory)
+    for r in run_matrix(tiny(paths='create, dynamic')).values():
+        assert r.status == 'resource' and r.reason.startswith('out of memory: RuntimeError')
+
+
+def test_expect_entries_cover_only_the_checks_they_name(run_matrix, monkeypatch):
+    resample_pos_embed_nearest(monkeypatch)
+    known = 'expect: [{match: {path: create}, checks: [fidelity], reason: nearest resample}]\n'
+    (covered,) = run_matrix(tiny(paths='create') + known).values()
+    assert covered.status == 'xfailed' and covered.failed_checks == ['fidelity']
+    other = 'expect: [{match: {path: create}, checks: [parity], reason: a small parity difference}]\n'
+    (hidden,) = run_matrix(tiny(paths='create') + other).values()
+    assert hidden.status == 'failed' and 'covers only parity, not fidelity' in hidden.reason
+
+
+def test_parity_is_not_judged_against_a_create_path_that_fails_fidelity(run_matrix, monkeypatch):
+    """The wrong path is blamed: create resamples wrongly at load, set_input_size and dynamic are right."""
+    import timm.models.vision_transformer as vit_module
+    original = vit_module.resample_abs_pos_embed
+    in_load = {'active': False}
+    original_filter = vit_module.checkpoint_filter_fn
+
+    def filter_with_nearest(state_dict, model, *args, **kwargs):
+        in_load['active'] = True
+        try:
+            return original_filter(state_dict, model, *args, **kwargs)
+        finally:
+            in_load['active'] = False
+
+    def nearest_at_load(posemb, new_size, old_size=None, num_prefix_tokens=1, **kwargs):
+        if in_load['active']:
+            kwargs.update(interpolation='nearest', antialias=False)
+        return original(posemb, new_size=new_size, old_size=old_size, num_prefix_tokens=num_prefix_tokens, **kwargs)
+
+    monkeypatch.setattr(vit_module, 'checkpoint_filter_fn', filter_with_nearest)
+    monkeypatch.setattr(vit_module, 'resample_abs_pos_embed', nearest_at_load)
+    results = by_path(run_matrix(tiny()))
+    assert results['create'].status == 'failed' and results['create'].failed_checks == ['fidelity']
+    for path in ('set_input_size', 'dynamic'):
+        r = results[path]
+        assert r.status == 'passed', r.reason
+        assert r.parity_max_abs_diff > 1e-3 and 'create path fails fidelity' in r.parity_note
+
+
+def test_parity_catches_a_stale_attention_mask_that_fidelity_cannot_see(run_matrix, monkeypatch):
+    """set_input_size that resamples every weight right but leaves the shifted windows unmasked."""
+    original = SwinTransformerBlock.set_input_size
+
+    def unmasked(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if self.attn_mask is not None:
+            self.attn_mask = torch.zeros_like(self.attn_mask)
+
+    monkeypatch.setattr(SwinTransformerBlock, 'set_input_size', unmasked)
+    results = by_path(run_matrix(TINY_SWIN % ('[128, 192]', 'create, set_input_size')))
+    assert results['create'].status == 'passed'
+    r = results['set_input_size']
+    assert r.status == 'failed' and r.failed_checks == ['parity'], r.reason
+    assert r.fidelity_weights_max_abs_diff < 1e-5 and r.parity_note is None
+
+
+def test_dynamic_swin_is_judged_against_what_it_is_documented_to_compute(run_matrix):
+    """dynamic keeps the source's windows and shifts: its fidelity oracle does too, and parity with create
+    (which re-chooses them for the target) is recorded as a documented difference."""
+    results = by_path(run_matrix(TINY_SWIN % ('[128, 192]', 'create, dynamic')))
+    dynamic = results['dynamic']
+    assert dynamic.status == 'passed', dynamic.reason
+    assert dynamic.fidelity_outputs_max_abs_diff < 1e-4
+    assert dynamic.parity_note.startswith('documented difference: dynamic computes with windows')
+    assert dynamic.parity_max_abs_diff > 1e-3   # the two paths really compute different models here
+
+
+def test_dynamic_swin_fidelity_catches_dropped_masks(run_matrix, monkeypatch):
+    original = SwinTransformerBlock.get_attn_mask
+
+    def no_dynamic_mask(self, x=None, device=None, dtype=None):
+        return None if x is not None else original(self, x, device, dtype)
+
+    monkeypatch.setattr(SwinTransformerBlock, 'get_attn_mask', no_dynamic_mask)
+    (dynamic,) = run_matrix(TINY_SWIN % ('[128, 192]', 'dynamic')).values()
+    assert dynamic.status == 'failed' and dynamic.failed_checks == ['fidelity']
+
+
+def test_npz_loader_interpolation_is_a_documented_parity_difference(run_matrix):
+    results = by_path(run_matrix('''
+name: npz
+models: [{name: vit_tiny_patch16_224, depth: 2, img_size: 32}]
+origins: [big_vision]
+sizes: [48]
+'''))
+    assert {r.status for r in results.values()} == {'passed'}
+    for path in ('set_input_size', 'dynamic'):
+        assert 'big_vision loader resamples bilinear without antialiasing' in results[path].parity_note
+        assert results[path].parity_max_abs_diff > 0

@@ -15,7 +15,7 @@ import torch
 from harness.cases import expand
 from harness.checkpoints.store import Checkpoint, checkpoint_for
 from harness.matrix import Matrix
-from harness.plugin import default_cache_dir
+from harness.cache import default_cache_dir
 
 HARNESS = [sys.executable, '-m', 'harness.cli']   # `harness`, without the shell shim in front of it
 EXIT_CASES_FAILED = 1                             # harness run: findings, not a broken run

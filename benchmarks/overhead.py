@@ -7,8 +7,9 @@ sizes 224, 288 and 224x320. Each round runs both sides as fresh processes (inter
 import included), interleaved (harness, plain, harness, plain, ...) so a change in machine load hits both:
 
 - harness: `harness run <matrix> --no-timing` (checks only) into a fresh output folder;
-- plain:   benchmarks/plain_timm.py, the same builds from the same cached checkpoint file and one forward
-           pass (forward_features + forward_head) on the same number of images at each target size.
+- plain:   benchmarks/plain_timm.py, the same model builds and forward passes the harness's checks make
+           (the native model once; per case the path's model; per dynamic case a model built at the target
+           size), from the same cached checkpoint file, on the same number of images, with nothing around them.
 
 The checkpoint is synthesized into the cache before the first round. Prints each round and the median ratio.
 """

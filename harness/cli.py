@@ -8,7 +8,6 @@ should be answered at once. Bad input is one line ``error: <file or flag>: <prob
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import shlex
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING
 from packaging.version import InvalidVersion, Version
 
 from harness import timm_versions
+from harness.cache import default_cache_dir
 from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
 from harness.results import RESULTS_FILE, UNEXPECTED, ResultsFileError, read_results, set_aside
 from harness.run_record import (RUN_FILE, RunRecord, RunRecordError, describe_run, differences, read_run_record,
@@ -205,7 +205,6 @@ def _run(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
     if args.resume and (out / RESULTS_FILE).exists():
         read_results(out / RESULTS_FILE)   # garbage in the middle is bad input; warns of a cut-short last line
 
-    from harness.plugin import default_cache_dir   # the checks above need neither torch nor timm: now import them
     cache = args.cache or default_cache_dir()
     if args.timm and not os.environ.get(timm_versions.REEXEC_ENV):
         try:
@@ -284,11 +283,7 @@ def _device(asked: str | None) -> torch.device:
 
 def _timing(matrix: Matrix, args: argparse.Namespace, device_type: str) -> TimingConfig:
     """The matrix's timing with the command line's overrides, resolved for the device: what the cases use."""
-    overrides = {key: value for key, value in (('batch_size', args.batch_size), ('dtype', args.dtype))
-                 if value is not None}
-    if args.no_timing:
-        overrides['enabled'] = False
-    return dataclasses.replace(matrix.timing, **overrides).for_device(device_type)
+    return matrix.timing.for_run(device_type, args.batch_size, args.dtype, enabled=not args.no_timing)
 
 
 def _start_run_folder(out: Path, record: RunRecord, resume: bool) -> None:

@@ -100,6 +100,13 @@ class TimingConfig:
     budget_s: float | None = None   # seconds per case: warm-up and timed passes together
     min_repeats: int = 7            # fewer timed passes cannot reach p < 0.002 in a rank test (7 vs 7: 0.0006)
 
+    def for_run(self, device_type: str, batch_size: int | None = None, dtype: str | None = None,
+                enabled: bool = True) -> 'TimingConfig':
+        """What a run times with: the command line's settings over the matrix's (None keeps the matrix's),
+        then every value still unset filled in for ``device_type``."""
+        overrides = {k: v for k, v in (('batch_size', batch_size), ('dtype', dtype)) if v is not None}
+        return dataclasses.replace(self, **overrides, enabled=self.enabled and enabled).for_device(device_type)
+
     def for_device(self, device_type: str) -> 'TimingConfig':
         """This configuration with every unset value filled in for ``device_type``."""
         defaults = DEVICE_TIMING_DEFAULTS.get(device_type, DEVICE_TIMING_DEFAULTS['cpu'])

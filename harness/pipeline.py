@@ -89,6 +89,7 @@ class CheckpointWork:
     def __init__(self, matrix: Matrix, options: RunOptions):
         self.matrix = matrix
         self.options = options
+        self.images = images.dead_leaves(matrix.num_images, matrix.seed, options.cache_dir)
         self._key: tuple | None = None
         self._native: Native | Exception | None = None
         self._create_runs: dict[Target, PathRun] = {}
@@ -100,7 +101,7 @@ class CheckpointWork:
             self._key, self._native, self._create_runs = key, None, {}
             checkpoint = checkpoint_for(case.model, case.origin, self.matrix.seed, self.options.cache_dir)
             try:
-                self._native = load_native(checkpoint, case, self.matrix, self.options.device)
+                self._native = load_native(checkpoint, case, self.images, self.options.device)
             except (LoadFailed, checks.ForwardFailed, Unsupported) as e:
                 self._native = e
         if isinstance(self._native, Exception):
@@ -109,7 +110,7 @@ class CheckpointWork:
 
     def create_run(self, case: Case, native: Native) -> PathRun:
         if case.target not in self._create_runs:
-            self._create_runs[case.target] = evaluate_path('create', case, native, self.matrix, self.options.device)
+            self._create_runs[case.target] = evaluate_path('create', case, native, self.images, self.options.device)
         return self._create_runs[case.target]
 
     def release_create_model(self, target: Target) -> None:
@@ -118,21 +119,21 @@ class CheckpointWork:
             self._create_runs[target].model = None
 
 
-def load_native(checkpoint: Checkpoint, case: Case, matrix: Matrix, device: torch.device) -> Native:
+def load_native(checkpoint: Checkpoint, case: Case, image_set: torch.Tensor, device: torch.device) -> Native:
     built = build_native(checkpoint)
     model = built.model.to(device)
     geometry = case.family.geometry(model)
-    outputs = checks.forward_outputs(model, model_inputs(model, geometry.img_size, matrix, device))
+    outputs = checks.forward_outputs(model, model_inputs(model, geometry.img_size, image_set, device))
     reference = checkpoint.reference_state_dict()
     if reference is None:   # hub or user file: the native-size load resamples nothing, so it is the source
         return Native(checkpoint, built, geometry, outputs, {k: v.cpu() for k, v in model.state_dict().items()}, None)
     return Native(checkpoint, built, geometry, outputs, reference, checks.state_dict_diff(model.state_dict(), reference))
 
 
-def model_inputs(model: nn.Module, size: tuple[int, int], matrix: Matrix, device: torch.device) -> torch.Tensor:
-    """The matrix's fixed image set at ``size``, normalised as the model's pretrained config says."""
+def model_inputs(model: nn.Module, size: tuple[int, int], image_set: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The image set at ``size``, normalised as the model's pretrained config says."""
     cfg = getattr(model, 'pretrained_cfg', None) or {}
-    batch = images.normalized(images.resized(images.dead_leaves(matrix.num_images, matrix.seed), size),
+    batch = images.normalized(images.resized(image_set, size),
                               cfg.get('mean', (0.485, 0.456, 0.406)), cfg.get('std', (0.229, 0.224, 0.225)))
     return batch.to(device)
 
@@ -195,7 +196,7 @@ def _checks(case: Case, work: CheckpointWork, result: CaseResult) -> nn.Module |
         return None
     _record_source(native, result)
     run = work.create_run(case, native) if case.path == 'create' else \
-        evaluate_path(case.path, case, native, work.matrix, work.options.device)
+        evaluate_path(case.path, case, native, work.images, work.options.device)
     for name, value in run.figures.__dict__.items():
         setattr(result, name, value)
     result.nonfinite_outputs = [f'native-size {name}' for name in checks.nonfinite(native.outputs)] \
@@ -218,7 +219,7 @@ def _record_source(native: Native, result: CaseResult) -> None:
         result.native_max_abs_diff, result.native_worst_tensor = native.load_diff.max_abs_diff, native.load_diff.worst
 
 
-def evaluate_path(path: str, case: Case, native: Native, matrix: Matrix, device: torch.device) -> PathRun:
+def evaluate_path(path: str, case: Case, native: Native, image_set: torch.Tensor, device: torch.device) -> PathRun:
     """Build ``path`` at the case's target and check it on its own: load, resize, shapes, finite, fidelity."""
     figures = PathFigures()
     family, source = case.family, native.geometry
@@ -232,7 +233,7 @@ def evaluate_path(path: str, case: Case, native: Native, matrix: Matrix, device:
         return PathRun(None, None, figures)
     figures.missing_keys, figures.unexpected_keys = built.missing_keys, built.unexpected_keys
     model = built.model.to(device)
-    inputs = model_inputs(model, case.img_size, matrix, device)
+    inputs = model_inputs(model, case.img_size, image_set, device)
     try:
         outputs = checks.forward_outputs(model, inputs)
     except checks.ForwardFailed as e:
@@ -244,7 +245,7 @@ def evaluate_path(path: str, case: Case, native: Native, matrix: Matrix, device:
             figures.shape_errors = [str(e)]
         return PathRun(None, None, figures)
     expected = family.expected_geometry(source, case.target)
-    figures.shape_errors = checks.shape_errors(outputs, family.expected_shapes(expected, matrix.num_images))
+    figures.shape_errors = checks.shape_errors(outputs, family.expected_shapes(expected, len(image_set)))
     if path != 'dynamic':   # dynamic stores nothing resized: its stored configuration stays the source's
         figures.shape_errors += checks.geometry_errors(family, model, expected)
     figures.nonfinite_outputs = checks.nonfinite(outputs)

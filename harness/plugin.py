@@ -13,8 +13,6 @@ is recorded as ``error`` and the run goes on: see :mod:`harness.isolation`.
 """
 from __future__ import annotations
 
-import dataclasses
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Callable
 import pytest
 import torch
 
+from harness.cache import default_cache_dir
 from harness.cases import Case, expand
 from harness.device_lock import Holder
 from harness.isolation import CaseScheduling, CrashRecorder, deadline, error_result
@@ -154,16 +153,11 @@ class CaseItem(pytest.Item):
 
 def _options(config: pytest.Config, matrix: Matrix) -> RunOptions:
     device = config.getoption('--harness-device') or ('cuda' if torch.cuda.is_available() else 'cpu')
-    timing = matrix.timing
-    if config.getoption('--harness-batch-size'):
-        timing = dataclasses.replace(timing, batch_size=config.getoption('--harness-batch-size'))
-    if config.getoption('--harness-dtype'):
-        timing = dataclasses.replace(timing, dtype=config.getoption('--harness-dtype'))
-    if config.getoption('--harness-no-timing'):
-        timing = dataclasses.replace(timing, enabled=False)
+    timing = matrix.timing.for_run(device, config.getoption('--harness-batch-size'),
+                                   config.getoption('--harness-dtype'), enabled=not config.getoption('--harness-no-timing'))
     cache = config.getoption('--harness-cache') or default_cache_dir()
     return RunOptions(device=torch.device(device), cache_dir=Path(cache),
-                      out_dir=Path(config.getoption('--harness-out')), timing=timing.for_device(device),
+                      out_dir=Path(config.getoption('--harness-out')), timing=timing,
                       say=_terminal_line(config), holder=_holder(config))
 
 
@@ -187,8 +181,3 @@ def _holder(config: pytest.Config) -> Holder:
     if hasattr(config, 'workerinput'):
         return Holder(**config.workerinput['harness_holder'])
     return Holder.this_process()
-
-
-def default_cache_dir() -> Path:
-    root = os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache'
-    return Path(root) / 'timm-harness'

@@ -7,7 +7,7 @@ from torch import nn
 
 from harness import reference
 from harness.families import Geometry, Target, to_size
-from harness.families.base import Family
+from harness.families.base import Family, model_carrying
 
 
 class VitFamily(Family):
@@ -41,16 +41,7 @@ class VitFamily(Family):
 
     def dynamic_reference(self, native, spec, source, computed, weights):
         """The model built at the target size (timm's static path), carrying the harness's resample."""
-        import timm
-        kwargs = {**spec.kwargs, 'img_size': computed.img_size}
-        try:   # 'skip': every weight is overwritten below, so timm's (slow) initialisation would be wasted
-            model = timm.create_model(spec.name, pretrained=False, weight_init='skip', **kwargs)
-        except TypeError:   # releases without weight_init='skip'
-            model = timm.create_model(spec.name, pretrained=False, **kwargs)
-        missing, _ = model.load_state_dict(weights, strict=False)
-        if missing:
-            raise RuntimeError(f'harness reference model lacks {missing[:5]}')
-        return model.eval()
+        return model_carrying(spec.name, {**spec.kwargs, 'img_size': computed.img_size}, weights)
 
     def resample_state_dict(self, state_dict, source, target, interpolation, antialias):
         out = super().resample_state_dict(state_dict, source, target, interpolation, antialias)

@@ -53,6 +53,7 @@ examples:
   harness run matrices/vit.yaml --timm 0.9.16 -k "openai_clip and patch8" --out reports/vit-0.9.16
   harness run matrices/swin.yaml -n 4 --device cuda --dtype bf16 --batch-size 64
   harness run matrices/vit.yaml --resume          # after an interrupted run: skip finished cases
+  harness run matrices/vit.yaml -n 2 --case-timeout 300   # a case still running after 5 min: error, go on
 
 """ + EXIT_CODES
 

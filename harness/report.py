@@ -25,7 +25,7 @@ MEASURED = {'timm_version': 'timm', 'torch_version': 'torch', 'device_label': 'd
             'batch_size': 'batch size', 'timing_budget_s': 'timing budget (s per case)'}
 HEADERS = {'device_label': 'device', 'time_median_ms': 'median ms', 'time_iqr_ms': 'IQR ms', 'time_min_ms': 'min ms',
            'timing_repeats': 'timed passes',
-           'images_per_s': 'images/s', 'peak_memory_mb': 'peak memory MB'}
+           'images_per_s': 'images/s', 'peak_memory_mb': 'peak memory MB', 'parity_note': 'parity not judged'}
 REASON_CHARS = 120
 NULL = '—'
 
@@ -198,8 +198,19 @@ def _identity() -> dict[str, Formatter]:
 def _drift(view: pd.DataFrame) -> list[str]:
     figures = {'status': str, 'drift_cosine': _number('.4f'), 'drift_top1_agreement': _number('.4f'),
                'fidelity_weights_max_abs_diff': _sci, 'fidelity_outputs_max_abs_diff': _sci,
-               'parity_max_abs_diff': _sci, 'parity_cosine': _number('.4f')}
-    return ['## Drift and fidelity', '', _table(_cells(view, {**_identity(), **figures, **_varying(view)}))]
+               'parity_max_abs_diff': _sci, 'parity_cosine': _number('.4f'), 'parity_note': _parity_not_judged}
+    return ['## Drift and fidelity', '', 'Parity figures are judged only between paths that compute the same '
+            'model and both pass fidelity; the last column says why a row\'s were recorded, not judged '
+            '(`parity_note` in the CSV has the details).', '',
+            _table(_cells(view, {**_identity(), **figures, **_varying(view)}))]
+
+
+def _parity_not_judged(note: Any) -> str:
+    """The gist of a parity note: "documented difference", "the create path fails fidelity", ..."""
+    if _is_null(note):
+        return NULL
+    gist = str(note).removeprefix('not judged: ')
+    return gist.split(':')[0] if gist.startswith('documented difference') else gist.split(' (')[0]
 
 
 def _timing_caption(view: pd.DataFrame) -> str:

@@ -164,9 +164,9 @@ def _records(path: Path) -> Iterator[dict[str, Any]]:
     warning. Anything else that is not a record raises :class:`ResultsFileError` naming ``file:line``."""
     lines = [(number, line) for number, line in enumerate(path.read_bytes().split(b'\n'), 1) if line.strip()]
     for number, line in lines:
-        problem = _record_problem(line)
+        record, problem = _parsed_record(line)
         if problem is None:
-            yield json.loads(line)
+            yield record
         elif number == lines[-1][0]:
             _logger.warning('%s:%d: last line is not a whole record (%s), as when a crash cuts a write short; '
                             'skipped it', path, number, problem)
@@ -175,14 +175,15 @@ def _records(path: Path) -> Iterator[dict[str, Any]]:
                                    f'harness run writes')
 
 
-def _record_problem(line: bytes) -> str | None:
+def _parsed_record(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """(the record, None), or (None, why the line is not one)."""
     try:
         record = json.loads(line)
     except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
-        return f'not JSON ({e})'
+        return None, f'not JSON ({e})'
     if not isinstance(record, dict) or not isinstance(record.get('case_id'), str):
-        return 'a JSON value without a "case_id"'
-    return None
+        return None, 'a JSON value without a "case_id"'
+    return record, None
 
 
 def set_aside(out_dir: Path, started: datetime.datetime | None) -> Path | None:

@@ -1,6 +1,7 @@
 """The interface every family implements, plus the parts ViT and Swin share."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import TYPE_CHECKING, Any
 
@@ -121,14 +122,19 @@ def model_carrying(name: str, kwargs: dict[str, Any], weights: dict[str, torch.T
     return model.eval()
 
 
-@functools.lru_cache(maxsize=None)
 def meta_model(model: 'ModelSpec') -> nn.Module:
     """The model at its own configuration, built on the meta device (no memory, no init cost): enough to read
-    its geometry and its state dict's keys and shapes.
+    its geometry and its state dict's keys and shapes. Built once per name and overrides: a matrix entry's
+    label and own axes do not change the model.
 
     Older timm releases initialise some weights with ``.item()``, which the meta device cannot do: those
     models are built for real.
     """
+    return _meta_build(dataclasses.replace(model, alias=None, axes=()))
+
+
+@functools.lru_cache(maxsize=None)
+def _meta_build(model: 'ModelSpec') -> nn.Module:
     import timm
     try:
         with torch.device('meta'):

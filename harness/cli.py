@@ -15,21 +15,15 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from packaging.version import InvalidVersion, Version
 
 from harness import timm_versions
 from harness.cache import default_cache_dir
 from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
-from harness.results import RESULTS_FILE, UNEXPECTED, ResultsFileError, read_results, set_aside
-from harness.run_record import (RUN_FILE, RunRecord, RunRecordError, describe_run, differences, read_run_record,
-                                write_run_record)
-
-if TYPE_CHECKING:
-    import torch
-
-    from harness.matrix import Matrix, TimingConfig
+from harness.results import DTYPES, RESULTS_FILE, UNEXPECTED, ResultsFileError, read_results
+from harness.run_record import RunRecordError
+from harness.run_start import RunStart, StartRefused
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -65,7 +59,7 @@ class UsageError(Exception):
 
 
 # what main() turns into `error: <message>` and exit code 2
-BAD_INPUT = (UsageError, MatrixFileError, ResultsFileError, RunRecordError)
+BAD_INPUT = (UsageError, StartRefused, MatrixFileError, ResultsFileError, RunRecordError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
                           '(errors are retried); refused when its run.json differs from this run')
     run.add_argument('--batch-size', type=_positive_int, metavar='N',
                      help="timing batch size, an int >= 1 (default: the matrix's, else 1 on CPU and 8 on CUDA)")
-    run.add_argument('--dtype', choices=('fp32', 'bf16', 'fp16'),
+    run.add_argument('--dtype', choices=DTYPES,
                      help="timing dtype; bf16/fp16 run under autocast (default: the matrix's)")
     run.add_argument('--no-timing', action='store_true', help='run the checks only')
     run.add_argument('--cache', type=Path, metavar='DIR',
@@ -213,16 +207,11 @@ def _run(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
         except timm_versions.TimmInstallError as e:
             raise UsageError(f'--timm {args.timm}: {e}') from None
         return _rerun_with_release(args.timm, site_dir, argv)
-    problem = timm_versions.check_imported_release()
-    if problem:
-        raise UsageError(f'--timm {args.timm}: {problem}')
 
-    matrix = _validated(args.matrix)
-    device = _device(args.device)
-    args = argparse.Namespace(**{**vars(args), 'device': device.type})   # the cases must use the device recorded
-    _start_run_folder(out, describe_run(matrix, device, _timing(matrix, args, device.type), ['harness', *argv]),
-                      resume=args.resume)
-    exit_code = _run_cases(args, extra, matrix, out, cache)
+    start = RunStart(args, argv, out)
+    exit_code = _run_cases(args, extra, start, out, cache)
+    if start.refused:
+        raise start.refused
     if exit_code is None:
         return _interrupted(out, argv)
     if exit_code in (EXIT_OK, EXIT_REGRESSION):
@@ -265,49 +254,7 @@ def _rerun_with_release(version: str, site_dir: Path, argv: list[str]) -> int:
         signal.signal(signal.SIGINT, previous)
 
 
-def _validated(path: Path) -> Matrix:
-    import timm
-    from harness.matrix import MatrixError, load_matrix
-    try:
-        return load_matrix(path, known_models=timm.list_models())
-    except MatrixError as e:
-        raise UsageError(str(e)) from None
-
-
-def _device(asked: str | None) -> torch.device:
-    import torch
-    if asked == 'cuda' and not torch.cuda.is_available():
-        raise UsageError(f'--device cuda: torch {torch.__version__} sees no CUDA device '
-                         f'(torch.cuda.is_available() is False); expected --device cpu or a machine with a GPU')
-    return torch.device(asked or ('cuda' if torch.cuda.is_available() else 'cpu'))
-
-
-def _timing(matrix: Matrix, args: argparse.Namespace, device_type: str) -> TimingConfig:
-    """The matrix's timing with the command line's overrides, resolved for the device: what the cases use."""
-    return matrix.timing.for_run(device_type, args.batch_size, args.dtype, enabled=not args.no_timing)
-
-
-def _start_run_folder(out: Path, record: RunRecord, resume: bool) -> None:
-    """Make ``out`` hold this run alone. --resume continues the run recorded there, if it is the same run; a
-    plain run moves an earlier run's results aside. Then run.json describes the run whose results are there."""
-    previous = read_run_record(out)
-    if not resume:
-        moved = set_aside(out, previous.started() if previous else None)
-        if moved:
-            print(f'previous results moved to {moved}')
-    elif previous is not None:
-        changed = differences(previous, record)
-        if changed:
-            raise UsageError(f'{out / RUN_FILE}: cannot --resume a different run: {"; ".join(changed)}; run '
-                             f'without --resume to start over (the old results are kept aside) or use another --out')
-        return   # the original run.json stays: its start time names these results when a re-run moves them aside
-    elif (out / RESULTS_FILE).exists():
-        _logger.warning('%s: no %s (a folder from an older harness): resuming without checking that timm, '
-                        'torch, device, dtype, batch size and matrix are the same', out, RUN_FILE)
-    write_run_record(out, record)
-
-
-def _run_cases(args: argparse.Namespace, extra: list[str], matrix: Matrix, out: Path, cache: Path) -> int | None:
+def _run_cases(args: argparse.Namespace, extra: list[str], start: RunStart, out: Path, cache: Path) -> int | None:
     """_pytest's exit code, or None when Ctrl-C stopped the run: pytest reports an interrupt as 2, which
     would read as bad input. Under xdist the workers get the signal too; this process notes it."""
     interrupted = False
@@ -319,7 +266,7 @@ def _run_cases(args: argparse.Namespace, extra: list[str], matrix: Matrix, out: 
 
     previous = signal.signal(signal.SIGINT, note_interrupt)
     try:
-        code = _pytest(args, extra, matrix.path, matrix.name, out, cache)
+        code = _pytest(args, extra, start, out, cache)
     except KeyboardInterrupt:   # one that came before pytest's session could catch it
         return None
     finally:
@@ -338,14 +285,15 @@ def _interrupted(out: Path, argv: list[str]) -> int:
     return EXIT_INTERRUPTED
 
 
-def _pytest(args: argparse.Namespace, extra: list[str], matrix_path: str, matrix_name: str, out: Path,
-            cache: Path) -> int:
+def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, out: Path, cache: Path) -> int:
     import pytest
+    matrix_path = str(args.matrix)
     ini = Path(__file__).with_name('pytest.ini')
     # our own ini and rootdir: a project's pytest settings must not apply; ids read `smoke.yaml::<case>`;
-    # pytest-benchmark, where installed, only warns that xdist disables it
+    # pytest-benchmark, where installed, only warns that xdist disables it. Cases hold no asserts to rewrite
+    # and leave no unraisable exceptions to hunt: both cost seconds (rewriting imports, gc at exit) per process
     pytest_args = [matrix_path, '-p', 'harness.plugin', '-c', str(ini), '--rootdir', str(Path(matrix_path).parent),
-                   '-p', 'no:cacheprovider', '-p', 'no:benchmark', '-W', 'ignore::pytest.PytestAssertRewriteWarning',
+                   '-p', 'no:cacheprovider', '-p', 'no:benchmark', '-p', 'no:unraisableexception', '--assert=plain',
                    '-rfEX',
                    '--harness-out', str(out), '--harness-cache', str(cache)]
     pytest_args.append('-q' if args.quiet else '-v')
@@ -361,13 +309,15 @@ def _pytest(args: argparse.Namespace, extra: list[str], matrix_path: str, matrix
         pytest_args.append('--harness-resume')
     if args.no_timing:
         pytest_args.append('--harness-no-timing')
-    code = int(pytest.main(pytest_args + extra))
+    code = int(pytest.main(pytest_args + extra, plugins=[start]))
+    if start.refused:
+        return EXIT_USAGE
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED):
         return EXIT_USAGE
     if args.resume:   # the verdict covers the cases run before the interruption too
         if code == pytest.ExitCode.NO_TESTS_COLLECTED:
             print('nothing left to run: every selected case already has a result')
-        return _exit_code_from_results(out / RESULTS_FILE, matrix_name)
+        return _exit_code_from_results(out / RESULTS_FILE, start.matrix.name)
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
         return _usage_error(f'no case of {matrix_path} matched' + (f' -k {args.k!r}' if args.k else ''))
     return int(code)

@@ -20,9 +20,10 @@ import shlex
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-import torch
+if TYPE_CHECKING:   # imported by the plugin in the xdist controller, which must not wait for torch
+    import torch
 
 RUN_LOCKS = '.locks'   # inside the run's folder
 

@@ -18,15 +18,17 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
 from xdist.scheduler import LoadGroupScheduling
 
-from harness.cases import Case, expand
-from harness.matrix import Matrix, load_matrix
-from harness.pipeline import RunOptions, finished, new_result
 from harness.results import RESULTS_FILE, CaseResult, append_result
+
+if TYPE_CHECKING:   # the controller imports this module before its workers start: nothing that imports torch
+    from harness.cases import Case
+    from harness.matrix import Matrix
+    from harness.pipeline import RunOptions
 
 TIMEOUT_EXIT_STATUS = 70   # what a worker ended by its watchdog exits with (EX_SOFTWARE)
 STACK_FRAMES = 4           # innermost frames of a hung case that its timeout record shows
@@ -100,6 +102,8 @@ class CrashRecorder:
 
     def _case_of(self, nodeid: str) -> tuple[Matrix, Case]:
         """The case of a node id such as ``vit.yaml::<case id>@<group>`` (the group under ``--dist loadgroup``)."""
+        from harness.cases import expand
+        from harness.matrix import load_matrix
         file = nodeid.split('::', 1)[0]
         matrix = load_matrix(self.rootpath / file)   # validated by the workers already
         for case in expand(matrix):
@@ -173,6 +177,7 @@ def deadline(seconds: float, on_timeout: Callable[[str], None]) -> Iterator[None
 
 def error_result(case: Case, matrix: Matrix, options: RunOptions, reason: str, duration_s: float) -> CaseResult:
     """The record of a case the harness could not finish (crash, timeout)."""
+    from harness.pipeline import finished, new_result
     result = new_result(case, matrix, options)
     result.status, result.reason = 'error', reason
     return finished(result, duration_s)

@@ -21,10 +21,9 @@ from harness.families import family_of
 from harness.families.base import meta_model, native_geometry
 from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
 from harness.origins import ORIGINS, FILE_ORIGIN
-from harness.results import CHECKS
+from harness.results import CHECKS, DTYPES
 
 PATHS = ('create', 'set_input_size', 'dynamic')
-DTYPES = ('fp32', 'bf16', 'fp16')
 AXES = ('origins', 'sizes', 'patch_sizes', 'window_sizes', 'paths')   # a model entry may set its own
 EXPECT_MATCH_KEYS = ('model', 'origin', 'img_size', 'patch_size', 'window_size', 'path')
 

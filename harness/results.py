@@ -19,6 +19,7 @@ STATUSES = ('passed', 'failed', 'xfailed', 'xpassed', 'unsupported', 'error', 'r
 UNEXPECTED = ('failed', 'xpassed', 'error', 'resource')   # statuses that make `harness run` exit 1
 # names that may appear in a record's ``failed_checks``, in the order the stages run
 CHECKS = ('load', 'resize', 'shapes', 'finite', 'fidelity', 'parity', 'drift')
+DTYPES = ('fp32', 'bf16', 'fp16')   # the timing dtypes (bf16 and fp16 under autocast)
 RESULTS_FILE = 'results.jsonl'
 
 _logger = logging.getLogger(__name__)

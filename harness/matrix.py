@@ -81,7 +81,11 @@ class Tolerances:
 
 
 # what a timing setting left unset in the matrix and on the command line becomes, per device type
-DEVICE_TIMING_DEFAULTS = {'cpu': {'batch_size': 1, 'budget_s': 2.0}, 'cuda': {'batch_size': 8, 'budget_s': 5.0}}
+# CPU time is scarce (a ViT-B pass at 384 takes about a second on 2 cores): timing stops once the median is known
+# to 2%, and the budget is a cap that leaves room for the floor of timed passes. GPU passes take milliseconds:
+# the budget is filled, and the many samples make comparisons between releases sharper.
+DEVICE_TIMING_DEFAULTS = {'cpu': {'batch_size': 1, 'budget_s': 10.0, 'precision': 0.02},
+                          'cuda': {'batch_size': 8, 'budget_s': 5.0, 'precision': 0.0}}
 
 
 @dataclass(frozen=True)
@@ -90,14 +94,16 @@ class TimingConfig:
     a CPU pass is orders of magnitude slower than a GPU one, so it gets a smaller batch.
 
     A case gets ``budget_s`` seconds for its warm-up and timed passes together: timed passes go on while
-    another one fits, so a fast model gets many samples and a slow one is not timed for minutes. The
-    ``min_repeats`` floor wins over the budget."""
+    another one fits, so a fast model gets many samples and a slow one is not timed for minutes, and stop
+    earlier once the median's relative standard error is at most ``precision`` (0: fill the budget). The
+    ``min_repeats`` floor wins over both."""
     enabled: bool = True
     batch_size: int | None = None
     dtype: str = 'fp32'
     warmup: int = 1
     budget_s: float | None = None   # seconds per case: warm-up and timed passes together
     min_repeats: int = 7            # fewer timed passes cannot reach p < 0.002 in a rank test (7 vs 7: 0.0006)
+    precision: float | None = None  # relative standard error of the median that ends timing early; 0: never
 
     def for_run(self, device_type: str, batch_size: int | None = None, dtype: str | None = None,
                 enabled: bool = True) -> 'TimingConfig':
@@ -400,6 +406,9 @@ class _Validator:
             'budget_s': ('a number of seconds >= 0 or null',
                          lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0)),
             'min_repeats': ('an int >= 1', lambda v: _is_int(v) and v >= 1),
+            'precision': ('a fraction >= 0 and < 1 (0.02: stop once the median is known to 2%; 0: fill the budget) '
+                          'or null', lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                             and 0 <= v < 1)),
         }
         accepted = {}
         for key, value in section.items():
@@ -407,7 +416,7 @@ class _Validator:
                 hint = '; timed passes now follow budget_s and min_repeats' if key == 'repeats' else ''
                 self.error(f'timing.{key}', f'unknown key; expected one of {sorted(expected)}{hint}')
                 continue
-            if key == 'budget_s' and isinstance(value, str):
+            if key in ('budget_s', 'precision') and isinstance(value, str):
                 value = _as_float(value)   # YAML 1.1 reads 1e1 (no dot) as a string
             what, accepts = expected[key]
             if accepts(value):

@@ -312,6 +312,7 @@ def _time(case: Case, model: nn.Module, options: RunOptions, result: CaseResult)
     result.time_median_ms, result.time_iqr_ms, result.time_min_ms = timing.median_ms, timing.iqr_ms, timing.min_ms
     result.images_per_s, result.peak_memory_mb = timing.images_per_s, timing.peak_memory_mb
     result.timing_repeats, result.timing_budget_s = timing.repeats, timing.budget_s
+    result.timing_precision = timing.precision
     result.time_samples_ms = list(timing.samples_ms)
 
 

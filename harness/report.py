@@ -22,7 +22,8 @@ from harness.results import STATUSES, UNEXPECTED, CaseResult, read_results
 INT_FIELDS = ('patch_size', 'window_size', 'batch_size', 'timing_repeats')
 IDENTITY = ('model', 'origin', 'img_size', 'patch_size', 'window_size', 'path')
 MEASURED = {'timm_version': 'timm', 'torch_version': 'torch', 'device_label': 'device', 'dtype': 'dtype',
-            'batch_size': 'batch size', 'timing_budget_s': 'timing budget (s per case)'}
+            'batch_size': 'batch size', 'timing_budget_s': 'timing budget (s per case)',
+            'timing_precision': "timing precision (the median's relative standard error that ends timing; 0: none)"}
 HEADERS = {'device_label': 'device', 'time_median_ms': 'median ms', 'time_iqr_ms': 'IQR ms', 'time_min_ms': 'min ms',
            'timing_repeats': 'timed passes',
            'images_per_s': 'images/s', 'peak_memory_mb': 'peak memory MB', 'parity_note': 'parity not judged'}
@@ -220,13 +221,22 @@ def _timing_caption(view: pd.DataFrame) -> str:
             else 'Timings')
     caption = (f'{kind}. Device {_distinct(view["device_label"])}; dtype {_distinct(view["dtype"])}; '
                f'batch size {_distinct(view["batch_size"])}; budget {_distinct(view["timing_budget_s"])} s per case '
-               f'for warm-up and timed passes together; median and IQR over {_passes(view["timing_repeats"])} '
-               f'timed passes per case.')
+               f'for warm-up and timed passes together{_precision(view)}; median and IQR over '
+               f'{_passes(view["timing_repeats"])} timed passes per case.')
     over = _over_budget(view)
     if over:
         caption += (f' {_cases(over)} took longer than the budget: the minimum number of timed passes alone '
                     f'exceeded it.')
     return caption
+
+
+def _precision(view: pd.DataFrame) -> str:
+    """How timing ended early, when it could: ', ended once the median was known to 2%'."""
+    targets = view['timing_precision'].dropna() if 'timing_precision' in view else pd.Series(dtype=float)
+    targets = targets[targets > 0]
+    if targets.empty:
+        return ''
+    return f', ended once the median was known to {_distinct(f"{t:.0%}" for t in targets)} (standard error)'
 
 
 def _passes(repeats: pd.Series) -> str:

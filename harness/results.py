@@ -84,6 +84,7 @@ class CaseResult:
     peak_memory_mb: float | None = None
     timing_repeats: int | None = None                  # timed passes (at least the matrix's min_repeats)
     timing_budget_s: float | None = None               # seconds the case had for warm-up and timed passes
+    timing_precision: float | None = None              # median's relative standard error that ends timing early
     time_samples_ms: list[float] | None = None         # every timed pass, in the order they ran
 
     def to_json(self) -> str:

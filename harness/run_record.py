@@ -41,6 +41,7 @@ class RunRecord:
     dtype: str = ''
     batch_size: int | None = None
     timing_budget_s: float | None = None  # None when the run times nothing (--no-timing)
+    timing_precision: float | None = None # the same
     matrix_name: str = ''
     matrix_sha256: str = ''               # of the matrix file's bytes
     argv: list[str] = field(default_factory=list)
@@ -63,7 +64,8 @@ def describe_run(matrix: Matrix, device: torch.device, timing: TimingConfig, arg
     return RunRecord(
         timm_version=timm.__version__, torch_version=torch.__version__, harness_version=_harness_version(),
         device=device.type, device_name=device_name(device), dtype=timing.dtype, batch_size=timing.batch_size,
-        timing_budget_s=timing.budget_s if timing.enabled else None, matrix_name=matrix.name,
+        timing_budget_s=timing.budget_s if timing.enabled else None,
+        timing_precision=timing.precision if timing.enabled else None, matrix_name=matrix.name,
         matrix_sha256=hashlib.sha256(Path(matrix.path).read_bytes()).hexdigest(), argv=list(argv),
         started_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
 

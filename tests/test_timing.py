@@ -18,7 +18,7 @@ import harness.timing
 from harness.matrix import DEVICE_TIMING_DEFAULTS, MatrixError, TimingConfig, load_matrix
 from harness.report import write_report
 from harness.results import RESULTS_FILE, CaseResult, append_result
-from harness.timing import time_forward
+from harness.timing import median_relative_error, time_forward
 
 CPU = torch.device('cpu')
 SIZE = (16, 24)
@@ -51,14 +51,14 @@ class FakeClock:
 
 
 class FixedPass(nn.Module):
-    """A forward pass that takes exactly ``pass_s`` seconds on the fake clock."""
+    """A forward pass that takes exactly ``pass_s`` seconds on the fake clock (or, given several, each in turn)."""
 
-    def __init__(self, clock: FakeClock, pass_s: float):
+    def __init__(self, clock: FakeClock, pass_s: float, *more_pass_s: float):
         super().__init__()
-        self.clock, self.pass_s, self.passes = clock, pass_s, 0
+        self.clock, self.cycle, self.passes = clock, (pass_s, *more_pass_s), 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.clock.now_s += self.pass_s
+        self.clock.now_s += self.cycle[self.passes % len(self.cycle)]
         self.passes += 1
         return x
 
@@ -71,7 +71,8 @@ def clock(monkeypatch) -> FakeClock:
 
 
 def config(**kwargs) -> TimingConfig:
-    return TimingConfig(**{'batch_size': 1, 'warmup': 1, 'budget_s': 0.0, **kwargs})
+    """A timing configuration that fills its budget (precision 0) unless told otherwise."""
+    return TimingConfig(**{'batch_size': 1, 'warmup': 1, 'budget_s': 0.0, 'precision': 0.0, **kwargs})
 
 
 # --- the budget -------------------------------------------------------------------------------------------
@@ -105,6 +106,39 @@ def test_min_repeats_wins_over_a_budget_too_small(clock):
     assert timing.budget_s == 0.1                  # recorded as set: the report flags the overrun
 
 
+# --- precision: the median known well enough ends timing early --------------------------------------------
+
+def test_steady_passes_stop_at_min_repeats_long_before_the_budget(clock):
+    model = FixedPass(clock, 0.25)
+    timing = time_forward(model, SIZE, config(warmup=1, budget_s=60.0, min_repeats=7, precision=0.02), CPU)
+    assert timing.repeats == 7 and model.passes == 8
+    assert clock.now_s == 2.0 and timing.precision == 0.02
+
+
+def test_noisy_passes_go_on_until_the_budget(clock):
+    model = FixedPass(clock, 0.010, 0.020)         # the median's error stays far above 2% for hundreds of passes
+    timing = time_forward(model, SIZE, config(warmup=1, budget_s=1.0, min_repeats=7, precision=0.02), CPU)
+    assert 1.0 - 0.020 < clock.now_s <= 1.0
+    assert timing.repeats == model.passes - 1 > 60
+
+
+def test_timing_stops_at_the_first_pass_that_makes_the_median_precise_enough(clock):
+    model = FixedPass(clock, 0.100, 0.130)         # error ~ 0.24 / sqrt(n): under 2% after some 150 passes
+    timing = time_forward(model, SIZE, config(warmup=0, budget_s=60.0, min_repeats=7, precision=0.02), CPU)
+    samples = list(timing.samples_ms)
+    assert median_relative_error(samples) <= 0.02
+    assert all(median_relative_error(samples[:n]) > 0.02 for n in range(7, len(samples)))
+    assert 100 < len(samples) and clock.now_s < 30.0
+
+
+def test_median_relative_error_is_the_iqr_estimate_of_the_median_standard_error():
+    samples = [10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0]
+    q1, median, q3 = np.percentile(samples, [25, 50, 75])
+    sigma = (q3 - q1) / 1.349                      # the IQR of a normal distribution is 1.349 sigma
+    assert median_relative_error(samples) == pytest.approx(1.2533 * sigma / np.sqrt(len(samples)) / median)
+    assert median_relative_error([5.0]) == float('inf')
+
+
 def test_summary_figures_match_numpy_over_the_samples():
     timing = time_forward(tiny_model(), SIZE, config(batch_size=3, budget_s=0.05, min_repeats=9), CPU)
     samples = np.array(timing.samples_ms)
@@ -134,16 +168,16 @@ def test_reduced_precision_runs_under_autocast(dtype, autocast):
 
 # --- defaults per device ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('device, batch_size, budget_s', [('cpu', 1, 2.0), ('cuda', 8, 5.0)])
-def test_for_device_fills_unset_values(device, batch_size, budget_s):
+@pytest.mark.parametrize('device, batch_size, budget_s, precision', [('cpu', 1, 10.0, 0.02), ('cuda', 8, 5.0, 0.0)])
+def test_for_device_fills_unset_values(device, batch_size, budget_s, precision):
     filled = TimingConfig(dtype='bf16', warmup=3, min_repeats=9).for_device(device)
-    assert (filled.batch_size, filled.budget_s) == (batch_size, budget_s)
+    assert (filled.batch_size, filled.budget_s, filled.precision) == (batch_size, budget_s, precision)
     assert (filled.dtype, filled.warmup, filled.min_repeats) == ('bf16', 3, 9)
 
 
 @pytest.mark.parametrize('device', ['cpu', 'cuda'])
 def test_for_device_keeps_values_that_are_set(device):
-    chosen = TimingConfig(batch_size=4, budget_s=0.0)   # 0 is a setting, not "unset"
+    chosen = TimingConfig(batch_size=4, budget_s=0.0, precision=0.0)   # 0 is a setting, not "unset"
     assert chosen.for_device(device) == chosen
 
 
@@ -159,11 +193,11 @@ sizes: [224]
 
 def test_timing_section_accepts_every_key(write_matrix):
     matrix = load_matrix(write_matrix(MINIMAL + 'timing: {enabled: false, batch_size: null, dtype: fp16, warmup: 0, '
-                                                'budget_s: 1e1, min_repeats: 9}\n'))
+                                                'budget_s: 1e1, min_repeats: 9, precision: 0.01}\n'))
     assert matrix.timing == TimingConfig(enabled=False, batch_size=None, dtype='fp16', warmup=0, budget_s=10.0,
-                                         min_repeats=9)
+                                         min_repeats=9, precision=0.01)
     assert {f.name for f in dataclasses.fields(TimingConfig)} == {'enabled', 'batch_size', 'dtype', 'warmup',
-                                                                  'budget_s', 'min_repeats'}
+                                                                  'budget_s', 'min_repeats', 'precision'}
 
 
 def test_timing_section_absent_leaves_device_defaults(write_matrix):
@@ -178,6 +212,8 @@ def test_timing_section_absent_leaves_device_defaults(write_matrix):
     ('{budget_s: fast}', 'timing.budget_s', ('expected a number of seconds >= 0 or null', "got 'fast'")),
     ('{budget_s: true}', 'timing.budget_s', ('expected a number of seconds >= 0 or null', 'got True')),
     ('{min_repeats: 0}', 'timing.min_repeats', ('expected an int >= 1', 'got 0')),
+    ('{precision: 1}', 'timing.precision', ('expected a fraction >= 0 and < 1', 'got 1')),
+    ('{precision: 2%}', 'timing.precision', ('expected a fraction >= 0 and < 1', "got '2%'")),
     ('{warmup: -1}', 'timing.warmup', ('expected an int >= 0', 'got -1')),
     ('{dtype: fp64}', 'timing.dtype', ("expected one of ['fp32', 'bf16', 'fp16']", "got 'fp64'")),
     ('{enabled: 1}', 'timing.enabled', ('expected true or false', 'got 1')),
@@ -202,13 +238,13 @@ def test_every_timing_problem_is_reported_at_once(write_matrix):
 
 # --- the report -------------------------------------------------------------------------------------------
 
-def timed_case(path: str, samples_ms: list[float], budget_s: float) -> CaseResult:
+def timed_case(path: str, samples_ms: list[float], budget_s: float, precision: float | None = None) -> CaseResult:
     return CaseResult(case_id=f'vit-timm-224x224-{path}', matrix='m', model='vit', origin='timm',
                       img_size=[224, 224], patch_size=None, window_size=None, path=path, status='passed',
                       device='cpu', device_name='Test CPU', dtype='fp32', batch_size=1,
                       time_median_ms=statistics.median(samples_ms), time_iqr_ms=0.0, time_min_ms=min(samples_ms),
                       images_per_s=1.0, timing_repeats=len(samples_ms), timing_budget_s=budget_s,
-                      time_samples_ms=samples_ms)
+                      timing_precision=precision, time_samples_ms=samples_ms)
 
 
 def test_report_says_how_timing_was_measured(tmp_path):
@@ -223,3 +259,12 @@ def test_report_says_how_timing_was_measured(tmp_path):
     passes = rows[0].index('timed passes')
     assert [row[passes] for row in rows[2:]] == ['31', '7']
     assert '- timing budget (s per case): 2.0' in md.splitlines()
+
+
+def test_report_says_when_timing_ended_on_precision(tmp_path):
+    append_result(tmp_path, timed_case('create', [10.0] * 12, budget_s=10.0, precision=0.02))
+    append_result(tmp_path, timed_case('dynamic', [400.0] * 7, budget_s=10.0, precision=0.02))
+    md = write_report(tmp_path / RESULTS_FILE, tmp_path).markdown.read_text()
+    assert ('budget 10.0 s per case for warm-up and timed passes together, ended once the median was known to 2% '
+            '(standard error); median and IQR over 7–12 timed passes per case.') in md
+    assert "- timing precision (the median's relative standard error that ends timing; 0: none): 0.02" in md

@@ -1,0 +1,178 @@
+"""Compare two runs (two timm releases, or one release on two days): what changed in correctness and in speed.
+
+Cases are joined by matrix and case id. Each gets two verdicts:
+
+- ``change``, from the statuses and figures: ``regressed`` (ok -> bad, or passed -> unsupported), ``fixed``
+  (bad -> ok), ``outputs_changed`` (the same status, but the outputs' fingerprint or a check's figure moved by
+  more than ``outputs_atol``: a numeric change too small for any check's tolerance still shows),
+  ``unchanged``, ``new``, ``removed``, or ``not_comparable`` (``error`` or ``resource`` on either side);
+- ``timing_change``, from the raw timed passes, in the manner of asv: ``slower``/``faster`` only when a
+  two-sided Mann-Whitney U test is significant at ``alpha`` AND the ratio of medians is beyond ``factor``;
+  ``noisy`` when beyond the factor but not significant; ``same``; ``not_comparable`` when the two were
+  measured differently (device name, dtype, batch size, torch, or a run without run.json).
+
+Nothing here reads or writes files except :func:`load_side`; the command line writes the tables
+(:mod:`harness.compare_report`).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scipy.stats import mannwhitneyu
+
+from harness.results import RESULTS_FILE, read_results
+from harness.run_record import RUN_FILE, RunRecord, read_run_record
+
+OK = ('passed', 'xfailed', 'unsupported')
+BAD = ('failed', 'xpassed')
+CHANGES = ('regressed', 'fixed', 'outputs_changed', 'unchanged', 'new', 'removed', 'not_comparable')
+TIMING_CHANGES = ('slower', 'faster', 'noisy', 'same', 'not_comparable')
+FAILING_CHANGES = ('regressed',)        # what makes `harness compare` exit 1 (with `slower` and a new error)
+FAILING_TIMING_CHANGES = ('slower',)
+# figures that a case's checks record: a move beyond outputs_atol is an outputs change
+CHECK_FIGURES = ('native_max_abs_diff', 'fidelity_weights_max_abs_diff', 'fidelity_outputs_max_abs_diff',
+                 'parity_max_abs_diff', 'parity_cosine', 'drift_cosine', 'drift_top1_agreement')
+# what two timings must share to be compared
+TIMING_SETTINGS = ('device_name', 'dtype', 'batch_size', 'torch_version')
+
+
+class CompareError(ValueError):
+    """A side that cannot be compared (no results there); ``str()`` names the path."""
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    factor: float = 1.1          # a median ratio beyond this (or below its inverse) may be a timing change
+    alpha: float = 0.002         # ... when the rank test's p-value is below this
+    outputs_atol: float = 1e-5   # a fingerprint or check figure moving more than this is an outputs change
+
+
+@dataclass(frozen=True)
+class Side:
+    """One run to compare: where it came from, its run.json (None before run.json existed) and its records."""
+    label: str
+    run: RunRecord | None
+    records: dict[tuple[str, str], dict[str, Any]]   # (matrix, case id) -> record
+
+
+@dataclass(frozen=True)
+class CaseComparison:
+    matrix: str
+    case_id: str
+    base_status: str | None
+    new_status: str | None
+    change: str
+    timing_change: str
+    ratio: float | None        # new median / base median
+    p_value: float | None      # two-sided Mann-Whitney U on the timed passes
+    detail: str                # what moved, or why the case is not comparable
+
+
+def load_side(path: Path) -> Side:
+    """A run folder (results.jsonl and, from issue 6 on, run.json) or a results.jsonl file."""
+    results = path / RESULTS_FILE if path.is_dir() else path
+    if not results.is_file():
+        raise CompareError(f'{path}: no {RESULTS_FILE} there; expected a run folder or a results file written by '
+                           f'harness run')
+    records = {(r.get('matrix', ''), r['case_id']): r for r in read_results(results)}
+    return Side(str(path), read_run_record(results.parent) if (results.parent / RUN_FILE).exists() else None, records)
+
+
+def compare(base: Side, new: Side, spec: CompareSpec) -> list[CaseComparison]:
+    """Every case of either side, in base order then the new side's new cases."""
+    keys = list(base.records) + [key for key in new.records if key not in base.records]
+    return [compare_case(key, base.records.get(key), new.records.get(key), timings_comparable(base, new), spec)
+            for key in keys]
+
+
+def timings_comparable(base: Side, new: Side) -> bool:
+    """Runs from before run.json existed do not say enough about how they were measured."""
+    return base.run is not None and new.run is not None
+
+
+def compare_case(key: tuple[str, str], base: dict | None, new: dict | None, timings_ok: bool,
+                 spec: CompareSpec) -> CaseComparison:
+    change, detail = status_change(base, new, spec)
+    timing, ratio, p_value, why = timing_change(base, new, spec) if timings_ok and base and new else \
+        ('not_comparable', None, None, 'a side without run.json' if base and new else '')
+    return CaseComparison(key[0], key[1], base and base.get('status'), new and new.get('status'), change, timing,
+                          ratio, p_value, '; '.join(part for part in (detail, why) if part))
+
+
+def status_change(base: dict | None, new: dict | None, spec: CompareSpec) -> tuple[str, str]:
+    """(change, what moved or why not comparable)."""
+    if base is None:
+        return 'new', ''
+    if new is None:
+        return 'removed', ''
+    was, now = base.get('status'), new.get('status')
+    if was in ('error', 'resource') or now in ('error', 'resource'):
+        return 'not_comparable', f'{was} -> {now}'
+    if (was in OK and now in BAD) or (was == 'passed' and now == 'unsupported'):
+        return 'regressed', f'{was} -> {now}: {new.get("reason", "")}'.rstrip(': ')
+    if was in BAD and now in OK:
+        return 'fixed', f'{was} -> {now}'
+    moved = moved_outputs(base, new, spec.outputs_atol)
+    return ('outputs_changed', '; '.join(moved)) if moved else ('unchanged', '')
+
+
+def moved_outputs(base: dict, new: dict, atol: float) -> list[str]:
+    """The fingerprint fields and check figures that moved by more than ``atol`` (a figure present on one side
+    only counts as moved). Fingerprints are compared only between the same device type."""
+    moved = [f'{name} {_shown(base.get(name))} -> {_shown(new.get(name))}' for name in CHECK_FIGURES
+             if _moved(base.get(name), new.get(name), atol)]
+    old_print, new_print = base.get('output_fingerprint'), new.get('output_fingerprint')
+    if old_print and new_print and base.get('device') == new.get('device') and old_print != new_print:
+        if old_print.get('digest') != new_print.get('digest'):
+            moved += [f'outputs {name} {_shown(old_print.get(name))} -> {_shown(new_print.get(name))}'
+                      for name in sorted(set(old_print) | set(new_print)) if name != 'digest'
+                      and _moved(old_print.get(name), new_print.get(name), atol)]
+    return moved
+
+
+def _moved(old: Any, new: Any, atol: float) -> bool:
+    if isinstance(old, list) or isinstance(new, list):
+        if not (isinstance(old, list) and isinstance(new, list)) or len(old) != len(new):
+            return True
+        return any(_moved(a, b, atol) for a, b in zip(old, new))
+    if old is None or new is None:
+        return (old is None) != (new is None)
+    if math.isnan(old) or math.isnan(new):
+        return math.isnan(old) != math.isnan(new)
+    return abs(old - new) > atol
+
+
+def timing_change(base: dict, new: dict, spec: CompareSpec) -> tuple[str, float | None, float | None, str]:
+    """(timing change, ratio of medians, p-value, why not comparable)."""
+    old_samples, new_samples = base.get('time_samples_ms'), new.get('time_samples_ms')
+    if not old_samples or not new_samples:
+        return 'not_comparable', None, None, ''
+    differ = [f'{name} {base.get(name)} vs {new.get(name)}' for name in TIMING_SETTINGS
+              if base.get(name) != new.get(name)]
+    if differ:
+        return 'not_comparable', None, None, 'timed differently: ' + ', '.join(differ)
+    ratio = statistics.median(new_samples) / statistics.median(old_samples)
+    p_value = float(mannwhitneyu(old_samples, new_samples, alternative='two-sided').pvalue)
+    beyond = ratio > spec.factor or ratio < 1 / spec.factor
+    if not beyond:
+        return 'same', ratio, p_value, ''
+    if p_value >= spec.alpha:
+        return 'noisy', ratio, p_value, ''
+    return ('slower' if ratio > 1 else 'faster'), ratio, p_value, ''
+
+
+def exit_code(comparisons: list[CaseComparison]) -> int:
+    """1 on a regression, a slowdown or a case that became an error; else 0."""
+    failing = any(c.change in FAILING_CHANGES or c.timing_change in FAILING_TIMING_CHANGES
+                  or (c.new_status == 'error' and c.base_status != 'error') for c in comparisons)
+    return 1 if failing else 0
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f'{value:.3g}'
+    return str(value)

@@ -1,0 +1,82 @@
+"""compare.md and compare.json: what :mod:`harness.compare` found, regressions first.
+
+compare.md is meant to be read on a phone from a CI notification: a one-line summary, then one short table per
+kind of change, worst first, with few columns. compare.json holds every case for machines.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from harness.compare import CHANGES, TIMING_CHANGES, CaseComparison, CompareSpec, Side
+
+# the tables of compare.md, in order: (title, which cases, columns)
+STATUS_TABLES = (('Regressed', 'regressed'), ('Fixed', 'fixed'), ('Outputs changed', 'outputs_changed'),
+                 ('Not comparable', 'not_comparable'), ('New', 'new'), ('Removed', 'removed'))
+TIMING_TABLES = (('Slower', 'slower'), ('Faster', 'faster'), ('Noisy', 'noisy'))
+
+
+@dataclass(frozen=True)
+class CompareFiles:
+    markdown: Path
+    json: Path
+
+
+def summary_line(comparisons: list[CaseComparison]) -> str:
+    """e.g. ``12 cases: 1 regressed, 11 unchanged; timing: 1 slower, 10 same, 1 not_comparable``."""
+    changes = Counter(c.change for c in comparisons)
+    timings = Counter(c.timing_change for c in comparisons)
+    return (f'{len(comparisons)} cases: ' + ', '.join(f'{changes[k]} {k}' for k in CHANGES if changes[k])
+            + '; timing: ' + (', '.join(f'{timings[k]} {k}' for k in TIMING_CHANGES if timings[k]) or 'none'))
+
+
+def render_markdown(base: Side, new: Side, spec: CompareSpec, comparisons: list[CaseComparison]) -> str:
+    lines = [f'# Compare: {_describe(base)} → {_describe(new)}', '',
+             f'**{summary_line(comparisons)}**', '',
+             f'Timing changes need a two-sided Mann-Whitney U p < {spec.alpha:g} and a median ratio beyond '
+             f'{spec.factor:g}x; outputs changes are fingerprint or check figures moving more than '
+             f'{spec.outputs_atol:g}.', '']
+    frame = pd.DataFrame([dataclasses.asdict(c) for c in comparisons])
+    for title, change in STATUS_TABLES:
+        rows = frame[frame['change'] == change] if not frame.empty else frame
+        if not rows.empty:
+            table = rows[['case_id', 'base_status', 'new_status', 'detail']].rename(
+                columns={'case_id': 'case', 'base_status': 'base', 'new_status': 'new'})
+            lines += [f'## {title} ({len(rows)})', '', table.to_markdown(index=False), '']
+    for title, change in TIMING_TABLES:
+        rows = frame[frame['timing_change'] == change] if not frame.empty else frame
+        if not rows.empty:
+            table = rows[['case_id', 'ratio', 'p_value']].rename(columns={'case_id': 'case', 'p_value': 'p'})
+            lines += [f'## {title} ({len(rows)})', '', table.to_markdown(index=False, floatfmt='.3g'), '']
+    return '\n'.join(lines)
+
+
+def to_json(base: Side, new: Side, spec: CompareSpec, comparisons: list[CaseComparison]) -> dict:
+    return {'base': _side(base), 'new': _side(new), 'spec': dataclasses.asdict(spec),
+            'summary': {'change': dict(Counter(c.change for c in comparisons)),
+                        'timing_change': dict(Counter(c.timing_change for c in comparisons))},
+            'cases': [dataclasses.asdict(c) for c in comparisons]}
+
+
+def write_compare(out_dir: Path, base: Side, new: Side, spec: CompareSpec,
+                  comparisons: list[CaseComparison]) -> CompareFiles:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = CompareFiles(out_dir / 'compare.md', out_dir / 'compare.json')
+    files.markdown.write_text(render_markdown(base, new, spec, comparisons))
+    files.json.write_text(json.dumps(to_json(base, new, spec, comparisons), indent=2) + '\n')
+    return files
+
+
+def _side(side: Side) -> dict:
+    return {'label': side.label, 'run': dataclasses.asdict(side.run) if side.run else None}
+
+
+def _describe(side: Side) -> str:
+    if side.run is None:
+        return f'{side.label} (no run.json)'
+    return f'{side.label} (timm {side.run.timm_version}, {side.run.device_name or side.run.device})'

@@ -5,6 +5,7 @@ re-judged (or compared across releases) without re-running anything.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +62,22 @@ def forward_outputs(model: nn.Module, inputs: torch.Tensor) -> Outputs:
     except Exception as e:   # noqa: BLE001 - whatever timm raises is the finding (or a machine limit)
         raise ForwardFailed(step, tuple(inputs.shape), e) from e
     return Outputs(tuple(features.shape), logits.float().cpu(), pooled.float().cpu(), intermediates)
+
+
+def fingerprint(outputs: Outputs, head: int = 8) -> dict[str, Any]:
+    """A compact record of what a model computed, for comparing releases (:mod:`harness.compare`): a digest of
+    the logits rounded to 4 decimals (equal digests: the same outputs to that precision), and the figures that
+    say how far they moved when digests differ: the first ``head`` logits of each image, and the mean and
+    standard deviation of the logits and of the pre-logits features."""
+    logits = outputs.logits.double()
+    rounded = torch.round(logits, decimals=4) + 0.0   # + 0.0: -0.0 and 0.0 must digest alike
+    return {
+        'digest': hashlib.sha256(rounded.numpy().tobytes()).hexdigest()[:16],
+        'logits_head': [[round(v, 6) for v in row[:head].tolist()] for row in logits],
+        'logits_mean': logits.mean().item(), 'logits_std': logits.std().item() if logits.numel() > 1 else 0.0,
+        'pre_logits_mean': outputs.pooled.double().mean().item(),
+        'pre_logits_std': outputs.pooled.double().std().item() if outputs.pooled.numel() > 1 else 0.0,
+    }
 
 
 def nonfinite(outputs: Outputs) -> list[str]:

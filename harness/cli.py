@@ -9,12 +9,14 @@ start (:mod:`harness.run_start`). Bad input is one line ``error: <file or flag>:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
 import signal
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
@@ -23,7 +25,7 @@ from harness import timm_versions
 from harness.cache import default_cache_dir
 from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
 from harness.results import DTYPES, RESULTS_FILE, UNEXPECTED, ResultsFileError, read_results
-from harness.run_record import RunRecordError
+from harness.run_record import RunRecordError, mark_finished
 from harness.run_start import RunStart, StartRefused
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -34,6 +36,47 @@ exit codes:
   1    some case failed, xpassed, error or resource
   2    bad input or usage, before any case runs
   130  interrupted (results kept, report written)
+"""
+
+BISECT_DESCRIPTION = """\
+Find the two adjacent timm releases between which the selected cases' statuses change.
+
+Each release tried runs `harness run MATRIX -k EXPR --timm VERSION --no-timing` into <out>/<version>; a
+release is good when its statuses equal those at --good. Binary search over the releases between --good and
+--bad, so about log2(releases) + 2 installs; --good may be the newer release (to find a fix). A release that
+will not install, or where a selected case is unsupported, is skipped (as git bisect skip). Writes
+<out>/bisect.json: older, newer, older_statuses, newer_statuses, untested and every release tried.
+
+example:
+  harness bisect matrices/vit.yaml -k "open_clip and patch8 and create" --good 1.0.31 --bad 0.9.16
+
+exit codes: 0 found; 2 bad input, or the search could not start (equal outcomes at both ends)
+"""
+
+COMPARE_DESCRIPTION = """\
+Compare two runs case by case (joined by matrix and case id), in the manner of asv compare.
+
+change: regressed (passed/xfailed/unsupported -> failed/xpassed, or passed -> unsupported), fixed (the
+  reverse), outputs_changed (same status; the output fingerprint or a check figure moved beyond
+  --outputs-atol), unchanged, new, removed, not_comparable (error or resource on either side).
+timing_change: slower/faster when the timed passes differ by a two-sided Mann-Whitney U test at --alpha AND
+  the median ratio is beyond --factor; noisy when beyond the factor but not significant; same;
+  not_comparable when device name, dtype, batch size, torch or TF32/cuDNN settings differ, or a run has no
+  run.json.
+"""
+
+EPILOG_COMPARE = """\
+Writes compare.md (regressions first) and compare.json (every case), prints a summary, and appends
+compare.md to $GITHUB_STEP_SUMMARY when that is set.
+
+examples:
+  harness compare reports/vit-1.0.30 reports/vit-1.0.31
+  harness compare base/results.jsonl new/results.jsonl --factor 1.05 --out compare/
+
+exit codes:
+  0    nothing regressed or got slower
+  1    some case regressed, got slower, or became an error
+  2    bad input or usage
 """
 
 EPILOG_RUN = """\
@@ -72,10 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
+        if args.command != 'run' and extra:
+            parser.error(f'unrecognized arguments: {" ".join(extra)}')
         if args.command == 'report':
-            if extra:
-                parser.error(f'unrecognized arguments: {" ".join(extra)}')
             return _report(args)
+        if args.command == 'compare':
+            return _compare(args)
+        if args.command == 'bisect':
+            return _bisect(args)
         return _run(args, extra, argv)
     except BAD_INPUT as e:
         return _usage_error(str(e))
@@ -132,6 +179,34 @@ def _seconds(text: str) -> float:
     if not 0 <= value < float('inf'):   # also refuses nan
         raise argparse.ArgumentTypeError(f'expected seconds >= 0 (0 = no limit), got {text!r}')
     return value
+
+
+def _factor(text: str) -> float:
+    value = _float(text)
+    if not 1 <= value < float('inf'):
+        raise argparse.ArgumentTypeError(f'expected a ratio >= 1 such as 1.1, got {text!r}')
+    return value
+
+
+def _probability(text: str) -> float:
+    value = _float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f'expected a probability between 0 and 1 such as 0.002, got {text!r}')
+    return value
+
+
+def _atol(text: str) -> float:
+    value = _float(text)
+    if not 0 <= value < float('inf'):
+        raise argparse.ArgumentTypeError(f'expected a tolerance >= 0 such as 1e-5, got {text!r}')
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float('nan')   # refused by every caller's range check
 
 
 def _timm_release(text: str) -> str:
@@ -191,6 +266,37 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser('report', help='write report.md, results.csv and summary.csv from results')
     report.add_argument('results', type=Path, help='a results.jsonl written by harness run')
     report.add_argument('--out', type=Path, help='output folder (default: the folder holding RESULTS)')
+
+    bisect = commands.add_parser('bisect', help='find the adjacent timm releases between which cases change',
+                                 description=BISECT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bisect.add_argument('matrix', type=Path, help='YAML matrix')
+    bisect.add_argument('-k', metavar='EXPR', help='the cases to follow, a pytest -k expression (default: all)')
+    bisect.add_argument('--good', required=True, type=_timm_release, metavar='VERSION',
+                        help='a release whose outcome is the good one (older for a regression, newer for a fix)')
+    bisect.add_argument('--bad', required=True, type=_timm_release, metavar='VERSION',
+                        help='a release with another outcome')
+    bisect.add_argument('--releases', metavar='V1,V2,...',
+                        help='bisect among these releases only (default: every final timm release on the package '
+                             'index between --good and --bad, listed with pip index versions and cached a day)')
+    bisect.add_argument('--out', type=Path, metavar='DIR',
+                        help='folder for bisect.json and one run folder per release (default: reports/<matrix '
+                             'name>-bisect)')
+    bisect.add_argument('--cache', type=Path, metavar='DIR', help='as for harness run')
+
+    compare = commands.add_parser('compare', help='compare two runs: regressions, fixes, output and timing changes',
+                                  description=COMPARE_DESCRIPTION, epilog=EPILOG_COMPARE,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare.add_argument('base', type=Path, help='the earlier run: a run folder or its results.jsonl')
+    compare.add_argument('new', type=Path, help='the later run, the same way')
+    compare.add_argument('--out', type=Path, metavar='DIR',
+                         help="folder for compare.md and compare.json (default: NEW's folder)")
+    compare.add_argument('--factor', type=_factor, default=1.1,
+                         help='a timing change needs a median ratio beyond this (default: 1.1, i.e. 10%%)')
+    compare.add_argument('--alpha', type=_probability, default=0.002,
+                         help="... and a two-sided Mann-Whitney U p-value below this (default: 0.002)")
+    compare.add_argument('--outputs-atol', type=_atol, default=1e-5, metavar='X',
+                         help='an output fingerprint or check figure moving more than this is outputs_changed '
+                              '(default: 1e-5)')
     return parser
 
 
@@ -213,6 +319,8 @@ def _run(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
     exit_code = _run_cases(args, extra, start, out, cache)
     if start.refused:
         raise start.refused
+    if start.matrix is not None:
+        mark_finished(out)
     if exit_code is None:
         return _interrupted(out, argv)
     if exit_code in (EXIT_OK, EXIT_REGRESSION):
@@ -327,6 +435,57 @@ def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, out: Pa
 def _exit_code_from_results(results: Path, matrix_name: str) -> int:
     records = [r for r in read_results(results) if r.get('matrix') == matrix_name] if results.exists() else []
     return EXIT_REGRESSION if any(r['status'] in UNEXPECTED for r in records) else EXIT_OK
+
+
+def _bisect(args: argparse.Namespace) -> int:
+    from harness.bisect import BisectError, between, bisect, index_releases, run_outcome, to_json
+    raw = read_matrix_file(args.matrix)
+    out = args.out or Path(f'{_default_out(args.matrix, raw)}-bisect')
+    _check_writable(out, '--out' if args.out else f'{out} (the default --out, from the matrix name)')
+    cache = args.cache or default_cache_dir()
+
+    def outcome(version: str) -> dict[str, str]:
+        print(f'bisect: timm {version} ...', flush=True)
+        statuses = run_outcome(args.matrix, args.k, version, out / version, cache)
+        print(f'bisect: timm {version}: {_status_counts(statuses)}', flush=True)
+        return statuses
+
+    try:
+        listed = [v.strip() for v in args.releases.split(',')] if args.releases else index_releases(cache)
+        result = bisect(between(listed, args.good, args.bad), outcome)
+    except BisectError as e:
+        raise UsageError(str(e)) from None
+    (out / 'bisect.json').write_text(json.dumps(to_json(result), indent=2) + '\n')
+    untested = f' (untested between them: {", ".join(result.untested)})' if result.untested else ''
+    print(f'bisect: the outcome changes between timm {result.older} ({_status_counts(result.older_statuses)}) and '
+          f'{result.newer} ({_status_counts(result.newer_statuses)}){untested}; {len(result.tested)} releases '
+          f'tried; {out / "bisect.json"}')
+    return EXIT_OK
+
+
+def _status_counts(statuses: dict[str, str]) -> str:
+    return ', '.join(f'{n} {status}' for status, n in sorted(Counter(statuses.values()).items()))
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from harness.compare import CompareError, CompareSpec, compare, exit_code, load_side
+    from harness.compare_report import summary_line, write_compare
+    try:
+        base, new = load_side(args.base), load_side(args.new)
+    except CompareError as e:
+        raise UsageError(str(e)) from None
+    spec = CompareSpec(factor=args.factor, alpha=args.alpha, outputs_atol=args.outputs_atol)
+    comparisons = compare(base, new, spec)
+    out = args.out or (args.new if args.new.is_dir() else args.new.parent)
+    _check_writable(out, '--out' if args.out else f'{out} (the default --out, the new run\'s folder)')
+    files = write_compare(out, base, new, spec, comparisons)
+    print(f'compare: {summary_line(comparisons)}')
+    print(f'report: {files.markdown}  (every case: {files.json})')
+    step_summary = os.environ.get('GITHUB_STEP_SUMMARY')
+    if step_summary:
+        with open(step_summary, 'a') as f:
+            f.write(files.markdown.read_text() + '\n')
+    return exit_code(comparisons)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -85,20 +85,30 @@ def load_side(path: Path) -> Side:
 def compare(base: Side, new: Side, spec: CompareSpec) -> list[CaseComparison]:
     """Every case of either side, in base order then the new side's new cases."""
     keys = list(base.records) + [key for key in new.records if key not in base.records]
-    return [compare_case(key, base.records.get(key), new.records.get(key), timings_comparable(base, new), spec)
-            for key in keys]
+    why_not = timings_not_comparable(base, new)
+    return [compare_case(key, base.records.get(key), new.records.get(key), why_not, spec) for key in keys]
 
 
-def timings_comparable(base: Side, new: Side) -> bool:
-    """Runs from before run.json existed do not say enough about how they were measured."""
-    return base.run is not None and new.run is not None
+def timings_not_comparable(base: Side, new: Side) -> str | None:
+    """Why no timing of these two runs can be compared, or None. Runs from before run.json existed do not say
+    enough about how they were measured; TF32 and cuDNN settings change what a pass costs."""
+    if base.run is None or new.run is None:
+        return 'a run without run.json (timed before the harness recorded how)'
+    if base.run.math_flags and new.run.math_flags and base.run.math_flags != new.run.math_flags:
+        return f'math settings differ: {base.run.math_flags} vs {new.run.math_flags}'
+    return None
 
 
-def compare_case(key: tuple[str, str], base: dict | None, new: dict | None, timings_ok: bool,
+def compare_case(key: tuple[str, str], base: dict | None, new: dict | None, timings_not_comparable: str | None,
                  spec: CompareSpec) -> CaseComparison:
+    """One case's comparison; ``timings_not_comparable`` says why the runs' timings cannot be compared, if so."""
     change, detail = status_change(base, new, spec)
-    timing, ratio, p_value, why = timing_change(base, new, spec) if timings_ok and base and new else \
-        ('not_comparable', None, None, 'a side without run.json' if base and new else '')
+    if base is None or new is None:
+        timing, ratio, p_value, why = 'not_comparable', None, None, ''
+    elif timings_not_comparable and base.get('time_samples_ms') and new.get('time_samples_ms'):
+        timing, ratio, p_value, why = 'not_comparable', None, None, timings_not_comparable
+    else:
+        timing, ratio, p_value, why = timing_change(base, new, spec)
     return CaseComparison(key[0], key[1], base and base.get('status'), new and new.get('status'), change, timing,
                           ratio, p_value, '; '.join(part for part in (detail, why) if part))
 

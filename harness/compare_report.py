@@ -15,10 +15,13 @@ import pandas as pd
 
 from harness.compare import CHANGES, TIMING_CHANGES, CaseComparison, CompareSpec, Side
 
-# the tables of compare.md, in order: (title, which cases, columns)
-STATUS_TABLES = (('Regressed', 'regressed'), ('Fixed', 'fixed'), ('Outputs changed', 'outputs_changed'),
-                 ('Not comparable', 'not_comparable'), ('New', 'new'), ('Removed', 'removed'))
-TIMING_TABLES = (('Slower', 'slower'), ('Faster', 'faster'), ('Noisy', 'noisy'))
+# the tables of compare.md, worst first: (title, the column that selects the cases, its value)
+TABLES = (('Regressed', 'change', 'regressed'), ('Slower', 'timing_change', 'slower'),
+          ('Not comparable', 'change', 'not_comparable'), ('Outputs changed', 'change', 'outputs_changed'),
+          ('Fixed', 'change', 'fixed'), ('Faster', 'timing_change', 'faster'), ('Noisy', 'timing_change', 'noisy'),
+          ('New', 'change', 'new'), ('Removed', 'change', 'removed'))
+STATUS_COLUMNS = {'case_id': 'case', 'base_status': 'base', 'new_status': 'new', 'detail': 'detail'}
+TIMING_COLUMNS = {'case_id': 'case', 'ratio': 'ratio', 'p_value': 'p'}
 
 
 @dataclass(frozen=True)
@@ -41,18 +44,14 @@ def render_markdown(base: Side, new: Side, spec: CompareSpec, comparisons: list[
              f'Timing changes need a two-sided Mann-Whitney U p < {spec.alpha:g} and a median ratio beyond '
              f'{spec.factor:g}x; outputs changes are fingerprint or check figures moving more than '
              f'{spec.outputs_atol:g}.', '']
-    frame = pd.DataFrame([dataclasses.asdict(c) for c in comparisons])
-    for title, change in STATUS_TABLES:
-        rows = frame[frame['change'] == change] if not frame.empty else frame
-        if not rows.empty:
-            table = rows[['case_id', 'base_status', 'new_status', 'detail']].rename(
-                columns={'case_id': 'case', 'base_status': 'base', 'new_status': 'new'})
-            lines += [f'## {title} ({len(rows)})', '', table.to_markdown(index=False), '']
-    for title, change in TIMING_TABLES:
-        rows = frame[frame['timing_change'] == change] if not frame.empty else frame
-        if not rows.empty:
-            table = rows[['case_id', 'ratio', 'p_value']].rename(columns={'case_id': 'case', 'p_value': 'p'})
-            lines += [f'## {title} ({len(rows)})', '', table.to_markdown(index=False, floatfmt='.3g'), '']
+    frame = pd.DataFrame([dataclasses.asdict(c) for c in comparisons], columns=CaseComparison.__dataclass_fields__)
+    for title, column, value in TABLES:
+        rows = frame[frame[column] == value]
+        if rows.empty:
+            continue
+        columns = TIMING_COLUMNS if column == 'timing_change' else STATUS_COLUMNS
+        table = rows[list(columns)].rename(columns=columns).to_markdown(index=False, floatfmt='.3g')
+        lines += [f'## {title} ({len(rows)})', '', table, '']
     return '\n'.join(lines)
 
 

@@ -205,6 +205,7 @@ def _checks(case: Case, work: CheckpointWork, result: CaseResult) -> nn.Module |
         return None
     if case.path != 'create':
         _parity(case, native, run.outputs, work.create_run(case, native), work.matrix.tolerances, result)
+    result.output_fingerprint = checks.fingerprint(run.outputs)
     result.drift_cosine = checks.mean_cosine(run.outputs.pooled, native.outputs.pooled)
     result.drift_top1_agreement = checks.top1_agreement(run.outputs.logits, native.outputs.logits)
     return run.model

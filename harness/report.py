@@ -72,8 +72,9 @@ def load_results(results_path: Path) -> pd.DataFrame:
 
 
 def _csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """List fields (img_size, failed_checks, ...) as JSON text, so they parse back unambiguously."""
-    return frame.apply(lambda col: col.map(lambda v: json.dumps(v) if isinstance(v, list) else v))
+    """List and mapping fields (img_size, failed_checks, output_fingerprint, ...) as JSON text, so they parse
+    back unambiguously."""
+    return frame.apply(lambda col: col.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v))
 
 
 # --- formatting ----------------------------------------------------------------------------------------------

@@ -73,6 +73,8 @@ class CaseResult:
     parity_max_abs_diff: float | None = None
     parity_cosine: float | None = None
     parity_note: str | None = None   # why parity is recorded but not judged (a documented difference, ...)
+    # what the path's model computed, compact: compared between releases by `harness compare`
+    output_fingerprint: dict[str, Any] | None = None
     # drift (target size vs native size)
     drift_cosine: float | None = None
     drift_top1_agreement: float | None = None

@@ -10,6 +10,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -21,6 +22,8 @@ if TYPE_CHECKING:   # the real imports are deferred: the command line reads run.
     from harness.matrix import Matrix, TimingConfig
 
 RUN_FILE = 'run.json'
+# the layout of run.json and results.jsonl; 1 for folders written before this field (issue 7)
+RESULTS_SCHEMA = 2
 # settings a resumed run must share with the run it continues, and how a message names them
 MUST_MATCH = {'timm_version': 'timm', 'torch_version': 'torch', 'device': 'device', 'dtype': 'dtype',
               'batch_size': 'batch size', 'matrix_sha256': 'matrix content (sha256)'}
@@ -33,9 +36,15 @@ class RunRecordError(ValueError):
 @dataclass
 class RunRecord:
     """Every field has a default so that a run.json written by an older harness (fewer fields) still reads."""
+    results_schema: int = 1
     timm_version: str = ''
     torch_version: str = ''
     harness_version: str = ''
+    harness_commit: str = ''              # `git describe --always --dirty` of the harness source, when a checkout
+    cuda_version: str | None = None       # what torch was built with (None: a CPU build)
+    cudnn_version: int | None = None
+    cpu_threads: int | None = None        # torch's intra-op threads per process
+    math_flags: dict[str, bool] = field(default_factory=dict)   # TF32 and cuDNN settings that change timings
     device: str = ''                      # device type: cpu or cuda
     device_name: str = ''
     dtype: str = ''
@@ -46,6 +55,7 @@ class RunRecord:
     matrix_sha256: str = ''               # of the matrix file's bytes
     argv: list[str] = field(default_factory=list)
     started_at: str = ''                  # UTC, ISO 8601
+    finished_at: str = ''                 # the same; empty while the run goes on (or after it was killed)
 
     def started(self) -> datetime.datetime | None:
         try:
@@ -62,12 +72,42 @@ def describe_run(matrix: Matrix, device: torch.device, timing: TimingConfig, arg
 
     from harness.pipeline import device_name
     return RunRecord(
-        timm_version=timm.__version__, torch_version=torch.__version__, harness_version=_harness_version(),
-        device=device.type, device_name=device_name(device), dtype=timing.dtype, batch_size=timing.batch_size,
+        results_schema=RESULTS_SCHEMA, timm_version=timm.__version__, torch_version=torch.__version__,
+        harness_version=_harness_version(), harness_commit=_harness_commit(), cuda_version=torch.version.cuda,
+        cudnn_version=torch.backends.cudnn.version() if device.type == 'cuda' else None,
+        cpu_threads=torch.get_num_threads(), math_flags=_math_flags(), device=device.type, device_name=device_name(device), dtype=timing.dtype, batch_size=timing.batch_size,
         timing_budget_s=timing.budget_s if timing.enabled else None,
         timing_precision=timing.precision if timing.enabled else None, matrix_name=matrix.name,
         matrix_sha256=hashlib.sha256(Path(matrix.path).read_bytes()).hexdigest(), argv=list(argv),
-        started_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
+        started_at=_now())
+
+
+def mark_finished(out_dir: Path) -> None:
+    """Stamp the folder's run.json with the time the run (or a resumed part of it) ended."""
+    record = read_run_record(out_dir)
+    if record is not None:
+        write_run_record(out_dir, dataclasses.replace(record, finished_at=_now()))
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+
+
+def _math_flags() -> dict[str, bool]:
+    import torch
+    cudnn = torch.backends.cudnn
+    return {'matmul_allow_tf32': torch.backends.cuda.matmul.allow_tf32, 'cudnn_allow_tf32': cudnn.allow_tf32,
+            'cudnn_benchmark': cudnn.benchmark, 'cudnn_deterministic': cudnn.deterministic}
+
+
+def _harness_commit() -> str:
+    source = Path(__file__).resolve().parent
+    try:
+        done = subprocess.run(['git', '-C', str(source), 'describe', '--always', '--dirty', '--abbrev=12'],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ''
+    return done.stdout.strip() if done.returncode == 0 else ''
 
 
 def read_run_record(out_dir: Path) -> RunRecord | None:

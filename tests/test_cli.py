@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,9 +27,11 @@ timing: {batch_size: 2, warmup: 0, budget_s: 0, min_repeats: 2}
 '''
 
 
-def harness(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def harness(*args: str, cwd: Path | None = None,
+            env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **env_extra} if env_extra else None
     return subprocess.run([sys.executable, '-m', 'harness.cli', *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd)
+                          cwd=cwd, env=env)
 
 
 def records(out: Path) -> list[dict]:

@@ -1,0 +1,216 @@
+"""`harness compare`: status changes, output changes and timing changes between two runs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from harness.compare import CompareSpec, Side, compare, compare_case, exit_code, status_change, timing_change
+from harness.results import CaseResult, append_result
+from harness.run_record import RunRecord, write_run_record
+from tests.test_cli import TWO_ORIGINS, harness
+
+SPEC = CompareSpec()
+KEY = ('m', 'vit-timm-224x224-create')
+
+
+def record(status: str = 'passed', **fields) -> dict:
+    return {'matrix': 'm', 'case_id': KEY[1], 'status': status, 'reason': '', 'device': 'cpu',
+            'device_name': 'Test CPU, 2 threads', 'dtype': 'fp32', 'batch_size': 1, 'torch_version': '2.14.1',
+            **fields}
+
+
+# --- status ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('was, now, change', [
+    ('passed', 'failed', 'regressed'),
+    ('xfailed', 'xpassed', 'regressed'),
+    ('unsupported', 'failed', 'regressed'),
+    ('passed', 'unsupported', 'regressed'),      # a path that stopped being supported
+    ('failed', 'passed', 'fixed'),
+    ('xpassed', 'xfailed', 'fixed'),
+    ('failed', 'unsupported', 'fixed'),
+    ('unsupported', 'passed', 'unchanged'),
+    ('passed', 'xfailed', 'unchanged'),
+    ('failed', 'xpassed', 'unchanged'),
+    ('error', 'passed', 'not_comparable'),
+    ('passed', 'resource', 'not_comparable'),
+])
+def test_status_changes(was, now, change):
+    assert status_change(record(was), record(now), SPEC)[0] == change
+
+
+def test_new_and_removed_cases():
+    assert status_change(None, record(), SPEC)[0] == 'new'
+    assert status_change(record(), None, SPEC)[0] == 'removed'
+
+
+def test_a_regression_says_why_the_case_now_fails():
+    change, detail = status_change(record('passed'), record('failed', reason='fidelity: 0.3 > 1e-4'), SPEC)
+    assert change == 'regressed' and detail == 'passed -> failed: fidelity: 0.3 > 1e-4'
+
+
+# --- outputs --------------------------------------------------------------------------------------------------
+
+def fingerprint(digest: str = 'abc', head_shift: float = 0.0) -> dict:
+    return {'digest': digest, 'logits_head': [[0.5 + head_shift, -1.0], [0.25, 2.0]], 'logits_mean': 0.1,
+            'logits_std': 1.2, 'pre_logits_mean': 0.0, 'pre_logits_std': 1.0}
+
+
+def test_outputs_that_moved_beyond_atol_are_an_outputs_change_even_when_every_check_passes():
+    change, detail = status_change(record(output_fingerprint=fingerprint('a')),
+                                   record(output_fingerprint=fingerprint('b', head_shift=1e-3)), SPEC)
+    assert change == 'outputs_changed' and 'logits_head' in detail
+
+
+def test_outputs_within_atol_are_unchanged_even_when_the_digest_differs():
+    """A change far below the rounding of the digest can still flip it: the figures decide."""
+    base, new = record(output_fingerprint=fingerprint('a')), record(output_fingerprint=fingerprint('b', 1e-8))
+    assert status_change(base, new, SPEC)[0] == 'unchanged'
+
+
+def test_fingerprints_of_different_devices_are_not_compared():
+    base = record(output_fingerprint=fingerprint('a'))
+    new = record(output_fingerprint=fingerprint('b', head_shift=1.0), device='cuda')
+    assert status_change(base, new, SPEC)[0] == 'unchanged'
+
+
+@pytest.mark.parametrize('figure, old, new, change', [
+    ('parity_max_abs_diff', 1e-6, 2e-4, 'outputs_changed'),
+    ('parity_max_abs_diff', 1e-6, 2e-6, 'unchanged'),
+    ('fidelity_weights_max_abs_diff', None, 0.0, 'outputs_changed'),   # a figure that appeared
+    ('drift_cosine', float('nan'), 0.9, 'outputs_changed'),
+])
+def test_check_figures_that_moved(figure, old, new, change):
+    assert status_change(record(**{figure: old}), record(**{figure: new}), SPEC)[0] == change
+
+
+# --- timing ---------------------------------------------------------------------------------------------------
+
+def samples(median_ms: float, n: int = 15, spread: float = 0.02, seed: int = 0) -> list[float]:
+    """Timed passes as a quiet CPU gives them: a few percent of noise around the median."""
+    rng = np.random.default_rng(seed)
+    return list(median_ms * (1 + spread * rng.standard_normal(n)))
+
+
+def test_a_15_percent_slowdown_is_slower():
+    change, ratio, p_value, _ = timing_change(record(time_samples_ms=samples(100.0)),
+                                              record(time_samples_ms=samples(115.0, seed=1)), SPEC)
+    assert change == 'slower' and ratio == pytest.approx(1.15, abs=0.03) and p_value < SPEC.alpha
+
+
+def test_a_15_percent_speedup_is_faster():
+    assert timing_change(record(time_samples_ms=samples(115.0)), record(time_samples_ms=samples(100.0, seed=1)),
+                         SPEC)[0] == 'faster'
+
+
+def test_a_2_percent_slowdown_is_not_flagged_though_significant():
+    change, ratio, p_value, _ = timing_change(record(time_samples_ms=samples(100.0, n=40, spread=0.005)),
+                                              record(time_samples_ms=samples(102.0, n=40, spread=0.005, seed=1)),
+                                              SPEC)
+    assert change == 'same' and p_value < SPEC.alpha and ratio < SPEC.factor
+
+
+def test_a_large_ratio_that_is_not_significant_is_noisy():
+    base = record(time_samples_ms=[100.0, 180.0, 105.0, 170.0, 98.0, 160.0, 110.0])
+    new = record(time_samples_ms=[120.0, 175.0, 130.0, 190.0, 101.0, 185.0, 125.0])
+    change, ratio, p_value, _ = timing_change(base, new, SPEC)
+    assert change == 'noisy' and ratio > SPEC.factor and p_value >= SPEC.alpha
+
+
+@pytest.mark.parametrize('setting, value', [('device_name', 'Other CPU'), ('dtype', 'bf16'), ('batch_size', 8),
+                                            ('torch_version', '2.13.0')])
+def test_timings_measured_differently_are_not_comparable(setting, value):
+    change, _, _, why = timing_change(record(time_samples_ms=samples(100.0)),
+                                      record(time_samples_ms=samples(150.0), **{setting: value}), SPEC)
+    assert change == 'not_comparable' and setting in why
+
+
+def test_timings_of_a_run_without_run_json_are_not_comparable():
+    comparison = compare_case(KEY, record(time_samples_ms=samples(100.0)), record(time_samples_ms=samples(150.0)),
+                              'a run without run.json', SPEC)
+    assert comparison.timing_change == 'not_comparable' and comparison.change == 'unchanged'
+
+
+def test_runs_with_different_tf32_settings_are_not_timed_comparably():
+    base = Side('base', RunRecord(math_flags={'matmul_allow_tf32': False}), {KEY: record(time_samples_ms=[1.0] * 7)})
+    new = Side('new', RunRecord(math_flags={'matmul_allow_tf32': True}), {KEY: record(time_samples_ms=[2.0] * 7)})
+    (comparison,) = compare(base, new, SPEC)
+    assert comparison.timing_change == 'not_comparable' and 'math settings differ' in comparison.detail
+
+
+# --- exit code ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('was, now, base_ms, new_ms, code', [
+    ('passed', 'passed', 100.0, 101.0, 0),
+    ('failed', 'passed', 100.0, 101.0, 0),          # fixed
+    ('passed', 'failed', 100.0, 101.0, 1),          # regressed
+    ('passed', 'passed', 100.0, 130.0, 1),          # slower
+    ('passed', 'error', 100.0, 101.0, 1),           # a new error is not comparable, but it is not fine
+    ('error', 'error', 100.0, 101.0, 0),
+])
+def test_exit_code(was, now, base_ms, new_ms, code):
+    base = Side('base', RunRecord(), {KEY: record(was, time_samples_ms=samples(base_ms))})
+    new = Side('new', RunRecord(), {KEY: record(now, time_samples_ms=samples(new_ms, seed=1))})
+    assert exit_code(compare(base, new, SPEC)) == code
+
+
+# --- the command ----------------------------------------------------------------------------------------------
+
+def write_run(folder, statuses: dict[str, str], timm_version: str) -> None:
+    folder.mkdir()
+    write_run_record(folder, RunRecord(results_schema=2, timm_version=timm_version, device='cpu',
+                                       device_name='Test CPU, 2 threads'))
+    for case_id, status in statuses.items():
+        append_result(folder, CaseResult(case_id=case_id, matrix='m', model='vit', origin='timm', img_size=[64, 64],
+                                         patch_size=None, window_size=None, path=case_id.rsplit('-', 1)[1],
+                                         status=status, device='cpu', device_name='Test CPU, 2 threads',
+                                         dtype='fp32', batch_size=1, timm_version=timm_version))
+
+
+def test_compare_command_writes_tables_and_step_summary(tmp_path, monkeypatch):
+    old, new = tmp_path / 'old', tmp_path / 'new'
+    write_run(old, {'vit-create': 'failed', 'vit-dynamic': 'passed', 'vit-set_input_size': 'passed'}, '1.0.30')
+    write_run(new, {'vit-create': 'passed', 'vit-dynamic': 'failed', 'vit-extra': 'passed'}, '1.0.31')
+    summary = tmp_path / 'step-summary.md'
+    summary.write_text('earlier step\n')
+    done = harness('compare', old, new / 'results.jsonl', '--out', tmp_path / 'cmp',
+                   env_extra={'GITHUB_STEP_SUMMARY': str(summary)})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert 'compare: 4 cases: 1 regressed, 1 fixed, 1 new, 1 removed' in done.stdout
+    cases = {c['case_id']: c for c in json.loads((tmp_path / 'cmp' / 'compare.json').read_text())['cases']}
+    assert {k: c['change'] for k, c in cases.items()} == {
+        'vit-create': 'fixed', 'vit-dynamic': 'regressed', 'vit-set_input_size': 'removed', 'vit-extra': 'new'}
+    markdown = (tmp_path / 'cmp' / 'compare.md').read_text()
+    assert markdown.index('## Regressed') < markdown.index('## Fixed')
+    assert '1.0.30' in markdown and '1.0.31' in markdown
+    assert summary.read_text().startswith('earlier step\n# Compare')
+    back = harness('compare', new, old, '--out', tmp_path / 'back')
+    assert back.returncode == 1 and '1 regressed, 1 fixed' in back.stdout
+
+
+@pytest.mark.parametrize('args, fragment', [
+    (['missing-a', 'missing-b'], 'missing-a: no results.jsonl there'),
+    (['.', '.', '--alpha', '2'], '--alpha: expected a probability'),
+    (['.', '.', '--factor', '0.9'], '--factor: expected a ratio >= 1'),
+    (['.', '.', '--outputs-atol', 'x'], '--outputs-atol: expected a tolerance'),
+])
+def test_compare_bad_input_is_one_line(tmp_path, args, fragment):
+    done = harness('compare', *args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and fragment in done.stderr, done.stderr
+
+
+def test_two_runs_of_one_release_compare_unchanged(write_matrix, tmp_path, cache_dir):
+    """Same release, same machine: the outputs are bit-identical, so nothing may be reported as changed."""
+    path = write_matrix(TWO_ORIGINS)
+    for name in ('a', 'b'):
+        done = harness('run', path, '--out', tmp_path / name, '--cache', cache_dir, '--no-timing')
+        assert done.returncode == 0, done.stdout[-3000:]
+    compared = harness('compare', tmp_path / 'a', tmp_path / 'b')
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    cases = json.loads((tmp_path / 'b' / 'compare.json').read_text())['cases']
+    assert len(cases) == 4 and {c['change'] for c in cases} == {'unchanged'}
+    fingerprints = [json.loads(line)['output_fingerprint'] for line in (tmp_path / 'a' / 'results.jsonl').open()]
+    assert all(len(f['digest']) == 16 and len(f['logits_head'][0]) == 8 for f in fingerprints)

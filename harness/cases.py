@@ -69,6 +69,14 @@ def expand(matrix: Matrix) -> list[Case]:
     return cases
 
 
+def in_shard(cases: list[Case], index: int, count: int) -> list[Case]:
+    """Shard ``index`` (1-based) of ``count``: checkpoints dealt round-robin in matrix order, so a checkpoint's
+    cases stay together (synthesized and loaded once) and the shards get about as many checkpoints each."""
+    groups = list(dict.fromkeys(case.group for case in cases))
+    mine = {group for i, group in enumerate(groups) if i % count == index - 1}
+    return [case for case in cases if case.group in mine]
+
+
 def expectation_for(case: Case, matrix: Matrix, timm_version: str) -> Expectation | None:
     """The first ``expect`` entry that matches the case under this timm release, if any."""
     fields = case.fields()

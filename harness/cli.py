@@ -23,6 +23,7 @@ from packaging.version import InvalidVersion, Version
 
 from harness import timm_versions
 from harness.cache import default_cache_dir
+from harness.compare import CompareError, CompareSpec, compare, exit_code, load_side
 from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
 from harness.results import DTYPES, RESULTS_FILE, UNEXPECTED, ResultsFileError, read_results
 from harness.run_record import RunRecordError, mark_finished
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             return _compare(args)
         if args.command == 'bisect':
             return _bisect(args)
+        if args.command == 'merge':
+            return _merge(args, argv)
         return _run(args, extra, argv)
     except BAD_INPUT as e:
         return _usage_error(str(e))
@@ -179,6 +182,15 @@ def _seconds(text: str) -> float:
     if not 0 <= value < float('inf'):   # also refuses nan
         raise argparse.ArgumentTypeError(f'expected seconds >= 0 (0 = no limit), got {text!r}')
     return value
+
+
+def _shard(text: str) -> str:
+    from harness.plugin import parse_shard
+    try:
+        parse_shard(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _factor(text: str) -> float:
@@ -251,6 +263,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument('--case-timeout', type=_seconds, default=900, metavar='SECONDS',
                      help='record a case still running after this long as error (timeout:) and go on with a fresh '
                           'worker (default: 900; 0 = no limit)')
+    run.add_argument('--shard', type=_shard, metavar='K/N',
+                     help="only the K-th of N shards of the cases (1-based, deterministic; a checkpoint's cases stay "
+                          "in one shard), for splitting a matrix over CI jobs; harness merge joins the results")
+    run.add_argument('--baseline', type=Path, metavar='DIR',
+                     help='after the run, compare it with this earlier run (harness compare BASELINE OUT): the exit '
+                          'code is then the compare\'s (1 on a regression or slowdown)')
     run.add_argument('--resume', action='store_true',
                      help='continue the run recorded in the output folder: skip cases that already have a result '
                           '(errors are retried); refused when its run.json differs from this run')
@@ -266,6 +284,10 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser('report', help='write report.md, results.csv and summary.csv from results')
     report.add_argument('results', type=Path, help='a results.jsonl written by harness run')
     report.add_argument('--out', type=Path, help='output folder (default: the folder holding RESULTS)')
+
+    merge = commands.add_parser('merge', help='join the shards of a run (harness run --shard K/N) into one run folder')
+    merge.add_argument('out', type=Path, help='the run folder to write: run.json, results.jsonl and the report')
+    merge.add_argument('shards', type=Path, nargs='+', metavar='SHARD', help='the shards\' run folders')
 
     bisect = commands.add_parser('bisect', help='find the adjacent timm releases between which cases change',
                                  description=BISECT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -304,6 +326,9 @@ def _run(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
     raw = read_matrix_file(args.matrix)
     out = args.out or _default_out(args.matrix, raw)
     _check_writable(out, '--out' if args.out else f'{out} (the default --out, from the matrix name)')
+    if args.baseline and not (args.baseline / RESULTS_FILE).is_file():
+        raise UsageError(f'--baseline: {args.baseline} holds no {RESULTS_FILE}; expected the folder of an earlier '
+                         f'harness run')
     if args.resume and (out / RESULTS_FILE).exists():
         read_results(out / RESULTS_FILE)   # garbage in the middle is bad input; warns of a cut-short last line
 
@@ -325,6 +350,8 @@ def _run(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
         return _interrupted(out, argv)
     if exit_code in (EXIT_OK, EXIT_REGRESSION):
         _write_report(out / RESULTS_FILE, out)
+        if args.baseline:
+            return _compare_runs(args.baseline, out, out, CompareSpec())
     return exit_code
 
 
@@ -416,6 +443,8 @@ def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, out: Pa
                     '--harness-case-timeout', str(args.case_timeout)]
     if args.resume:
         pytest_args.append('--harness-resume')
+    if args.shard:
+        pytest_args += ['--harness-shard', args.shard]
     if args.no_timing:
         pytest_args.append('--harness-no-timing')
     code = int(pytest.main(pytest_args + extra, plugins=[start]))
@@ -427,6 +456,9 @@ def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, out: Pa
         if code == pytest.ExitCode.NO_TESTS_COLLECTED:
             print('nothing left to run: every selected case already has a result')
         return _exit_code_from_results(out / RESULTS_FILE, start.matrix.name)
+    if code == pytest.ExitCode.NO_TESTS_COLLECTED and args.shard:
+        print(f'shard {args.shard} holds no case of {matrix_path}')
+        return EXIT_OK
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
         return _usage_error(f'no case of {matrix_path} matched' + (f' -k {args.k!r}' if args.k else ''))
     return int(code)
@@ -435,6 +467,18 @@ def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, out: Pa
 def _exit_code_from_results(results: Path, matrix_name: str) -> int:
     records = [r for r in read_results(results) if r.get('matrix') == matrix_name] if results.exists() else []
     return EXIT_REGRESSION if any(r['status'] in UNEXPECTED for r in records) else EXIT_OK
+
+
+def _merge(args: argparse.Namespace, argv: list[str]) -> int:
+    from harness.merge import MergeError, merge_runs
+    _check_writable(args.out, 'OUT')
+    try:
+        merged = merge_runs(args.out, args.shards, ['harness', *argv])
+    except MergeError as e:
+        raise UsageError(str(e)) from None
+    print(f'merged {merged} cases from {len(args.shards)} shards into {args.out / RESULTS_FILE}')
+    _write_report(args.out / RESULTS_FILE, args.out)
+    return EXIT_OK
 
 
 def _bisect(args: argparse.Namespace) -> int:
@@ -468,16 +512,19 @@ def _status_counts(statuses: dict[str, str]) -> str:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from harness.compare import CompareError, CompareSpec, compare, exit_code, load_side
-    from harness.compare_report import summary_line, write_compare
-    try:
-        base, new = load_side(args.base), load_side(args.new)
-    except CompareError as e:
-        raise UsageError(str(e)) from None
-    spec = CompareSpec(factor=args.factor, alpha=args.alpha, outputs_atol=args.outputs_atol)
-    comparisons = compare(base, new, spec)
     out = args.out or (args.new if args.new.is_dir() else args.new.parent)
     _check_writable(out, '--out' if args.out else f'{out} (the default --out, the new run\'s folder)')
+    return _compare_runs(args.base, args.new, out, CompareSpec(args.factor, args.alpha, args.outputs_atol))
+
+
+def _compare_runs(base_path: Path, new_path: Path, out: Path, spec: CompareSpec) -> int:
+    """Compare two runs, write compare.md/json into ``out``, say so; the compare's exit code."""
+    from harness.compare_report import summary_line, write_compare
+    try:
+        base, new = load_side(base_path), load_side(new_path)
+    except CompareError as e:
+        raise UsageError(str(e)) from None
+    comparisons = compare(base, new, spec)
     files = write_compare(out, base, new, spec, comparisons)
     print(f'compare: {summary_line(comparisons)}')
     print(f'report: {files.markdown}  (every case: {files.json})')

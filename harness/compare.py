@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scipy.stats import mannwhitneyu
-
 from harness.results import RESULTS_FILE, read_results
 from harness.run_record import RUN_FILE, RunRecord, read_run_record
 
@@ -165,6 +163,7 @@ def timing_change(base: dict, new: dict, spec: CompareSpec) -> tuple[str, float 
               if base.get(name) != new.get(name)]
     if differ:
         return 'not_comparable', None, None, 'timed differently: ' + ', '.join(differ)
+    from scipy.stats import mannwhitneyu   # here: the command line imports this module before any slow import
     ratio = statistics.median(new_samples) / statistics.median(old_samples)
     p_value = float(mannwhitneyu(old_samples, new_samples, alternative='two-sided').pvalue)
     beyond = ratio > spec.factor or ratio < 1 / spec.factor

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from harness.cache import default_cache_dir
-from harness.cases import Case, expand
+from harness.cases import Case, expand, in_shard
 from harness.device_lock import Holder
 from harness.isolation import deadline, error_result
 from harness.matrix import Matrix, MatrixError, load_matrix
@@ -37,7 +37,11 @@ class MatrixFile(pytest.File):
         except MatrixError as e:
             raise self.CollectError(str(e)) from None
         work = CheckpointWork(matrix, run_options(self.config, matrix))
-        for case in expand(matrix):
+        cases = expand(matrix)
+        shard = self.config.getoption('--harness-shard')
+        if shard:
+            cases = in_shard(cases, *shard)
+        for case in cases:
             item = CaseItem.from_parent(self, name=case.case_id, case=case, matrix=matrix, work=work)
             item.add_marker(pytest.mark.xdist_group(case.group))
             yield item

@@ -34,9 +34,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption('--harness-batch-size', type=int, default=None, help="timing batch size (matrix's default)")
     group.addoption('--harness-dtype', choices=DTYPES, default=None, help="timing dtype (matrix's default)")
     group.addoption('--harness-no-timing', action='store_true', help='run the checks only')
+    group.addoption('--harness-shard', type=parse_shard, default=None, metavar='K/N',
+                    help='only shard K of N (1-based); a checkpoint\'s cases stay in one shard')
     group.addoption('--harness-case-timeout', type=float, default=0, metavar='SECONDS',
                     help='record a case running longer as error and end its process (0 = no limit; meant for '
                          'xdist workers, which are replaced)')
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``K/N`` with 1 <= K <= N, as (K, N)."""
+    index, _, count = text.partition('/')
+    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise ValueError(f'expected K/N with 1 <= K <= N, such as 2/4; got {text!r}')
+    return int(index), int(count)
 
 
 def pytest_configure(config: pytest.Config) -> None:

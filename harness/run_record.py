@@ -53,6 +53,7 @@ class RunRecord:
     timing_precision: float | None = None # the same
     matrix_name: str = ''
     matrix_sha256: str = ''               # of the matrix file's bytes
+    shard: str = ''                       # K/N for one shard of the matrix's cases; '' for all of them
     argv: list[str] = field(default_factory=list)
     started_at: str = ''                  # UTC, ISO 8601
     finished_at: str = ''                 # the same; empty while the run goes on (or after it was killed)
@@ -64,7 +65,8 @@ class RunRecord:
             return None
 
 
-def describe_run(matrix: Matrix, device: torch.device, timing: TimingConfig, argv: list[str]) -> RunRecord:
+def describe_run(matrix: Matrix, device: torch.device, timing: TimingConfig, argv: list[str],
+                 shard: str | None = None) -> RunRecord:
     """The record of the run this process is about to start. ``timing`` is resolved for the device, with the
     command line's overrides applied. Imports timm and torch, so call it after the cheap checks."""
     import timm
@@ -78,7 +80,7 @@ def describe_run(matrix: Matrix, device: torch.device, timing: TimingConfig, arg
         cpu_threads=torch.get_num_threads(), math_flags=_math_flags(), device=device.type, device_name=device_name(device), dtype=timing.dtype, batch_size=timing.batch_size,
         timing_budget_s=timing.budget_s if timing.enabled else None,
         timing_precision=timing.precision if timing.enabled else None, matrix_name=matrix.name,
-        matrix_sha256=hashlib.sha256(Path(matrix.path).read_bytes()).hexdigest(), argv=list(argv),
+        matrix_sha256=hashlib.sha256(Path(matrix.path).read_bytes()).hexdigest(), shard=shard or '', argv=list(argv),
         started_at=_now())
 
 

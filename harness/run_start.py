@@ -72,7 +72,7 @@ def start_run(args: argparse.Namespace, argv: list[str], out: Path) -> Matrix:
     matrix = _validated(args.matrix)
     device = _device(args.device)
     timing = matrix.timing.for_run(device.type, args.batch_size, args.dtype, enabled=not args.no_timing)
-    _start_run_folder(out, describe_run(matrix, device, timing, ['harness', *argv]), resume=args.resume)
+    _start_run_folder(out, describe_run(matrix, device, timing, ['harness', *argv], args.shard), resume=args.resume)
     import harness.report  # noqa: F401 - its pandas import now, beside the workers' imports, not after the last case
     return matrix
 

@@ -39,6 +39,21 @@ exit codes:
   130  interrupted (results kept, report written)
 """
 
+AB_DESCRIPTION = """\
+Run a matrix on two timm releases in one job on one machine and compare them (harness compare).
+
+The checks run as `harness run --timm VERSION --no-timing` for both releases at once, into <out>/base and
+<out>/new. Then one timing process per release times each case in --rounds rounds, the releases taking
+turns (base, new, new, base, ...), each round a share of the case's budget, while this job holds the
+machine's timing lock: a runner whose speed drifts during the job slows both alike. The samples and their
+rounds are added to each run's results; <out>/compare.md and compare.json follow.
+
+example:
+  harness ab matrices/smoke.yaml --base 1.0.30 --new 1.0.31 --out reports/ab
+
+exit codes: as harness compare (0 nothing regressed or got slower, 1 otherwise), 2 bad input, 130 interrupted
+"""
+
 BISECT_DESCRIPTION = """\
 Find the two adjacent timm releases between which the selected cases' statuses change.
 
@@ -126,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             return _bisect(args)
         if args.command == 'merge':
             return _merge(args, argv)
+        if args.command == 'ab':
+            return _ab(args)
         return _run(args, extra, argv)
     except BAD_INPUT as e:
         return _usage_error(str(e))
@@ -284,6 +301,19 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser('report', help='write report.md, results.csv and summary.csv from results')
     report.add_argument('results', type=Path, help='a results.jsonl written by harness run')
     report.add_argument('--out', type=Path, help='output folder (default: the folder holding RESULTS)')
+
+    ab = commands.add_parser('ab', help='two timm releases in one job: checks, interleaved timing rounds, compare',
+                             description=AB_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ab.add_argument('matrix', type=Path, help='YAML matrix')
+    ab.add_argument('--base', required=True, type=_timm_release, metavar='VERSION', help='the release compared against')
+    ab.add_argument('--new', required=True, type=_timm_release, metavar='VERSION', help='the release under test')
+    ab.add_argument('--out', type=Path, metavar='DIR',
+                    help='folder for base/, new/ and compare.* (default: reports/<matrix name>-ab)')
+    ab.add_argument('--rounds', type=_positive_int, default=5, metavar='N',
+                    help="timing rounds per case and release, alternating releases, each 1/N of the case's budget "
+                         "(default: 5)")
+    ab.add_argument('--shard', type=_shard, metavar='K/N', help='as for harness run')
+    ab.add_argument('--cache', type=Path, metavar='DIR', help='as for harness run')
 
     merge = commands.add_parser('merge', help='join the shards of a run (harness run --shard K/N) into one run folder')
     merge.add_argument('out', type=Path, help='the run folder to write: run.json, results.jsonl and the report')
@@ -467,6 +497,30 @@ def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, out: Pa
 def _exit_code_from_results(results: Path, matrix_name: str) -> int:
     records = [r for r in read_results(results) if r.get('matrix') == matrix_name] if results.exists() else []
     return EXIT_REGRESSION if any(r['status'] in UNEXPECTED for r in records) else EXIT_OK
+
+
+def _ab(args: argparse.Namespace) -> int:
+    from harness.ab import AbError, interleave, record_samples, release, run_checks, timed_cases
+    raw = read_matrix_file(args.matrix)
+    out = args.out or Path(f'{_default_out(args.matrix, raw)}-ab')
+    _check_writable(out, '--out' if args.out else f'{out} (the default --out, from the matrix name)')
+    cache = args.cache or default_cache_dir()
+    try:
+        releases = [release('base', args.base, out, cache), release('new', args.new, out, cache)]
+    except AbError as e:
+        raise UsageError(str(e)) from None
+    codes = run_checks(args.matrix, releases, cache, args.shard)
+    if EXIT_INTERRUPTED in codes:
+        return EXIT_INTERRUPTED
+    if any(code not in (EXIT_OK, EXIT_REGRESSION) for code in codes):
+        return EXIT_USAGE   # the run said why, in one line
+    timing = interleave(args.matrix, releases, timed_cases(releases), args.rounds, cache)
+    if timing is not None:
+        for r in releases:
+            timed = record_samples(r, args.rounds, timing.budget_s)
+            print(f'ab: {timed} cases of timm {r.version} timed in {args.rounds} interleaved rounds')
+            _write_report(r.out / RESULTS_FILE, r.out)
+    return _compare_runs(out / 'base', out / 'new', out, CompareSpec())
 
 
 def _merge(args: argparse.Namespace, argv: list[str]) -> int:

@@ -183,5 +183,5 @@ def exit_code(comparisons: list[CaseComparison]) -> int:
 
 def _shown(value: Any) -> str:
     if isinstance(value, float):
-        return f'{value:.3g}'
+        return f'{value:.6g}'
     return str(value)

@@ -30,7 +30,7 @@ from harness.device_lock import Holder, checks_lock, timing_lock
 from harness.families import Geometry, Target
 from harness.matrix import Matrix, TimingConfig, Tolerances
 from harness.results import CaseResult
-from harness.timing import time_forward
+from harness.timing import Timing, time_forward
 from harness.verdict import fidelity_failures, judge
 
 # set_input_size and dynamic_img_size resample with timm's defaults; at create time the origin's loader may not
@@ -310,11 +310,17 @@ def _sizes(sizes: tuple[tuple[int, int], ...]) -> str:
 def _time(case: Case, model: nn.Module, options: RunOptions, result: CaseResult) -> None:
     with timing_lock(options.out_dir, options.device, options.cache_dir, options.holder, options.say):
         timing = time_forward(model, case.img_size, options.timing, options.device)
+    record_timing(result, timing, [1] * timing.repeats)
+
+
+def record_timing(result: CaseResult, timing: Timing, rounds: list[int]) -> None:
+    """The result's timing fields from ``timing``; ``rounds[i]`` is the round sample i was timed in (all 1 for a
+    case timed in one go; ``harness ab`` interleaves rounds between two releases)."""
     result.time_median_ms, result.time_iqr_ms, result.time_min_ms = timing.median_ms, timing.iqr_ms, timing.min_ms
     result.images_per_s, result.peak_memory_mb = timing.images_per_s, timing.peak_memory_mb
     result.timing_repeats, result.timing_budget_s = timing.repeats, timing.budget_s
     result.timing_precision = timing.precision
-    result.time_samples_ms = list(timing.samples_ms)
+    result.time_samples_ms, result.time_sample_rounds = list(timing.samples_ms), list(rounds)
 
 
 def device_name(device: torch.device) -> str:

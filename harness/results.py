@@ -88,6 +88,7 @@ class CaseResult:
     timing_budget_s: float | None = None               # seconds the case had for warm-up and timed passes
     timing_precision: float | None = None              # median's relative standard error that ends timing early
     time_samples_ms: list[float] | None = None         # every timed pass, in the order they ran
+    time_sample_rounds: list[int] | None = None        # the timing round of each (harness ab alternates rounds)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=False)

@@ -51,6 +51,7 @@ class RunRecord:
     batch_size: int | None = None
     timing_budget_s: float | None = None  # None when the run times nothing (--no-timing)
     timing_precision: float | None = None # the same
+    timing_rounds: int | None = None      # harness ab: rounds each case's timing was split into, alternating releases
     matrix_name: str = ''
     matrix_sha256: str = ''               # of the matrix file's bytes
     shard: str = ''                       # K/N for one shard of the matrix's cases; '' for all of them

@@ -1,0 +1,194 @@
+"""``harness ab``: two timm releases in one job on one machine, their timings interleaved, then compared.
+
+1. Checks: ``harness run MATRIX --timm <release> --no-timing`` for both releases at once, into
+   ``<out>/base`` and ``<out>/new`` (each a normal run: isolation, run.json, report).
+2. Timing: one :mod:`harness.timing_worker` process per release. Case by case, the driver asks the two
+   for a timing round each in turn (base, new, new, base, ...: the order alternates), ``rounds`` times, each
+   round a ``1/rounds`` share of the case's budget. A machine that gets slower during the job slows both
+   releases alike, which is what lets a CI runner whose speed drifts still detect a 15% slowdown (asv
+   interleaves its rounds between environments for the same reason). The machine-wide timing lock is held
+   throughout. Each timed case's record is appended again with its samples and their rounds (the last
+   record of a case wins).
+3. ``harness compare <out>/base <out>/new`` into ``<out>``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import selectors
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from harness.results import RESULTS_FILE, CaseResult, append_result, read_results
+from harness.run_record import read_run_record, write_run_record
+from harness.timm_versions import REEXEC_ENV, installed_release
+
+if TYPE_CHECKING:
+    from harness.matrix import TimingConfig
+
+SIDES = ('base', 'new')
+UNTIMED_STATUSES = ('error', 'unsupported')   # no model to time
+REPLY_TIMEOUT_S = 900                         # a round that takes longer: the worker is ended, the case untimed
+
+
+class AbError(ValueError):
+    """A release that will not install or a matrix the checks refused; ``str()`` is the one line to show."""
+
+
+@dataclass
+class Release:
+    side: str                     # base or new
+    version: str
+    site_dir: Path                # where the release is installed
+    out: Path                     # its run folder
+    samples: dict[str, list[tuple[int, float]]] = field(default_factory=dict)   # case id -> (round, ms)
+
+
+def release(side: str, version: str, out: Path, cache: Path) -> Release:
+    from harness.timm_versions import TimmInstallError
+    try:
+        return Release(side, version, installed_release(version, cache), out / side)
+    except TimmInstallError as e:
+        raise AbError(f'--{side} {version}: {e}') from None
+
+
+def run_checks(matrix: Path, releases: list[Release], cache: Path, shard: str | None) -> list[int]:
+    """``harness run --no-timing`` for every release at once; their exit codes."""
+    children = [subprocess.Popen([sys.executable, '-m', 'harness.cli', 'run', str(matrix), '--timm', r.version,
+                                  '--out', str(r.out), '--cache', str(cache), '--no-timing', '-q',
+                                  *(['--shard', shard] if shard else [])]) for r in releases]
+    return [child.wait() for child in children]
+
+
+def timed_cases(releases: list[Release]) -> list[str]:
+    """Case ids, in the base run's order, that built on at least one side."""
+    order: dict[str, None] = {}
+    for r in releases:
+        for record in _records(r):
+            if record['status'] not in UNTIMED_STATUSES:
+                order.setdefault(record['case_id'])
+    return list(order)
+
+
+def interleave(matrix: Path, releases: list[Release], case_ids: list[str], rounds: int, cache: Path,
+               say: Callable[[str], None] = print) -> TimingConfig | None:
+    """Time every case in ``rounds`` rounds per release, alternating the releases; samples go to each
+    :attr:`Release.samples`. The timing configuration used, or None when the matrix turns timing off."""
+    import torch
+
+    from harness.device_lock import Holder, timing_lock
+    from harness.matrix import load_matrix
+    base_run = read_run_record(releases[0].out)
+    timing = load_matrix(matrix).timing.for_run(base_run.device, base_run.batch_size, base_run.dtype)
+    if not timing.enabled:
+        return None
+    round_timing = dataclasses.replace(timing, budget_s=timing.budget_s / rounds,
+                                       min_repeats=math.ceil(timing.min_repeats / rounds), precision=0.0)
+    settings = {'matrix': str(matrix), 'device': base_run.device, 'cache': str(cache),
+                'round_timing': dataclasses.asdict(round_timing)}
+    workers = {r.side: _Worker(r, settings) for r in releases}
+    device = torch.device(base_run.device)
+    with timing_lock(releases[0].out, device, cache, Holder.this_process(), say):
+        _alternate(releases, workers, case_ids, rounds, say)
+    return timing
+
+
+def _alternate(releases: list[Release], workers: dict[str, _Worker], case_ids: list[str], rounds: int,
+               say: Callable[[str], None]) -> None:
+    try:
+        for number, case_id in enumerate(case_ids, 1):
+            failed: set[str] = set()
+            for round_number in range(1, rounds + 1):
+                order = releases if round_number % 2 else releases[::-1]
+                for r in order:
+                    if r.side in failed:
+                        continue
+                    reply = workers[r.side].ask({'case': case_id, 'round': round_number})
+                    if 'error' in reply:
+                        failed.add(r.side)
+                        r.samples.pop(case_id, None)   # a case timed in some rounds only is not interleaved
+                        say(f'ab: {case_id}: {r.side} (timm {r.version}) not timed: {reply["error"]}')
+                        continue
+                    r.samples.setdefault(case_id, []).extend((round_number, ms) for ms in reply['samples_ms'])
+            say(f'ab [{number}/{len(case_ids)}] {case_id}: ' + ', '.join(
+                f'{r.side} {_median(r.samples.get(case_id))}' for r in releases))
+    finally:
+        for worker in workers.values():
+            worker.close()
+
+
+def record_samples(r: Release, rounds: int, budget_s: float) -> int:
+    """Append each timed case's record again, with its interleaved samples; the number of cases timed."""
+    from harness.pipeline import record_timing
+    from harness.timing import Timing
+    fields = {f.name for f in dataclasses.fields(CaseResult)}
+    timed = 0
+    for record in _records(r):
+        pairs = r.samples.get(record['case_id'])
+        if not pairs:
+            continue
+        result = CaseResult(**{k: v for k, v in record.items() if k in fields})
+        timing = Timing(tuple(ms for _, ms in pairs), result.batch_size, budget_s, 0.0, None)
+        record_timing(result, timing, [round_number for round_number, _ in pairs])
+        append_result(r.out, result)
+        timed += 1
+    run = read_run_record(r.out)
+    write_run_record(r.out, dataclasses.replace(run, timing_budget_s=budget_s, timing_precision=0.0,
+                                                timing_rounds=rounds))
+    return timed
+
+
+def _records(r: Release) -> list[dict]:
+    results = r.out / RESULTS_FILE
+    return read_results(results) if results.exists() else []
+
+
+def _median(pairs: list[tuple[int, float]] | None) -> str:
+    if not pairs:
+        return 'untimed'
+    return f'{statistics.median(ms for _, ms in pairs):.2f} ms median of {len(pairs)} passes'
+
+
+class _Worker:
+    """A :mod:`harness.timing_worker` for one release, started again if it dies."""
+
+    def __init__(self, r: Release, settings: dict):
+        self.release = r
+        self.settings = json.dumps({**settings, 'out': str(r.out)})
+        self.process: subprocess.Popen | None = None
+
+    def ask(self, request: dict) -> dict:
+        if self.process is None or self.process.poll() is not None:
+            self._start()
+        self.process.stdin.write(json.dumps(request) + '\n')
+        self.process.stdin.flush()
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            line = self.process.stdout.readline() if selector.select(REPLY_TIMEOUT_S) else ''
+        if not line:
+            self.close()
+            return {'error': 'the timing worker died or hung (its stderr is above)'}
+        return json.loads(line)
+
+    def _start(self) -> None:
+        env = {**os.environ, REEXEC_ENV: self.release.version,
+               'PYTHONPATH': os.pathsep.join(filter(None, [str(self.release.site_dir), os.environ.get('PYTHONPATH')]))}
+        self.process = subprocess.Popen([sys.executable, '-m', 'harness.timing_worker', self.settings], env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def close(self) -> None:
+        if self.process is None:
+            return
+        self.process.stdin.close()   # the worker's loop ends
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None

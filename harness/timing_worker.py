@@ -1,0 +1,73 @@
+"""One release's side of ``harness ab``: a process that builds a case's model and times rounds on request.
+
+``harness ab`` (:mod:`harness.ab`) starts one worker per timm release and alternates timing rounds between
+them, so that a machine whose speed drifts during the job slows both releases alike. The protocol is JSON
+lines: the driver writes ``{"case": <case id>, "round": <n>}``; the worker answers ``{"case": ..., "round":
+..., "samples_ms": [...]}`` or ``{"case": ..., "error": "..."}``. It keeps the latest case's model between
+rounds. stdout carries the protocol alone: what timm or torch print goes to stderr.
+
+    python -m harness.timing_worker '<JSON settings written by harness.ab>'
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from harness.build import build_path
+from harness.cases import Case, expand
+from harness.matrix import TimingConfig, load_matrix
+from harness.pipeline import CheckpointWork, RunOptions
+from harness.timing import time_forward
+from harness.timm_versions import check_imported_release
+
+
+def main() -> None:
+    protocol = _protocol_channel()
+    problem = check_imported_release()
+    if problem:
+        sys.exit(problem)
+    settings = json.loads(sys.argv[1])
+    matrix = load_matrix(settings['matrix'])
+    cases = {case.case_id: case for case in expand(matrix)}
+    device = torch.device(settings['device'])
+    options = RunOptions(device=device, cache_dir=Path(settings['cache']), out_dir=Path(settings['out']),
+                         timing=TimingConfig(**settings['round_timing']))
+    work = CheckpointWork(matrix, options)
+    current: tuple[str, torch.nn.Module] | None = None
+    for line in sys.stdin:
+        request = json.loads(line)
+        case_id = request['case']
+        try:
+            if current is None or current[0] != case_id:
+                current = None   # the previous case's model goes before the next one is built
+                current = (case_id, _built(cases[case_id], work, device))
+            timing = time_forward(current[1], cases[case_id].img_size, options.timing, device)
+            reply = {'case': case_id, 'round': request['round'], 'samples_ms': list(timing.samples_ms)}
+        except Exception as e:   # noqa: BLE001 - the driver records the case untimed on this side, and goes on
+            current = None
+            reply = {'case': case_id, 'error': f'{type(e).__name__}: {e}'}
+        protocol.write(json.dumps(reply) + '\n')
+        protocol.flush()
+
+
+def _built(case: Case, work: CheckpointWork, device: torch.device) -> torch.nn.Module:
+    native = work.native(case)
+    built = build_path(case.path, native.checkpoint, case.family, native.geometry, case.target, native.built)
+    return built.model.to(device).eval()
+
+
+def _protocol_channel() -> TextIO:
+    """The original stdout, for the protocol alone; fd 1 (and sys.stdout) now lead to stderr."""
+    channel = os.fdopen(os.dup(1), 'w')
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return channel
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,67 @@
+"""`harness ab`: two releases' timing rounds interleaved, then compared."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+
+from harness.ab import Release, _alternate
+from tests.test_cli import harness, records
+
+
+class FakeWorker:
+    """Answers every round with one sample, the round number in ms, and logs who was asked when."""
+
+    def __init__(self, side: str, log: list[tuple[str, str, int]], fail_on: str | None = None):
+        self.side, self.log, self.fail_on = side, log, fail_on
+
+    def ask(self, request: dict) -> dict:
+        self.log.append((self.side, request['case'], request['round']))
+        if request['case'] == self.fail_on and request['round'] == 2:
+            return {'case': request['case'], 'error': 'RuntimeError: boom'}
+        return {'case': request['case'], 'round': request['round'], 'samples_ms': [float(request['round'])]}
+
+    def close(self) -> None:
+        pass
+
+
+def test_rounds_alternate_between_releases_case_by_case(tmp_path):
+    releases = [Release('base', '1.0.30', tmp_path, tmp_path / 'base'), Release('new', '1.0.31', tmp_path, tmp_path / 'new')]
+    log: list[tuple[str, str, int]] = []
+    workers = {'base': FakeWorker('base', log), 'new': FakeWorker('new', log, fail_on='b')}
+    _alternate(releases, workers, ['a', 'b'], rounds=3, say=lambda line: None)
+    assert log[:6] == [('base', 'a', 1), ('new', 'a', 1), ('new', 'a', 2), ('base', 'a', 2), ('base', 'a', 3),
+                       ('new', 'a', 3)]
+    assert releases[0].samples['a'] == [(1, 1.0), (2, 2.0), (3, 3.0)]
+    assert releases[0].samples['b'] == [(1, 1.0), (2, 2.0), (3, 3.0)]
+    assert 'b' not in releases[1].samples                       # failed in round 2: not timed at all
+    assert ('new', 'b', 3) not in log                             # and not asked again
+
+
+TINY = '''
+name: tiny-ab
+models: [{name: vit_tiny_patch16_224, depth: 2, img_size: [128, 256]}]
+origins: [timm]
+sizes: [[64, 512]]
+timing: {warmup: 0, budget_s: 0.3, min_repeats: 4}
+'''
+
+
+@pytest.mark.slow
+def test_ab_between_two_releases_times_in_interleaved_rounds_and_compares(write_matrix, tmp_path, release_cache):
+    done = harness('ab', write_matrix(TINY), '--base', '1.0.30', '--new', timm.__version__, '--rounds', '2',
+                   '--out', tmp_path, '--cache', release_cache)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert 'compare: 3 cases: 2 fixed, 1 outputs_changed' in done.stdout
+    for side in ('base', 'new'):
+        run = json.loads((tmp_path / side / 'run.json').read_text())
+        assert run['timing_rounds'] == 2 and run['timing_budget_s'] == 0.3
+        for record in records(tmp_path / side):
+            if record['time_samples_ms']:
+                assert sorted(set(record['time_sample_rounds'])) == [1, 2]
+                assert len(record['time_sample_rounds']) == len(record['time_samples_ms']) >= 4
+    cases = json.loads((tmp_path / 'compare.json').read_text())['cases']
+    assert {c['timing_change'] for c in cases} <= {'same', 'noisy', 'faster', 'slower'}
+    assert Path(tmp_path / 'compare.md').exists()

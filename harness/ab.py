@@ -88,8 +88,10 @@ def interleave(matrix: Path, releases: list[Release], case_ids: list[str], round
     timing = load_matrix(matrix).timing.for_run(base_run.device, base_run.batch_size, base_run.dtype)
     if not timing.enabled:
         return None
+    # each round: a share of the budget and of the minimum passes; it ends early, like a whole case, once its
+    # own median is known to the precision
     round_timing = dataclasses.replace(timing, budget_s=timing.budget_s / rounds,
-                                       min_repeats=math.ceil(timing.min_repeats / rounds), precision=0.0)
+                                       min_repeats=math.ceil(timing.min_repeats / rounds))
     settings = {'matrix': str(matrix), 'device': base_run.device, 'cache': str(cache),
                 'round_timing': dataclasses.asdict(round_timing)}
     workers = {r.side: _Worker(r, settings) for r in releases}
@@ -123,7 +125,7 @@ def _alternate(releases: list[Release], workers: dict[str, _Worker], case_ids: l
             worker.close()
 
 
-def record_samples(r: Release, rounds: int, budget_s: float) -> int:
+def record_samples(r: Release, rounds: int, budget_s: float, precision: float) -> int:
     """Append each timed case's record again, with its interleaved samples; the number of cases timed."""
     from harness.pipeline import record_timing
     from harness.timing import Timing
@@ -134,12 +136,12 @@ def record_samples(r: Release, rounds: int, budget_s: float) -> int:
         if not pairs:
             continue
         result = CaseResult(**{k: v for k, v in record.items() if k in fields})
-        timing = Timing(tuple(ms for _, ms in pairs), result.batch_size, budget_s, 0.0, None)
+        timing = Timing(tuple(ms for _, ms in pairs), result.batch_size, budget_s, precision, None)
         record_timing(result, timing, [round_number for round_number, _ in pairs])
         append_result(r.out, result)
         timed += 1
     run = read_run_record(r.out)
-    write_run_record(r.out, dataclasses.replace(run, timing_budget_s=budget_s, timing_precision=0.0,
+    write_run_record(r.out, dataclasses.replace(run, timing_budget_s=budget_s, timing_precision=precision,
                                                 timing_rounds=rounds))
     return timed
 

@@ -517,7 +517,7 @@ def _ab(args: argparse.Namespace) -> int:
     timing = interleave(args.matrix, releases, timed_cases(releases), args.rounds, cache)
     if timing is not None:
         for r in releases:
-            timed = record_samples(r, args.rounds, timing.budget_s)
+            timed = record_samples(r, args.rounds, timing.budget_s, timing.precision)
             print(f'ab: {timed} cases of timm {r.version} timed in {args.rounds} interleaved rounds')
             _write_report(r.out / RESULTS_FILE, r.out)
     return _compare_runs(out / 'base', out / 'new', out, CompareSpec())

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable
 
 from harness.results import RESULTS_FILE, CaseResult, append_result, read_results
 from harness.run_record import read_run_record, write_run_record
-from harness.timm_versions import REEXEC_ENV, installed_release
+from harness.timm_versions import REEXEC_ENV, installed_timm
 
 if TYPE_CHECKING:
     from harness.matrix import TimingConfig
@@ -44,23 +44,25 @@ class AbError(ValueError):
 @dataclass
 class Release:
     side: str                     # base or new
-    version: str
+    version: str                  # the timm __version__ it imports as
     site_dir: Path                # where the release is installed
     out: Path                     # its run folder
     samples: dict[str, list[tuple[int, float]]] = field(default_factory=dict)   # case id -> (round, ms)
+    source: str = ''              # what --base/--new named: a release, a wheel or a source tree
 
 
 def release(side: str, version: str, out: Path, cache: Path) -> Release:
     from harness.timm_versions import TimmInstallError
     try:
-        return Release(side, version, installed_release(version, cache), out / side)
+        site_dir, imported_as = installed_timm(version, cache)
+        return Release(side, imported_as, site_dir, out / side, source=version)
     except TimmInstallError as e:
         raise AbError(f'--{side} {version}: {e}') from None
 
 
 def run_checks(matrix: Path, releases: list[Release], cache: Path, shard: str | None) -> list[int]:
     """``harness run --no-timing`` for every release at once; their exit codes."""
-    children = [subprocess.Popen([sys.executable, '-m', 'harness.cli', 'run', str(matrix), '--timm', r.version,
+    children = [subprocess.Popen([sys.executable, '-m', 'harness.cli', 'run', str(matrix), '--timm', r.source,
                                   '--out', str(r.out), '--cache', str(cache), '--no-timing', '-q',
                                   *(['--shard', shard] if shard else [])]) for r in releases]
     return [child.wait() for child in children]

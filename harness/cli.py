@@ -239,19 +239,30 @@ def _float(text: str) -> float:
 
 
 def _timm_release(text: str) -> str:
-    """``--timm``: a release to install from PyPI. Paths (a timm checkout) are refused by name until the
-    harness can run one (issue 4)."""
+    """A timm release, such as 0.9.16 (``harness bisect`` searches between releases)."""
     text = text.strip()
     if not text:
         raise argparse.ArgumentTypeError('expected a timm release such as 0.9.16, got an empty string')
     try:
         Version(text)
-        return text
     except InvalidVersion:
-        pass
-    if Path(text).exists():
-        raise argparse.ArgumentTypeError(f'{text!r} is a path; expected a timm release such as 0.9.16 '
-                                         f'(running a timm source tree is not supported yet)')
+        raise argparse.ArgumentTypeError(f'{text!r} is not a release such as 0.9.16') from None
+    return text
+
+
+def _timm_source(text: str) -> str:
+    """``--timm``: a release from PyPI, a timm wheel file or a timm source tree (returned as an absolute path)."""
+    try:
+        return _timm_release(text)
+    except argparse.ArgumentTypeError:
+        if not text.strip():
+            raise
+    path = Path(text.strip())
+    if (path.is_file() and path.suffix == '.whl') or (path / 'timm' / '__init__.py').is_file():
+        return str(path.resolve())
+    if path.exists():
+        raise argparse.ArgumentTypeError(f'{text!r} is neither a timm wheel (.whl) nor a timm source tree (a '
+                                         f'folder holding timm/__init__.py)')
     raise argparse.ArgumentTypeError(f'{text!r} is neither a release (such as 0.9.16) nor an existing path')
 
 
@@ -265,9 +276,9 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser('run', help='run a matrix (then write its report)', epilog=EPILOG_RUN,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument('matrix', type=Path, help='YAML matrix, e.g. matrices/smoke.yaml')
-    run.add_argument('--timm', metavar='VERSION', type=_timm_release,
-                     help='run against this timm release from PyPI, installed in an isolated cached folder '
-                          '(default: the installed timm)')
+    run.add_argument('--timm', metavar='VERSION', type=_timm_source,
+                     help='run against this timm release from PyPI, or a timm wheel file or source tree (a folder '
+                          'holding timm/), installed in an isolated cached folder (default: the installed timm)')
     run.add_argument('--device', choices=('cpu', 'cuda'),
                      help='default: cuda when available, else cpu; cuda without a GPU is an error')
     run.add_argument('--out', type=Path, metavar='DIR',
@@ -305,8 +316,8 @@ def _parser() -> argparse.ArgumentParser:
     ab = commands.add_parser('ab', help='two timm releases in one job: checks, interleaved timing rounds, compare',
                              description=AB_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     ab.add_argument('matrix', type=Path, help='YAML matrix')
-    ab.add_argument('--base', required=True, type=_timm_release, metavar='VERSION', help='the release compared against')
-    ab.add_argument('--new', required=True, type=_timm_release, metavar='VERSION', help='the release under test')
+    ab.add_argument('--base', required=True, type=_timm_source, metavar='VERSION', help='the release compared against')
+    ab.add_argument('--new', required=True, type=_timm_source, metavar='VERSION', help='the release under test')
     ab.add_argument('--out', type=Path, metavar='DIR',
                     help='folder for base/, new/ and compare.* (default: reports/<matrix name>-ab)')
     ab.add_argument('--rounds', type=_positive_int, default=5, metavar='N',
@@ -365,10 +376,10 @@ def _run(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
     cache = args.cache or default_cache_dir()
     if args.timm and not os.environ.get(timm_versions.REEXEC_ENV):
         try:
-            site_dir = timm_versions.installed_release(args.timm, cache)
+            site_dir, version = timm_versions.installed_timm(args.timm, cache)
         except timm_versions.TimmInstallError as e:
             raise UsageError(f'--timm {args.timm}: {e}') from None
-        return _rerun_with_release(args.timm, site_dir, argv)
+        return _rerun_with_release(version, site_dir, argv)
 
     start = RunStart(args, argv, out)
     exit_code = _run_cases(args, extra, start, out, cache)

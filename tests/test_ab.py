@@ -28,7 +28,8 @@ class FakeWorker:
 
 
 def test_rounds_alternate_between_releases_case_by_case(tmp_path):
-    releases = [Release('base', '1.0.30', tmp_path, tmp_path / 'base'), Release('new', '1.0.31', tmp_path, tmp_path / 'new')]
+    releases = [Release('base', '1.0.30', tmp_path, tmp_path / 'base'),
+                Release('new', '1.0.31', tmp_path, tmp_path / 'new')]
     log: list[tuple[str, str, int]] = []
     workers = {'base': FakeWorker('base', log), 'new': FakeWorker('new', log, fail_on='b')}
     _alternate(releases, workers, ['a', 'b'], rounds=3, say=lambda line: None)

@@ -125,3 +125,25 @@ def test_smoke_matrix_passes_end_to_end(tmp_path, cache_dir):
     done = harness('run', REPO / 'matrices' / 'smoke.yaml', '--out', tmp_path, '--cache', cache_dir, '-n', '2')
     assert done.returncode == 0, done.stdout[-5000:]
     assert {r['status'] for r in records(tmp_path)} <= {'passed', 'xfailed', 'unsupported'}
+
+
+def test_timm_from_a_source_tree_is_installed_by_content(write_matrix, tmp_path):
+    """`--timm .` in a timm checkout (as `git bisect run` uses it): a changed tree is a new install."""
+    import shutil
+
+    import timm
+    tree = tmp_path / 'checkout'
+    shutil.copytree(Path(timm.__file__).parent, tree / 'timm', ignore=shutil.ignore_patterns('__pycache__'))
+    matrix = write_matrix('name: tree\nmodels: [{name: vit_tiny_patch16_224, depth: 1, img_size: 32}]\n'
+                          'origins: [timm]\nsizes: [48]\npaths: [create]\n')
+    cache = tmp_path / 'cache'
+    first = harness('run', matrix, '--timm', '.', '--out', tmp_path / 'first', '--cache', cache, '--no-timing',
+                    cwd=tree)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert [r['timm_version'] for r in records(tmp_path / 'first')] == [timm.__version__]
+    (tree / 'timm' / '__init__.py').write_text((tree / 'timm' / '__init__.py').read_text() + '\n# changed\n')
+    second = harness('run', matrix, '--timm', str(tree), '--out', tmp_path / 'second', '--cache', cache,
+                     '--no-timing')
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    installs = sorted(p.name for p in (cache / 'timm').iterdir())
+    assert len(installs) == 2 and all(name.startswith('local-') for name in installs)

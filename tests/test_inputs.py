@@ -66,7 +66,7 @@ def test_matrix_that_is_a_directory_or_binary_or_missing(tmp_path):
 @pytest.mark.parametrize('flag, value, expected', [
     ('--timm', '', '--timm: expected a timm release such as 0.9.16, got an empty string'),
     ('--timm', 'no/such/timm', "--timm: 'no/such/timm' is neither a release (such as 0.9.16) nor an existing path"),
-    ('--timm', '{tmp}', "--timm: '{tmp}' is a path; expected a timm release such as 0.9.16"),
+    ('--timm', '{tmp}', "--timm: '{tmp}' is neither a timm wheel (.whl) nor a timm source tree"),
     ('--batch-size', '0', "--batch-size: expected an int >= 1, got '0'"),
     ('--batch-size', '-1', "--batch-size: expected an int >= 1, got '-1'"),
     ('--batch-size', 'eight', "--batch-size: expected an int >= 1, got 'eight'"),

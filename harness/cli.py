@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shlex
 import signal
@@ -18,6 +19,7 @@ import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 from packaging.version import InvalidVersion, Version
 
@@ -191,16 +193,6 @@ def _workers(text: str) -> str:
                                      f'always run in worker processes)')
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float('inf'):   # also refuses nan
-        raise argparse.ArgumentTypeError(f'expected seconds >= 0 (0 = no limit), got {text!r}')
-    return value
-
-
 def _shard(text: str) -> str:
     from harness.plugin import parse_shard
     try:
@@ -210,32 +202,23 @@ def _shard(text: str) -> str:
     return text
 
 
-def _factor(text: str) -> float:
-    value = _float(text)
-    if not 1 <= value < float('inf'):
-        raise argparse.ArgumentTypeError(f'expected a ratio >= 1 such as 1.1, got {text!r}')
-    return value
+def _bounded_float(accepts: Callable[[float], bool], expected: str) -> Callable[[str], float]:
+    """An argparse type: a float that ``accepts`` takes (nan never does), else ``expected <...>, got <text>``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if math.isnan(value) or not accepts(value):
+            raise argparse.ArgumentTypeError(f'expected {expected}, got {text!r}')
+        return value
+    return parse
 
 
-def _probability(text: str) -> float:
-    value = _float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f'expected a probability between 0 and 1 such as 0.002, got {text!r}')
-    return value
-
-
-def _atol(text: str) -> float:
-    value = _float(text)
-    if not 0 <= value < float('inf'):
-        raise argparse.ArgumentTypeError(f'expected a tolerance >= 0 such as 1e-5, got {text!r}')
-    return value
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return float('nan')   # refused by every caller's range check
+_factor = _bounded_float(lambda v: 1 <= v < math.inf, 'a ratio >= 1 such as 1.1')
+_probability = _bounded_float(lambda v: 0 < v < 1, 'a probability between 0 and 1 such as 0.002')
+_atol = _bounded_float(lambda v: 0 <= v < math.inf, 'a tolerance >= 0 such as 1e-5')
+_seconds = _bounded_float(lambda v: 0 <= v < math.inf, 'seconds >= 0 (0 = no limit)')
 
 
 def _timm_release(text: str) -> str:

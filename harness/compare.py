@@ -73,11 +73,12 @@ class CaseComparison:
 def load_side(path: Path) -> Side:
     """A run folder (results.jsonl and, from issue 6 on, run.json) or a results.jsonl file."""
     results = path / RESULTS_FILE if path.is_dir() else path
-    if not results.is_file():
+    has_run = (results.parent / RUN_FILE).exists()
+    if not results.is_file() and not has_run:   # a run.json alone: a run (or shard) that held no case
         raise CompareError(f'{path}: no {RESULTS_FILE} there; expected a run folder or a results file written by '
                            f'harness run')
-    records = {(r.get('matrix', ''), r['case_id']): r for r in read_results(results)}
-    return Side(str(path), read_run_record(results.parent) if (results.parent / RUN_FILE).exists() else None, records)
+    records = {(r.get('matrix', ''), r['case_id']): r for r in read_results(results)} if results.is_file() else {}
+    return Side(str(path), read_run_record(results.parent) if has_run else None, records)
 
 
 def compare(base: Side, new: Side, spec: CompareSpec) -> list[CaseComparison]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable
 
 from harness.results import RESULTS_FILE, CaseResult, append_result, read_results
 from harness.run_record import read_run_record, write_run_record
-from harness.timm_versions import REEXEC_ENV, installed_timm
+from harness.timm_versions import REEXEC_ENV, TimmInstallError, installed_timm
 
 if TYPE_CHECKING:
     from harness.matrix import TimingConfig
@@ -52,7 +52,7 @@ class Release:
 
 
 def release(side: str, version: str, out: Path, cache: Path) -> Release:
-    from harness.timm_versions import TimmInstallError
+    """``version`` (a release, wheel or source tree, as --timm takes) installed for one side."""
     try:
         site_dir, imported_as = installed_timm(version, cache)
         return Release(side, imported_as, site_dir, out / side, source=version)

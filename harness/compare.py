@@ -84,8 +84,8 @@ def load_side(path: Path) -> Side:
 def compare(base: Side, new: Side, spec: CompareSpec) -> list[CaseComparison]:
     """Every case of either side, in base order then the new side's new cases."""
     keys = list(base.records) + [key for key in new.records if key not in base.records]
-    why_not = timings_not_comparable(base, new)
-    return [compare_case(key, base.records.get(key), new.records.get(key), why_not, spec) for key in keys]
+    timing_problem = timings_not_comparable(base, new)
+    return [compare_case(key, base.records.get(key), new.records.get(key), timing_problem, spec) for key in keys]
 
 
 def timings_not_comparable(base: Side, new: Side) -> str | None:
@@ -98,14 +98,14 @@ def timings_not_comparable(base: Side, new: Side) -> str | None:
     return None
 
 
-def compare_case(key: tuple[str, str], base: dict | None, new: dict | None, timings_not_comparable: str | None,
+def compare_case(key: tuple[str, str], base: dict | None, new: dict | None, timing_problem: str | None,
                  spec: CompareSpec) -> CaseComparison:
-    """One case's comparison; ``timings_not_comparable`` says why the runs' timings cannot be compared, if so."""
+    """One case's comparison; ``timing_problem`` says why the two runs' timings cannot be compared, if so."""
     change, detail = status_change(base, new, spec)
     if base is None or new is None:
         timing, ratio, p_value, why = 'not_comparable', None, None, ''
-    elif timings_not_comparable and base.get('time_samples_ms') and new.get('time_samples_ms'):
-        timing, ratio, p_value, why = 'not_comparable', None, None, timings_not_comparable
+    elif timing_problem and base.get('time_samples_ms') and new.get('time_samples_ms'):
+        timing, ratio, p_value, why = 'not_comparable', None, None, timing_problem
     else:
         timing, ratio, p_value, why = timing_change(base, new, spec)
     return CaseComparison(key[0], key[1], base and base.get('status'), new and new.get('status'), change, timing,

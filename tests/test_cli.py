@@ -40,10 +40,14 @@ def records(out: Path) -> list[dict]:
 
 def test_help_lists_every_command_and_option():
     top = harness('--help')
-    assert top.returncode == 0 and 'run' in top.stdout and 'report' in top.stdout
+    assert top.returncode == 0
+    for command in ('run', 'report', 'compare', 'ab', 'bisect', 'merge'):
+        assert command in top.stdout and harness(command, '--help').returncode == 0
     run = harness('run', '--help')
-    for option in ('--timm', '--device', '--out', '-k', '-n', '--resume', '--batch-size', '--dtype', '--no-timing'):
+    for option in ('--timm', '--device', '--out', '-k', '-n', '--resume', '--batch-size', '--dtype', '--no-timing',
+                   '--shard', '--baseline'):
         assert option in run.stdout
+    assert 'exit codes' in harness('compare', '--help').stdout
     assert harness().returncode == 2
 
 

@@ -3,6 +3,7 @@ harness as a user would, synthesizing a matrix's checkpoints before anything is 
 machine and releases the figures come from."""
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from harness.checkpoints.store import Checkpoint, checkpoint_for
 from harness.matrix import Matrix
 from harness.cache import default_cache_dir
 
+REPO = Path(__file__).resolve().parents[1]
 HARNESS = [sys.executable, '-m', 'harness.cli']   # `harness`, without the shell shim in front of it
 EXIT_CASES_FAILED = 1                             # harness run: findings, not a broken run
 
@@ -41,6 +43,16 @@ def warm_cache(matrix: Matrix, cache: Path) -> list[Checkpoint]:
     """Synthesize (or find) every checkpoint the matrix's cases load, so no measurement pays for it."""
     wanted = {(case.model, case.origin): None for case in expand(matrix)}
     return [checkpoint_for(model, origin, matrix.seed, cache) for model, origin in wanted]
+
+
+def matrix_parser(doc: str, matrix: str, workers: str) -> argparse.ArgumentParser:
+    """The options the matrix benchmarks share: MATRIX (default matrices/<matrix>), -n, --device, --cache."""
+    parser = argparse.ArgumentParser(description=doc.split('\n\n')[0])
+    parser.add_argument('matrix', nargs='?', type=Path, default=REPO / 'matrices' / matrix)
+    parser.add_argument('-n', default=workers, help='harness workers')
+    parser.add_argument('--device', default=default_device())
+    parser.add_argument('--cache', help="checkpoint cache (default: the harness's)")
+    return parser
 
 
 def default_device() -> str:

@@ -10,7 +10,6 @@ Prints the timing verdicts, the spread of the median ratios and the smallest p-v
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -20,20 +19,13 @@ from pathlib import Path
 
 import timm
 
-from common import (EXIT_CASES_FAILED, HARNESS, cache_dir, default_device, environment, harness_run_s, wall_s,
-                    warm_cache)
+from common import EXIT_CASES_FAILED, HARNESS, cache_dir, environment, harness_run_s, matrix_parser, wall_s, warm_cache
 from harness.matrix import load_matrix
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('matrix', nargs='?', type=Path, default=REPO / 'matrices' / 'smoke.yaml')
+    parser = matrix_parser(__doc__, 'smoke.yaml', workers='1')
     parser.add_argument('--interleaved', action='store_true', help='harness ab, the release against itself')
-    parser.add_argument('-n', default='1', help='harness workers (sequential runs)')
-    parser.add_argument('--device', default=default_device())
-    parser.add_argument('--cache', help="checkpoint cache (default: the harness's)")
     args = parser.parse_args()
     cache = cache_dir(args.cache)
     warm_cache(load_matrix(args.matrix), cache)

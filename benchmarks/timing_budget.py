@@ -10,26 +10,18 @@ than the budget overruns it; those are counted, so a miss can be told apart from
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 from tabulate import tabulate
 
-from common import cache_dir, default_device, environment, harness_run_s, warm_cache
+from common import cache_dir, environment, harness_run_s, matrix_parser, warm_cache
 from harness.matrix import load_matrix
 from harness.results import RESULTS_FILE, read_results
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('matrix', nargs='?', type=Path, default=REPO / 'matrices' / 'vit.yaml')
-    parser.add_argument('-n', default='2', help='harness workers')
-    parser.add_argument('--device', default=default_device())
-    parser.add_argument('--cache', help="checkpoint cache (default: the harness's)")
-    args = parser.parse_args()
+    args = matrix_parser(__doc__, 'vit.yaml', workers='2').parse_args()
     cache = cache_dir(args.cache)
     warm_cache(load_matrix(args.matrix), cache)
     print(f'{args.matrix} with -n {args.n}; {environment(args.device)}', flush=True)

@@ -309,7 +309,11 @@ def _parser() -> argparse.ArgumentParser:
     ab.add_argument('--shard', type=_shard, metavar='K/N', help='as for harness run')
     ab.add_argument('--cache', type=Path, metavar='DIR', help='as for harness run')
 
-    merge = commands.add_parser('merge', help='join the shards of a run (harness run --shard K/N) into one run folder')
+    merge = commands.add_parser('merge', help='join the shards of a run (harness run --shard K/N) into one run folder',
+                                epilog='example:\n  harness merge reports/vit reports/vit-shard-*\n\n'
+                                       'exit codes: 0 merged; 2 the shards are not one run (run.json differ in timm, '
+                                       'torch, device, dtype, batch size or matrix) or share a case',
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     merge.add_argument('out', type=Path, help='the run folder to write: run.json, results.jsonl and the report')
     merge.add_argument('shards', type=Path, nargs='+', metavar='SHARD', help='the shards\' run folders')
 

@@ -2,8 +2,8 @@
 
 Warm-up passes first (cuDNN autotuning, allocator growth, lazy init), then timed passes until the case's time
 budget is spent or the median is known precisely enough, but never fewer than ``min_repeats``: a fixed count
-would spend ~30 s on one slow CPU case and milliseconds on a fast GPU one. On CUDA each pass is timed with CUDA events between synchronisations; on
-CPU with ``perf_counter``. Every pass is kept (later statistics, such as a rank test between releases, need
+would spend ~30 s on one slow CPU case and milliseconds on a fast GPU one. On CUDA each pass is timed with
+CUDA events between synchronisations; on CPU with ``perf_counter``. Every pass is kept (later statistics, such as a rank test between releases, need
 the samples), and the summary is the median and inter-quartile range rather than the mean: a single preempted
 pass must not move the figure.
 """

@@ -66,7 +66,8 @@ def test_workflow_shape():
         for step in job['steps']:
             if 'run' in step:
                 assert 'scripts/nightly.sh' in step['run'] or step['run'].startswith('python -m pip install')
-    uploads = [s for job in jobs.values() for s in job['steps'] if s.get('uses', '').startswith('actions/upload-artifact')]
+    uploads = [step for job in jobs.values() for step in job['steps']
+               if step.get('uses', '').startswith('actions/upload-artifact')]
     assert {s['with']['name'] for s in uploads} == {'shard-${{ matrix.shard }}', 'nightly-compare'}
 
 

@@ -45,10 +45,10 @@ def warm_cache(matrix: Matrix, cache: Path) -> list[Checkpoint]:
     return [checkpoint_for(model, origin, matrix.seed, cache) for model, origin in wanted]
 
 
-def matrix_parser(doc: str, matrix: str, workers: str) -> argparse.ArgumentParser:
-    """The options the matrix benchmarks share: MATRIX (default matrices/<matrix>), -n, --device, --cache."""
+def matrix_parser(doc: str, matrix: Path, workers: str) -> argparse.ArgumentParser:
+    """The options the matrix benchmarks share: MATRIX (default ``matrix``), -n, --device, --cache."""
     parser = argparse.ArgumentParser(description=doc.split('\n\n')[0])
-    parser.add_argument('matrix', nargs='?', type=Path, default=REPO / 'matrices' / matrix)
+    parser.add_argument('matrix', nargs='?', type=Path, default=matrix)
     parser.add_argument('-n', default=workers, help='harness workers')
     parser.add_argument('--device', default=default_device())
     parser.add_argument('--cache', help="checkpoint cache (default: the harness's)")

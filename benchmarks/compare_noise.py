@@ -3,7 +3,7 @@ runs of one matrix on one machine, timing on, over at least 20 timed cases.
 
     python benchmarks/compare_noise.py [MATRIX] [--interleaved] [-n 1] [--device cpu] [--cache DIR]
 
-MATRIX defaults to matrices/smoke.yaml. Its checkpoints are synthesized first, then `harness run MATRIX`
+MATRIX defaults to benchmarks/noise.yaml (24 vit_small cases, 70-200 ms CPU passes). Its checkpoints are synthesized first, then `harness run MATRIX`
 runs twice, one after the other, and `harness compare` compares the two; with --interleaved, `harness ab`
 runs the installed timm release against itself instead (timing rounds alternating between two processes).
 Prints the timing verdicts, the spread of the median ratios and the smallest p-value.
@@ -24,7 +24,7 @@ from harness.matrix import load_matrix
 
 
 def main() -> None:
-    parser = matrix_parser(__doc__, 'smoke.yaml', workers='1')
+    parser = matrix_parser(__doc__, Path(__file__).with_name('noise.yaml'), workers='1')
     parser.add_argument('--interleaved', action='store_true', help='harness ab, the release against itself')
     args = parser.parse_args()
     cache = cache_dir(args.cache)

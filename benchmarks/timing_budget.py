@@ -15,13 +15,13 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from common import cache_dir, environment, harness_run_s, matrix_parser, warm_cache
+from common import REPO, cache_dir, environment, harness_run_s, matrix_parser, warm_cache
 from harness.matrix import load_matrix
 from harness.results import RESULTS_FILE, read_results
 
 
 def main() -> None:
-    args = matrix_parser(__doc__, 'vit.yaml', workers='2').parse_args()
+    args = matrix_parser(__doc__, REPO / 'matrices' / 'vit.yaml', workers='2').parse_args()
     cache = cache_dir(args.cache)
     warm_cache(load_matrix(args.matrix), cache)
     print(f'{args.matrix} with -n {args.n}; {environment(args.device)}', flush=True)

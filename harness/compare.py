@@ -8,8 +8,15 @@ Cases are joined by matrix and case id. Each gets two verdicts:
   ``unchanged``, ``new``, ``removed``, or ``not_comparable`` (``error`` or ``resource`` on either side);
 - ``timing_change``, from the raw timed passes, in the manner of asv: ``slower``/``faster`` only when a
   two-sided Mann-Whitney U test is significant at ``alpha`` AND the ratio of medians is beyond ``factor``;
-  ``noisy`` when beyond the factor but not significant; ``same``; ``not_comparable`` when the two were
-  measured differently (device name, dtype, batch size, torch, or a run without run.json).
+  ``noisy`` when beyond the factor but not significant, or when the timing rounds disagree; ``same``;
+  ``not_comparable`` when the two were measured differently (device name, dtype, batch size, torch, or a run
+  without run.json).
+
+  Rounds are TorchBench's stability screen made local: ``harness ab`` times each case in rounds alternating
+  between the releases, so each round's two medians were measured minutes apart on the same machine. A change
+  is flagged only when every round points the same way and the median of the per-round ratios is beyond the
+  factor too: a burst of machine noise in one round (which the rank test over all samples can mistake for a
+  change) does not move that median.
 
 Nothing here reads or writes files except :func:`load_side`; the command line writes the tables
 (:mod:`harness.compare_report`).
@@ -167,12 +174,39 @@ def timing_change(base: dict, new: dict, spec: CompareSpec) -> tuple[str, float 
     from scipy.stats import mannwhitneyu   # here: the command line imports this module before any slow import
     ratio = statistics.median(new_samples) / statistics.median(old_samples)
     p_value = float(mannwhitneyu(old_samples, new_samples, alternative='two-sided').pvalue)
-    beyond = ratio > spec.factor or ratio < 1 / spec.factor
-    if not beyond:
+    if not _beyond(ratio, spec.factor):
         return 'same', ratio, p_value, ''
     if p_value >= spec.alpha:
         return 'noisy', ratio, p_value, ''
+    rounds = round_ratios((old_samples, base.get('time_sample_rounds')), (new_samples, new.get('time_sample_rounds')))
+    if len(rounds) > 1 and not _rounds_agree(rounds, ratio, spec.factor):
+        return 'noisy', ratio, p_value, 'timing rounds disagree: ratios ' + ', '.join(f'{r:.2f}' for r in rounds)
     return ('slower' if ratio > 1 else 'faster'), ratio, p_value, ''
+
+
+Samples = tuple[list[float], list[int] | None]   # timed passes and the round of each (None: not recorded)
+
+
+def round_ratios(base: Samples, new: Samples) -> list[float]:
+    """New median over base median per timing round both sides were timed in (``harness ab``'s interleaved
+    rounds); empty when the samples carry no rounds."""
+    per_side = []
+    for samples_ms, rounds in (base, new):
+        by_round: dict[int, list[float]] = {}
+        for round_number, ms in zip(rounds or (), samples_ms):
+            by_round.setdefault(round_number, []).append(ms)
+        per_side.append(by_round)
+    old, now = per_side
+    return [statistics.median(now[r]) / statistics.median(old[r]) for r in sorted(set(old) & set(now))]
+
+
+def _rounds_agree(rounds: list[float], ratio: float, factor: float) -> bool:
+    same_way = all(r > 1 for r in rounds) if ratio > 1 else all(r < 1 for r in rounds)
+    return same_way and _beyond(statistics.median(rounds), factor)
+
+
+def _beyond(ratio: float, factor: float) -> bool:
+    return ratio > factor or ratio < 1 / factor
 
 
 def exit_code(comparisons: list[CaseComparison]) -> int:

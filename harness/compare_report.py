@@ -21,7 +21,7 @@ TABLES = (('Regressed', 'change', 'regressed'), ('Slower', 'timing_change', 'slo
           ('Fixed', 'change', 'fixed'), ('Faster', 'timing_change', 'faster'), ('Noisy', 'timing_change', 'noisy'),
           ('New', 'change', 'new'), ('Removed', 'change', 'removed'))
 STATUS_COLUMNS = {'case_id': 'case', 'base_status': 'base', 'new_status': 'new', 'detail': 'detail'}
-TIMING_COLUMNS = {'case_id': 'case', 'ratio': 'ratio', 'p_value': 'p'}
+TIMING_COLUMNS = {'case_id': 'case', 'ratio': 'ratio', 'p_value': 'p', 'detail': 'detail'}
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,8 @@ def render_markdown(base: Side, new: Side, spec: CompareSpec, comparisons: list[
     lines = [f'# Compare: {_describe(base)} → {_describe(new)}', '',
              f'**{summary_line(comparisons)}**', '',
              f'Timing changes need a two-sided Mann-Whitney U p < {spec.alpha:g} and a median ratio beyond '
-             f'{spec.factor:g}x; outputs changes are fingerprint or check figures moving more than '
-             f'{spec.outputs_atol:g}.', '']
+             f'{spec.factor:g}x, and, for interleaved rounds (harness ab), every round agreeing; outputs changes '
+             f'are fingerprint or check figures moving more than {spec.outputs_atol:g}.', '']
     frame = pd.DataFrame([dataclasses.asdict(c) for c in comparisons], columns=CaseComparison.__dataclass_fields__)
     for title, column, value in TABLES:
         rows = frame[frame[column] == value]

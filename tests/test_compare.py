@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from harness.compare import CompareSpec, Side, compare, compare_case, exit_code, status_change, timing_change
+from harness.compare import (CompareSpec, Side, compare, compare_case, exit_code, round_ratios, status_change,
+                             timing_change)
 from harness.results import CaseResult, append_result
 from harness.run_record import RunRecord, write_run_record
 from tests.test_cli import TWO_ORIGINS, harness
@@ -117,6 +118,34 @@ def test_a_large_ratio_that_is_not_significant_is_noisy():
     new = record(time_samples_ms=[120.0, 175.0, 130.0, 190.0, 101.0, 185.0, 125.0])
     change, ratio, p_value, _ = timing_change(base, new, SPEC)
     assert change == 'noisy' and ratio > SPEC.factor and p_value >= SPEC.alpha
+
+
+def in_rounds(medians_ms: list[float], seed: int) -> dict:
+    """A record timed in rounds as `harness ab` times it: six passes per round around each round's median."""
+    timed = [samples(ms, n=6, seed=seed + i) for i, ms in enumerate(medians_ms)]
+    return record(time_samples_ms=[ms for passes in timed for ms in passes],
+                  time_sample_rounds=[i + 1 for i, passes in enumerate(timed) for _ in passes])
+
+
+def test_a_slowdown_every_round_shows_is_slower():
+    change, ratio, _, why = timing_change(in_rounds([100.0] * 5, seed=0), in_rounds([115.0] * 5, seed=10), SPEC)
+    assert change == 'slower' and ratio == pytest.approx(1.15, abs=0.03) and why == ''
+
+
+def test_a_slowdown_only_some_rounds_show_is_noisy():
+    """Machine noise that hit the new side in four rounds of five: significant over all samples, beyond the
+    factor, but one round says the new release is faster."""
+    base, new = in_rounds([100.0] * 5, seed=0), in_rounds([95.0, 130.0, 130.0, 130.0, 130.0], seed=10)
+    change, ratio, p_value, why = timing_change(base, new, SPEC)
+    assert ratio > SPEC.factor and p_value < SPEC.alpha
+    assert change == 'noisy' and why.startswith('timing rounds disagree: ratios 0.9')
+
+
+def test_rounds_of_one_run_each_are_not_screened():
+    """A case timed in one go has one round: the rank test and the factor decide alone."""
+    assert round_ratios(([1.0, 2.0], [1, 1]), ([3.0, 4.0], [1, 1])) == [pytest.approx(2.33, abs=0.01)]
+    assert round_ratios(([1.0], None), ([2.0], None)) == []
+
 
 
 @pytest.mark.parametrize('setting, value', [('device_name', 'Other CPU'), ('dtype', 'bf16'), ('batch_size', 8),

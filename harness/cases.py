@@ -58,13 +58,16 @@ class Case:
 
 
 def expand(matrix: Matrix) -> list[Case]:
-    """The cross product of the matrix, minus combinations that do not apply (a window size for a ViT)."""
+    """The cross product of the matrix, minus combinations that do not apply (a window size for a ViT, a patch
+    size for a CNN)."""
     cases = []
     for model in matrix.models:
         axes = matrix.axes_for(model)
-        windows = axes['window_sizes'] if family_of(model.name).window_sizes_apply else (None,)
+        family = family_of(model.name)
+        windows = axes['window_sizes'] if family.window_sizes_apply else (None,)
+        patches = axes['patch_sizes'] if family.patch_sizes_apply else (None,)
         for origin, size, patch, window, path in itertools.product(
-                axes['origins'], axes['sizes'], axes['patch_sizes'], windows, axes['paths']):
+                axes['origins'], axes['sizes'], patches, windows, axes['paths']):
             cases.append(Case(model, origin, size, patch, window, path))
     return cases
 

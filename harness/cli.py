@@ -97,6 +97,18 @@ exit codes:
   2    bad input or usage
 """
 
+COVERAGE_DESCRIPTION = """\
+Every architecture of a timm release (default: the installed one) with the family that claims it, its
+category, the build paths and checks its cases get, and why it is unknown or fixed-size. Categories:
+  oracle               a family resizes it and the harness checks the result against its own resampling
+  nothing_to_resample  it accepts a new size as it is (proven by a meta-device forward pass at another size):
+                       load, shapes, finiteness, drift and timing
+  fixed_size           it takes only its own input size: its cases are unsupported, with the reason
+  unknown              no family claims it (the reason column says why)
+Decided on the meta device, without weights; the full table is cached per release (about 10 minutes on
+2 CPU cores the first time). Progress goes to stderr, the table to stdout.
+"""
+
 EPILOG_RUN = """\
 Any other option is passed to pytest (e.g. --junitxml=results.xml, -x, --maxfail=3).
 
@@ -145,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             return _merge(args, argv)
         if args.command == 'ab':
             return _ab(args)
+        if args.command == 'coverage':
+            return _coverage(args, argv)
         return _run(args, extra, argv)
     except BAD_INPUT as e:
         return _usage_error(str(e))
@@ -347,6 +361,17 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument('--outputs-atol', type=_atol, default=1e-5, metavar='X',
                          help='an output fingerprint or check figure moving more than this is outputs_changed '
                               '(default: 1e-5)')
+
+    coverage = commands.add_parser('coverage', help='list every architecture of a timm release: its family and what '
+                                                    'the harness checks for it', description=COVERAGE_DESCRIPTION,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    coverage.add_argument('--timm', metavar='VERSION', type=_timm_source, help='as for harness run')
+    coverage.add_argument('--format', choices=('md', 'csv', 'json'), default='md',
+                          help='md: a summary and one row per architecture (default); csv; json')
+    coverage.add_argument('--models', nargs='+', metavar='PATTERN',
+                          help='only architectures matching these glob patterns (e.g. "resnet*"), decided afresh '
+                               '(default: every architecture, cached per release)')
+    coverage.add_argument('--cache', type=Path, metavar='DIR', help='as for harness run')
     return parser
 
 
@@ -362,11 +387,7 @@ def _run(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
 
     cache = args.cache or default_cache_dir()
     if args.timm and not os.environ.get(timm_versions.REEXEC_ENV):
-        try:
-            site_dir, version = timm_versions.installed_timm(args.timm, cache)
-        except timm_versions.TimmInstallError as e:
-            raise UsageError(f'--timm {args.timm}: {e}') from None
-        return _rerun_with_release(version, site_dir, argv)
+        return _rerun_in_release(args.timm, cache, argv)
 
     start = RunStart(args, argv, out)
     exit_code = _run_cases(args, extra, start, out, cache)
@@ -408,9 +429,14 @@ def _check_writable(out: Path, flag: str) -> None:
                          f'expected a writable folder') from None
 
 
-def _rerun_with_release(version: str, site_dir: Path, argv: list[str]) -> int:
-    """Run in a child that imports timm ``version``. A Ctrl-C reaches the child too (one process group): this
-    process waits for it to write its report, where subprocess.run would kill it."""
+def _rerun_in_release(spec: str, cache: Path, argv: list[str]) -> int:
+    """This command again, in a child that imports the timm ``spec`` names (--timm), installed if need be. A
+    Ctrl-C reaches the child too (one process group): this process waits for it to finish its report, where
+    subprocess.run would kill it."""
+    try:
+        site_dir, version = timm_versions.installed_timm(spec, cache)
+    except timm_versions.TimmInstallError as e:
+        raise UsageError(f'--timm {spec}: {e}') from None
     previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
     try:
         return timm_versions.rerun_with(version, site_dir, argv)
@@ -585,6 +611,26 @@ def _compare_runs(base_path: Path, new_path: Path, out: Path, spec: CompareSpec)
         with open(step_summary, 'a') as f:
             f.write(files.markdown.read_text() + '\n')
     return exit_code(comparisons)
+
+
+def _coverage(args: argparse.Namespace, argv: list[str]) -> int:
+    cache = args.cache or default_cache_dir()
+    if args.timm and not os.environ.get(timm_versions.REEXEC_ENV):
+        return _rerun_in_release(args.timm, cache, argv)
+    import timm
+    from harness import coverage
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+    if args.models:
+        names = coverage.selected(timm.list_models(), args.models)
+        if not names:
+            raise UsageError(f'--models: {" ".join(args.models)} match no architecture of timm {timm.__version__}')
+        rows = coverage.covered(names, say)
+    else:
+        rows = coverage.release_coverage(cache, say)
+    sys.stdout.write(coverage.render(rows, args.format))
+    return EXIT_OK
 
 
 def _report(args: argparse.Namespace) -> int:

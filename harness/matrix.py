@@ -17,7 +17,7 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from harness.checkpoints.vetting import checkpoint_file_problem
-from harness.families import family_of
+from harness.families import family_of, unclaimed_reason
 from harness.families.base import meta_model, native_geometry
 from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
 from harness.origins import ORIGINS, FILE_ORIGIN
@@ -318,7 +318,8 @@ class _Validator:
                 self.error(where, f'unknown timm model {name!r}{hint}')
                 continue
             if family_of(name) is None:
-                self.error(where, f'{name!r} is not a supported family; the harness knows ViT and Swin models')
+                self.error(where, f'{name!r} is in no family the harness supports: {unclaimed_reason(name)} '
+                                  f'(harness coverage lists every architecture)')
                 continue
             alias = entry.get('label')
             if alias is not None and not isinstance(alias, str):
@@ -478,7 +479,7 @@ def _origin_problem(origin: OriginSpec, model: ModelSpec) -> str | None:
     the model's tensors (found on a meta-device build, before anything is synthesized)."""
     from harness.checkpoints.layouts import LAYOUTS
     family = family_of(model.name)
-    if origin.name != FILE_ORIGIN and family.name not in ORIGINS[origin.name].families:
+    if origin.name != FILE_ORIGIN and origin.name not in family.origins:
         return (f'origin {origin.name!r} does not apply to {model.name!r} '
                 f'({family.name} family; its origins are {list(family.origins)})')
     layout = LAYOUTS.get(origin.name)

@@ -14,7 +14,6 @@ FILE_ORIGIN = 'file'
 @dataclass(frozen=True)
 class Origin:
     name: str
-    families: tuple[str, ...]
     description: str
     filename: str | None = None     # file name of a synthesized checkpoint; None: not synthesized
     custom_load: bool = False       # timm loads it with the model's own `load_pretrained` (.npz releases)
@@ -28,17 +27,17 @@ class Origin:
 
 
 ORIGINS: dict[str, Origin] = {o.name: o for o in (
-    Origin('timm', ('vit', 'swin'), "timm's own state dict (safetensors)", 'model.safetensors'),
-    Origin('openai_clip', ('vit',), 'OpenAI CLIP layout, `visual.*` keys beside a text tower',
+    Origin('timm', "timm's own state dict (safetensors)", 'model.safetensors'),
+    Origin('openai_clip', 'OpenAI CLIP layout, `visual.*` keys beside a text tower',
            'open_clip_pytorch_model.bin'),
-    Origin('open_clip', ('vit',), 'OpenCLIP training checkpoint, `module.visual.*` keys under `state_dict`',
+    Origin('open_clip', 'OpenCLIP training checkpoint, `module.visual.*` keys under `state_dict`',
            'epoch_latest.pt'),
-    Origin('dinov2', ('vit',), 'DINOv2 hub layout with `mask_token` (and `register_tokens` for reg models)',
+    Origin('dinov2', 'DINOv2 hub layout with `mask_token` (and `register_tokens` for reg models)',
            'dinov2_pretrain.pth'),
-    Origin('big_vision', ('vit',), "Google's JAX ViT release (.npz, `Transformer/encoderblock_N/...`)",
+    Origin('big_vision', "Google's JAX ViT release (.npz, `Transformer/encoderblock_N/...`)",
            'big_vision.npz', custom_load=True, interpolation='bilinear', antialias=False),
-    Origin('microsoft', ('swin',), 'original Swin repository checkpoint (`model` dict, end-of-stage downsample)',
+    Origin('microsoft', 'original Swin repository checkpoint (`model` dict, end-of-stage downsample)',
            'swin_original.pth'),
-    Origin(HUB_ORIGIN, ('vit', 'swin'), "timm's default pretrained tag, downloaded from the hub"),
-    Origin(FILE_ORIGIN, ('vit', 'swin'), "a user's checkpoint file, loaded like a hub file"),
+    Origin(HUB_ORIGIN, "timm's default pretrained tag, downloaded from the hub"),
+    Origin(FILE_ORIGIN, "a user's checkpoint file, loaded like a hub file"),
 )}

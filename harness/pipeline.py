@@ -155,6 +155,9 @@ def run_case(case: Case, work: CheckpointWork) -> CaseResult:
     result = new_result(case, matrix, options)
     started = time.monotonic()
     try:
+        unsupported = case.family.unsupported(case.model.name)
+        if unsupported:
+            raise Unsupported(unsupported)
         with checks_lock(options.out_dir, options.device):
             model = _checks(case, work, result)
         if model is not None and options.timing.enabled:
@@ -194,7 +197,7 @@ def _checks(case: Case, work: CheckpointWork, result: CaseResult) -> nn.Module |
             raise e.error
         result.shape_errors = [f'native size: {e}']
         return None
-    _record_source(native, result)
+    _record_source(case, native, result)
     run = work.create_run(case, native) if case.path == 'create' else \
         evaluate_path(case.path, case, native, work.images, work.options.device)
     for name, value in run.figures.__dict__.items():
@@ -211,10 +214,10 @@ def _checks(case: Case, work: CheckpointWork, result: CaseResult) -> nn.Module |
     return run.model
 
 
-def _record_source(native: Native, result: CaseResult) -> None:
+def _record_source(case: Case, native: Native, result: CaseResult) -> None:
     source = native.geometry
     result.source_img_size = list(source.img_size)
-    result.source_patch_size = source.patch_size[0]
+    result.source_patch_size = source.patch_size[0] if case.family.patch_sizes_apply else None
     result.source_window_size = source.window_sizes[0][0] if source.window_sizes else None
     if native.load_diff is not None:
         result.native_max_abs_diff, result.native_worst_tensor = native.load_diff.max_abs_diff, native.load_diff.worst
@@ -247,7 +250,7 @@ def evaluate_path(path: str, case: Case, native: Native, image_set: torch.Tensor
         return PathRun(None, None, figures)
     expected = family.expected_geometry(source, case.target)
     figures.shape_errors = checks.shape_errors(outputs, family.expected_shapes(expected, len(image_set)))
-    if path != 'dynamic':   # dynamic stores nothing resized: its stored configuration stays the source's
+    if path != 'dynamic' and family.stores_geometry:   # dynamic stores nothing resized: the source's stays
         figures.shape_errors += checks.geometry_errors(family, model, expected)
     figures.nonfinite_outputs = checks.nonfinite(outputs)
     _fidelity(path, case, native, model, outputs, inputs, figures)
@@ -258,6 +261,8 @@ def _fidelity(path: str, case: Case, native: Native, model: nn.Module, outputs: 
               inputs: torch.Tensor, figures: PathFigures) -> None:
     """Compare what the path computes with the harness's own resample of the source checkpoint."""
     family, checkpoint = case.family, native.checkpoint
+    if 'fidelity' not in family.checks:   # nothing resampled: nothing to recompute
+        return
     interpolation, antialias = (checkpoint.interpolation, checkpoint.antialias) if path == 'create' \
         else AFTER_LOAD_RESAMPLING
     computed = family.computed_geometry(native.geometry, case.target, path)

@@ -373,10 +373,14 @@ def test_unknown_model_suggests_close_matches(tmp_path, known_models):
     assert 'did you mean' not in line
 
 
-def test_model_outside_supported_families(tmp_path, known_models):
-    path, err = error_of(tmp_path, MINIMAL.replace(f'[{VIT}]', f'[{VIT}, resnet18]'), known_models)
+@pytest.mark.parametrize('model, why', [
+    ('eva02_tiny_patch14_224', 'timm can resize Eva'),                      # resizable, no oracle family yet
+    ('vit_tiny_r_s16_p8_224', 'a hybrid ViT (HybridEmbed'),                 # a VisionTransformer the vit family leaves
+])
+def test_model_outside_supported_families(tmp_path, known_models, model, why):
+    path, err = error_of(tmp_path, MINIMAL.replace(f'[{VIT}]', f'[{VIT}, {model}]'), known_models)
     assert_names_file(err, path)
-    problem(err, 'models[1]', "'resnet18'", 'not a supported family', 'ViT and Swin')
+    problem(err, 'models[1]', repr(model), 'in no family the harness supports', why, 'harness coverage')
 
 
 @pytest.mark.parametrize('entry, where, fragments', [
@@ -498,7 +502,7 @@ def test_missing_file(tmp_path, known_models):
 def test_all_problems_reported_together(tmp_path, known_models):
     path, err = error_of(tmp_path, f"""\
         name: many
-        models: [vit_tiny_patch16_22, resnet18, {{name: {VIT}, bogus_arg: 1}}, {SWIN}]
+        models: [vit_tiny_patch16_22, eva02_tiny_patch14_224, {{name: {VIT}, bogus_arg: 1}}, {SWIN}]
         origins: [timm, openai_clip, nope, {{file: missing.pth}}]
         sizes: [224, big, 112]
         patch_sizes: [0]

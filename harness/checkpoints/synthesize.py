@@ -34,7 +34,7 @@ def seeded_model(model_name: str, kwargs: dict[str, Any], seed: int) -> nn.Modul
 
 @torch.no_grad()
 def make_trained_like(model: nn.Module, generator: torch.Generator) -> None:
-    grid = tuple(model.patch_embed.grid_size)
+    grid = tuple(model.patch_embed.grid_size) if hasattr(model, 'patch_embed') else None
     windows = {f'{name}.relative_position_bias_table': module.window_size for name, module in model.named_modules()
                if hasattr(module, 'relative_position_bias_table')}
     for name, param in model.named_parameters():

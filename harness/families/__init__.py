@@ -1,16 +1,37 @@
-"""What the harness knows about each model family, and how to tell which family a timm model is in.
+"""What the harness knows about each model family, and which family a timm model is in.
 
-A family answers the questions that differ between ViT and Swin: which arguments change the input size,
+A family answers the questions that differ between ViT, Swin and a CNN: which arguments change the input size,
 what geometry a model should have at a target size, what output shapes follow from it, and which tensors
 are resampled (so the fidelity check knows what to recompute).
+
+Families register themselves, as timm's models do (:func:`register_family`): a new family joins by adding one
+module to this package. A model is in the first family, by ``rank``, that claims its meta-device build:
+families with an oracle claim the timm classes they implement (``isinstance``: ``deit3_*``, a
+``VisionTransformer`` defined in ``deit.py``, is a ViT); then ``cnn`` claims models with nothing to resample,
+and ``fixed_size`` models that take only their own input size, both proven by a forward pass at another size
+(:mod:`harness.families.probe`). A model no family claims is not supported, and :func:`unclaimed_reason`
+says why.
 """
 from __future__ import annotations
 
 import functools
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.families.base import Family
 
 Size = tuple[int, int]
+
+FAMILIES: dict[str, 'Family'] = {}   # name -> the family's one instance, filled as family modules import
+
+
+def register_family(cls: type['Family']) -> type['Family']:
+    """Class decorator: the family joins :data:`FAMILIES` under its ``name``."""
+    FAMILIES[cls.name] = cls()
+    return cls
 
 
 @dataclass(frozen=True)
@@ -25,7 +46,7 @@ class Target:
 class Geometry:
     """Spatial facts about a model, either read off a built model or expected for a target."""
     img_size: Size
-    patch_size: Size
+    patch_size: Size                    # CNN: its total stride, input pixels per feature-map cell
     grid_size: Size
     embed_dim: int
     num_features: int
@@ -34,28 +55,47 @@ class Geometry:
     pos_prefix_tokens: int = 0          # ViT: prefix positions stored in pos_embed (0 for no_embed_class)
     window_sizes: tuple[Size, ...] = ()  # Swin: per stage
     shift_sizes: tuple[Size, ...] = ()   # Swin: per stage, the shift of its odd (shifted-window) blocks
-    stage_channels: tuple[int, ...] = field(default=())  # Swin: per stage
-    stage_depths: tuple[int, ...] = field(default=())    # ViT: (depth,), Swin: blocks per stage
+    stage_channels: tuple[int, ...] = field(default=())    # Swin, CNN: per stage (CNN: per feature_info entry)
+    stage_depths: tuple[int, ...] = field(default=())      # ViT: (depth,), Swin: blocks per stage
+    stage_reductions: tuple[int, ...] = field(default=())  # CNN: per feature_info entry
 
 
-def family_of(model_name: str):
-    """The family of a timm model name, or None when the harness does not support it."""
-    from harness.families.swin import SWIN
-    from harness.families.vit import VIT
-    module = _entrypoint_module(model_name)
-    for family in (VIT, SWIN):
-        if module == family.timm_module:
-            return family
-    return None
+def families() -> list['Family']:
+    """Every registered family, in the order they are asked to claim a model."""
+    _import_family_modules()
+    return sorted(FAMILIES.values(), key=lambda family: family.rank)
+
+
+def family_of(model_name: str) -> 'Family | None':
+    """The family of a timm model name, or None when no family claims it."""
+    return _claim(model_name)[0]
+
+
+def unclaimed_reason(model_name: str) -> str:
+    """Why no family claims ``model_name`` ('' when one does)."""
+    return _claim(model_name)[1]
+
+
+@functools.lru_cache(maxsize=64)
+def _claim(model_name: str) -> tuple['Family | None', str]:
+    from harness.families.probe import probe
+    found = probe(model_name)
+    if found.model is None:
+        return None, found.problem
+    reasons = []
+    for family in families():
+        why_not = family.claim(found)
+        if why_not is None:
+            return family, ''
+        reasons.append(why_not)
+    return None, next(filter(None, reasons), 'no family claims it')
 
 
 @functools.lru_cache(maxsize=None)
-def _entrypoint_module(model_name: str) -> str | None:
-    import timm.models
-    try:
-        return timm.models.model_entrypoint(model_name).__module__
-    except (RuntimeError, KeyError):
-        return None
+def _import_family_modules() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in ('base', 'probe'):
+            importlib.import_module(f'{__name__}.{module.name}')
 
 
 def to_size(value: Any) -> Size:

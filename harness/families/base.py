@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -12,14 +13,35 @@ from harness import reference
 from harness.families import Geometry, Size, Target, to_size
 
 if TYPE_CHECKING:
+    from harness.families.probe import Probe
     from harness.matrix import ModelSpec
+
+ALL_PATHS = ('create', 'set_input_size', 'dynamic')
+ALL_CHECKS = ('load', 'shapes', 'finite', 'fidelity', 'parity', 'drift')
 
 
 class Family:
     name: str
-    timm_module: str
+    rank: int = 0                          # families are asked to claim a model in rank order, lowest first
+    category: str = 'oracle'               # what `harness coverage` calls its models (harness.coverage)
+    model_classes: tuple[str, ...] = ()    # the timm classes it claims, subclasses included ('module.Class')
     origins: tuple[str, ...]
-    window_sizes_apply: bool = False
+    paths: tuple[str, ...] = ALL_PATHS     # the build paths that can reach a new size
+    checks: tuple[str, ...] = ALL_CHECKS   # the checks its cases run
+    window_sizes_apply: bool = False       # a matrix's window_sizes axis applies
+    patch_sizes_apply: bool = True         # a matrix's patch_sizes axis applies
+    stores_geometry: bool = True           # a resized model stores its new configuration (img_size, grid, ...)
+
+    # --- membership ----------------------------------------------------------------------------------
+    def claim(self, probe: 'Probe') -> str | None:
+        """None when the probed model is in this family; else why not, for the user ('' when it is simply
+        another kind of model). By default: an instance of one of ``model_classes``."""
+        classes = tuple(filter(None, map(timm_class, self.model_classes)))
+        return None if classes and isinstance(probe.model, classes) else ''
+
+    def unsupported(self, model_name: str) -> str | None:
+        """Why every case of this model is ``unsupported``, or None."""
+        return None
 
     # --- reading and predicting geometry -------------------------------------------------------------
     def geometry(self, model: nn.Module) -> Geometry:
@@ -93,6 +115,15 @@ class Family:
         return 1
 
 
+def timm_class(dotted: str) -> type | None:
+    """``'timm.models.deit.VisionTransformerDistilled'`` as a class; None where this timm release lacks it."""
+    module, _, name = dotted.rpartition('.')
+    try:
+        return getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
+
+
 @functools.lru_cache(maxsize=None)
 def native_geometry(family: Family, model: 'ModelSpec') -> Geometry:
     """Geometry of a model at its own configuration, read off its meta-device build."""
@@ -133,7 +164,7 @@ def meta_model(model: 'ModelSpec') -> nn.Module:
     return _meta_build(dataclasses.replace(model, alias=None, axes=()))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=64)
 def _meta_build(model: 'ModelSpec') -> nn.Module:
     import timm
     try:

@@ -1,4 +1,4 @@
-"""Swin Transformers (timm.models.swin_transformer): windowed attention with relative position bias tables."""
+"""Swin Transformers (``SwinTransformer``, v1): windowed attention with relative position bias tables."""
 from __future__ import annotations
 
 import copy
@@ -8,15 +8,16 @@ from typing import Any
 from torch import nn
 
 from harness import reference
-from harness.families import Geometry, Size, Target, to_size
+from harness.families import Geometry, Size, Target, register_family, to_size
 from harness.families.base import Family
 
 _TABLE_KEY = re.compile(r'layers\.(\d+)\.blocks\.\d+\.attn\.relative_position_bias_table$')
 
 
+@register_family
 class SwinFamily(Family):
     name = 'swin'
-    timm_module = 'timm.models.swin_transformer'
+    model_classes = ('timm.models.swin_transformer.SwinTransformer',)
     origins = ('timm', 'microsoft', 'hub', 'file')
     window_sizes_apply = True
 
@@ -110,5 +111,3 @@ def _clamped_window(window: Size, feat: Size) -> Size:
     """A stage whose feature map is smaller than the window uses the feature map as its window."""
     return min(window[0], feat[0]), min(window[1], feat[1])
 
-
-SWIN = SwinFamily()

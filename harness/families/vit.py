@@ -1,4 +1,10 @@
-"""Vision Transformers (timm.models.vision_transformer): absolute position embedding + patch embedding."""
+"""Vision Transformers: absolute position embedding + patch embedding.
+
+Every ``VisionTransformer`` whose patches come straight from the image: timm's ViTs, DeiT and DeiT-III
+(``deit.py``, distilled models with two prefix tokens included), registers, ``no_embed_class`` and global-pool
+variants. Hybrids (a CNN stem before the patches, ``HybridEmbed``: ``vit_*_r50_*``, ``vitamin_*``) are not
+claimed: the oracle would need the stem's stride and padding; they stay unsupported until it does.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -6,14 +12,23 @@ from typing import Any
 from torch import nn
 
 from harness import reference
-from harness.families import Geometry, Target, to_size
-from harness.families.base import Family, model_carrying
+from harness.families import Geometry, Target, register_family, to_size
+from harness.families.base import Family, model_carrying, timm_class
 
 
+@register_family
 class VitFamily(Family):
     name = 'vit'
-    timm_module = 'timm.models.vision_transformer'
+    model_classes = ('timm.models.vision_transformer.VisionTransformer',)
     origins = ('timm', 'openai_clip', 'open_clip', 'dinov2', 'big_vision', 'hub', 'file')
+
+    def claim(self, probe):
+        why_not = super().claim(probe)
+        patch_embed = timm_class('timm.layers.PatchEmbed')
+        if why_not is None and patch_embed and not isinstance(probe.model.patch_embed, patch_embed):
+            return (f'a hybrid ViT ({type(probe.model.patch_embed).__name__}: a CNN stem before the patches); the '
+                    f'vit oracle does not model the stem yet')
+        return why_not
 
     def geometry(self, model: nn.Module) -> Geometry:
         pe = model.patch_embed
@@ -51,5 +66,3 @@ class VitFamily(Family):
                 interpolation=interpolation, antialias=antialias)
         return out
 
-
-VIT = VitFamily()

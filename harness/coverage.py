@@ -1,0 +1,113 @@
+"""``harness coverage``: every architecture of a timm release, the family that claims it, and what the harness
+can check for it.
+
+Categories (:data:`CATEGORIES`): ``oracle`` (a family resizes it with the harness's own oracle),
+``nothing_to_resample`` (it accepts a new size as it is, proven by a meta-device forward pass at another
+size: shapes, drift and timing only), ``fixed_size`` (only its own size: its cases are ``unsupported``) and
+``unknown`` (no family claims it; ``reason`` says why). Everything is decided on the meta device, without
+weights, and the full table is cached per release: a release does not change.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+_logger = logging.getLogger(__name__)
+
+CATEGORIES = ('oracle', 'nothing_to_resample', 'fixed_size', 'unknown')
+PROGRESS_EVERY = 100
+
+
+@dataclass(frozen=True)
+class Architecture:
+    architecture: str
+    module: str              # the timm module that registers it, e.g. ``resnet``
+    family: str | None
+    category: str
+    paths: tuple[str, ...]   # the build paths its cases take
+    checks: tuple[str, ...]  # the checks its cases run
+    reason: str              # why it is unknown or fixed-size ('' otherwise)
+
+
+def classify(name: str) -> Architecture:
+    """One architecture's row (its meta build and probes are cached only briefly: a release has 1,000+)."""
+    import timm.models
+    from harness.families import family_of, unclaimed_reason
+    module = timm.models.model_entrypoint(name).__module__.rpartition('.')[2]
+    family = family_of(name)
+    if family is None:
+        return Architecture(name, module, None, 'unknown', (), (), unclaimed_reason(name))
+    return Architecture(name, module, family.name, family.category, family.paths, family.checks,
+                        family.unsupported(name) or '')
+
+
+def release_coverage(cache_dir: Path, say: Callable[[str], None]) -> list[Architecture]:
+    """Every architecture of the installed release, from the cache when this release was covered before."""
+    import timm
+    cached = cache_dir / 'coverage' / f'timm-{timm.__version__}.json'
+    if cached.is_file():
+        return [Architecture(**{**row, 'paths': tuple(row['paths']), 'checks': tuple(row['checks'])})
+                for row in json.loads(cached.read_text())]
+    rows = covered(timm.list_models(), say)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    staging = cached.with_suffix('.partial')
+    staging.write_text(json.dumps([dataclasses.asdict(row) for row in rows]))
+    staging.replace(cached)
+    return rows
+
+
+def covered(names: list[str], say: Callable[[str], None]) -> list[Architecture]:
+    rows = []
+    for i, name in enumerate(names, 1):
+        rows.append(classify(name))
+        if i % PROGRESS_EVERY == 0 or i == len(names):
+            say(f'coverage: {i}/{len(names)} architectures')
+    return rows
+
+
+def selected(names: list[str], patterns: list[str]) -> list[str]:
+    return [name for name in names if any(fnmatch.fnmatch(name, p) for p in patterns)]
+
+
+def to_frame(rows: list[Architecture]) -> pd.DataFrame:
+    frame = pd.DataFrame([dataclasses.asdict(row) for row in rows], columns=list(Architecture.__dataclass_fields__))
+    for column in ('paths', 'checks'):
+        frame[column] = frame[column].map(' '.join)
+    return frame
+
+
+def summary(rows: list[Architecture]) -> pd.DataFrame:
+    """Architectures per category and family, with each category's share."""
+    frame = to_frame(rows).fillna({'family': '-'})
+    counts = frame.groupby(['category', 'family']).size().rename('architectures').reset_index()
+    counts['category'] = pd.Categorical(counts['category'], CATEGORIES, ordered=True)
+    counts = counts.sort_values(['category', 'architectures'], ascending=[True, False])
+    counts['share'] = (counts['architectures'] / len(frame)).map('{:.1%}'.format)
+    return counts
+
+
+def summary_line(rows: list[Architecture]) -> str:
+    """e.g. ``1371 architectures: 250 oracle, 700 nothing_to_resample, ...; 95.2% in a family``."""
+    frame = to_frame(rows)
+    counts = frame['category'].value_counts()
+    in_family = frame['family'].notna().mean() if len(frame) else 0.0
+    return (f'{len(frame)} architectures: ' + ', '.join(f'{counts.get(c, 0)} {c}' for c in CATEGORIES)
+            + f'; {in_family:.1%} in a family')
+
+
+def render(rows: list[Architecture], fmt: str) -> str:
+    frame = to_frame(rows)
+    if fmt == 'csv':
+        return frame.to_csv(index=False)
+    if fmt == 'json':
+        records = frame.astype(object).where(frame.notna(), None).to_dict(orient='records')   # NaN -> null
+        return json.dumps({'summary': summary_line(rows), 'architectures': records}, indent=1) + '\n'
+    return '\n'.join([f'**{summary_line(rows)}**', '', summary(rows).to_markdown(index=False), '',
+                      frame.fillna('').to_markdown(index=False), ''])

@@ -1,0 +1,146 @@
+"""Which family a timm model is in (matched by class, or proven by a meta-device forward pass), what the cnn and
+fixed_size families check, and `harness coverage`."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import harness.families
+from harness.families import FAMILIES, families, family_of, register_family, unclaimed_reason
+from harness.families.base import Family
+from harness.families.cnn import CnnFamily
+from harness.families.probe import probe
+from tests.test_cli import harness as harness_cli
+
+CNN = 'test_resnet'   # timm's own tiny ResNet: 0.5M parameters, 160x160, feature strides 2..32
+
+
+@pytest.mark.parametrize('model, family', [
+    ('vit_tiny_patch16_224', 'vit'),
+    ('deit3_small_patch16_224', 'vit'),            # a VisionTransformer registered in deit.py
+    ('deit_tiny_distilled_patch16_224', 'vit'),    # VisionTransformerDistilled: a subclass, two prefix tokens
+    ('swin_tiny_patch4_window7_224', 'swin'),
+    ('resnet18', 'cnn'), ('convnext_atto', 'cnn'), ('efficientnet_b0', 'cnn'), (CNN, 'cnn'),
+    ('mixer_s16_224', 'fixed_size'), ('cait_xxs24_224', 'fixed_size'), ('levit_128', 'fixed_size'),
+    ('crossvit_tiny_240', 'fixed_size'),            # scales any input back to 240x240: its features never change
+])
+def test_family_of(model, family):
+    assert family_of(model).name == family
+
+
+@pytest.mark.parametrize('model, why', [
+    ('eva02_tiny_patch14_224', 'timm can resize Eva'),
+    ('beit_base_patch16_224', 'timm can resize Beit'),
+    ('vit_tiny_r_s16_p8_224', 'a hybrid ViT (HybridEmbed'),
+])
+def test_models_no_family_claims_say_why(model, why):
+    assert family_of(model) is None and why in unclaimed_reason(model)
+
+
+def test_a_family_joins_by_registering(monkeypatch):
+    """A new family module needs nothing but @register_family: it claims the classes it names, ahead of the
+    fallbacks by rank."""
+    class ResNetFamily(CnnFamily):
+        name, rank, model_classes = 'resnet_only', 5, ('timm.models.resnet.ResNet',)
+
+        def claim(self, probe):
+            return Family.claim(self, probe)
+    monkeypatch.setitem(FAMILIES, 'resnet_only', None)
+    register_family(ResNetFamily)
+    harness.families._claim.cache_clear()
+    try:
+        assert [f.name for f in families()] == ['swin', 'vit', 'resnet_only', 'cnn', 'fixed_size']
+        assert family_of('resnet18').name == 'resnet_only' and family_of('convnext_atto').name == 'cnn'
+    finally:
+        harness.families._claim.cache_clear()
+
+
+def test_the_probe_runs_on_the_meta_device_at_a_larger_non_square_size():
+    found = probe(CNN)
+    assert next(found.model.parameters()).device == torch.device('meta')
+    assert found.native_size == (160, 160) and found.probe_size == (256, 320)
+    assert found.native_features == (1, 96, 5, 5) and found.probe_features == (1, 96, 8, 10)
+
+
+def test_cnn_expected_shapes_follow_feature_info():
+    family = FAMILIES['cnn']
+    model = probe(CNN).model
+    geometry = family.expected_geometry(family.geometry(model), harness.families.Target((96, 160)))
+    shapes = family.expected_shapes(geometry, 2)
+    assert shapes['forward_features'] == (2, 96, 3, 5) and shapes['logits'] == (2, 1000)
+    assert shapes['forward_intermediates'] == [(2, 32, 48, 80), (2, 32, 24, 40), (2, 48, 12, 20), (2, 192, 6, 10),
+                                               (2, 96, 3, 5)]
+
+
+def test_cnn_cases_check_shapes_drift_and_load_and_nothing_else(run_matrix):
+    results = run_matrix(f'''
+        name: cnn
+        models: [{CNN}]
+        origins: [timm]
+        sizes: [160, [96, 224]]
+        patch_sizes: [8]
+        paths: [create, set_input_size, dynamic]
+        ''')
+    assert len(results) == 6   # a patch size does not apply to a CNN: no patch8 cases
+    for size in ('160x160', '96x224'):
+        create = results[f'{CNN}-timm-{size}-create']
+        assert create.status == 'passed', create.reason
+        assert create.shape_errors == [] and create.drift_cosine is not None
+        assert create.fidelity_weights_max_abs_diff is None and create.source_patch_size is None
+        assert results[f'{CNN}-timm-{size}-set_input_size'].status == 'unsupported'
+        assert 'dynamic_img_size' in results[f'{CNN}-timm-{size}-dynamic'].reason
+    assert results[f'{CNN}-timm-160x160-create'].drift_cosine == pytest.approx(1.0)
+
+
+def test_cnn_shape_check_catches_a_feature_map_of_the_wrong_size(run_matrix, monkeypatch):
+    """A model whose last stage loses a row at the target size (as a padding bug would) fails `shapes`."""
+    import timm.models.resnet
+    assert family_of(CNN).name == 'cnn'   # decided (and remembered) on the real model, before the bug goes in
+    forward = timm.models.resnet.ResNet.forward_features
+    monkeypatch.setattr(timm.models.resnet.ResNet, 'forward_features', lambda self, x: forward(self, x)[:, :, 1:])
+    monkeypatch.delattr(timm.models.resnet.ResNet, 'forward_intermediates')
+    result, = run_matrix(f'name: cnn\nmodels: [{CNN}]\norigins: [timm]\nsizes: [[96, 224]]\npaths: [create]\n'
+                         ).values()
+    assert result.status == 'failed'
+    assert result.shape_errors == ['forward_features: got (4, 96, 2, 7), expected (4, 96, 3, 7)']
+
+
+def test_cnn_sizes_must_be_multiples_of_the_last_stride(write_matrix, known_models):
+    from harness.matrix import MatrixError, load_matrix
+    with pytest.raises(MatrixError, match='each side must be a multiple of 32'):
+        load_matrix(write_matrix(f'name: cnn\nmodels: [{CNN}]\norigins: [timm]\nsizes: [[100, 160]]\n'), known_models)
+
+
+def test_fixed_size_cases_are_unsupported_with_what_the_probe_saw(run_matrix):
+    result, = run_matrix('name: fixed\nmodels: [mixer_s16_224]\norigins: [timm]\nsizes: [256]\npaths: [create]\n'
+                         ).values()
+    assert result.status == 'unsupported'
+    assert 'MlpMixer takes only its own input size (224x224)' in result.reason and '320x384' in result.reason
+
+
+def test_coverage_command_lists_families_categories_and_reasons():
+    done = harness_cli('coverage', '--models', 'test_resnet', 'vit_tiny_patch16_224', 'mixer_s16_224',
+                       'eva02_tiny_patch14_224', '--format', 'json')
+    assert done.returncode == 0, done.stderr
+    table = json.loads(done.stdout)
+    rows = {row['architecture']: row for row in table['architectures']}
+    assert table['summary'] == '4 architectures: 1 oracle, 1 nothing_to_resample, 1 fixed_size, 1 unknown; 75.0% in a family'
+    assert rows['vit_tiny_patch16_224']['checks'] == 'load shapes finite fidelity parity drift'
+    assert rows['test_resnet']['module'] == 'resnet' and rows['test_resnet']['paths'] == 'create'
+    assert rows['mixer_s16_224']['category'] == 'fixed_size' and 'own input size' in rows['mixer_s16_224']['reason']
+    assert rows['eva02_tiny_patch14_224']['family'] is None and 'Eva' in rows['eva02_tiny_patch14_224']['reason']
+    assert 'coverage: 4/4 architectures' in done.stderr
+
+
+def test_coverage_markdown_starts_with_the_summary_table():
+    done = harness_cli('coverage', '--models', 'resnet1*')
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and lines[0].startswith('**') and 'nothing_to_resample' in lines[0]
+    assert lines[2].startswith('| category') and any(line.startswith('| architecture') for line in lines)
+
+
+def test_coverage_of_a_pattern_matching_nothing_is_bad_input():
+    done = harness_cli('coverage', '--models', 'no_such_model*')
+    assert done.returncode == 2 and done.stderr.startswith('error: --models: no_such_model* match no architecture')

@@ -8,8 +8,8 @@ reduction (its stride from input pixels) say what size its feature map must have
 
 Membership is proven, not assumed: a forward pass on the meta device at a larger, non-square size (a multiple
 of 64, so every stride divides it) must work, and its features and intermediates there must follow
-``feature_info`` (NCHW, each side the input side over the level's reduction). A model timm itself resizes (``set_input_size``) has something to
-resample and is left to a family with an oracle.
+``feature_info`` (NCHW, each side the input side over the level's reduction). A model timm itself resizes
+(``set_input_size``) has something to resample and is left to a family with an oracle.
 """
 from __future__ import annotations
 

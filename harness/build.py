@@ -67,7 +67,7 @@ def build_path(path: str, checkpoint: Checkpoint, family: Family, source: Geomet
         return _create_pretrained(checkpoint.model.name, checkpoint, kwargs)
     if path == 'set_input_size':
         built = Built(copy.deepcopy(native.model), list(native.missing_keys), list(native.unexpected_keys))
-        _set_input_size(built.model, family.set_input_size_kwargs(target, source))
+        set_input_size(built.model, family.set_input_size_kwargs(target, source))
         return built
     if path == 'dynamic':
         if not family.only_img_size_changes(target, source):
@@ -77,7 +77,9 @@ def build_path(path: str, checkpoint: Checkpoint, family: Family, source: Geomet
     raise ValueError(f'unknown build path {path!r}')
 
 
-def _set_input_size(model: nn.Module, kwargs: dict[str, Any]) -> None:
+def set_input_size(model: nn.Module, kwargs: dict[str, Any]) -> None:
+    """``model.set_input_size(**kwargs)``: Unsupported where this release lacks it or an argument, ResizeFailed
+    where it raises."""
     method = getattr(model, 'set_input_size', None)
     if method is None:
         raise Unsupported(f'{type(model).__name__} has no set_input_size in this timm release')

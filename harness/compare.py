@@ -39,7 +39,8 @@ TIMING_CHANGES = ('slower', 'faster', 'noisy', 'same', 'not_comparable')
 FAILING_CHANGES = ('regressed',)        # what makes `harness compare` exit 1 (with `slower` and a new error)
 FAILING_TIMING_CHANGES = ('slower',)
 # figures that a case's checks record: a move beyond outputs_atol is an outputs change
-CHECK_FIGURES = ('native_max_abs_diff', 'fidelity_weights_max_abs_diff', 'fidelity_outputs_max_abs_diff',
+CHECK_FIGURES = ('native_max_abs_diff', 'noop_max_abs_diff', 'fidelity_weights_max_abs_diff',
+                 'fidelity_outputs_max_abs_diff',
                  'parity_max_abs_diff', 'parity_cosine', 'drift_cosine', 'drift_top1_agreement')
 # what two timings must share to be compared
 TIMING_SETTINGS = ('device_name', 'dtype', 'batch_size', 'torch_version')

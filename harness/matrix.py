@@ -76,6 +76,7 @@ class Tolerances:
     fidelity_outputs_atol: float = 1e-3
     parity_atol: float = 1e-3
     parity_min_cosine: float = 0.9999
+    noop_atol: float = 1e-6      # set_input_size to the model's own size: outputs must not move (GPU-safe margin)
     drift_min_cosine: float | None = None
     drift_min_top1: float | None = None
 

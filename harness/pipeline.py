@@ -11,6 +11,7 @@ Nothing here decides pass or fail except the final call to :func:`harness.verdic
 """
 from __future__ import annotations
 
+import copy
 import datetime
 import platform
 import time
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from harness import checks, faults, images
-from harness.build import Built, LoadFailed, ResizeFailed, Unsupported, build_native, build_path
+from harness.build import Built, LoadFailed, ResizeFailed, Unsupported, build_native, build_path, set_input_size
 from harness.cases import Case, expectation_for
 from harness.checkpoints.store import Checkpoint, CheckpointError, checkpoint_for
 from harness.device_lock import Holder, checks_lock, timing_lock
@@ -198,6 +199,8 @@ def _checks(case: Case, work: CheckpointWork, result: CaseResult) -> nn.Module |
         result.shape_errors = [f'native size: {e}']
         return None
     _record_source(case, native, result)
+    if case.path == 'set_input_size':
+        _noop(case, native, work.images, work.options.device, result)
     run = work.create_run(case, native) if case.path == 'create' else \
         evaluate_path(case.path, case, native, work.images, work.options.device)
     for name, value in run.figures.__dict__.items():
@@ -221,6 +224,25 @@ def _record_source(case: Case, native: Native, result: CaseResult) -> None:
     result.source_window_size = source.window_sizes[0][0] if source.window_sizes else None
     if native.load_diff is not None:
         result.native_max_abs_diff, result.native_worst_tensor = native.load_diff.max_abs_diff, native.load_diff.worst
+
+
+def _noop(case: Case, native: Native, image_set: torch.Tensor, device: torch.device, result: CaseResult) -> None:
+    """``set_input_size(img_size=<its own size>)``, called as users call it, must change neither the model's
+    stored configuration (a window it was not asked to change) nor its outputs."""
+    model = copy.deepcopy(native.built.model)
+    try:
+        set_input_size(model, {'img_size': native.geometry.img_size})
+    except ResizeFailed as e:
+        result.noop_changes = [str(e)]
+        return
+    if case.family.stores_geometry:
+        result.noop_changes = checks.geometry_errors(case.family, model, native.geometry)
+    try:
+        outputs = checks.forward_outputs(model, model_inputs(model, native.geometry.img_size, image_set, device))
+    except checks.ForwardFailed as e:
+        result.noop_changes.append(f'then {e}')
+        return
+    result.noop_max_abs_diff = checks.max_abs_diff(outputs.logits, native.outputs.logits)
 
 
 def evaluate_path(path: str, case: Case, native: Native, image_set: torch.Tensor, device: torch.device) -> PathRun:

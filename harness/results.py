@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Iterator
 STATUSES = ('passed', 'failed', 'xfailed', 'xpassed', 'unsupported', 'error', 'resource')
 UNEXPECTED = ('failed', 'xpassed', 'error', 'resource')   # statuses that make `harness run` exit 1
 # names that may appear in a record's ``failed_checks``, in the order the stages run
-CHECKS = ('load', 'resize', 'shapes', 'finite', 'fidelity', 'parity', 'drift')
+CHECKS = ('load', 'reload', 'resize', 'shapes', 'finite', 'noop', 'fidelity', 'parity', 'drift')
 DTYPES = ('fp32', 'bf16', 'fp16')   # the timing dtypes (bf16 and fp16 under autocast)
 RESULTS_FILE = 'results.jsonl'
 
@@ -59,12 +59,16 @@ class CaseResult:
     missing_keys: list[str] = field(default_factory=list)
     unexpected_keys: list[str] = field(default_factory=list)
     resize_error: str | None = None             # what timm raised while resizing (set_input_size, create's resample)
-    native_max_abs_diff: float | None = None    # source-size load vs the synthesized weights
+    # reload: the checkpoint loaded into the exact configuration it was saved from, against its own tensors
+    native_max_abs_diff: float | None = None
     native_worst_tensor: str | None = None
     # shapes
     shape_errors: list[str] = field(default_factory=list)
     # finite
     nonfinite_outputs: list[str] = field(default_factory=list)   # outputs holding NaN or Inf
+    # noop (set_input_size cases): set_input_size(img_size=<the model's own size>) must change nothing
+    noop_max_abs_diff: float | None = None      # its outputs at the own size vs the model's before the call
+    noop_changes: list[str] = field(default_factory=list)   # stored configuration it moved, or what it raised
     # fidelity
     fidelity_weights_max_abs_diff: float | None = None
     fidelity_worst_tensor: str | None = None

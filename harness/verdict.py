@@ -15,7 +15,8 @@ from harness.results import CaseResult
 
 # the recorded figures each check rests on: any of them NaN or infinite fails the check, tolerance or not
 FIGURES = {
-    'load': ('native_max_abs_diff',),
+    'reload': ('native_max_abs_diff',),
+    'noop': ('noop_max_abs_diff',),
     'fidelity': ('fidelity_weights_max_abs_diff', 'fidelity_outputs_max_abs_diff'),
     'parity': ('parity_max_abs_diff', 'parity_cosine'),
     'drift': ('drift_cosine', 'drift_top1_agreement'),
@@ -37,13 +38,20 @@ def fidelity_failures(figures: Any, tol: Tolerances) -> list[tuple[str, str]]:
 
 def failed_checks(result: CaseResult, tol: Tolerances) -> list[tuple[str, str]]:
     """(check, why) for every check whose figures are outside tolerance or not finite, in stage order."""
-    failures = _load_failures(result, tol)
+    failures = _load_failures(result)
+    if _above(result.native_max_abs_diff, tol.fidelity_weights_atol):
+        failures.append(('reload', f'weights loaded into the configuration they were saved from differ from the '
+                                   f'checkpoint by {result.native_max_abs_diff:.3g} ({result.native_worst_tensor})'))
     if result.resize_error:
         failures.append(('resize', _one_line(result.resize_error)))
     if result.shape_errors:
         failures.append(('shapes', '; '.join(result.shape_errors)))
     if result.nonfinite_outputs:
         failures.append(('finite', f'{" and ".join(result.nonfinite_outputs)} hold NaN or Inf'))
+    noop_changes = result.noop_changes + ([f'outputs moved by {result.noop_max_abs_diff:.3g} > {tol.noop_atol:g}']
+                                          if _above(result.noop_max_abs_diff, tol.noop_atol) else [])
+    if noop_changes:
+        failures.append(('noop', f"set_input_size to the model's own size changed it: {'; '.join(noop_changes)}"))
     failures += fidelity_failures(result, tol)
     if result.parity_note is None and not any(check == 'fidelity' for check, _ in failures):
         failures += _parity_failures(result, tol)
@@ -82,14 +90,11 @@ def judge(result: CaseResult, tol: Tolerances, expectation: Expectation | None) 
                         f'not {_listed(unexpected)})'
 
 
-def _load_failures(result: CaseResult, tol: Tolerances) -> list[tuple[str, str]]:
+def _load_failures(result: CaseResult) -> list[tuple[str, str]]:
     if result.load_error:
         return [('load', _one_line(result.load_error))]
     if result.missing_keys:
         return [('load', f'missing keys: {", ".join(result.missing_keys[:5])}')]
-    if _above(result.native_max_abs_diff, tol.fidelity_weights_atol):
-        return [('load', f'weights loaded at the native size differ from the checkpoint by '
-                         f'{result.native_max_abs_diff:.3g} ({result.native_worst_tensor})')]
     return []
 
 

@@ -35,6 +35,8 @@ def test_correct_resizes_pass_every_check(run_matrix):
     by_path = {r.path: r for r in results.values()}
     assert by_path['create'].fidelity_weights_max_abs_diff < 1e-5
     assert by_path['set_input_size'].parity_max_abs_diff < 1e-4
+    assert by_path['set_input_size'].noop_max_abs_diff == 0.0 and by_path['set_input_size'].noop_changes == []
+    assert by_path['create'].noop_max_abs_diff is None   # the invariant belongs to set_input_size cases
     assert by_path['dynamic'].fidelity_outputs_max_abs_diff < 1e-4   # nothing stored: outputs compared
 
 
@@ -81,7 +83,8 @@ def test_a_path_that_resamples_wrongly_is_blamed_by_fidelity_not_parity(run_matr
     by_path = {r.path: r for r in results.values()}
     assert by_path['create'].status == 'passed'
     assert by_path['set_input_size'].status == 'failed'
-    assert by_path['set_input_size'].failed_checks == ['fidelity']
+    # the transposition shows at the source's own 2x4 grid too: set_input_size to the own size is no no-op
+    assert by_path['set_input_size'].failed_checks == ['noop', 'fidelity']
     assert by_path['set_input_size'].parity_max_abs_diff > 1e-3   # recorded, not judged: its own resample is wrong
     assert by_path['set_input_size'].parity_note == 'not judged: the set_input_size path fails fidelity'
 
@@ -184,3 +187,63 @@ paths: [create, set_input_size]
     for r in results.values():
         assert r.status == 'passed', r.reason
         assert r.fidelity_weights_max_abs_diff < 1e-4 and r.source_window_size == 7
+
+
+# --- invariants every family gets ----------------------------------------------------------------------------
+
+SMALL_SWIN = """
+name: swin
+models:
+  - {name: swin_tiny_patch4_window7_224, embed_dim: 32, depths: [1, 1, 2, 1], num_heads: [1, 2, 2, 4],
+     img_size: 128, window_size: 4}
+origins: [timm]
+sizes: [[128, 192]]
+paths: [set_input_size]
+"""
+
+
+def test_noop_catches_a_window_changed_by_a_set_input_size_asked_only_for_the_own_size(run_matrix, monkeypatch):
+    """timm's set_input_size choosing a window nobody asked for: the case's own path spells its window out and
+    passes; the no-op call, made as users make it, shows the change."""
+    from timm.models.swin_transformer import SwinTransformer
+    original = SwinTransformer.set_input_size
+
+    def rewindowing(self, img_size=None, patch_size=None, window_size=None, **kwargs):
+        return original(self, img_size=img_size, patch_size=patch_size, window_size=window_size or 8, **kwargs)
+    monkeypatch.setattr(SwinTransformer, 'set_input_size', rewindowing)
+    (result,) = run_matrix(SMALL_SWIN).values()
+    assert result.status == 'failed' and result.failed_checks == ['noop'], result.reason
+    assert 'window_sizes: stored ((8, 8), (8, 8), (8, 8), (4, 4)), expected ((4, 4), (4, 4), (4, 4), (4, 4))' \
+        in result.reason
+
+
+def test_noop_passes_for_the_real_swin_set_input_size(run_matrix):
+    (result,) = run_matrix(SMALL_SWIN).values()
+    assert result.status == 'passed' and result.noop_changes == [] and result.noop_max_abs_diff == 0.0
+
+
+def test_noop_catches_outputs_moved_by_a_set_input_size_to_the_own_size(run_matrix, monkeypatch):
+    original = VisionTransformer.set_input_size
+
+    def nudging(self, img_size=None, patch_size=None):
+        original(self, img_size=img_size, patch_size=patch_size)
+        with torch.no_grad():
+            self.pos_embed.mul_(1.5)   # (a constant added to every channel would vanish in LayerNorm)
+    monkeypatch.setattr(VisionTransformer, 'set_input_size', nudging)
+    (result,) = run_matrix(tiny(paths='set_input_size')).values()
+    assert 'noop' in result.failed_checks and result.noop_max_abs_diff > 1e-4
+    assert "set_input_size to the model's own size changed it: outputs moved by" in result.reason
+
+
+def test_reload_catches_a_checkpoint_that_does_not_come_back_as_saved(run_matrix, monkeypatch):
+    from harness.checkpoints.store import Checkpoint
+    original = Checkpoint.reference_state_dict
+
+    def off_by_a_bit(self):
+        state = original(self)
+        state['norm.weight'] = state['norm.weight'] + 0.01
+        return state
+    monkeypatch.setattr(Checkpoint, 'reference_state_dict', off_by_a_bit)
+    (result,) = run_matrix(tiny(paths='create')).values()
+    assert result.status == 'failed' and result.failed_checks == ['reload', 'fidelity']   # fidelity: same source
+    assert result.native_worst_tensor == 'norm.weight' and 'configuration they were saved from' in result.reason

@@ -11,13 +11,13 @@ from torch import nn
 
 from harness import reference
 from harness.families import Geometry, Size, Target, to_size
+from harness.results import CHECKS
 
 if TYPE_CHECKING:
     from harness.families.probe import Probe
     from harness.matrix import ModelSpec
 
 ALL_PATHS = ('create', 'set_input_size', 'dynamic')
-ALL_CHECKS = ('load', 'shapes', 'finite', 'fidelity', 'parity', 'drift')
 
 
 class Family:
@@ -27,7 +27,7 @@ class Family:
     model_classes: tuple[str, ...] = ()    # the timm classes it claims, subclasses included ('module.Class')
     origins: tuple[str, ...]
     paths: tuple[str, ...] = ALL_PATHS     # the build paths that can reach a new size
-    checks: tuple[str, ...] = ALL_CHECKS   # the checks its cases run
+    checks: tuple[str, ...] = CHECKS       # the checks its cases run
     window_sizes_apply: bool = False       # a matrix's window_sizes axis applies
     patch_sizes_apply: bool = True         # a matrix's patch_sizes axis applies
     stores_geometry: bool = True           # a resized model stores its new configuration (img_size, grid, ...)

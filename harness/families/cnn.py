@@ -29,7 +29,7 @@ class CnnFamily(Family):
     rank = 10
     origins = ('timm', 'hub', 'file')
     paths = ('create',)
-    checks = ('load', 'shapes', 'finite', 'drift')
+    checks = ('load', 'reload', 'shapes', 'finite', 'drift')
     patch_sizes_apply = False
     stores_geometry = False
 

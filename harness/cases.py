@@ -8,7 +8,7 @@ from typing import Any
 
 from harness.families import Size, Target, family_of
 from harness.families.base import Family
-from harness.matrix import Expectation, Matrix, ModelSpec, OriginSpec
+from harness.matrix import Expectation, Matrix, ModelSpec, OriginSpec, Window
 from harness.origins import FILE_ORIGIN
 
 
@@ -18,7 +18,7 @@ class Case:
     origin: OriginSpec
     img_size: Size
     patch_size: int | None
-    window_size: int | None
+    window_size: Window | None
     path: str
 
     @property
@@ -42,7 +42,7 @@ class Case:
         if self.patch_size is not None:
             parts.append(f'patch{self.patch_size}')
         if self.window_size is not None:
-            parts.append(f'window{self.window_size}')
+            parts.append(f'window{size_label(self.window_size)}')
         parts.append(self.path)
         return '-'.join(parts)
 
@@ -55,6 +55,11 @@ class Case:
         """What ``expect`` entries in a matrix match against."""
         return {'model': self.model.name, 'origin': self.origin.name, 'img_size': self.img_size,
                 'patch_size': self.patch_size, 'window_size': self.window_size, 'path': self.path}
+
+
+def size_label(size: Window) -> str:
+    """``7`` -> ``7``, ``(8, 12)`` -> ``8x12``."""
+    return str(size) if isinstance(size, int) else f'{size[0]}x{size[1]}'
 
 
 def expand(matrix: Matrix) -> list[Case]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import fnmatch
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
@@ -28,6 +29,7 @@ AXES = ('origins', 'sizes', 'patch_sizes', 'window_sizes', 'paths')   # a model 
 EXPECT_MATCH_KEYS = ('model', 'origin', 'img_size', 'patch_size', 'window_size', 'path')
 
 Size = tuple[int, int]
+Window = int | Size   # a window size: square (int) or rectangular (h, w)
 
 
 class MatrixError(ValueError):
@@ -145,7 +147,7 @@ class Matrix:
     origins: tuple[OriginSpec, ...]
     sizes: tuple[Size, ...]
     patch_sizes: tuple[int | None, ...] = (None,)
-    window_sizes: tuple[int | None, ...] = (None,)
+    window_sizes: tuple[Window | None, ...] = (None,)
     paths: tuple[str, ...] = PATHS
     seed: int = 0
     num_images: int = 4
@@ -160,9 +162,11 @@ class Matrix:
 
 
 TOP_LEVEL_KEYS = {
-    'name': 'a string', 'models': 'a list of model names or {name: ..., label: ..., <constructor overrides>, <own origins/sizes/...>}',
+    'name': 'a string',
+    'models': 'a list of model names, {name: ..., label: ..., <constructor overrides>, <own origins/sizes/...>} or '
+              '{pattern: GLOB, <overrides and axes shared by every match>}',
     'origins': 'a list of origin names or {file: PATH}', 'sizes': 'a list of sizes (int or [H, W])',
-    'patch_sizes': 'a list of ints', 'window_sizes': 'a list of ints', 'paths': f'a subset of {list(PATHS)}',
+    'patch_sizes': 'a list of ints', 'window_sizes': 'a list of window sizes (int or [H, W])', 'paths': f'a subset of {list(PATHS)}',
     'seed': 'an int', 'num_images': 'an int', 'tolerances': 'a mapping', 'timing': 'a mapping',
     'expect': 'a list of {match: {...}, checks: [...], reason: ...}',
 }
@@ -235,7 +239,8 @@ class _Validator:
             'origins': tuple(self._origins(models)),
             'sizes': tuple(size for i, raw in enumerate(self._list('sizes')) if (size := self._size(f'sizes[{i}]', raw))),
             'patch_sizes': tuple(self._ints('patch_sizes')) or (None,),
-            'window_sizes': tuple(self._ints('window_sizes')) or (None,),
+            'window_sizes': tuple(window for i, raw in enumerate(self._list('window_sizes'))
+                                  if (window := self._window(f'window_sizes[{i}]', raw))) or (None,),
             'paths': self._paths(),
         }
 
@@ -281,6 +286,11 @@ class _Validator:
         self.error(where, f'expected a positive int (square) or [H, W], got {value!r}')
         return None
 
+    def _window(self, where: str, value: Any) -> Window | None:
+        """A window size as cases carry it: an int when square ([7, 7] is 7), else (h, w)."""
+        size = self._size(where, value)
+        return None if size is None else window_value(size)
+
     def _section(self, key: str, cls: type):
         value = self.raw.get(key) or {}
         if not isinstance(value, dict):
@@ -305,45 +315,78 @@ class _Validator:
     # --- models, origins, paths -------------------------------------------------------------------------
     def _models(self) -> list[ModelSpec]:
         models, labels = [], {}
+        for where, entry, pattern in self._model_entries():
+            model = self._model(where, entry)
+            if model is None:
+                continue
+            if model.label in labels:
+                fix = 'narrow the pattern or drop the other entry' if pattern else 'give one of them a distinct `label:`'
+                self.error(where, f'{model.label!r} is already {labels[model.label]}; {fix}')
+                continue
+            labels[model.label] = where
+            models.append(model)
+        return models
+
+    def _model_entries(self) -> Iterator[tuple[str, dict, str | None]]:
+        """(where, entry, the pattern it came from) for each model: a ``{pattern: GLOB, ...}`` entry expanded into
+        one entry per matching timm model (named in problems as ``models[i] (name)``), after the explicit
+        entries, so that an overlap is reported against the pattern."""
+        patterns = []
         for i, entry in enumerate(self._list('models')):
             where = f'models[{i}]'
             if isinstance(entry, str):
                 entry = {'name': entry}
-            if not isinstance(entry, dict) or not isinstance(entry.get('name'), str):
-                self.error(where, f'expected a model name or a mapping with a string "name", got {entry!r}')
+            if isinstance(entry, dict) and isinstance(entry.get('pattern'), str) and 'name' not in entry:
+                patterns.append((where, entry))
+            elif not isinstance(entry, dict) or not isinstance(entry.get('name'), str):
+                self.error(where, f'expected a model name, a mapping with a string "name", or {{pattern: "swinv2_*", '
+                                  f'...}}; got {entry!r}')
+            else:
+                yield where, entry, None
+        for where, entry in patterns:
+            if 'label' in entry:
+                self.error(f'{where}.label', 'a pattern entry names its models by their timm names; drop `label:`')
                 continue
-            name = entry['name']
-            if self.known_models is not None and name not in self.known_models:
-                close = difflib.get_close_matches(name, self.known_models, n=3, cutoff=0.6)
-                hint = f'; did you mean {", ".join(close)}?' if close else ''
-                self.error(where, f'unknown timm model {name!r}{hint}')
-                continue
-            if family_of(name) is None:
-                self.error(where, f'{name!r} is in no family the harness supports: {unclaimed_reason(name)} '
-                                  f'(harness coverage lists every architecture)')
-                continue
-            alias = entry.get('label')
-            if alias is not None and not isinstance(alias, str):
-                self.error(f'{where}.label', f'expected a string, got {alias!r}')
-                continue
-            overrides = {k: v for k, v in entry.items() if k not in ('name', 'label') and k not in AXES}
-            if 'img_size' in overrides:
-                size = self._size(f'{where}.img_size', overrides['img_size'])
-                overrides['img_size'] = list(size) if size else overrides['img_size']
-            model = ModelSpec(name, tuple(sorted((k, _freeze(v)) for k, v in overrides.items())))
-            try:
-                native_geometry(family_of(name), model)
-            except Exception as e:   # noqa: BLE001 - any constructor complaint is the user's to fix
-                self.error(where, f'timm cannot build {name} with {dict(model.overrides)}: {type(e).__name__}: {e}')
-                continue
-            model = dataclasses.replace(model, alias=alias, axes=self._model_axes(where, model, entry))
-            if model.label in labels:
-                self.error(where, f'{model.label!r} is already models[{labels[model.label]}]; '
-                                  f'give one of them a distinct `label:`')
-                continue
-            labels[model.label] = i
-            models.append(model)
-        return models
+            names = fnmatch.filter(self._known_models(), entry['pattern'])
+            if not names:
+                self.error(f'{where}.pattern', f'{entry["pattern"]!r} matches no timm model')
+            for name in names:
+                yield f'{where} ({name})', {'name': name, **{k: v for k, v in entry.items() if k != 'pattern'}}, \
+                    entry['pattern']
+
+    def _known_models(self) -> list[str]:
+        if self.known_models is None:
+            import timm
+            self.known_models = timm.list_models()
+        return self.known_models
+
+    def _model(self, where: str, entry: dict) -> ModelSpec | None:
+        """One model entry as a spec (its own axes included), or None after saying what is wrong with it."""
+        name = entry['name']
+        if self.known_models is not None and name not in self.known_models:
+            close = difflib.get_close_matches(name, self.known_models, n=3, cutoff=0.6)
+            hint = f'; did you mean {", ".join(close)}?' if close else ''
+            self.error(where, f'unknown timm model {name!r}{hint}')
+            return None
+        if family_of(name) is None:
+            self.error(where, f'{name!r} is in no family the harness supports: {unclaimed_reason(name)} '
+                              f'(harness coverage lists every architecture)')
+            return None
+        alias = entry.get('label')
+        if alias is not None and not isinstance(alias, str):
+            self.error(f'{where}.label', f'expected a string, got {alias!r}')
+            return None
+        overrides = {k: v for k, v in entry.items() if k not in ('name', 'label') and k not in AXES}
+        if 'img_size' in overrides:
+            size = self._size(f'{where}.img_size', overrides['img_size'])
+            overrides['img_size'] = list(size) if size else overrides['img_size']
+        model = ModelSpec(name, tuple(sorted((k, _freeze(v)) for k, v in overrides.items())))
+        try:
+            native_geometry(family_of(name), model)
+        except Exception as e:   # noqa: BLE001 - any constructor complaint is the user's to fix
+            self.error(where, f'timm cannot build {name} with {dict(model.overrides)}: {type(e).__name__}: {e}')
+            return None
+        return dataclasses.replace(model, alias=alias, axes=self._model_axes(where, model, entry))
 
     def _origins(self, models: list[ModelSpec]) -> list[OriginSpec]:
         origins = []
@@ -454,8 +497,9 @@ class _Validator:
                 if k not in EXPECT_MATCH_KEYS:
                     self.error(f'{where}.match.{k}', f'unknown field; expected one of {list(EXPECT_MATCH_KEYS)}')
                 elif k == 'img_size':
-                    size = self._size(f'{where}.match.img_size', v)
-                    match[k] = size
+                    match[k] = self._size(f'{where}.match.img_size', v)
+                elif k == 'window_size':
+                    match[k] = self._window(f'{where}.match.window_size', v)
                 else:
                     match[k] = v
             spec = None
@@ -488,6 +532,11 @@ def _origin_problem(origin: OriginSpec, model: ModelSpec) -> str | None:
     if problem:
         return f'the {origin.name} layout does not fit {model.label}: {problem}'
     return None
+
+
+def window_value(size: Size) -> Window:
+    """``(7, 7)`` as 7, ``(8, 12)`` as it is: one spelling per window, for case ids and expect matching."""
+    return size[0] if size[0] == size[1] else (size[0], size[1])
 
 
 def _is_int(value: Any) -> bool:

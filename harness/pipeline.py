@@ -29,7 +29,7 @@ from harness.cases import Case, expectation_for
 from harness.checkpoints.store import Checkpoint, CheckpointError, checkpoint_for
 from harness.device_lock import Holder, checks_lock, timing_lock
 from harness.families import Geometry, Target
-from harness.matrix import Matrix, TimingConfig, Tolerances
+from harness.matrix import Matrix, TimingConfig, Tolerances, Window, window_value
 from harness.results import CaseResult
 from harness.timing import Timing, time_forward
 from harness.verdict import fidelity_failures, judge
@@ -144,7 +144,7 @@ def new_result(case: Case, matrix: Matrix, options: RunOptions) -> CaseResult:
     import timm
     return CaseResult(
         case_id=case.case_id, matrix=matrix.name, model=case.model.label, origin=case.origin_label,
-        img_size=list(case.img_size), patch_size=case.patch_size, window_size=case.window_size, path=case.path,
+        img_size=list(case.img_size), patch_size=case.patch_size, window_size=_listed(case.window_size), path=case.path,
         model_name=case.model.name, model_overrides=case.model.kwargs,
         timm_version=timm.__version__, torch_version=torch.__version__, device=options.device.type,
         device_name=device_name(options.device), dtype=options.timing.dtype, batch_size=options.timing.batch_size)
@@ -221,7 +221,7 @@ def _record_source(case: Case, native: Native, result: CaseResult) -> None:
     source = native.geometry
     result.source_img_size = list(source.img_size)
     result.source_patch_size = source.patch_size[0] if case.family.patch_sizes_apply else None
-    result.source_window_size = source.window_sizes[0][0] if source.window_sizes else None
+    result.source_window_size = _listed(window_value(source.window_sizes[0])) if source.window_sizes else None
     if native.load_diff is not None:
         result.native_max_abs_diff, result.native_worst_tensor = native.load_diff.max_abs_diff, native.load_diff.worst
 
@@ -296,7 +296,10 @@ def _fidelity(path: str, case: Case, native: Native, model: nn.Module, outputs: 
         want = checks.forward_outputs(reference, inputs)
         figures.fidelity_outputs_max_abs_diff = checks.max_abs_diff(outputs.logits, want.logits)
     else:
-        diff = checks.state_dict_diff(model.state_dict(), expected_weights)
+        actual = {**model.state_dict(), **family.derived_tensors(model)}
+        expected = {**expected_weights,
+                    **family.expected_derived_tensors(expected_weights, case.model, native.geometry, computed)}
+        diff = checks.state_dict_diff(actual, expected)
         figures.fidelity_weights_max_abs_diff, figures.fidelity_worst_tensor = diff.max_abs_diff, diff.worst
 
 
@@ -328,6 +331,11 @@ def documented_difference(case: Case, native: Native) -> str | None:
                 f'{" with" if checkpoint.antialias else " without"} antialiasing at create time, '
                 f'{case.path} bicubic with antialiasing')
     return None
+
+
+def _listed(window: Window | None) -> int | list[int] | None:
+    """A window as results hold it: an int, or [H, W] (JSON has no tuples)."""
+    return list(window) if isinstance(window, tuple) else window
 
 
 def _sizes(sizes: tuple[tuple[int, int], ...]) -> str:

@@ -19,7 +19,7 @@ from tabulate import tabulate
 from harness.matrix import PATHS
 from harness.results import STATUSES, UNEXPECTED, CaseResult, read_results
 
-INT_FIELDS = ('patch_size', 'window_size', 'batch_size', 'timing_repeats')
+INT_FIELDS = ('patch_size', 'batch_size', 'timing_repeats')
 IDENTITY = ('model', 'origin', 'img_size', 'patch_size', 'window_size', 'path')
 MEASURED = {'timm_version': 'timm', 'torch_version': 'torch', 'device_label': 'device', 'dtype': 'dtype',
             'batch_size': 'batch size', 'timing_budget_s': 'timing budget (s per case)',
@@ -57,7 +57,23 @@ def _path_rank(path: Any) -> tuple[int, str]:
 
 def _sort_key(record: dict[str, Any]) -> tuple:
     return (str(record['model'] or ''), str(record['origin'] or ''), list(record['img_size'] or []),
-            record['patch_size'] or 0, record['window_size'] or 0, _path_rank(record['path']), str(record['case_id']))
+            record['patch_size'] or 0, _window_key(record['window_size']), _path_rank(record['path']), str(record['case_id']))
+
+
+def _window_key(window: Any) -> tuple[int, int]:
+    """A window (an int, [H, W] or None) as a sortable (h, w)."""
+    if window is None:
+        return 0, 0
+    return (window, window) if isinstance(window, int) else (window[0], window[1])
+
+
+def _window_cell(window: Any) -> str:
+    """7 or 8x12, as case ids spell windows."""
+    if _is_null(window):
+        return NULL
+    if isinstance(window, (list, tuple)):
+        return 'x'.join(map(str, window))
+    return str(int(window))   # a column of ints and nulls reads as floats
 
 
 def load_results(results_path: Path) -> pd.DataFrame:
@@ -194,7 +210,7 @@ def _failures(view: pd.DataFrame) -> list[str]:
 
 
 def _identity() -> dict[str, Formatter]:
-    return {c: _number('d') if c in INT_FIELDS else str for c in IDENTITY}
+    return {c: _number('d') if c in INT_FIELDS else _window_cell if c == 'window_size' else str for c in IDENTITY}
 
 
 def _drift(view: pd.DataFrame) -> list[str]:

@@ -34,13 +34,13 @@ class CaseResult:
     origin: str
     img_size: list[int]
     patch_size: int | None
-    window_size: int | None
+    window_size: int | list[int] | None      # an int (square) or [H, W]
     path: str
     model_name: str = ''                                   # the timm name (``model`` is the matrix label)
     model_overrides: dict[str, Any] = field(default_factory=dict)   # constructor overrides of the checkpoint
     source_img_size: list[int] | None = None
     source_patch_size: int | None = None
-    source_window_size: int | None = None
+    source_window_size: int | list[int] | None = None   # the first stage's, as window_size
     # outcome
     status: str = 'error'
     reason: str = ''

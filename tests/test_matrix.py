@@ -384,7 +384,7 @@ def test_model_outside_supported_families(tmp_path, known_models, model, why):
 
 
 @pytest.mark.parametrize('entry, where, fragments', [
-    ('42', 'models[0]', ('model name or a mapping with a string "name"', '42')),
+    ('42', 'models[0]', ('a model name, a mapping with a string "name", or {pattern:', '42')),
     ('{depth: 2}', 'models[0]', ('string "name"',)),
     (f'{{name: {VIT}, label: 3}}', 'models[0].label', ('expected a string', '3')),
 ])
@@ -615,3 +615,55 @@ def test_a_layout_that_cannot_hold_the_model_is_a_matrix_error(tmp_path, known_m
     _, err = error_of(tmp_path, MINIMAL.replace('[timm]', '[timm, openai_clip]'), known_models)
     problem(err, 'origins[1]', f'the openai_clip layout does not fit {VIT}', 'patch_embed.proj.bias')
     assert len(err.problems) == 1
+
+
+# --- rectangular windows and model patterns -------------------------------------------------------------------
+
+def test_rectangular_windows_in_case_ids_results_and_expect(tmp_path, known_models):
+    m = load(tmp_path, f'''
+        name: w
+        models: [{SWIN}]
+        origins: [timm]
+        sizes: [[256, 384]]
+        window_sizes: [8, [8, 12], [7, 7]]
+        paths: [create]
+        expect:
+          - {{match: {{window_size: [8, 12]}}, checks: [parity], reason: rectangular}}
+        ''', known_models)
+    assert m.window_sizes == (8, (8, 12), 7)   # [7, 7] is the square window 7: one spelling per window
+    cases = {c.window_size: c for c in expand(m)}
+    assert cases[(8, 12)].case_id == f'{SWIN}-timm-256x384-window8x12-create'
+    assert cases[7].case_id == f'{SWIN}-timm-256x384-window7-create'
+    assert expectation_for(cases[(8, 12)], m, timm.__version__).reason == 'rectangular'
+    assert expectation_for(cases[8], m, timm.__version__) is None
+
+
+def test_a_window_that_is_not_a_size_is_a_matrix_error(tmp_path, known_models):
+    _, err = error_of(tmp_path, f'name: w\nmodels: [{SWIN}]\norigins: [timm]\nsizes: [224]\nwindow_sizes: [[8, 0]]\n',
+                      known_models)
+    problem(err, 'window_sizes[0]', 'expected a positive int (square) or [H, W]', '[8, 0]')
+
+
+def test_a_pattern_expands_to_every_matching_model_with_shared_overrides(tmp_path, known_models):
+    m = load(tmp_path, '''
+        name: p
+        models:
+          - {pattern: "deit_*_patch16_224", depth: 1, sizes: [[224, 448]]}
+        origins: [timm]
+        sizes: [224]
+        ''', known_models)
+    names = [model.name for model in m.models]
+    assert names == sorted(n for n in known_models if __import__('fnmatch').fnmatch(n, 'deit_*_patch16_224'))
+    assert len(names) >= 3 and all(dict(model.overrides) == {'depth': 1} for model in m.models)
+    assert all(dict(model.axes) == {'sizes': ((224, 448),)} for model in m.models)
+
+
+@pytest.mark.parametrize('models, where, fragments', [
+    ('[{pattern: "no_such_model_*"}]', 'models[0].pattern', ("'no_such_model_*' matches no timm model",)),
+    (f'[{{pattern: "vit_tiny_patch16_2*"}}, {VIT}]', f'models[0] ({VIT})',
+     (f"'{VIT}' is already models[1]", 'narrow the pattern')),
+    ('[{pattern: "vit_tiny_patch16_22*", label: t}]', 'models[0].label', ('drop `label:`',)),
+])
+def test_pattern_problems(tmp_path, known_models, models, where, fragments):
+    _, err = error_of(tmp_path, f'name: p\nmodels: {models}\norigins: [timm]\nsizes: [224]\n', known_models)
+    problem(err, where, *fragments)

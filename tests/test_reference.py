@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed, resample_patch_embed, resize_rel_pos_bias_table
 
-from harness import reference
-from harness.reference import resample_patch_kernel, resample_pos_embed, resample_rel_pos_table
+from harness.reference import rel_pos_table
+from harness.reference.patch_kernel import resample_patch_kernel
+from harness.reference.pos_embed import resample_pos_embed
+from harness.reference.rel_pos_table import resample_rel_pos_table
 
 # timm's RegularGridInterpolator trips two harmless torch warnings
 pytestmark = [pytest.mark.filterwarnings('ignore:Using a non-tuple sequence:UserWarning'),
@@ -134,7 +136,8 @@ def _zero_offset(table, window):
 def test_rel_pos_table_resamples_an_axis_that_keeps_its_size():
     """BEiT's ratio search is bracketed to [1.01, 1.5]: an axis that keeps its size still gets q ~ 1.01, so
     its outer offsets blend with their neighbours (offset 7 of 8: 0.80 of itself, 0.20 of offset 6)."""
-    weights = reference._linear_weights(reference._progression_offsets(15, 15), reference._uniform_offsets(15))
+    weights = rel_pos_table._linear_weights(rel_pos_table._progression_offsets(15, 15),
+                                           rel_pos_table._uniform_offsets(15))
     assert weights[-1, -1].item() == pytest.approx(0.7988, abs=1e-4)
     assert weights[-1, -2].item() == pytest.approx(0.2012, abs=1e-4)
 
@@ -144,7 +147,7 @@ def test_rel_pos_table_linear_weights_match_numpy_interp():
     points = torch.linspace(-6, 6, 25, dtype=torch.float64)
     values = _randn(7, dtype=torch.float64)
     expected = np.interp(points.numpy(), nodes.numpy(), values.numpy())  # holds edge values beyond the nodes
-    np.testing.assert_allclose((reference._linear_weights(nodes, points) @ values).numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose((rel_pos_table._linear_weights(nodes, points) @ values).numpy(), expected, atol=1e-12)
 
 
 def test_rel_pos_table_skips_equal_windows_and_rejects_wrong_shapes():

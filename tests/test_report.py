@@ -171,3 +171,15 @@ def test_overwrites_existing_report(tmp_path, report):
     again = write_report(results, files.markdown.parent)
     assert '1 case: 1 passed' in again.markdown.read_text()
     assert len(pd.read_csv(again.csv)) == 1
+
+
+def test_windows_read_as_case_ids_spell_them(tmp_path):
+    for window in (7, [8, 12], None):
+        case = _case('swin_tiny', 'timm', 'create', size=(256, 384))
+        case.window_size, case.patch_size = window, 4
+        case.case_id += f'-{window}'
+        append_result(tmp_path, case)
+    drift = _section(write_report(tmp_path / RESULTS_FILE, tmp_path / 'report').markdown.read_text(),
+                     'Drift and fidelity')
+    rows = [line for line in drift.splitlines() if 'swin_tiny' in line]
+    assert [line.split('|')[5].strip() for line in rows] == ['—', '7', '8x12']   # sorted by window, None first

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from harness import reference
+from harness.reference.patch_kernel import resample_patch_kernel
 from harness.families import Geometry, Size, Target, to_size
 from harness.results import CHECKS
 
@@ -76,9 +76,21 @@ class Family:
         out = dict(state_dict)
         kernel = 'patch_embed.proj.weight'
         if kernel in out and tuple(out[kernel].shape[-2:]) != target.patch_size:
-            out[kernel] = reference.resample_patch_kernel(
+            out[kernel] = resample_patch_kernel(
                 out[kernel], target.patch_size, interpolation=interpolation, antialias=antialias)
         return out
+
+    def derived_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Tensors the model computes from its configuration instead of loading them (rotary embeddings,
+        continuous position bias tables), by name. Fidelity compares them with :meth:`expected_derived_tensors`
+        as it compares the state dict with :meth:`resample_state_dict`. None by default."""
+        return {}
+
+    def expected_derived_tensors(self, weights: dict[str, torch.Tensor], spec: 'ModelSpec', source: Geometry,
+                                 computed: Geometry) -> dict[str, torch.Tensor]:
+        """What :meth:`derived_tensors` must give for a model computing with the ``computed`` geometry from
+        ``weights`` (the harness's resample of the source checkpoint), from the harness's own implementation."""
+        return {}
 
     # --- arguments per build path ----------------------------------------------------------------------
     def create_kwargs(self, target: Target) -> dict[str, Any]:

@@ -7,7 +7,8 @@ from typing import Any
 
 from torch import nn
 
-from harness import reference
+from harness.reference.rel_pos_table import resample_rel_pos_table
+from harness.reference.window_masks import shifted_window_mask
 from harness.families import Geometry, Size, Target, register_family, to_size
 from harness.families.base import Family
 
@@ -63,7 +64,7 @@ class SwinFamily(Family):
             for j, block in enumerate(stage.blocks):
                 shift = computed.shift_sizes[i] if j % 2 else (0, 0)
                 block.dynamic_mask = False
-                block.attn_mask = reference.shifted_window_mask(grid, computed.window_sizes[i], shift)
+                block.attn_mask = shifted_window_mask(grid, computed.window_sizes[i], shift)
         return model.eval()
 
     def expected_shapes(self, geometry: Geometry, batch: int) -> dict[str, Any]:
@@ -84,7 +85,7 @@ class SwinFamily(Family):
                 stage = int(match.group(1))
                 old, new = source.window_sizes[stage], target.window_sizes[stage]
                 if old != new:
-                    out[key] = reference.resample_rel_pos_table(value, old, new)
+                    out[key] = resample_rel_pos_table(value, old, new)
         return out
 
     def set_input_size_kwargs(self, target: Target, source: Geometry) -> dict[str, Any]:

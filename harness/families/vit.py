@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from harness import reference
+from harness.reference.pos_embed import resample_pos_embed
 from harness.families import Geometry, Target, register_family, to_size
 from harness.families.base import Family, model_carrying, timm_class
 
@@ -61,7 +61,7 @@ class VitFamily(Family):
     def resample_state_dict(self, state_dict, source, target, interpolation, antialias):
         out = super().resample_state_dict(state_dict, source, target, interpolation, antialias)
         if 'pos_embed' in out and source.grid_size != target.grid_size:
-            out['pos_embed'] = reference.resample_pos_embed(
+            out['pos_embed'] = resample_pos_embed(
                 out['pos_embed'], source.grid_size, target.grid_size, source.pos_prefix_tokens,
                 interpolation=interpolation, antialias=antialias)
         return out

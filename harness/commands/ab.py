@@ -1,0 +1,67 @@
+"""``harness ab MATRIX --base V --new V``: two releases in one job, timing rounds interleaved (:mod:`harness.ab`)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.cache import default_cache_dir
+from harness.commands.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, UsageError,
+                                     compare_runs, default_out, positive_int, shard, timm_source, write_report,
+                                     writable_out)
+from harness.compare import CompareSpec
+from harness.matrix_file import read_matrix_file
+from harness.results import RESULTS_FILE
+
+DESCRIPTION = """\
+Run a matrix on two timm releases in one job on one machine and compare them (harness compare).
+
+The checks run as `harness run --timm VERSION --no-timing` for both releases at once, into <out>/base and
+<out>/new. Then one timing process per release times each case in --rounds rounds, the releases taking
+turns (base, new, new, base, ...), each round a share of the case's budget, while this job holds the
+machine's timing lock: a runner whose speed drifts during the job slows both alike. The samples and their
+rounds are added to each run's results; <out>/compare.md and compare.json follow.
+
+example:
+  harness ab matrices/smoke.yaml --base 1.0.30 --new 1.0.31 --out reports/ab
+
+exit codes: as harness compare (0 nothing regressed or got slower, 1 otherwise), 2 bad input, 130 interrupted
+"""
+
+
+def add_parser(commands) -> None:
+    ab = commands.add_parser('ab', help='two timm releases in one job: checks, interleaved timing rounds, compare',
+                             description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ab.set_defaults(handler=main)
+    ab.add_argument('matrix', type=Path, help='YAML matrix')
+    ab.add_argument('--base', required=True, type=timm_source, metavar='VERSION', help='the release compared against')
+    ab.add_argument('--new', required=True, type=timm_source, metavar='VERSION', help='the release under test')
+    ab.add_argument('--out', type=Path, metavar='DIR',
+                    help='folder for base/, new/ and compare.* (default: reports/<matrix name>-ab)')
+    ab.add_argument('--rounds', type=positive_int, default=5, metavar='N',
+                    help="timing rounds per case and release, alternating releases, each 1/N of the case's budget "
+                         "(default: 5)")
+    ab.add_argument('--shard', type=shard, metavar='K/N', help='as for harness run')
+    ab.add_argument('--cache', type=Path, metavar='DIR', help='as for harness run')
+
+
+def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
+    from harness.ab import AbError, interleave, record_samples, release, run_checks, timed_cases
+    raw = read_matrix_file(args.matrix)
+    out = writable_out(args.out, default_out(args.matrix, raw, '-ab'), 'from the matrix name')
+    cache = args.cache or default_cache_dir()
+    try:
+        releases = [release('base', args.base, out, cache), release('new', args.new, out, cache)]
+    except AbError as e:
+        raise UsageError(str(e)) from None
+    codes = run_checks(args.matrix, releases, cache, args.shard)
+    if EXIT_INTERRUPTED in codes:
+        return EXIT_INTERRUPTED
+    if any(code not in (EXIT_OK, EXIT_REGRESSION) for code in codes):
+        return EXIT_USAGE   # the run said why, in one line
+    timing = interleave(args.matrix, releases, timed_cases(releases), args.rounds, cache)
+    if timing is not None:
+        for r in releases:
+            timed = record_samples(r, args.rounds, timing.budget_s, timing.precision)
+            print(f'ab: {timed} cases of timm {r.version} timed in {args.rounds} interleaved rounds')
+            write_report(r.out / RESULTS_FILE, r.out)
+    return compare_runs(out / 'base', out / 'new', out, CompareSpec())

@@ -1,0 +1,188 @@
+"""``harness run MATRIX``: every case of a matrix in pytest-xdist workers, then the report."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+from harness.cache import default_cache_dir
+from harness.commands.common import (EXIT_CODES, EXIT_INTERRUPTED, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, UsageError,
+                                     bounded_float, compare_runs, default_out, in_release_already, positive_int,
+                                     rerun_in_release, shard, timm_source, usage_error, write_report,
+                                     writable_out)
+from harness.compare import CompareSpec
+from harness.matrix_file import read_matrix_file
+from harness.results import DTYPES, RESULTS_FILE, UNEXPECTED, read_results
+from harness.run_record import mark_finished
+from harness.run_start import RunStart
+
+EPILOG = """\
+Any other option is passed to pytest (e.g. --junitxml=results.xml, -x, --maxfail=3).
+
+One output folder holds one run: run.json records what it ran with, and a plain re-run moves the previous
+results.jsonl aside as results.<its start time>.jsonl. --resume continues the run recorded there and refuses
+when timm, torch, the device, dtype, batch size or the matrix content differ.
+
+examples:
+  harness run matrices/smoke.yaml
+  harness run matrices/vit.yaml --timm 0.9.16 -k "openai_clip and patch8" --out reports/vit-0.9.16
+  harness run matrices/swin.yaml -n 4 --device cuda --dtype bf16 --batch-size 64
+  harness run matrices/vit.yaml --resume          # after an interrupted run: skip finished cases
+  harness run matrices/vit.yaml -n 2 --case-timeout 300   # a case still running after 5 min: error, go on
+
+""" + EXIT_CODES
+
+def workers(text: str) -> str:
+    if text in ('auto', 'logical') or (text.isdigit() and int(text) >= 1):
+        return text
+    raise argparse.ArgumentTypeError(f'expected a number of worker processes >= 1 or "auto", got {text!r} (cases '
+                                     f'always run in worker processes)')
+
+
+def add_parser(commands) -> None:
+    run = commands.add_parser('run', help='run a matrix (then write its report)', epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.set_defaults(handler=main, takes_pytest_options=True)
+    run.add_argument('matrix', type=Path, help='YAML matrix, e.g. matrices/smoke.yaml')
+    run.add_argument('--timm', metavar='VERSION', type=timm_source,
+                     help='run against this timm release from PyPI, or a timm wheel file or source tree (a folder '
+                          'holding timm/), installed in an isolated cached folder (default: the installed timm)')
+    run.add_argument('--device', choices=('cpu', 'cuda'),
+                     help='default: cuda when available, else cpu; cuda without a GPU is an error')
+    run.add_argument('--out', type=Path, metavar='DIR',
+                     help='folder for run.json, results.jsonl and the report, created if needed '
+                          '(default: reports/<matrix name>)')
+    run.add_argument('-k', metavar='EXPR', help='only cases whose id matches the pytest -k expression')
+    run.add_argument('-n', metavar='N', type=workers,
+                     help='worker processes (pytest-xdist), a number >= 1 or "auto" (default: 1); cases always run '
+                          'in workers, so a case that crashes or hangs loses only itself')
+    run.add_argument('--case-timeout', type=bounded_float(lambda v: v >= 0, 'seconds >= 0 (0 = no limit)'),
+                     default=900, metavar='SECONDS',
+                     help='record a case still running after this long as error (timeout:) and go on with a fresh '
+                          'worker (default: 900; 0 = no limit)')
+    run.add_argument('--shard', type=shard, metavar='K/N',
+                     help="only the K-th of N shards of the cases (1-based, deterministic; a checkpoint's cases stay "
+                          "in one shard), for splitting a matrix over CI jobs; harness merge joins the results")
+    run.add_argument('--baseline', type=Path, metavar='DIR',
+                     help='after the run, compare it with this earlier run (harness compare BASELINE OUT): the exit '
+                          'code is then the compare\'s (1 on a regression or slowdown)')
+    run.add_argument('--resume', action='store_true',
+                     help='continue the run recorded in the output folder: skip cases that already have a result '
+                          '(errors are retried); refused when its run.json differs from this run')
+    run.add_argument('--batch-size', type=positive_int, metavar='N',
+                     help="timing batch size, an int >= 1 (default: the matrix's, else 1 on CPU and 8 on CUDA)")
+    run.add_argument('--dtype', choices=DTYPES,
+                     help="timing dtype; bf16/fp16 run under autocast (default: the matrix's)")
+    run.add_argument('--no-timing', action='store_true', help='run the checks only')
+    run.add_argument('--cache', type=Path, metavar='DIR',
+                     help='cache for synthesized checkpoints and timm releases (default: ~/.cache/timm-harness)')
+    run.add_argument('-q', '--quiet', action='store_true', help='one character per case instead of one line')
+
+
+def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
+    raw = read_matrix_file(args.matrix)
+    out = writable_out(args.out, default_out(args.matrix, raw), 'from the matrix name')
+    if args.baseline and not (args.baseline / RESULTS_FILE).is_file():
+        raise UsageError(f'--baseline: {args.baseline} holds no {RESULTS_FILE}; expected the folder of an earlier '
+                         f'harness run')
+    if args.resume and (out / RESULTS_FILE).exists():
+        read_results(out / RESULTS_FILE)   # garbage in the middle is bad input; warns of a cut-short last line
+
+    cache = args.cache or default_cache_dir()
+    if args.timm and not in_release_already():
+        return rerun_in_release(args.timm, cache, argv)
+
+    start = RunStart(args, argv, out)
+    exit_code = _run_cases(args, extra, start, out, cache)
+    if start.refused:
+        raise start.refused
+    if start.matrix is not None:
+        mark_finished(out)
+    if exit_code is None:
+        return _interrupted(out, argv)
+    if exit_code in (EXIT_OK, EXIT_REGRESSION):
+        write_report(out / RESULTS_FILE, out)
+        if args.baseline:
+            return compare_runs(args.baseline, out, out, CompareSpec())
+    return exit_code
+
+
+def _run_cases(args: argparse.Namespace, extra: list[str], start: RunStart, out: Path, cache: Path) -> int | None:
+    """_pytest's exit code, or None when Ctrl-C stopped the run: pytest reports an interrupt as 2, which
+    would read as bad input. Under xdist the workers get the signal too; this process notes it."""
+    interrupted = False
+
+    def note_interrupt(signum, frame):
+        nonlocal interrupted
+        interrupted = True
+        signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, note_interrupt)
+    try:
+        code = _pytest(args, extra, start, out, cache)
+    except KeyboardInterrupt:   # one that came before pytest's session could catch it
+        return None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return None if interrupted else code
+
+
+def _interrupted(out: Path, argv: list[str]) -> int:
+    """After Ctrl-C: the finished cases are recorded; report them and say how to finish the run."""
+    results = out / RESULTS_FILE
+    write_report(results, out)
+    kept = len(read_results(results)) if results.exists() else 0
+    again = shlex.join(['harness', *argv, *([] if '--resume' in argv else ['--resume'])])
+    print(f'interrupted: {kept} finished case{"" if kept == 1 else "s"} kept in {results}; to finish the run: '
+          f'{again}', file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, out: Path, cache: Path) -> int:
+    import pytest
+    matrix_path = str(args.matrix)
+    ini = Path(__file__).parents[1] / 'pytest.ini'
+    # our own ini and rootdir: a project's pytest settings must not apply; ids read `smoke.yaml::<case>`;
+    # pytest-benchmark, where installed, only warns that xdist disables it. Cases hold no asserts to rewrite
+    # and leave no unraisable exceptions to hunt: both cost seconds (rewriting imports, gc at exit) per process
+    pytest_args = [matrix_path, '-p', 'harness.plugin', '-c', str(ini), '--rootdir', str(Path(matrix_path).parent),
+                   '-p', 'no:cacheprovider', '-p', 'no:benchmark', '-p', 'no:unraisableexception', '--assert=plain',
+                   '-rfEX',
+                   '--harness-out', str(out), '--harness-cache', str(cache)]
+    pytest_args.append('-q' if args.quiet else '-v')
+    for flag, value in (('-k', args.k), ('--harness-device', args.device),
+                        ('--harness-batch-size', args.batch_size), ('--harness-dtype', args.dtype)):
+        if value is not None:
+            pytest_args += [flag, str(value)]
+    # a case that crashes or hangs ends its worker, not the run: xdist starts another (every case may end one;
+    # the plugin's scheduler never runs an ended case again) and the plugin records the case as error
+    pytest_args += ['-n', args.n or '1', '--dist', 'loadgroup', '--max-worker-restart', str(sys.maxsize),
+                    '--harness-case-timeout', str(args.case_timeout)]
+    if args.resume:
+        pytest_args.append('--harness-resume')
+    if args.shard:
+        pytest_args += ['--harness-shard', args.shard]
+    if args.no_timing:
+        pytest_args.append('--harness-no-timing')
+    code = int(pytest.main(pytest_args + extra, plugins=[start]))
+    if start.refused:
+        return EXIT_USAGE
+    if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED):
+        return EXIT_USAGE
+    if args.resume:   # the verdict covers the cases run before the interruption too
+        if code == pytest.ExitCode.NO_TESTS_COLLECTED:
+            print('nothing left to run: every selected case already has a result')
+        return _exit_code_from_results(out / RESULTS_FILE, start.matrix.name)
+    if code == pytest.ExitCode.NO_TESTS_COLLECTED and args.shard:
+        print(f'shard {args.shard} holds no case of {matrix_path}')
+        return EXIT_OK
+    if code == pytest.ExitCode.NO_TESTS_COLLECTED:
+        return usage_error(f'no case of {matrix_path} matched' + (f' -k {args.k!r}' if args.k else ''))
+    return int(code)
+
+
+def _exit_code_from_results(results: Path, matrix_name: str) -> int:
+    records = [r for r in read_results(results) if r.get('matrix') == matrix_name] if results.exists() else []
+    return EXIT_REGRESSION if any(r['status'] in UNEXPECTED for r in records) else EXIT_OK

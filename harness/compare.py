@@ -44,6 +44,9 @@ CHECK_FIGURES = ('native_max_abs_diff', 'noop_max_abs_diff', 'fidelity_weights_m
                  'parity_max_abs_diff', 'parity_cosine', 'drift_cosine', 'drift_top1_agreement')
 # what two timings must share to be compared
 TIMING_SETTINGS = ('device_name', 'dtype', 'batch_size', 'torch_version')
+# sequential runs whose timed cases moved together by more than this (median ratio) get a warning
+SHARED_SHIFT = 1.05
+SHARED_SHIFT_MIN_CASES = 5
 
 
 class CompareError(ValueError):
@@ -208,6 +211,26 @@ def _rounds_agree(rounds: list[float], ratio: float, factor: float) -> bool:
 
 def _beyond(ratio: float, factor: float) -> bool:
     return ratio > factor or ratio < 1 / factor
+
+
+def shared_shift(base: Side, new: Side, comparisons: list[CaseComparison]) -> str | None:
+    """A warning when two runs timed one after the other (not in interleaved rounds) moved together: the median
+    ratio over every timed case beyond :data:`SHARED_SHIFT`. Such runs cannot tell a release that changed every
+    case from a machine whose speed drifted between them (10-40% between runs minutes apart on a shared 2-core
+    VM); the verdicts stand, the warning says what they cannot rule out."""
+    ratios = [c.ratio for c in comparisons if c.ratio is not None]
+    if len(ratios) < SHARED_SHIFT_MIN_CASES or _interleaved(base) or _interleaved(new):
+        return None
+    shift = statistics.median(ratios)
+    if not _beyond(shift, SHARED_SHIFT):
+        return None
+    return (f'the timed cases moved together (median ratio {shift:.2f} over {len(ratios)} cases): two runs timed '
+            f'one after the other cannot tell a release that changed every case from a machine whose speed '
+            f'drifted between them; harness ab times both releases in interleaved rounds and can')
+
+
+def _interleaved(side: Side) -> bool:
+    return any(len(set(record.get('time_sample_rounds') or ())) > 1 for record in side.records.values())
 
 
 def exit_code(comparisons: list[CaseComparison]) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.compare import CHANGES, TIMING_CHANGES, CaseComparison, CompareSpec, Side
+from harness.compare import CHANGES, TIMING_CHANGES, CaseComparison, CompareSpec, Side, shared_shift
 
 # the tables of compare.md, worst first: (title, the column that selects the cases, its value)
 TABLES = (('Regressed', 'change', 'regressed'), ('Slower', 'timing_change', 'slower'),
@@ -44,6 +44,9 @@ def render_markdown(base: Side, new: Side, spec: CompareSpec, comparisons: list[
              f'Timing changes need a two-sided Mann-Whitney U p < {spec.alpha:g} and a median ratio beyond '
              f'{spec.factor:g}x, and, for interleaved rounds (harness ab), every round agreeing; outputs changes '
              f'are fingerprint or check figures moving more than {spec.outputs_atol:g}.', '']
+    warning = shared_shift(base, new, comparisons)
+    if warning:
+        lines += [f'**Warning:** {warning}.', '']
     frame = pd.DataFrame([dataclasses.asdict(c) for c in comparisons], columns=CaseComparison.__dataclass_fields__)
     for title, column, value in TABLES:
         rows = frame[frame[column] == value]
@@ -59,6 +62,7 @@ def to_json(base: Side, new: Side, spec: CompareSpec, comparisons: list[CaseComp
     return {'base': _side(base), 'new': _side(new), 'spec': dataclasses.asdict(spec),
             'summary': {'change': dict(Counter(c.change for c in comparisons)),
                         'timing_change': dict(Counter(c.timing_change for c in comparisons))},
+            'warnings': list(filter(None, [shared_shift(base, new, comparisons)])),
             'cases': [dataclasses.asdict(c) for c in comparisons]}
 
 

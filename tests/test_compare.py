@@ -243,3 +243,35 @@ def test_two_runs_of_one_release_compare_unchanged(write_matrix, tmp_path, cache
     assert len(cases) == 4 and {c['change'] for c in cases} == {'unchanged'}
     fingerprints = [json.loads(line)['output_fingerprint'] for line in (tmp_path / 'a' / 'results.jsonl').open()]
     assert all(len(f['digest']) == 16 and len(f['logits_head'][0]) == 8 for f in fingerprints)
+
+
+# --- sequential runs that moved together ----------------------------------------------------------------------
+
+def _sides(ratio: float, rounds: list[int] | None, cases: int = 6) -> tuple[Side, Side]:
+    rng = np.random.default_rng(0)
+    base, new = {}, {}
+    for i in range(cases):
+        samples = list(10 + rng.normal(0, 0.05, 12))
+        base[('m', f'c{i}')] = record(time_samples_ms=samples, time_sample_rounds=rounds)
+        new[('m', f'c{i}')] = record(time_samples_ms=[s * ratio for s in samples], time_sample_rounds=rounds)
+    run = RunRecord(timm_version='1.0.31', torch_version='2.14.1', harness_version='0', device='cpu')
+    return Side('base', run, base), Side('new', run, new)
+
+
+@pytest.mark.parametrize('ratio, rounds, warned', [
+    (1.2, None, True), (0.8, [1] * 12, True),       # sequential, every case 20% apart: the machine or the release
+    (1.2, [1, 2] * 6, False),                         # interleaved rounds: the drift cancels, no warning needed
+    (1.02, None, False),                              # moved together, but within the 5% a quiet machine drifts
+])
+def test_sequential_runs_whose_cases_moved_together_are_warned_about(ratio, rounds, warned):
+    from harness.compare import shared_shift
+    from harness.compare_report import render_markdown, to_json
+    base, new = _sides(ratio, rounds)
+    comparisons = compare(base, new, SPEC)
+    warning = shared_shift(base, new, comparisons)
+    assert (warning is not None) == warned
+    if warned:
+        assert f'median ratio {ratio:.2f} over 6 cases' in warning and 'harness ab' in warning
+        assert f'**Warning:** {warning}' in render_markdown(base, new, SPEC, comparisons)
+        assert to_json(base, new, SPEC, comparisons)['warnings'] == [warning]
+        assert {c.timing_change for c in comparisons} == {'slower' if ratio > 1 else 'faster'}   # verdicts stand

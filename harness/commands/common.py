@@ -14,7 +14,7 @@ from typing import Callable
 from packaging.version import InvalidVersion, Version
 
 from harness import timm_versions
-from harness.compare import CompareError, CompareSpec, compare, exit_code, load_side
+from harness.compare import CompareError, CompareSpec, compare, exit_code, load_side, shared_shift
 from harness.matrix_file import name_problem
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -172,6 +172,9 @@ def compare_runs(base_path: Path, new_path: Path, out: Path, spec: CompareSpec) 
     comparisons = compare(base, new, spec)
     files = write_compare(out, base, new, spec, comparisons)
     print(f'compare: {summary_line(comparisons)}')
+    warning = shared_shift(base, new, comparisons)
+    if warning:
+        print(f'warning: {warning}')
     print(f'report: {files.markdown}  (every case: {files.json})')
     step_summary = os.environ.get('GITHUB_STEP_SUMMARY')
     if step_summary:

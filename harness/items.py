@@ -92,8 +92,10 @@ def run_options(config: pytest.Config, matrix: Matrix) -> RunOptions:
     timing = matrix.timing.for_run(device, config.getoption('--harness-batch-size'),
                                    config.getoption('--harness-dtype'), enabled=not config.getoption('--harness-no-timing'))
     cache = config.getoption('--harness-cache') or default_cache_dir()
+    images = config.getoption('--harness-images') or matrix.images   # the command line's over the matrix's
     return RunOptions(device=torch.device(device), cache_dir=Path(cache),
                       out_dir=Path(config.getoption('--harness-out')), timing=timing,
+                      images=Path(images) if images else None,
                       say=_terminal_line(config), holder=_holder(config))
 
 

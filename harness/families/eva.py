@@ -15,6 +15,12 @@ grid, unless the model sets ``ref_feat_shape``, EVA-02's pretraining grid, onto 
 (EVA-02, the SBB rope ViTs, PE); coordinates normalised to [-1, 1] for DINOv3 (it interpolates by design);
 learned frequencies, taken from the checkpoint unchanged, on integer positions for RoPE-Mixed.
 
+Where that is timm's documented choice rather than the original's: PE's ``ref_feat_shape`` stretches positions
+onto the native grid where Meta's reference (``Rope2D.update_grid``) keeps raw integer positions at any grid;
+EVA-CLIP B/16's 14x14 grid stretched onto 16x16 is EVA-CLIP's own scheme (``pt_seq_len`` 16); DINOv3's
+periods are float32 where Meta's release stores them in bfloat16 (timm's comment says so). The harness checks
+timm against timm's definition; those are not findings.
+
 The configuration (scheme, temperature, offset, indexing, reference grid) is read off the source model's
 rope module, the channel layout off its attention (what consumes the embedding): the checkpoint was trained
 with them. A resize must not change them; everything computed from them is the harness's own.

@@ -15,8 +15,10 @@ from harness.families import family_of
 from harness.matrix import load_matrix
 from harness.reference.rope import RopeConfig, rope_embedding
 
+# fine-tuned at 4x4 patches (any grid is stretched onto 4x4); pooling the class token, as EVA-CLIP does, lets the
+# rope reach the logits more than averaging every token would (the dynamic path is judged on logits)
 EVA02 = ('{name: eva02_tiny_patch14_224, embed_dim: 32, num_heads: 2, depth: 1, img_size: 56, '
-         'ref_feat_shape: [4, 4]}')                    # fine-tuned at 4x4 patches; any grid is stretched onto 4x4
+         'ref_feat_shape: [4, 4], global_pool: token}')
 ROPE_MIXED = '{name: vit_small_patch16_rope_mixed_224, embed_dim: 32, num_heads: 2, depth: 1, img_size: 32}'
 PE = '{name: vit_pe_core_tiny_patch16_384, embed_dim: 32, num_heads: 2, depth: 1, img_size: 32, ref_feat_shape: [2, 2]}'
 DINOV3 = '{name: vit_small_patch16_dinov3, embed_dim: 32, num_heads: 2, depth: 1, img_size: 32, num_classes: 10}'
@@ -144,7 +146,7 @@ def _assert_fidelity_fails_on(results, paths) -> None:
         assert result.path in paths
         assert result.status == 'failed' and result.failed_checks == ['fidelity'], f'{case_id}: {result.reason}'
         if result.path == 'dynamic':
-            assert result.fidelity_outputs_max_abs_diff > 3e-3
+            assert result.fidelity_outputs_max_abs_diff > 1e-2
         else:
             assert result.fidelity_worst_tensor == 'rope.embedding' and result.fidelity_weights_max_abs_diff > 0.1
 

@@ -53,6 +53,11 @@ class ModelSpec:
     axes: tuple[tuple[str, Any], ...] = ()
     alias: str | None = None   # the entry's `label`: needed when one timm name appears twice
 
+    @classmethod
+    def of(cls, name: str, overrides: dict[str, Any]) -> 'ModelSpec':
+        """The spec of ``name`` with plain ``overrides`` (lists and mappings frozen: specs key caches)."""
+        return cls(name, tuple(sorted((k, _freeze(v)) for k, v in overrides.items())))
+
     @property
     def kwargs(self) -> dict[str, Any]:
         return {k: _thaw(v) for k, v in self.overrides}
@@ -383,7 +388,7 @@ class _Validator:
         if 'img_size' in overrides:
             size = self._size(f'{where}.img_size', overrides['img_size'])
             overrides['img_size'] = list(size) if size else overrides['img_size']
-        model = ModelSpec(name, tuple(sorted((k, _freeze(v)) for k, v in overrides.items())))
+        model = ModelSpec.of(name, overrides)
         try:
             native_geometry(family_of(name), model)
         except Exception as e:   # noqa: BLE001 - any constructor complaint is the user's to fix

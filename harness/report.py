@@ -17,6 +17,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness.matrix import PATHS
+from harness.repro import REPRODUCIBLE, repro_command
 from harness.results import STATUSES, UNEXPECTED, CaseResult, read_results
 
 INT_FIELDS = ('patch_size', 'batch_size', 'timing_repeats', 'accuracy_images')
@@ -210,6 +211,16 @@ def _failures(view: pd.DataFrame) -> list[str]:
     return ['## Failures', *(f'\n### {title}\n\n{table}' for title, table in tables)] if tables else []
 
 
+def _reproduce(view: pd.DataFrame, run_dir: Path) -> list[str]:
+    """For each failed or xfailed case, the command that writes a standalone script reproducing it."""
+    cases = view[view['status'].isin(REPRODUCIBLE)]['case_id']
+    if cases.empty:
+        return []
+    return ['### Reproduce upstream', '', 'Each command writes a script that needs only torch and timm and exits 1 '
+            'while the failure reproduces (README: *Reporting a bug upstream*):', '', '```bash',
+            *(repro_command(run_dir, case_id) for case_id in cases), '```']
+
+
 def _identity() -> dict[str, Formatter]:
     return {c: _number('d') if c in INT_FIELDS else _window_cell if c == 'window_size' else str for c in IDENTITY}
 
@@ -292,8 +303,8 @@ def _timing(view: pd.DataFrame) -> list[str]:
 def render_markdown(view: pd.DataFrame, summary: pd.DataFrame, results_path: Path) -> str:
     if view.empty:
         return f'# Resize regression report\n\nNo results recorded in `{results_path}`.\n'
-    sections = [_header(view, results_path), _totals(view), _summary(summary), _failures(view), _drift(view),
-                _timing(view)]
+    sections = [_header(view, results_path), _totals(view), _summary(summary), _failures(view),
+                _reproduce(view, results_path.parent), _drift(view), _timing(view)]
     return '\n\n'.join('\n'.join(lines) for lines in sections if lines) + '\n'
 
 

@@ -69,8 +69,17 @@ def checkpoint_for(model: ModelSpec, origin: OriginSpec, seed: int, cache_dir: P
         return Checkpoint(model, HUB_ORIGIN, None, None, False, 'bicubic', True)
     if origin.name == FILE_ORIGIN:
         return Checkpoint(model, FILE_ORIGIN, Path(origin.file), origin.num_classes, origin.custom_load,
-                          'bilinear' if origin.custom_load else 'bicubic', not origin.custom_load)
+                          *loader_resampling(origin))
     return _synthesized(model, origin.name, seed, cache_dir)
+
+
+def loader_resampling(origin: OriginSpec) -> tuple[str, bool]:
+    """(interpolation, antialias) of timm's loader for the origin's files at create time: the ``.npz`` loader
+    (``custom_load``) resamples bilinear without antialiasing, the others bicubic with it."""
+    if origin.name == FILE_ORIGIN:
+        return ('bilinear', False) if origin.custom_load else ('bicubic', True)
+    known = ORIGINS[origin.name]
+    return known.interpolation, known.antialias
 
 
 def source_img_size(model: ModelSpec) -> tuple[int, int] | None:

@@ -1,0 +1,77 @@
+"""A failed case as repro snippets see it: the case from its matrix (or rebuilt from its record), its family's
+geometry for it, the run's tolerances and how its path resamples."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from harness.cases import Case, expand
+from harness.checkpoints.store import loader_resampling
+from harness.families import Geometry, Target, family_of, to_size
+from harness.families.base import Family, native_geometry
+from harness.matrix import MatrixError, ModelSpec, OriginSpec, Tolerances, load_matrix, window_value
+from harness.origins import FILE_ORIGIN, ORIGINS
+from harness.pipeline import AFTER_LOAD_RESAMPLING
+from harness.repro.sources import CaseSource, ReproError
+
+
+@dataclass(frozen=True)
+class ReproCase:
+    record: dict[str, Any]              # the case's line of results.jsonl
+    model: ModelSpec                    # the checkpoint's model and its own configuration
+    origin: OriginSpec
+    family: Family | None               # None: no family claims the model in the installed timm
+    source: Geometry | None             # the checkpoint's own geometry
+    target: Target
+    computed: Geometry | None           # what the path is documented to compute with at the target
+    tolerances: Tolerances
+    interpolation: str                  # how the case's path resamples: the origin's loader at create time, ...
+    antialias: bool                     # ... timm's defaults after loading
+
+    @property
+    def path(self) -> str:
+        return self.record['path']
+
+    @property
+    def family_name(self) -> str:
+        return self.family.name if self.family else 'unknown'
+
+    def create_kwargs(self) -> dict[str, Any]:
+        """What ``create_model`` is given beyond the source configuration to build the target."""
+        return self.family.create_kwargs(self.target) if self.family else {'img_size': self.target.img_size}
+
+
+def repro_case(found: CaseSource) -> ReproCase:
+    record = found.record
+    case, tolerances = _matrix_case(found)
+    if case is None:
+        model = ModelSpec.of(record.get('model_name') or record['model'], record.get('model_overrides') or {})
+        window = record.get('window_size')
+        target = Target(to_size(record['img_size']), record.get('patch_size'),
+                        window_value(to_size(window)) if window is not None else None)
+        case = Case(model, _origin(record['origin'], found.matrix_problem), target.img_size, target.patch_size,
+                    target.window_size, record['path'])
+    family = family_of(case.model.name)
+    source = native_geometry(family, case.model) if family else None
+    computed = family.computed_geometry(source, case.target, case.path) if family else None
+    resampling = loader_resampling(case.origin) if case.path == 'create' else AFTER_LOAD_RESAMPLING
+    return ReproCase(record, case.model, case.origin, family, source, case.target, computed, tolerances, *resampling)
+
+
+def _matrix_case(found: CaseSource) -> tuple[Case | None, Tolerances]:
+    """The case as its matrix defines it, with the matrix's tolerances (None and the defaults without one)."""
+    if found.matrix_path is None:
+        return None, Tolerances()
+    try:
+        matrix = load_matrix(found.matrix_path)
+    except MatrixError:
+        return None, Tolerances()
+    case = next((c for c in expand(matrix) if c.case_id == found.record['case_id']), None)
+    return case, matrix.tolerances
+
+
+def _origin(label: str, matrix_problem: str | None) -> OriginSpec:
+    if label in ORIGINS and label != FILE_ORIGIN:
+        return OriginSpec(label)
+    raise ReproError(f'the case loads a checkpoint file ({label}) that only its matrix names, and '
+                     f'{matrix_problem or "the matrix holds no such case"}')

@@ -1,0 +1,326 @@
+"""harness repro: failed cases as standalone scripts, made from real records and run against real timm releases.
+
+The releases' own failures (0.9.16 cannot load CLIP layouts at patch 8; 0.9.16 and 1.0.30 resample a
+rectangular source position embedding wrongly) come from one recording under 0.9.16, shared by the tests that
+need it; scripts for old releases run in one subprocess per release that imports only that timm (so a script
+that leaned on the harness would fail there), scripts for the installed release run in this process. Oracles
+without a failing release pair (parity, Swin tables) are proven against a deliberately broken timm.
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import functools
+import hashlib
+import io
+import os
+import re
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import cli
+from harness.report import write_report
+from harness.repro import snippets
+from harness.results import RESULTS_FILE, CaseResult, append_result
+from harness.run_record import RunRecord, write_run_record
+from harness.timm_versions import installed_release
+from tests.conftest import REPO
+from tests.record_cases import record
+
+ALLOWED_IMPORTS = set(sys.stdlib_module_names) | {'torch', 'timm', 'numpy', 'safetensors'}
+
+OLD_RELEASE_CASES = '''
+name: repro-old
+models:
+  - {name: vit_base_patch16_clip_224, embed_dim: 64, depth: 2, num_heads: 2, origins: [open_clip], sizes: [224],
+     patch_sizes: [8], paths: [create]}
+  - {name: vit_tiny_patch16_224, depth: 2, img_size: [128, 256], origins: [timm], sizes: [[64, 512]],
+     paths: [create, set_input_size]}
+'''
+CLIP_CASE = 'vit_base_patch16_clip_224-open_clip-224x224-patch8-create'
+RECTANGULAR_CASE = 'vit_tiny_patch16_224-timm-64x512-create'
+
+SMALL_VIT = '''
+models: [{name: vit_tiny_patch16_224, depth: 1, img_size: 32}]
+origins: [timm]
+sizes: [48]
+num_images: 2
+'''
+# drift is record-only by default; a matrix that asks for a near-perfect cosine makes it fail for real
+STRICT_DRIFT = SMALL_VIT + 'name: repro-drift\npaths: [set_input_size]\ntolerances: {drift_min_cosine: 0.999999}\n'
+DRIFT_CASE = 'vit_tiny_patch16_224-timm-48x48-set_input_size'
+PARITY = SMALL_VIT + 'name: repro-parity\npaths: [create, set_input_size]\n'
+
+SWIN = '''
+name: repro-swin
+models: [{name: swin_tiny_patch4_window7_224, embed_dim: 16, depths: [1, 1, 2, 1], num_heads: [1, 1, 1, 1],
+          img_size: 64}]
+origins: [timm]
+sizes: [[64, 96]]
+paths: [create]
+num_images: 2
+'''
+
+RUNNER = '''
+import runpy, sys
+for path in sys.argv[1:]:
+    print(f'== {path}', flush=True)
+    try:
+        runpy.run_path(path, run_name='__main__')
+    except SystemExit as e:
+        print(f'== exit {e.code}', flush=True)
+'''
+
+
+# --- helpers --------------------------------------------------------------------------------------------------
+def repro(run_dir: Path, case_id: str, out: Path) -> str:
+    """``harness repro`` in this process; the script's text."""
+    assert cli.main(['repro', str(run_dir), case_id, '--out', str(out)]) == 0
+    script = out.read_text()
+    assert_standalone(script)
+    return script
+
+
+def words(text: str) -> str:
+    """``text`` with its line breaks (wrapped paragraphs) as spaces."""
+    return ' '.join(text.split())
+
+
+def assert_standalone(script: str) -> None:
+    """Every import of the script, wherever it is, is of torch, timm, numpy, safetensors or the standard library;
+    its lines are as wide as the code base's."""
+    modules = set()
+    for node in ast.walk(ast.parse(script)):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name.split('.')[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            modules.add(node.module.split('.')[0])
+    assert modules and modules <= ALLOWED_IMPORTS, modules - ALLOWED_IMPORTS
+    assert max(map(len, script.splitlines())) <= 120
+
+
+def run_here(script: Path) -> tuple[int, str]:
+    """The script run in this process, against the installed timm: its exit code and what it printed."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(script), run_name='__main__')
+    return exited.value.code, printed.getvalue()
+
+
+def run_on_release(release_dir: Path, scripts: list[Path]) -> dict[Path, tuple[int, str]]:
+    """Scripts run one after another in one subprocess that imports timm from ``release_dir`` and nothing of the
+    harness: each script's exit code and what it printed."""
+    done = subprocess.run([sys.executable, '-c', RUNNER, *map(str, scripts)], capture_output=True, text=True,
+                          env={**os.environ, 'PYTHONPATH': str(release_dir)}, cwd=release_dir)
+    outcomes = {Path(found[1]): (int(found[3]), found[2])
+                for found in re.finditer(r'^== ([^\n]+)\n(.*?)^== exit (\d+)$', done.stdout, re.S | re.M)}
+    assert set(outcomes) == set(scripts), done.stdout[-3000:] + done.stderr[-3000:]
+    return outcomes
+
+
+@pytest.fixture(scope='module')
+def old_run(tmp_path_factory, release_cache) -> Path:
+    """The old-release cases recorded under timm 0.9.16: CLIP patch 8 fails load, the rectangular create case
+    fidelity, its set_input_size case is unsupported."""
+    folder = tmp_path_factory.mktemp('repro-old')
+    (folder / 'matrix.yaml').write_text(OLD_RELEASE_CASES)
+    site = installed_release('0.9.16', release_cache)
+    done = subprocess.run([sys.executable, '-m', 'tests.record_cases', str(folder / 'matrix.yaml'), str(folder / 'run'),
+                           str(release_cache)], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, 'PYTHONPATH': os.pathsep.join([str(site), str(REPO)])})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder / 'run'
+
+
+@pytest.fixture(scope='module')
+def scripts(old_run, tmp_path_factory, cache_dir) -> dict[str, Path]:
+    """The reproducers of the old run's failures, and of a set_input_size case failing a strict drift tolerance on
+    the installed timm."""
+    folder = tmp_path_factory.mktemp('repro-scripts')
+    (folder / 'drift.yaml').write_text(STRICT_DRIFT)
+    record(folder / 'drift.yaml', folder / 'drift', cache_dir)
+    made = {case: folder / f'{case}.py' for case in (CLIP_CASE, RECTANGULAR_CASE, DRIFT_CASE)}
+    for case, script in made.items():
+        repro(folder / 'drift' if case == DRIFT_CASE else old_run, case, script)
+    return made
+
+
+@pytest.fixture(scope='module')
+def on_0_9_16(scripts, release_cache) -> dict[Path, tuple[int, str]]:
+    return run_on_release(installed_release('0.9.16', release_cache), list(scripts.values()))
+
+
+# --- real releases -------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_the_clip_patch8_load_failure_reproduces_on_0_9_16_and_passes_on_the_current_release(scripts, on_0_9_16):
+    script = scripts[CLIP_CASE]
+    code, printed = on_0_9_16[script]
+    assert code == 1 and 'REPRODUCED: load fails' in printed and 'patch_embed.proj.weight' in printed, printed
+    code, printed = run_here(script)
+    assert code == 0 and 'PASSED' in printed, printed
+    text = script.read_text()
+    assert 'Releases: timm failed on 0.9.16 (results.jsonl).' in text and 'write_open_clip' in text
+    assert len(text.splitlines()) <= 150
+
+
+@pytest.mark.slow
+def test_the_rectangular_fidelity_failure_reproduces_on_1_0_30_and_passes_on_the_current_release(
+        scripts, on_0_9_16, release_cache):
+    script = scripts[RECTANGULAR_CASE]
+    for code, printed in (on_0_9_16[script], run_on_release(installed_release('1.0.30', release_cache),
+                                                            [script])[script]):
+        assert code == 1 and 'REPRODUCED: fidelity fails' in printed and 'in pos_embed' in printed, printed
+    code, printed = run_here(script)
+    assert code == 0 and 'fidelity: ok' in printed, printed
+    text = script.read_text()
+    assert "resample_pos_embed(reference['pos_embed'], (8, 16), (4, 32), 1, 'bicubic', True)" in text
+    assert len(text.splitlines()) <= 180   # 15 of them the harness's position-embedding oracle, as it is
+
+
+@pytest.mark.slow
+def test_a_path_the_release_lacks_exits_125_and_the_matrix_tolerance_is_the_one_judged(scripts, on_0_9_16):
+    script = scripts[DRIFT_CASE]
+    code, printed = on_0_9_16[script]
+    assert code == 125 and 'has no set_input_size in timm 0.9.16' in printed, printed
+    code, printed = run_here(script)
+    assert code == 1 and 'REPRODUCED: drift fails' in printed, printed
+    assert 'min_cos=0.999999' in script.read_text()
+
+
+@pytest.mark.slow
+def test_only_failed_and_xfailed_cases_get_a_script(old_run, tmp_path, capsys):
+    unsupported = 'vit_tiny_patch16_224-timm-64x512-set_input_size'
+    assert cli.main(['repro', str(old_run), unsupported, '--out', str(tmp_path / 'x.py')]) == 2
+    assert f'{unsupported} is unsupported' in capsys.readouterr().err and not (tmp_path / 'x.py').exists()
+    write_report(old_run / RESULTS_FILE, tmp_path)
+    report = (tmp_path / 'report.md').read_text()
+    assert f'harness repro {old_run} {CLIP_CASE}' in report and f'{old_run} {unsupported}' not in report
+
+
+# --- oracles proven against a broken timm (no release pair fails them) -----------------------------------------
+def _loose_norms_after_resizing(monkeypatch):
+    """A ViT whose set_input_size, when the size changes, also loosens its first norms (an epsilon outside the state
+    dict): every stored tensor is right (fidelity holds), the outputs are not the create path's (parity fails)."""
+    from timm.models.vision_transformer import VisionTransformer
+    original = VisionTransformer.set_input_size
+
+    @functools.wraps(original)
+    def set_input_size(self, img_size=None, **kwargs):
+        changed = img_size is not None and tuple(img_size) != tuple(self.patch_embed.img_size)
+        original(self, img_size=img_size, **kwargs)
+        for block in self.blocks if changed else ():
+            block.norm1.eps = 0.5
+    monkeypatch.setattr(VisionTransformer, 'set_input_size', set_input_size)
+
+
+def test_a_parity_failure_reproduces_and_passes_once_fixed(run_matrix, tmp_path, monkeypatch):
+    with monkeypatch.context() as broken:
+        _loose_norms_after_resizing(broken)
+        results = run_matrix(PARITY)
+        case = next(r for r in results.values() if r.path == 'set_input_size')
+        assert case.status == 'failed' and case.failed_checks == ['parity'], case.reason
+        script = tmp_path / 'parity.py'
+        repro(_recorded(tmp_path / 'run', case), case.case_id, script)
+        code, printed = run_here(script)
+        assert code == 1 and 'REPRODUCED: parity fails' in printed, printed
+    code, printed = run_here(script)
+    assert code == 0 and 'parity: ok' in printed, printed
+
+
+def test_a_swin_table_fidelity_failure_reproduces_and_passes_once_fixed(run_matrix, tmp_path, monkeypatch):
+    """Also: with the family's fidelity snippet gone, the script says it cannot tell, where it would pass."""
+    from timm.models import swin_transformer
+    resize = swin_transformer.resize_rel_pos_bias_table
+    with monkeypatch.context() as broken:
+        broken.setattr(swin_transformer, 'resize_rel_pos_bias_table', lambda *a, **k: resize(*a, **k) * 1.01)
+        case = next(iter(run_matrix(SWIN.replace('PATHS', 'create')).values()))
+        assert case.status == 'failed' and case.failed_checks == ['fidelity'], case.reason
+        run_dir = _recorded(tmp_path / 'run', case)
+        script, blind = tmp_path / 'fidelity.py', tmp_path / 'blind.py'
+        text = repro(run_dir, case.case_id, script)
+        with monkeypatch.context() as no_snippet:
+            no_snippet.delitem(snippets.SNIPPETS, ('swin', 'fidelity'))
+            assert 'Not inlined: the fidelity oracle of the swin family' in words(repro(run_dir, case.case_id, blind))
+        code, printed = run_here(script)
+        assert code == 1 and 'REPRODUCED: fidelity fails' in printed and 'relative_position_bias_table' in printed
+    code, printed = run_here(script)
+    assert code == 0 and 'fidelity: ok' in printed, printed
+    code, printed = run_here(blind)
+    assert code == 125 and 'not inlined' in printed, printed
+    assert 'windows = {2: ((4, 4), (4, 6)), 3: ((2, 2), (2, 3))}   # stage: (old window, new window)' in text
+    assert len(text.splitlines()) <= 220   # 45 of them the harness's table oracle (BEiT's resampling), as it is
+
+
+def test_a_user_checkpoint_is_loaded_from_its_file(run_matrix, tmp_path):
+    """The file is named only in the matrix: the script loads it where it is, and synthesizes nothing."""
+    import timm
+    from safetensors.torch import save_file
+    model = timm.create_model('vit_tiny_patch16_224', depth=1, img_size=32, num_classes=10)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / 'finetuned.safetensors'))
+    matrix = SMALL_VIT.replace('[timm]', f"[{{file: {tmp_path / 'finetuned.safetensors'}, num_classes: 10}}]")
+    case = next(iter(run_matrix(matrix + 'name: repro-file\npaths: [create]\n'
+                                         'tolerances: {drift_min_cosine: 0.999999}\n').values()))
+    assert case.status == 'failed' and case.failed_checks == ['drift'], case.reason
+    script = tmp_path / 'file.py'
+    text = repro(_recorded(tmp_path / 'run', case, tmp_path / 'matrix.yaml'), case.case_id, script)
+    assert f"CHECKPOINT = '{tmp_path / 'finetuned.safetensors'}'" in text and 'trained_looking' not in text
+    assert 'overlay = dict(file=CHECKPOINT, num_classes=10, input_size=(3, *SOURCE_SIZE), custom_load=False)' in text
+    code, printed = run_here(script)
+    assert code == 1 and 'REPRODUCED: drift fails' in printed, printed
+
+
+def _recorded(run_dir: Path, result: CaseResult, matrix: Path | None = None) -> Path:
+    """A run folder holding ``result`` as harness run leaves it, with a run.json naming ``matrix`` (by default a
+    matrix file that is gone)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sha = hashlib.sha256(matrix.read_bytes()).hexdigest() if matrix else ''
+    write_run_record(run_dir, RunRecord(timm_version=result.timm_version, matrix_sha256=sha,
+                                        argv=['harness', 'run', str(matrix or 'gone.yaml')]))
+    append_result(run_dir, result)
+    return run_dir
+
+
+# --- the command line -----------------------------------------------------------------------------------------
+def _case(status: str, **fields) -> CaseResult:
+    return CaseResult(case_id=f'vit_tiny_patch16_224-timm-48x48-{status}', matrix='m', model='vit_tiny_patch16_224',
+                      origin='timm', img_size=[48, 48], patch_size=None, window_size=None, path='create',
+                      model_name='vit_tiny_patch16_224', model_overrides={'depth': 1, 'img_size': [32, 32]},
+                      status=status, timm_version='1.0.30', **fields)
+
+
+def test_bad_runs_and_cases_exit_2_with_one_line(tmp_path, capsys):
+    append_result(tmp_path, _case('passed'))
+    for args, says in (([str(tmp_path / 'nowhere'), 'x'], 'no results.jsonl there'),
+                       ([str(tmp_path), 'vit_tiny_patch16_224-timm-48x48-passd'], 'did you mean'),
+                       ([str(tmp_path), 'vit_tiny_patch16_224-timm-48x48-passed'], 'is passed in')):
+        assert cli.main(['repro', *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('error: ') and says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_header_names_the_releases_from_compare_and_bisect(tmp_path):
+    run_dir = tmp_path / 'bisect' / '1.0.30'
+    failed = _case('failed', failed_checks=['fidelity'], reason='fidelity: pos_embed differs')
+    _recorded(run_dir, failed)
+    (run_dir / 'compare.json').write_text(
+        '{"base": {"run": {"timm_version": "1.0.30"}}, "new": {"run": {"timm_version": "1.0.31"}}, "cases": '
+        f'[{{"matrix": "m", "case_id": "{failed.case_id}", "base_status": "failed", "new_status": "passed"}}]}}')
+    (run_dir.parent / 'bisect.json').write_text(
+        f'{{"tested": [{{"version": "1.0.3", "statuses": {{"{failed.case_id}": "passed"}}}}, '
+        f'{{"version": "0.9.16", "statuses": {{"{failed.case_id}": "failed"}}}}, {{"version": "1.0.8", '
+        f'"statuses": null}}]}}')
+    text = repro(run_dir, failed.case_id, tmp_path / 'r.py')
+    assert ('Releases: timm failed on 0.9.16, 1.0.30 (results.jsonl, ../bisect.json); passed on 1.0.3, 1.0.31 '
+            '(compare.json, ../bisect.json).') in words(text)
+    assert f'Generated by: harness repro {run_dir} {failed.case_id} --out {tmp_path / "r.py"}' in words(text)
+    assert "Tolerances: the defaults (gone.yaml, the run's matrix, is not there)." in words(text)
+
+
+def test_help_gives_an_example(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(['repro', '--help'])
+    assert exited.value.code == 0 and 'example:\n  harness repro reports/' in capsys.readouterr().out

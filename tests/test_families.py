@@ -32,7 +32,6 @@ def test_family_of(model, family):
 
 @pytest.mark.parametrize('model, why', [
     ('eva02_tiny_patch14_224', 'timm can resize Eva'),
-    ('beit_base_patch16_224', 'timm can resize Beit'),
     ('vit_tiny_r_s16_p8_224', 'a hybrid ViT (HybridEmbed'),
 ])
 def test_models_no_family_claims_say_why(model, why):
@@ -51,7 +50,8 @@ def test_a_family_joins_by_registering(monkeypatch):
     register_family(ResNetFamily)
     harness.families._claim.cache_clear()
     try:
-        assert [f.name for f in families()] == ['swin', 'vit', 'resnet_only', 'cnn', 'fixed_size']
+        names = [f.name for f in families()]
+        assert names[-3:] == ['resnet_only', 'cnn', 'fixed_size'] and {'swin', 'vit'} <= set(names[:-3])
         assert family_of('resnet18').name == 'resnet_only' and family_of('convnext_atto').name == 'cnn'
     finally:
         harness.families._claim.cache_clear()

@@ -108,6 +108,9 @@ def geometry_errors(family: Family, model: nn.Module, expected: Geometry) -> lis
         got, want = getattr(actual, name), getattr(expected, name)
         if got != want:
             errors.append(f'{name}: stored {_fmt(got)}, expected {_fmt(want)}')
+    stored, wanted = dict(actual.rel_pos_windows), dict(expected.rel_pos_windows)
+    errors += [f'rel_pos window of {module}: stored {_fmt(stored.get(module))}, expected {_fmt(window)}'
+               for module, window in wanted.items() if stored.get(module) != window]
     return errors
 
 

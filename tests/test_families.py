@@ -32,7 +32,6 @@ def test_family_of(model, family):
 
 
 @pytest.mark.parametrize('model, why', [
-    ('beit_base_patch16_224', 'timm can resize Beit'),
     ('vit_tiny_r_s16_p8_224', 'a hybrid ViT (HybridEmbed'),
 ])
 def test_models_no_family_claims_say_why(model, why):
@@ -52,7 +51,7 @@ def test_a_family_joins_by_registering(monkeypatch):
     harness.families._claim.cache_clear()
     try:
         names = [f.name for f in families()]
-        assert set(names[:-3]) == {'eva', 'swin', 'vit'} and names[-3:] == ['resnet_only', 'cnn', 'fixed_size']
+        assert names[-3:] == ['resnet_only', 'cnn', 'fixed_size'] and {'eva', 'swin', 'vit'} <= set(names[:-3])
         assert family_of('resnet18').name == 'resnet_only' and family_of('convnext_atto').name == 'cnn'
     finally:
         harness.families._claim.cache_clear()

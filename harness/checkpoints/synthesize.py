@@ -46,7 +46,7 @@ def make_trained_like(model: nn.Module, generator: torch.Generator) -> None:
             param.copy_(_smooth_field(param.shape[:2], param.shape[-2:], generator, max_freq=1.5)
                         * param.std().clamp_min(1e-3))
         elif name in windows:
-            _smooth_rel_table(param, tuple(windows[name]), generator)
+            _smooth_rel_pos_table(param, tuple(windows[name]), generator)
         else:
             param.add_(torch.randn(param.shape, generator=generator) * PERTURBATION_STD)
     if getattr(model, 'rope', None) is not None:
@@ -149,6 +149,21 @@ def _smooth_rel_table(table: torch.Tensor, window: tuple[int, int], generator: t
     bump = torch.exp(-dist2 / width ** 2) * (1 + torch.rand(heads, 1, 1, generator=generator))
     ripple = _smooth_field((heads,), (rows, cols), generator, max_freq=1.0) * 0.3
     table.copy_((bump + ripple).flatten(1).T)
+
+
+def _smooth_rel_pos_table(table: torch.Tensor, window: tuple[int, int], generator: torch.Generator) -> None:
+    """A relative position table of any layout made smooth as :func:`_smooth_rel_table` makes Swin's: flat with
+    rows after the offsets (BEiT's class-token rows, given values of the offsets' scale, per head), or per head
+    ``(heads, 2h - 1, 2w - 1)`` (TensorFlow MaxViT's). A plain flat table gets exactly Swin's values."""
+    offsets = (2 * window[0] - 1) * (2 * window[1] - 1)
+    if table.ndim == 3:
+        flat = torch.empty(offsets, table.shape[0])
+        _smooth_rel_table(flat, window, generator)
+        table.copy_(flat.T.reshape(table.shape))
+        return
+    _smooth_rel_table(table[:offsets], window, generator)
+    if table.shape[0] > offsets:
+        table[offsets:] = 0.5 + torch.rand(table.shape[0] - offsets, table.shape[1], generator=generator)
 
 
 def _smooth_field(batch_shape: tuple[int, ...], size: tuple[int, int], generator: torch.Generator,

@@ -57,7 +57,10 @@ class Geometry:
     shift_sizes: tuple[Size, ...] = ()   # Swin: per stage, the shift of its odd (shifted-window) blocks
     stage_channels: tuple[int, ...] = field(default=())    # Swin, CNN: per stage (CNN: per feature_info entry)
     stage_depths: tuple[int, ...] = field(default=())      # ViT: (depth,), Swin: blocks per stage
-    stage_reductions: tuple[int, ...] = field(default=())  # CNN: per feature_info entry
+    stage_reductions: tuple[int, ...] = field(default=())  # CNN, MaxxViT: per feature_info entry
+    # BEiT, relative-position ViTs, MaxxViT: the window of every relative-position module, by module name
+    rel_pos_windows: tuple[tuple[str, Size], ...] = field(default=())
+    partition_ratio: int = 0            # MaxxViT: input pixels per window (and grid) cell, img_size // window
 
 
 def families() -> list['Family']:

@@ -7,7 +7,10 @@ timm's resampling code. One module per mechanism:
 
 * :mod:`.pos_embed`: absolute position embeddings, the token grid resized as an image;
 * :mod:`.patch_kernel`: patch-embedding kernels, FlexiViT's pseudo-inverse resampling;
-* :mod:`.rel_pos_table`: relative position bias tables, BEiT's geometric-progression interpolation;
+* :mod:`.rel_pos_table`: relative position bias tables (flat or per head), BEiT's geometric-progression
+  interpolation;
+* :mod:`.rel_pos_bias`: the attention bias a relative-position module computes at a window, from a table or
+  from Swin V2's log-coordinate MLP;
 * :mod:`.window_masks`: the attention masks of Swin's shifted windows;
 * :mod:`.rope`: rotary position embeddings (axial, RoPE-Mixed, DINOv3) on a 2-D patch grid.
 

@@ -1,4 +1,12 @@
-"""Relative position bias tables: BEiT's geometric-progression interpolation, as timm applies it."""
+"""Relative position bias tables: BEiT's geometric-progression interpolation, as timm applies it.
+
+Two layouts hold the same thing, one learned bias per (dy, dx) offset of a window and per head:
+
+* flat, ``((2h - 1) * (2w - 1) + extra, heads)``: Swin, BEiT, timm's ``RelPosBias``; the offsets row-major, then
+  ``extra`` rows that are no offset at all (BEiT's class-token rows: class to patch, patch to class, class to
+  class), which a resize keeps as they are;
+* per head, ``(heads, 2h - 1, 2w - 1)``: the TensorFlow MaxViT release (timm's ``RelPosBiasTf``).
+"""
 from __future__ import annotations
 
 import torch
@@ -6,30 +14,56 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def resample_rel_pos_table(table: Tensor, old_window: tuple[int, int], new_window: tuple[int, int]) -> Tensor:
-    """Resize a Swin relative position bias table from ``old_window`` to ``new_window``.
+def resample_rel_pos_table(table: Tensor, old_window: tuple[int, int], new_window: tuple[int, int],
+                           extra_rows: int = 0) -> Tensor:
+    """Resize a flat relative position bias table from ``old_window`` to ``new_window``.
 
-    ``table`` is ``((2 * old_h - 1) * (2 * old_w - 1), num_heads)``: per head, a row-major grid of biases
-    indexed by (dy, dx) offset. The algorithm is BEiT's, as timm applies it: along each axis the old offsets
-    are placed on a geometric progression (``_progression_offsets``), the new offsets on the integers, and
-    each head is interpolated bilinearly on that non-uniform grid, holding the edge values beyond it
-    (``_linear_weights``). Bilinear interpolation on a rectilinear grid is separable, so per head it is
-    ``W_y @ bias @ W_x^T``. Computed in float64; returns ``table`` itself if the window does not change.
+    ``table`` is ``((2 * old_h - 1) * (2 * old_w - 1) + extra_rows, num_heads)``: per head, a row-major grid of
+    biases indexed by (dy, dx) offset, then ``extra_rows`` rows kept unchanged at the end (BEiT keeps its
+    class-token rows). The grid is resampled by :func:`_resample_offsets`. Computed in float64; returns
+    ``table`` itself if the window does not change.
     """
-    old_window, new_window = tuple(old_window), tuple(new_window)
-    old_size = (2 * old_window[0] - 1, 2 * old_window[1] - 1)
-    new_size = (2 * new_window[0] - 1, 2 * new_window[1] - 1)
-    if table.ndim != 2 or table.shape[0] != old_size[0] * old_size[1]:
+    old_size, new_size = _table_size(old_window), _table_size(new_window)
+    if table.ndim != 2 or table.shape[0] != old_size[0] * old_size[1] + extra_rows:
         raise ValueError(f'table of shape {tuple(table.shape)} is not a relative position bias table for a '
-                         f'{old_window[0]}x{old_window[1]} window')
+                         f'{old_window[0]}x{old_window[1]} window' + (f' with {extra_rows} extra rows' if extra_rows
+                                                                      else ''))
     if old_size == new_size:
         return table
+    offsets, extra = table[:table.shape[0] - extra_rows], table[table.shape[0] - extra_rows:]
+    biases = offsets.T.to(torch.float64).reshape(-1, *old_size)   # (heads, old rows, old cols)
+    resized = _resample_offsets(biases, new_size).flatten(1).T.to(table.dtype)
+    return torch.cat([resized, extra]) if extra_rows else resized
+
+
+def resample_rel_pos_grid(table: Tensor, old_window: tuple[int, int], new_window: tuple[int, int]) -> Tensor:
+    """Resize a per-head ``(heads, 2h - 1, 2w - 1)`` table (TensorFlow MaxViT's layout) from ``old_window`` to
+    ``new_window``, as :func:`resample_rel_pos_table` resizes a flat one."""
+    old_size, new_size = _table_size(old_window), _table_size(new_window)
+    if table.ndim != 3 or tuple(table.shape[1:]) != old_size:
+        raise ValueError(f'table of shape {tuple(table.shape)} is not a per-head relative position bias table for '
+                         f'a {old_window[0]}x{old_window[1]} window')
+    if old_size == new_size:
+        return table
+    return _resample_offsets(table.to(torch.float64), new_size).to(table.dtype)
+
+
+def _table_size(window: tuple[int, int]) -> tuple[int, int]:
+    return 2 * window[0] - 1, 2 * window[1] - 1
+
+
+def _resample_offsets(biases: Tensor, new_size: tuple[int, int]) -> Tensor:
+    """``(heads, rows, cols)`` biases over offsets, resampled to ``new_size`` offsets per axis.
+
+    The algorithm is BEiT's, as timm applies it: along each axis the old offsets are placed on a geometric
+    progression (``_progression_offsets``), the new offsets on the integers, and each head is interpolated
+    bilinearly on that non-uniform grid, holding the edge values beyond it (``_linear_weights``). Bilinear
+    interpolation on a rectilinear grid is separable, so per head it is ``W_y @ bias @ W_x^T``.
+    """
     weights_y, weights_x = (
-        _linear_weights(_progression_offsets(old, new), _uniform_offsets(new)).to(table.device)
-        for old, new in zip(old_size, new_size))
-    biases = table.T.to(torch.float64).reshape(-1, *old_size)  # (heads, old rows, old cols)
-    resized = weights_y @ biases @ weights_x.T  # (heads, new rows, new cols)
-    return resized.flatten(1).T.to(table.dtype)
+        _linear_weights(_progression_offsets(old, new), _uniform_offsets(new)).to(biases.device)
+        for old, new in zip(biases.shape[1:], new_size))
+    return weights_y @ biases @ weights_x.T
 
 
 def _progression_offsets(src: int, dst: int) -> Tensor:

@@ -374,7 +374,7 @@ def test_unknown_model_suggests_close_matches(tmp_path, known_models):
 
 
 @pytest.mark.parametrize('model, why', [
-    ('beit_base_patch16_224', 'timm can resize Beit'),                      # resizable, no oracle family yet
+    ('xcit_nano_12_p16_224', 'forward_features gives (1, 481, 128)'),      # its outputs name no grid
     ('vit_tiny_r_s16_p8_224', 'a hybrid ViT (HybridEmbed'),                 # a VisionTransformer the vit family leaves
 ])
 def test_model_outside_supported_families(tmp_path, known_models, model, why):

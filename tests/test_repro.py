@@ -252,7 +252,7 @@ def test_a_swin_table_fidelity_failure_reproduces_and_passes_once_fixed(run_matr
     code, printed = run_here(blind)
     assert code == 125 and 'not inlined' in printed, printed
     assert 'windows = {2: ((4, 4), (4, 6)), 3: ((2, 2), (2, 3))}   # stage: (old window, new window)' in text
-    assert len(text.splitlines()) <= 220   # 45 of them the harness's table oracle (BEiT's resampling), as it is
+    assert len(text.splitlines()) <= 230   # 60 of them the harness's table oracle (BEiT's resampling, flat tables too)
 
 
 def test_a_user_checkpoint_is_loaded_from_its_file(run_matrix, tmp_path):

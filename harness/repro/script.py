@@ -107,7 +107,7 @@ def _constants(case: ReproCase) -> str:
     lines = [f'MODEL = {case.model.name!r}', "# the checkpoint's own configuration: constructor overrides", overrides,
              f'SOURCE_SIZE, TARGET_SIZE = {literal(source_size)}, {literal(case.target.img_size)}']
     if case.origin.name == FILE_ORIGIN:
-        lines.append(f'CHECKPOINT = {case.origin.file!r}   # the user\'s file')
+        lines += ["# the user's file (a path as long as it is)", f'CHECKPOINT = {case.origin.file!r}']
     return '\n'.join(lines)
 
 

@@ -51,7 +51,7 @@ def test_a_family_joins_by_registering(monkeypatch):
     register_family(ResNetFamily)
     harness.families._claim.cache_clear()
     try:
-        assert [f.name for f in families()] == ['swin', 'vit', 'resnet_only', 'cnn', 'fixed_size']
+        assert [f.name for f in families()] == ['swin', 'swin_v2', 'swin_v2_cr', 'vit', 'resnet_only', 'cnn', 'fixed_size']
         assert family_of('resnet18').name == 'resnet_only' and family_of('convnext_atto').name == 'cnn'
     finally:
         harness.families._claim.cache_clear()

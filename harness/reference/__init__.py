@@ -9,6 +9,7 @@ timm's resampling code. One module per mechanism:
 * :mod:`.patch_kernel`: patch-embedding kernels, FlexiViT's pseudo-inverse resampling;
 * :mod:`.rel_pos_table`: relative position bias tables, BEiT's geometric-progression interpolation;
 * :mod:`.window_masks`: the attention masks of Swin's shifted windows.
+* :mod:`.cpb`: Swin-V2's continuous position bias, coordinates for a window fed through its MLP.
 
 Every size is an ``(h, w)`` tuple and nothing assumes a square grid, since treating a rectangular grid as
 square is one of the bugs the harness hunts.

@@ -134,6 +134,23 @@ def test_the_harness_asks_set_input_size_for_the_configured_windows_stage_by_sta
         ((8, 12), (4, 12), (2, 12))
 
 
+@pytest.mark.parametrize('model, kwargs, configured', [
+    ('swin_s3_tiny_224', {}, ((7, 7), (7, 7), (14, 14), (7, 7))),    # windows that fill their stage: as they are
+    (V1, {'img_size': 128}, ((7, 7), (7, 7), (7, 7), (7, 7))),         # a 4x4 last stage, configured with 7
+])
+def test_configured_windows_are_inferred_where_timm_keeps_no_record(model, kwargs, configured):
+    """Before timm 1.0.31 nothing records the windows a stage smaller than its window was configured with."""
+    from harness.families.base import meta_model
+    from harness.matrix import ModelSpec
+    built = meta_model(ModelSpec(model, tuple(kwargs.items())))
+    recorded = family_of(model).geometry(built).window_config
+    del built._ref_window_sizes
+    try:
+        assert family_of(model).geometry(built).window_config == recorded == configured
+    finally:
+        built._ref_window_sizes = recorded   # the meta build is cached
+
+
 def test_fidelity_catches_a_table_resample_that_reads_a_rectangular_window_transposed(run_matrix, monkeypatch):
     """Code written for square windows may take (h, w) as (w, h): for a square one it does no harm. Same shape,
     wrong values: only the oracle, on the true rectangular window, sees it."""

@@ -73,7 +73,11 @@ def build_path(path: str, checkpoint: Checkpoint, family: Family, source: Geomet
         if not family.only_img_size_changes(target, source):
             raise Unsupported('dynamic_img_size changes only the input size; this case also changes the '
                               'patch or window size')
-        return build_native(checkpoint, dynamic_img_size=True)
+        built = build_native(checkpoint, dynamic_img_size=True)
+        if getattr(getattr(built.model, 'patch_embed', None), 'strict_img_size', False):
+            raise Unsupported(f'{type(built.model).__name__} in this timm release ignores dynamic_img_size=True: its '
+                              f'patch embedding still takes only its own input size')
+        return built
     raise ValueError(f'unknown build path {path!r}')
 
 

@@ -120,7 +120,7 @@ class CheckpointWork:
             checkpoint = checkpoint_for(case.model, case.origin, self.matrix.seed, self.options.cache_dir)
             try:
                 self._native = load_native(checkpoint, case, self.images, self.options.device, self.image_tree)
-            except (LoadFailed, checks.ForwardFailed, Unsupported) as e:
+            except (LoadFailed, ResizeFailed, checks.ForwardFailed, Unsupported) as e:
                 self._native = e
         if isinstance(self._native, Exception):
             raise self._native
@@ -141,7 +141,7 @@ def load_native(checkpoint: Checkpoint, case: Case, image_set: torch.Tensor, dev
                 image_tree: ImageTree | None = None) -> Native:
     built = build_native(checkpoint)
     model = built.model.to(device)
-    geometry = case.family.geometry(model)
+    geometry = case.family.source_geometry(model, case.model)
     outputs = checks.forward_outputs(model, model_inputs(model, geometry.img_size, image_set, device))
     accuracy = native_accuracy(checkpoint, model, geometry.img_size, image_tree, device)
     reference = checkpoint.reference_state_dict()
@@ -222,6 +222,9 @@ def _checks(case: Case, work: CheckpointWork, result: CaseResult) -> nn.Module |
         native = work.native(case)
     except LoadFailed as e:
         result.load_error, result.missing_keys, result.unexpected_keys = e.error, e.missing_keys, e.unexpected_keys
+        return None
+    except ResizeFailed as e:   # timm resampled the checkpoint at its own configuration, and raised
+        result.resize_error = f'native size: {e}'
         return None
     except checks.ForwardFailed as e:
         if faults.is_out_of_memory(e.error):

@@ -51,7 +51,8 @@ def test_a_family_joins_by_registering(monkeypatch):
     harness.families._claim.cache_clear()
     try:
         names = [f.name for f in families()]
-        assert names[-3:] == ['resnet_only', 'cnn', 'fixed_size'] and {'eva', 'swin', 'vit'} <= set(names[:-3])
+        assert names[-3:] == ['resnet_only', 'cnn', 'fixed_size']
+        assert {'eva', 'swin', 'swin_v2', 'swin_v2_cr', 'vit'} <= set(names[:-3])
         assert family_of('resnet18').name == 'resnet_only' and family_of('convnext_atto').name == 'cnn'
     finally:
         harness.families._claim.cache_clear()

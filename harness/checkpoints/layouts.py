@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import save_file
 from timm.layers import GluMlp, Mlp
 from timm.models.swin_transformer import SwinTransformer
+from timm.models.swin_transformer_v2 import SwinTransformerV2
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 
@@ -391,25 +392,30 @@ _MICROSOFT_RULES = [
     _rule(r'head\.fc\.(weight|bias)', r'head.\1'),
     _rule(r'patch_embed\.(proj|norm)\.(weight|bias)|norm\.(weight|bias)'),
     _rule(r'layers\.\d+\.blocks\.\d+\.((norm[12]|attn\.qkv|attn\.proj|mlp\.fc[12])\.(weight|bias)'
-          r'|attn\.relative_position_bias_table)'),
+          r'|attn\.relative_position_bias_table'                                     # v1
+          r'|attn\.(logit_scale|q_bias|v_bias|cpb_mlp\.[02]\.(weight|bias)))'),      # V2
 ]
+# buffers the repository registers as persistent (so its releases carry them) and timm recomputes
+_MICROSOFT_BUFFERS = ('attn.relative_position_index', 'attn.relative_coords_table', 'attn_mask')
 
 
 def microsoft_layout(model: nn.Module) -> tuple[dict, StateDict]:
-    """The original Swin repository's release (``swin_tiny_patch4_window7_224.pth``): ``{'model': state_dict}``.
+    """The original Swin repository's release (``swin_tiny_patch4_window7_224.pth``, and for Swin-V2
+    ``swinv2_tiny_patch4_window8_256.pth``): ``{'model': state_dict}``.
 
     The repository merges patches at the end of a stage (``layers.i.downsample`` feeds stage i+1, the last
     stage has none) where timm merges at the start of the next one; its classifier is a bare ``head``; and
     its ``relative_position_index`` and ``attn_mask`` buffers are persistent, so releases carry them (timm
     drops them and recomputes). Its 2x2 merge concatenates x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2],
     x[1::2, 1::2], the order timm's reshape/permute produces, so ``reduction`` and ``norm`` are stored as is.
+    Swin-V2's attention adds its CPB MLP, ``logit_scale``, ``q_bias`` and ``v_bias`` (the key bias is zero and
+    stored nowhere) and a persistent ``relative_coords_table``.
     """
-    if not isinstance(model, SwinTransformer):
-        raise LayoutError(f'the layout holds a SwinTransformer, not a {type(model).__name__}')
+    if not isinstance(model, (SwinTransformer, SwinTransformerV2)):
+        raise LayoutError(f'the layout holds a SwinTransformer or SwinTransformerV2, not a {type(model).__name__}')
     expected = _state_dict(model)
     saved = _convert(expected, _MICROSOFT_RULES)
-    saved.update({k: v.clone() for k, v in model.named_buffers()
-                  if k.endswith(('attn.relative_position_index', 'attn_mask'))})
+    saved.update({k: v.clone() for k, v in model.named_buffers() if k.endswith(_MICROSOFT_BUFFERS)})
     return {'model': saved}, expected
 
 

@@ -10,6 +10,10 @@ it say nothing. Trained embeddings are smooth functions of position; we make the
 * patch-embedding kernels: per (out, in) pair, a low-frequency sinusoid over the patch (Gabor-like);
 * models with a rotary position embedding (:func:`_rope_trained_like`): attention peaky enough for the rotation
   to matter, and RoPE-Mixed's learned frequencies spread in magnitude and direction.
+* Swin-V2's continuous position bias MLPs: steep enough that the bias varies strongly with the offset (timm
+  initialises them so small that every offset gets nearly the same bias, and a wrong coordinate goes unseen);
+* Swin-V2's post-norm gains (zero at init, which switches every attention and MLP branch off) and attention
+  logit scales (one constant at init): trained values, so that a bug in either path cannot hide behind them.
 
 Every other parameter gets a small seeded perturbation, so no two tensors are equal (LayerNorm weights
 are not all ones): a layout writer that swaps two keys cannot pass its round-trip test by accident.
@@ -34,11 +38,20 @@ def seeded_model(model_name: str, kwargs: dict[str, Any], seed: int) -> nn.Modul
     return model.eval()
 
 
+# blocks that normalise each branch's output (post-norm): timm starts their gains at zero
+POST_NORM_BLOCKS = ('SwinTransformerV2Block', 'SwinTransformerV2CrBlock')
+# continuous position bias MLPs: the attribute holding each, and how far its input coordinates reach
+# (Swin-V2's are normalised to about [-1, 1], Swin-V2-CR's are ln(1 + |offset|): about 2 for windows up to 8)
+POSITION_MLPS = {'cpb_mlp': 1.0, 'meta_mlp': 2.0}
+
+
 @torch.no_grad()
 def make_trained_like(model: nn.Module, generator: torch.Generator) -> None:
     grid = tuple(model.patch_embed.grid_size) if hasattr(model, 'patch_embed') else None
     windows = {f'{name}.relative_position_bias_table': module.window_size for name, module in model.named_modules()
                if hasattr(module, 'relative_position_bias_table')}
+    post_norms = {f'{name}.{norm}.weight' for name, module in model.named_modules()
+                  if type(module).__name__ in POST_NORM_BLOCKS for norm in ('norm1', 'norm2')}
     for name, param in model.named_parameters():
         if name == 'pos_embed':
             _smooth_pos_embed(param, grid, generator)
@@ -47,8 +60,16 @@ def make_trained_like(model: nn.Module, generator: torch.Generator) -> None:
                         * param.std().clamp_min(1e-3))
         elif name in windows:
             _smooth_rel_pos_table(param, tuple(windows[name]), generator)
+        elif name in post_norms:
+            _trained_gain(param, generator)
+        elif name.endswith('attn.logit_scale'):
+            _trained_logit_scale(param, generator)
         else:
             param.add_(torch.randn(param.shape, generator=generator) * PERTURBATION_STD)
+    for module in model.modules():
+        for attribute, extent in POSITION_MLPS.items():
+            if isinstance(getattr(module, attribute, None), nn.Module):
+                _steep_position_mlp(getattr(module, attribute), extent, generator)
     if getattr(model, 'rope', None) is not None:
         _rope_trained_like(model, generator)
 
@@ -164,6 +185,33 @@ def _smooth_rel_pos_table(table: torch.Tensor, window: tuple[int, int], generato
     _smooth_rel_table(table[:offsets], window, generator)
     if table.shape[0] > offsets:
         table[offsets:] = 0.5 + torch.rand(table.shape[0] - offsets, table.shape[1], generator=generator)
+def _trained_gain(weight: torch.Tensor, generator: torch.Generator) -> None:
+    """Post-norm gains between 0.5 and 1.5, as a trained model's are: every branch switched on."""
+    weight.copy_(0.5 + torch.rand(weight.shape, generator=generator))
+
+
+def _trained_logit_scale(logit_scale: torch.Tensor, generator: torch.Generator) -> None:
+    """Per head, the log of a cosine-attention temperature between 5 and 50 (timm clamps it at 100)."""
+    logit_scale.copy_(torch.log(5 + 45 * torch.rand(logit_scale.shape, generator=generator)))
+
+
+def _steep_position_mlp(mlp: nn.Module, extent: float, generator: torch.Generator) -> None:
+    """A two-layer MLP from an offset's coordinates (within ``[-extent, extent]``) to one bias per head whose
+    output varies by about 2 (one standard deviation) across offsets, head by head.
+
+    Its first layer gets random directions whose ReLU kinks fall inside the coordinates' range; its last
+    layer is scaled per head against a grid of coordinates spanning that range.
+    """
+    first, last = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
+    first.weight.copy_(torch.randn(first.weight.shape, generator=generator) * 2 / extent)
+    first.bias.copy_((torch.rand(first.bias.shape, generator=generator) * 2 - 1) * 2)
+    last.weight.copy_(torch.randn(last.weight.shape, generator=generator))
+    axis = torch.linspace(-extent, extent, 9)
+    coords = torch.stack(torch.meshgrid(axis, axis, indexing='ij'), dim=-1).reshape(-1, 2)
+    spread = (torch.relu(coords @ first.weight.T + first.bias) @ last.weight.T).std(dim=0)   # per head
+    last.weight.mul_(2 / spread.clamp_min(1e-6)[:, None])
+    if last.bias is not None:
+        last.bias.copy_(torch.randn(last.bias.shape, generator=generator) * 0.5)
 
 
 def _smooth_field(batch_shape: tuple[int, ...], size: tuple[int, int], generator: torch.Generator,

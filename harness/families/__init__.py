@@ -39,7 +39,7 @@ class Target:
     """The configuration a case asks for; ``None`` keeps the checkpoint's own value."""
     img_size: Size
     patch_size: int | None = None
-    window_size: int | None = None
+    window_size: int | Size | None = None   # one window for every stage: square (int) or (h, w)
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,10 @@ class Geometry:
     num_classes: int
     num_prefix_tokens: int = 0          # ViT: tokens before the patch tokens in forward_features
     pos_prefix_tokens: int = 0          # ViT: prefix positions stored in pos_embed (0 for no_embed_class)
-    window_sizes: tuple[Size, ...] = ()  # Swin: per stage
+    window_sizes: tuple[Size, ...] = ()  # Swin: per stage, the window it computes with (at most its feature map)
     shift_sizes: tuple[Size, ...] = ()   # Swin: per stage, the shift of its odd (shifted-window) blocks
+    window_config: tuple[Size, ...] = ()  # Swin: per stage, the window it was configured with, before that limit
+    window_ratio: int | None = None      # Swin-V2-CR built without a window: every stage's is the grid // this
     stage_channels: tuple[int, ...] = field(default=())    # Swin, CNN: per stage (CNN: per feature_info entry)
     stage_depths: tuple[int, ...] = field(default=())      # ViT: (depth,), Swin: blocks per stage
     stage_reductions: tuple[int, ...] = field(default=())  # CNN, MaxxViT: per feature_info entry

@@ -48,6 +48,12 @@ class Family:
         """Geometry read off a built model."""
         raise NotImplementedError
 
+    def source_geometry(self, model: nn.Module, spec: 'ModelSpec') -> Geometry:
+        """Geometry of a checkpoint's model at its own configuration: what :meth:`geometry` reads off it,
+        completed with what only the matrix entry's overrides say (Swin: the windows it was configured with,
+        which a stage smaller than its window does not show). By default :meth:`geometry`."""
+        return self.geometry(model)
+
     def expected_geometry(self, source: Geometry, target: Target) -> Geometry:
         """Geometry a model loaded from ``source`` must have once resized to ``target``."""
         raise NotImplementedError
@@ -106,10 +112,7 @@ class Family:
 
     def only_img_size_changes(self, target: Target, source: Geometry) -> bool:
         """Whether `dynamic_img_size` can reach the target: it changes the input size, nothing else."""
-        patch_same = target.patch_size is None or to_size(target.patch_size) == source.patch_size
-        window_same = target.window_size is None or (
-            not source.window_sizes or to_size(target.window_size) == source.window_sizes[0])
-        return patch_same and window_same
+        return target.patch_size is None or to_size(target.patch_size) == source.patch_size
 
     # --- validation ----------------------------------------------------------------------------------
     def size_problem(self, model: 'ModelSpec', size: Size, patch_size: int | None) -> str | None:
@@ -139,7 +142,7 @@ def timm_class(dotted: str) -> type | None:
 @functools.lru_cache(maxsize=None)
 def native_geometry(family: Family, model: 'ModelSpec') -> Geometry:
     """Geometry of a model at its own configuration, read off its meta-device build."""
-    return family.geometry(meta_model(model))
+    return family.source_geometry(meta_model(model), model)
 
 
 def model_carrying(name: str, kwargs: dict[str, Any], weights: dict[str, torch.Tensor]) -> nn.Module:

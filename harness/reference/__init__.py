@@ -10,7 +10,8 @@ timm's resampling code. One module per mechanism:
 * :mod:`.rel_pos_table`: relative position bias tables (flat or per head), BEiT's geometric-progression
   interpolation;
 * :mod:`.rel_pos_bias`: the attention bias a relative-position module computes at a window, from a table or
-  from Swin V2's log-coordinate MLP;
+  from a relpos ViT's log-coordinate MLP;
+* :mod:`.cpb`: Swin-V2's continuous position bias, coordinates for a window fed through its MLP;
 * :mod:`.window_masks`: the attention masks of Swin's shifted windows;
 * :mod:`.rope`: rotary position embeddings (axial, RoPE-Mixed, DINOv3) on a 2-D patch grid.
 

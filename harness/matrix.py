@@ -401,8 +401,10 @@ class _Validator:
             return None
         overrides = {k: v for k, v in entry.items() if k not in ('name', 'label', 'timm') and k not in AXES}
         if 'img_size' in overrides:
+            # validated; an int stays an int (EfficientVitMsra before timm 1.0.31 takes nothing else)
             size = self._size(f'{where}.img_size', overrides['img_size'])
-            overrides['img_size'] = list(size) if size else overrides['img_size']
+            if size and not isinstance(overrides['img_size'], int):
+                overrides['img_size'] = list(size)
         model = ModelSpec(name, tuple(sorted((k, _freeze(v)) for k, v in overrides.items())))
         try:
             native_geometry(family_of(name), model)

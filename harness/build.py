@@ -3,8 +3,9 @@
 * ``create``: ``timm.create_model(..., pretrained=True, img_size=..., patch_size=..., window_size=...)`` —
   timm resamples the checkpoint while loading it;
 * ``set_input_size``: the checkpoint's model at its own configuration, then ``model.set_input_size(...)``;
-* ``dynamic``: create at the checkpoint's own configuration with ``dynamic_img_size=True`` and feed
-  target-size inputs (the resampled embedding is computed per forward and never stored).
+* ``dynamic``: create at the checkpoint's own configuration with ``dynamic_img_size=True`` (the family's
+  ``dynamic_kwargs``: nothing for NaFlexVit, which always resamples per batch) and feed target-size inputs
+  (the resampled embedding is computed per forward and never stored).
 
 A timm release or model that lacks the needed API raises :class:`Unsupported`. What timm raises is a
 finding, sorted by where it came from: :class:`LoadFailed` (the checkpoint did not load) or
@@ -73,7 +74,7 @@ def build_path(path: str, checkpoint: Checkpoint, family: Family, source: Geomet
         if not family.only_img_size_changes(target, source):
             raise Unsupported('dynamic_img_size changes only the input size; this case also changes the '
                               'patch or window size')
-        built = build_native(checkpoint, dynamic_img_size=True)
+        built = build_native(checkpoint, **family.dynamic_kwargs())
         if getattr(getattr(built.model, 'patch_embed', None), 'strict_img_size', False):
             raise Unsupported(f'{type(built.model).__name__} in this timm release ignores dynamic_img_size=True: its '
                               f'patch embedding still takes only its own input size')

@@ -161,6 +161,7 @@ class Matrix:
     tolerances: Tolerances = field(default_factory=Tolerances)
     timing: TimingConfig = field(default_factory=TimingConfig)
     expect: tuple[Expectation, ...] = ()
+    left_out: tuple[str, ...] = ()   # model entries whose `timm:` range leaves out this release, and why
 
     def axes_for(self, model: ModelSpec) -> dict[str, tuple]:
         """The case axes of one model: the matrix's, with the model entry's own lists taking precedence."""
@@ -209,6 +210,7 @@ class _Validator:
         self.raw = raw
         self.known_models = known_models
         self.problems: list[str] = []
+        self.left_out: list[str] = []
 
     def error(self, where: str, message: str) -> None:
         self.problems.append(f'{where}: {message}')
@@ -235,7 +237,7 @@ class _Validator:
             name=str(name), path=str(self.path), models=tuple(models), **axes,
             seed=self._int('seed', 0), num_images=self._int('num_images', 4, minimum=1), images=self._images(),
             tolerances=self._section('tolerances', Tolerances), timing=self._timing(),
-            expect=tuple(self._expectations(models)),
+            expect=tuple(self._expectations(models)), left_out=tuple(self.left_out),
         )
         if self.problems:
             raise MatrixError(self.path, self.problems)
@@ -324,6 +326,8 @@ class _Validator:
     def _models(self) -> list[ModelSpec]:
         models, labels = [], {}
         for where, entry, pattern in self._model_entries():
+            if not self._for_this_release(where, entry):
+                continue
             model = self._model(where, entry)
             if model is None:
                 continue
@@ -352,6 +356,8 @@ class _Validator:
             else:
                 yield where, entry, None
         for where, entry in patterns:
+            if not self._for_this_release(where, entry):
+                continue
             if 'label' in entry:
                 self.error(f'{where}.label', 'a pattern entry names its models by their timm names; drop `label:`')
                 continue
@@ -367,6 +373,23 @@ class _Validator:
             import timm
             self.known_models = timm.list_models()
         return self.known_models
+
+    def _for_this_release(self, where: str, entry: dict) -> bool:
+        """Whether the installed timm is in the entry's ``timm:`` range (no range: every release). An entry
+        outside it is left out before anything else is asked of it: the release may not have the model."""
+        if 'timm' not in entry:
+            return True
+        try:
+            spec = SpecifierSet(str(entry['timm']))
+        except InvalidSpecifier:
+            self.error(f'{where}.timm', f'expected a version specifier such as ">=1.0.20", got {entry["timm"]!r}')
+            return False
+        import timm
+        if spec.contains(timm.__version__, prereleases=True):
+            return True
+        name = entry.get('name') or entry.get('pattern')
+        self.left_out.append(f'{where} ({name}): timm {timm.__version__} is not {spec}')
+        return False
 
     def _model(self, where: str, entry: dict) -> ModelSpec | None:
         """One model entry as a spec (its own axes included), or None after saying what is wrong with it."""
@@ -384,10 +407,12 @@ class _Validator:
         if alias is not None and not isinstance(alias, str):
             self.error(f'{where}.label', f'expected a string, got {alias!r}')
             return None
-        overrides = {k: v for k, v in entry.items() if k not in ('name', 'label') and k not in AXES}
+        overrides = {k: v for k, v in entry.items() if k not in ('name', 'label', 'timm') and k not in AXES}
         if 'img_size' in overrides:
+            # validated; an int stays an int (EfficientVitMsra before timm 1.0.31 takes nothing else)
             size = self._size(f'{where}.img_size', overrides['img_size'])
-            overrides['img_size'] = list(size) if size else overrides['img_size']
+            if size and not isinstance(overrides['img_size'], int):
+                overrides['img_size'] = list(size)
         model = ModelSpec.of(name, overrides)
         try:
             native_geometry(family_of(name), model)

@@ -38,6 +38,8 @@ ORIGINS: dict[str, Origin] = {o.name: o for o in (
            'big_vision.npz', custom_load=True, interpolation='bilinear', antialias=False),
     Origin('microsoft', 'original Swin repository checkpoint (`model` dict, end-of-stage downsample)',
            'swin_original.pth'),
+    Origin('classic_vit', "a classic timm ViT's state dict (flat pos_embed, conv patch kernel) for a NaFlexVit",
+           'model.safetensors'),
     Origin(HUB_ORIGIN, "timm's default pretrained tag, downloaded from the hub"),
     Origin(FILE_ORIGIN, "a user's checkpoint file, loaded like a hub file"),
 )}

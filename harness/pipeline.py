@@ -322,17 +322,18 @@ def _fidelity(path: str, case: Case, native: Native, model: nn.Module, outputs: 
     family, checkpoint = case.family, native.checkpoint
     if 'fidelity' not in family.checks:   # nothing resampled: nothing to recompute
         return
-    interpolation, antialias = (checkpoint.interpolation, checkpoint.antialias) if path == 'create' \
+    interpolation, antialias = family.create_resampling(case.model.name, checkpoint) if path == 'create' \
         else AFTER_LOAD_RESAMPLING
     computed = family.computed_geometry(native.geometry, case.target, path)
     expected_weights = family.resample_state_dict(native.reference, native.geometry, computed, interpolation,
                                                   antialias)
-    if path == 'dynamic':   # nothing resampled is stored: compare outputs with a model that computes ours
+    # what is resampled per forward is never stored: compare outputs with a model that computes our resample
+    if path == 'dynamic' or family.resamples_per_forward:
         reference = family.dynamic_reference(native.built.model, case.model, native.geometry, computed,
                                              expected_weights).to(inputs.device)
         want = checks.forward_outputs(reference, inputs)
         figures.fidelity_outputs_max_abs_diff = checks.max_abs_diff(outputs.logits, want.logits)
-    else:
+    if path != 'dynamic' or family.resamples_per_forward:
         actual = {**model.state_dict(), **family.derived_tensors(model)}
         expected = {**expected_weights,
                     **family.expected_derived_tensors(expected_weights, case.model, native.geometry, computed)}
@@ -363,9 +364,10 @@ def documented_difference(case: Case, native: Native) -> str | None:
                 f'{_sizes(path.shift_sizes)} (the source configuration), create with {_sizes(create.window_sizes)} '
                 f'and {_sizes(create.shift_sizes)}')
     resampled = create.grid_size != source.grid_size or create.patch_size != source.patch_size
-    if resampled and (checkpoint.interpolation, checkpoint.antialias) != AFTER_LOAD_RESAMPLING:
-        return (f'documented difference: the {checkpoint.origin} loader resamples {checkpoint.interpolation}'
-                f'{" with" if checkpoint.antialias else " without"} antialiasing at create time, '
+    interpolation, antialias = family.create_resampling(case.model.name, checkpoint)
+    if resampled and (interpolation, antialias) != AFTER_LOAD_RESAMPLING:
+        return (f'documented difference: the {checkpoint.origin} loader resamples {interpolation}'
+                f'{" with" if antialias else " without"} antialiasing at create time, '
                 f'{case.path} bicubic with antialiasing')
     return None
 

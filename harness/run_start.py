@@ -73,6 +73,8 @@ def start_run(args: argparse.Namespace, argv: list[str], out: Path) -> Matrix:
         raise StartRefused(f'--timm {args.timm}: {problem}')
     matrix = _validated(args.matrix)
     images = _labelled_images(args.images, matrix)
+    for entry in matrix.left_out:
+        print(f'{args.matrix}: {entry}: left out')
     device = _device(args.device)
     timing = matrix.timing.for_run(device.type, args.batch_size, args.dtype, enabled=not args.no_timing)
     _start_run_folder(out, describe_run(matrix, device, timing, ['harness', *argv], args.shard, images),

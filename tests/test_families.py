@@ -21,6 +21,7 @@ CNN = 'test_resnet'   # timm's own tiny ResNet: 0.5M parameters, 160x160, featur
     ('vit_tiny_patch16_224', 'vit'),
     ('deit3_small_patch16_224', 'vit'),            # a VisionTransformer registered in deit.py
     ('deit_tiny_distilled_patch16_224', 'vit'),    # VisionTransformerDistilled: a subclass, two prefix tokens
+    ('vit_tiny_r_s16_p8_224', 'vit_hybrid'),       # a HybridEmbed: a CNN before the patches
     ('swin_tiny_patch4_window7_224', 'swin'),
     ('eva02_tiny_patch14_224', 'eva'), ('vit_small_patch16_rope_mixed_224', 'eva'), ('vit_small_patch16_dinov3', 'eva'),
     ('resnet18', 'cnn'), ('convnext_atto', 'cnn'), ('efficientnet_b0', 'cnn'), (CNN, 'cnn'),
@@ -32,7 +33,8 @@ def test_family_of(model, family):
 
 
 @pytest.mark.parametrize('model, why', [
-    ('vit_tiny_r_s16_p8_224', 'a hybrid ViT (HybridEmbed'),
+    ('xcit_nano_12_p16_224', 'forward_features gives (1, 481, 128)'),   # token outputs on no grid it can name
+    ('vit_base_patch16_radio_v3', 'align_corners=True'),
 ])
 def test_models_no_family_claims_say_why(model, why):
     assert family_of(model) is None and why in unclaimed_reason(model)
@@ -51,8 +53,8 @@ def test_a_family_joins_by_registering(monkeypatch):
     harness.families._claim.cache_clear()
     try:
         names = [f.name for f in families()]
-        assert names[-3:] == ['resnet_only', 'cnn', 'fixed_size']
-        assert {'eva', 'swin', 'swin_v2', 'swin_v2_cr', 'vit'} <= set(names[:-3])
+        assert names[-3:] == ['resnet_only', 'cnn', 'fixed_size']   # after every rank 0
+        assert {'eva', 'swin', 'swin_v2', 'swin_v2_cr', 'vit', 'vit_hybrid'} <= set(names[:-3])
         assert family_of('resnet18').name == 'resnet_only' and family_of('convnext_atto').name == 'cnn'
     finally:
         harness.families._claim.cache_clear()

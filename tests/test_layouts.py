@@ -30,6 +30,7 @@ TINY = 'vit_tiny_patch16_224', dict(depth=2, img_size=64)
 # window 4 at 128 px keeps every stage even (the original repo's merge asserts it) and gives shifted blocks
 SWIN = 'swin_tiny_patch4_window7_224', dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4),
                                             window_size=4, img_size=128)
+NAFLEX = dict(embed_dim=32, depth=1, num_heads=2, img_size=64, pos_embed_grid_size=(4, 4))
 FileKey = str | tuple[str, ...]   # a key of the file, or keys into its nested dicts
 
 
@@ -83,6 +84,11 @@ CASES = [
                  'Transformer/encoderblock_1/MultiHeadDotProductAttention_1/out/kernel': (3, 64, 192),
                  'Transformer/encoderblock_1/MlpBlock_3/Dense_0/kernel': (192, 768), 'head/kernel': (192, 1000)},
          absent=('cls_token', 'Transformer/encoderblock/LayerNorm_0/scale')),
+    Case('classic_vit', 'naflexvit_base_patch16_gap', NAFLEX,
+         shapes={'pos_embed': (1, 16, 32), 'patch_embed.proj.weight': (32, 3, 16, 16), 'reg_token': (1, 4, 32)},
+         absent=('embeds.pos_embed', 'embeds.proj.weight')),
+    Case('classic_vit', 'naflexvit_base_patch16_gap', {**NAFLEX, 'reg_tokens': 0, 'class_token': True},
+         shapes={'pos_embed': (1, 17, 32), 'cls_token': (1, 1, 32)}, forced={'embeds.cls_token': 'rounded'}),
     Case('microsoft', *SWIN,
          shapes={('model', 'layers.0.downsample.reduction.weight'): (64, 128), ('model', 'head.weight'): (1000, 256),
                  ('model', 'layers.0.blocks.0.attn.relative_position_index'): (16, 16),

@@ -114,8 +114,9 @@ def test_valid_matrix_loads(tmp_path, known_models):
     assert labelled.name == VIT and labelled.alias == 'tiny_d2' and labelled.label == 'tiny_d2'
     assert labelled.kwargs == {'depth': 2, 'img_size': (32, 64)}
     assert swin.name == SWIN and swin.label == SWIN
-    # lists are frozen to tuples (specs stay hashable); axes keys are not constructor overrides
-    assert swin.kwargs == {'embed_dim': 32, 'depths': (1, 1, 2, 1), 'num_heads': (1, 2, 2, 4), 'img_size': (128, 128)}
+    # lists are frozen to tuples (specs stay hashable), an int img_size stays an int (some models take no other);
+    # axes keys are not constructor overrides
+    assert swin.kwargs == {'embed_dim': 32, 'depths': (1, 1, 2, 1), 'num_heads': (1, 2, 2, 4), 'img_size': 128}
     assert not set(swin.kwargs) & {'origins', 'sizes', 'patch_sizes', 'window_sizes', 'paths', 'label', 'name'}
     hash(swin)
 
@@ -375,7 +376,7 @@ def test_unknown_model_suggests_close_matches(tmp_path, known_models):
 
 @pytest.mark.parametrize('model, why', [
     ('xcit_nano_12_p16_224', 'forward_features gives (1, 481, 128)'),      # its outputs name no grid
-    ('vit_tiny_r_s16_p8_224', 'a hybrid ViT (HybridEmbed'),                 # a VisionTransformer the vit family leaves
+    ('vit_base_patch16_radio_v3', 'align_corners=True'),                    # a VisionTransformer the vit family leaves
 ])
 def test_model_outside_supported_families(tmp_path, known_models, model, why):
     path, err = error_of(tmp_path, MINIMAL.replace(f'[{VIT}]', f'[{VIT}, {model}]'), known_models)
@@ -502,7 +503,7 @@ def test_missing_file(tmp_path, known_models):
 def test_all_problems_reported_together(tmp_path, known_models):
     path, err = error_of(tmp_path, f"""\
         name: many
-        models: [vit_tiny_patch16_22, vit_tiny_r_s16_p8_224, {{name: {VIT}, bogus_arg: 1}}, {SWIN}]
+        models: [vit_tiny_patch16_22, xcit_nano_12_p16_224, {{name: {VIT}, bogus_arg: 1}}, {SWIN}]
         origins: [timm, openai_clip, nope, {{file: missing.pth}}]
         sizes: [224, big, 112]
         patch_sizes: [0]

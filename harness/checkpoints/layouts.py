@@ -32,6 +32,8 @@ from timm.models.swin_transformer_v2 import SwinTransformerV2
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 
+from harness.families.base import timm_class
+
 StateDict = dict[str, Tensor]
 
 
@@ -419,6 +421,43 @@ def microsoft_layout(model: nn.Module) -> tuple[dict, StateDict]:
     return {'model': saved}, expected
 
 
+# --- a classic timm ViT's state dict, for NaFlexVit -------------------------------------------------------------
+
+def classic_vit_layout(model: nn.Module) -> tuple[StateDict, StateDict]:
+    """A classic timm ``VisionTransformer`` release for a NaFlexVit: what NaFlexVit's ``checkpoint_filter_fn``
+    converts (and how ``TIMM_USE_NAFLEXVIT=true`` loads timm's ``vit_*`` hub weights into NaFlexVit).
+
+    The position embedding is the flat ``(1, [class +] H*W, C)`` sequence, the patch embedding a conv kernel
+    ``(O, C, ph, pw)`` under ``patch_embed.``; the rest keeps its names. Like timm's classic ViTs, a model with
+    a class token and no registers embeds the class position (timm folds it into ``cls_token``, and the returned
+    ``cls_token`` is that sum, rounded as timm rounds it); register models embed the grid's only. Factorized
+    tables have no place in the layout.
+    """
+    naflexvit = timm_class('timm.models.naflexvit.NaFlexVit')
+    if naflexvit is None or not isinstance(model, naflexvit):
+        raise LayoutError(f'the layout is a classic ViT release for a NaFlexVit, not a {type(model).__name__}')
+    embeds = model.embeds
+    if getattr(embeds, 'pos_embed_y', None) is not None:
+        raise LayoutError('a classic ViT has one position embedding; the model factorizes it per axis')
+    expected = _state_dict(model)
+    saved = {}
+    for key, value in expected.items():
+        if key == 'embeds.pos_embed':
+            saved['pos_embed'] = value.flatten(1, 2)
+        elif key == 'embeds.proj.weight' and value.ndim == 2:   # linear over (ph, pw, C) patches -> conv kernel
+            saved['patch_embed.proj.weight'] = value.reshape(value.shape[0], *embeds.patch_size, -1).permute(0, 3, 1, 2)
+        elif key in ('embeds.cls_token', 'embeds.reg_token'):
+            saved[key.removeprefix('embeds.')] = value
+        else:
+            saved[re.sub(r'^embeds\.', 'patch_embed.', key)] = value
+    if 'cls_token' in saved and 'reg_token' not in saved and 'pos_embed' in saved:
+        class_pos = saved['pos_embed'].mean(dim=1, keepdim=True)   # any value works; this one looks trained
+        saved['pos_embed'] = torch.cat([class_pos, saved['pos_embed']], dim=1)
+        saved['cls_token'] = saved['cls_token'] - class_pos
+        expected['embeds.cls_token'] = saved['cls_token'] + class_pos   # timm's fold, rounded as it rounds
+    return {k: v.contiguous() for k, v in saved.items()}, expected
+
+
 # --- the layouts by origin ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -450,4 +489,5 @@ LAYOUTS: dict[str, Layout] = {
     'dinov2': Layout(dinov2_layout),
     'big_vision': Layout(big_vision_layout, _save_npz),
     'microsoft': Layout(microsoft_layout),
+    'classic_vit': Layout(classic_vit_layout, _save_safetensors),
 }

@@ -6,8 +6,12 @@ it say nothing. Trained embeddings are smooth functions of position; we make the
 
 * position embeddings: per channel, a sum of a few random low-frequency 2-D sinusoids over the image
   extent (coordinates normalised to [0, 1], so a rectangular grid is a stretched view of the same field);
-* relative position bias tables: per head, a bump that decays with the offset plus a low-frequency ripple;
+* relative position bias tables: per head, a bump that decays with the offset plus a low-frequency ripple
+  (Swin's signed-offset tables and LeViT / EfficientViT's absolute-offset ``attention_biases`` alike);
 * patch-embedding kernels: per (out, in) pair, a low-frequency sinusoid over the patch (Gabor-like);
+* LayerScale gammas: per channel 0.1 to 0.5, as in trained models (timm's 1e-5 init makes blocks identities);
+* NaFlexVit's position tables, stored as the (H, W) grid they cover or as factorized rows and columns: smooth
+  fields over their own extent, like ViT's;
 * models with a rotary position embedding (:func:`_rope_trained_like`): attention peaky enough for the rotation
   to matter, and RoPE-Mixed's learned frequencies spread in magnitude and direction.
 * Swin-V2's continuous position bias MLPs: steep enough that the bias varies strongly with the offset (timm
@@ -47,7 +51,7 @@ POSITION_MLPS = {'cpb_mlp': 1.0, 'meta_mlp': 2.0}
 
 @torch.no_grad()
 def make_trained_like(model: nn.Module, generator: torch.Generator) -> None:
-    grid = tuple(model.patch_embed.grid_size) if hasattr(model, 'patch_embed') else None
+    grid = tuple(model.patch_embed.grid_size) if hasattr(getattr(model, 'patch_embed', None), 'grid_size') else None
     windows = {f'{name}.relative_position_bias_table': module.window_size for name, module in model.named_modules()
                if hasattr(module, 'relative_position_bias_table')}
     post_norms = {f'{name}.{norm}.weight' for name, module in model.named_modules()
@@ -55,7 +59,7 @@ def make_trained_like(model: nn.Module, generator: torch.Generator) -> None:
     for name, param in model.named_parameters():
         if name == 'pos_embed':
             _smooth_pos_embed(param, grid, generator)
-        elif name.endswith('patch_embed.proj.weight'):
+        elif name.endswith('patch_embed.proj.weight') and param.shape[-2:].numel() > 1:   # not a 1x1 projection
             param.copy_(_smooth_field(param.shape[:2], param.shape[-2:], generator, max_freq=1.5)
                         * param.std().clamp_min(1e-3))
         elif name in windows:
@@ -64,6 +68,12 @@ def make_trained_like(model: nn.Module, generator: torch.Generator) -> None:
             _trained_gain(param, generator)
         elif name.endswith('attn.logit_scale'):
             _trained_logit_scale(param, generator)
+        elif name.endswith('attention_biases') and _is_offset_table(param):
+            _smooth_offset_biases(param, generator)
+        elif name.startswith('embeds.pos_embed'):
+            _smooth_grid_pos_embed(param, generator)
+        elif name.endswith('.gamma') and param.ndim == 1:
+            _trained_layer_scale(param, generator)
         else:
             param.add_(torch.randn(param.shape, generator=generator) * PERTURBATION_STD)
     for module in model.modules():
@@ -185,6 +195,8 @@ def _smooth_rel_pos_table(table: torch.Tensor, window: tuple[int, int], generato
     _smooth_rel_table(table[:offsets], window, generator)
     if table.shape[0] > offsets:
         table[offsets:] = 0.5 + torch.rand(table.shape[0] - offsets, table.shape[1], generator=generator)
+
+
 def _trained_gain(weight: torch.Tensor, generator: torch.Generator) -> None:
     """Post-norm gains between 0.5 and 1.5, as a trained model's are: every branch switched on."""
     weight.copy_(0.5 + torch.rand(weight.shape, generator=generator))
@@ -212,6 +224,38 @@ def _steep_position_mlp(mlp: nn.Module, extent: float, generator: torch.Generato
     last.weight.mul_(2 / spread.clamp_min(1e-6)[:, None])
     if last.bias is not None:
         last.bias.copy_(torch.randn(last.bias.shape, generator=generator) * 0.5)
+
+
+def _smooth_offset_biases(table: torch.Tensor, generator: torch.Generator) -> None:
+    """(heads, S*S) biases by absolute offset (|dy|, |dx|), row-major (LeViT, EfficientViT): per head, a bump
+    that decays with the offset's length plus a low-frequency ripple over the S x S offsets."""
+    heads, area = table.shape
+    side = math.isqrt(area)
+    offsets = torch.arange(side, dtype=torch.float32) / max(side - 1, 1)
+    dist2 = offsets[:, None] ** 2 + offsets[None, :] ** 2
+    width = 0.3 + torch.rand(heads, 1, 1, generator=generator)
+    bump = torch.exp(-dist2 / width ** 2) * (1 + torch.rand(heads, 1, 1, generator=generator))
+    ripple = _smooth_field((heads,), (side, side), generator, max_freq=1.0) * 0.3 if side > 1 else 0.0
+    table.copy_((bump + ripple).reshape(heads, area))
+
+
+def _trained_layer_scale(gamma: torch.Tensor, generator: torch.Generator) -> None:
+    """LayerScale: timm initialises it at 1e-5 (or 1e-6), which makes every block nearly the identity, so a
+    class-token head barely sees the patches (nor how their position embedding was resampled); trained
+    models' scales are around 0.1 to 1. Per channel, uniform in [0.1, 0.5]."""
+    gamma.copy_(0.1 + 0.4 * torch.rand(gamma.shape, generator=generator))
+
+
+def _is_offset_table(table: torch.Tensor) -> bool:
+    return table.ndim == 2 and math.isqrt(table.shape[1]) ** 2 == table.shape[1]
+
+
+def _smooth_grid_pos_embed(pos_embed: torch.Tensor, generator: torch.Generator) -> None:
+    """NaFlexVit's position tables, stored as the grid they cover: (1, H, W, C), or factorized (1, H, C) and
+    (1, W, C); each channel a smooth field over the table's extent."""
+    grid = tuple(pos_embed.shape[1:-1]) if pos_embed.ndim == 4 else (pos_embed.shape[1], 1)
+    field = _smooth_field((pos_embed.shape[-1],), grid, generator, max_freq=2.0)   # (C, *grid)
+    pos_embed.copy_(field.permute(1, 2, 0).reshape(pos_embed.shape) * 0.05)
 
 
 def _smooth_field(batch_shape: tuple[int, ...], size: tuple[int, int], generator: torch.Generator,

@@ -14,6 +14,7 @@ from harness.families import Geometry, Size, Target, to_size
 from harness.results import CHECKS
 
 if TYPE_CHECKING:
+    from harness.checkpoints.store import Checkpoint
     from harness.families.probe import Probe
     from harness.matrix import ModelSpec
 
@@ -31,6 +32,8 @@ class Family:
     window_sizes_apply: bool = False       # a matrix's window_sizes axis applies
     patch_sizes_apply: bool = True         # a matrix's patch_sizes axis applies
     stores_geometry: bool = True           # a resized model stores its new configuration (img_size, grid, ...)
+    resamples_per_forward: bool = False    # every forward resamples (NaFlexVit): fidelity compares every path's
+                                           # outputs with dynamic_reference, and its weights and derived tensors
 
     # --- membership ----------------------------------------------------------------------------------
     def claim(self, probe: 'Probe') -> str | None:
@@ -69,6 +72,11 @@ class Family:
         the ``computed`` geometry from the source ``weights`` as the harness resamples them."""
         raise NotImplementedError
 
+    def dynamic_kwargs(self) -> dict[str, Any]:
+        """What ``create_model`` takes to resample at run time (the ``dynamic`` path's model is the source
+        configuration built with these)."""
+        return {'dynamic_img_size': True}
+
     def expected_shapes(self, geometry: Geometry, batch: int) -> dict[str, Any]:
         """Output shapes that follow from ``geometry``: forward_features, logits and intermediates."""
         raise NotImplementedError
@@ -85,6 +93,11 @@ class Family:
             out[kernel] = resample_patch_kernel(
                 out[kernel], target.patch_size, interpolation=interpolation, antialias=antialias)
         return out
+
+    def create_resampling(self, model_name: str, checkpoint: 'Checkpoint') -> tuple[str, bool]:
+        """(interpolation, antialias) that timm's loader uses when it resamples ``checkpoint`` for ``model_name``
+        at create time: the origin's loader's by default; families override where timm chooses per model."""
+        return checkpoint.interpolation, checkpoint.antialias
 
     def derived_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Tensors the model computes from its configuration instead of loading them (rotary embeddings,
@@ -128,6 +141,13 @@ class Family:
 
     def total_downsample(self, geometry: Geometry) -> int:
         return 1
+
+
+def traits_img_size(model: nn.Module) -> Size | None:
+    """The (H, W) timm (1.0.31 on) records in a model's traits as the size it was built or last resized for;
+    None where it records none."""
+    size = (getattr(model, '_traits', None) or {}).get('img_size')
+    return to_size(size) if size is not None else None
 
 
 def timm_class(dotted: str) -> type | None:

@@ -1,12 +1,15 @@
 """Vision Transformers: absolute position embedding + patch embedding.
 
-Every ``VisionTransformer`` whose patches come straight from the image: timm's ViTs, DeiT and DeiT-III
-(``deit.py``, distilled models with two prefix tokens included), registers, ``no_embed_class`` and global-pool
-variants. Hybrids (a CNN stem before the patches, ``HybridEmbed``: ``vit_*_r50_*``, ``vitamin_*``) are not
-claimed: the oracle would need the stem's stride and padding; they stay unsupported until it does.
+Every ``VisionTransformer`` whose patches come straight from the image (``PatchEmbed``): timm's ViTs, DeiT
+and DeiT-III (``deit.py``; distilled models with two prefix tokens included), registers, ``no_embed_class``
+and global-pool variants, FlexiViT. Hybrids (a CNN before the patches, ``HybridEmbed``: ``vit_*_r50_*``,
+``vitamin_*``) are :mod:`harness.families.vit_hybrid`'s. Not claimed, with the reason: any other patch
+embedding, and the two RADIO v3 ViTs whose create-time resample uses ``align_corners=True``
+(:data:`ALIGN_CORNERS_AT_CREATE`), which the create path's oracle does not model.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from torch import nn
@@ -14,6 +17,18 @@ from torch import nn
 from harness.reference.pos_embed import resample_pos_embed
 from harness.families import Geometry, Target, register_family, to_size
 from harness.families.base import Family, model_carrying, timm_class
+
+
+BILINEAR_AT_CREATE = ('flexi', 'radio')   # parts of a model name, as _create_vision_transformer tests them
+ALIGN_CORNERS_AT_CREATE = ('base_patch16_radio_v3', 'huge_patch16_radio_v3')   # timm's _RADIO_ALIGN_CORNERS
+
+
+def is_hybrid(patch_embed: nn.Module) -> bool:
+    """A ``HybridEmbed``: a CNN's feature map projected to patches (timm.layers from 1.0, before that
+    vision_transformer_hybrid)."""
+    classes = tuple(filter(None, map(timm_class, ('timm.layers.HybridEmbed',
+                                                  'timm.models.vision_transformer_hybrid.HybridEmbed'))))
+    return bool(classes) and isinstance(patch_embed, classes)
 
 
 @register_family
@@ -24,11 +39,25 @@ class VitFamily(Family):
 
     def claim(self, probe):
         why_not = super().claim(probe)
+        if why_not is not None:
+            return why_not
+        embed = probe.model.patch_embed
+        if is_hybrid(embed):
+            return ''   # vit_hybrid's
         patch_embed = timm_class('timm.layers.PatchEmbed')
-        if why_not is None and patch_embed and not isinstance(probe.model.patch_embed, patch_embed):
-            return (f'a hybrid ViT ({type(probe.model.patch_embed).__name__}: a CNN stem before the patches); the '
-                    f'vit oracle does not model the stem yet')
-        return why_not
+        if patch_embed and not isinstance(embed, patch_embed):
+            return f'its patch embedding is a {type(embed).__name__}, not the PatchEmbed the vit oracle models'
+        if any(part in probe.name for part in ALIGN_CORNERS_AT_CREATE):
+            return ("timm resamples its position embedding at create time with align_corners=True (RADIO v3's "
+                    "own resize), which the vit oracle's create path does not model")
+        return None
+
+    def create_resampling(self, model_name, checkpoint):
+        """timm loads FlexiViT and RADIO variants resampling bilinear without antialiasing, whatever the file's
+        layout (``_create_vision_transformer``: the pretrained weights prefer it)."""
+        if any(part in model_name for part in BILINEAR_AT_CREATE):
+            return 'bilinear', False
+        return super().create_resampling(model_name, checkpoint)
 
     def geometry(self, model: nn.Module) -> Geometry:
         pe = model.patch_embed
@@ -44,7 +73,7 @@ class VitFamily(Family):
     def expected_geometry(self, source: Geometry, target: Target) -> Geometry:
         patch = to_size(target.patch_size) if target.patch_size else source.patch_size
         grid = (target.img_size[0] // patch[0], target.img_size[1] // patch[1])
-        return Geometry(**{**source.__dict__, 'img_size': target.img_size, 'patch_size': patch, 'grid_size': grid})
+        return dataclasses.replace(source, img_size=target.img_size, patch_size=patch, grid_size=grid)
 
     def expected_shapes(self, geometry: Geometry, batch: int) -> dict[str, Any]:
         tokens = geometry.num_prefix_tokens + geometry.grid_size[0] * geometry.grid_size[1]

@@ -7,12 +7,14 @@ from torch import Tensor
 
 
 def resample_pos_embed(pos_embed: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int],
-                       num_prefix_tokens: int, interpolation: str = 'bicubic', antialias: bool = True) -> Tensor:
+                       num_prefix_tokens: int, interpolation: str = 'bicubic', antialias: bool = True,
+                       align_corners: bool = False) -> Tensor:
     """Resize an absolute position embedding from ``old_grid`` to ``new_grid`` tokens.
 
     ``pos_embed`` is ``(1, num_prefix_tokens + old_h * old_w, C)``: prefix tokens (class, registers) are kept
     as they are; the rest, in row-major order, is treated as a ``C``-channel ``old_h x old_w`` image, resized
-    with ``F.interpolate`` in float32 and flattened back. Returns ``pos_embed`` itself if the grids are equal.
+    with ``F.interpolate`` in float32 (half-pixel centres unless ``align_corners``) and flattened back. Returns
+    ``pos_embed`` itself if the grids are equal.
     """
     old_grid, new_grid = tuple(old_grid), tuple(new_grid)
     expected = num_prefix_tokens + old_grid[0] * old_grid[1]
@@ -23,6 +25,6 @@ def resample_pos_embed(pos_embed: Tensor, old_grid: tuple[int, int], new_grid: t
         return pos_embed
     prefix, tokens = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     image = tokens.float().reshape(1, *old_grid, -1).permute(0, 3, 1, 2)
-    image = F.interpolate(image, size=new_grid, mode=interpolation, antialias=antialias, align_corners=False)
+    image = F.interpolate(image, size=new_grid, mode=interpolation, antialias=antialias, align_corners=align_corners)
     tokens = image.flatten(2).transpose(1, 2).to(pos_embed.dtype)
     return torch.cat([prefix, tokens], dim=1)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from harness import timm_versions
+from harness.plugin import TIMING_OPTIONS
 from harness.results import RESULTS_FILE, ResultsFileError, set_aside
 from harness.run_record import RUN_FILE, RunRecord, RunRecordError, describe_run, differences, read_run_record, \
     write_run_record
@@ -71,7 +72,8 @@ def start_run(args: argparse.Namespace, argv: list[str], out: Path) -> Matrix:
         raise StartRefused(f'--timm {args.timm}: {problem}')
     matrix = _validated(args.matrix)
     device = _device(args.device)
-    timing = matrix.timing.for_run(device.type, args.batch_size, args.dtype, enabled=not args.no_timing)
+    timing = matrix.timing.for_run(device.type, enabled=not args.no_timing,
+                                   **{name: getattr(args, name) for name in TIMING_OPTIONS})
     _start_run_folder(out, describe_run(matrix, device, timing, ['harness', *argv], args.shard), resume=args.resume)
     import harness.report  # noqa: F401 - its pandas import now, beside the workers' imports, not after the last case
     return matrix

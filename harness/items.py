@@ -93,8 +93,10 @@ def run_options(config: pytest.Config, matrix: Matrix) -> RunOptions:
                                    **{name: config.getoption(f'--harness-{name.replace("_", "-")}')
                                       for name in TIMING_OPTIONS})
     cache = config.getoption('--harness-cache') or default_cache_dir()
+    images = config.getoption('--harness-images') or matrix.images   # the command line's over the matrix's
     return RunOptions(device=torch.device(device), cache_dir=Path(cache),
                       out_dir=Path(config.getoption('--harness-out')), timing=timing,
+                      images=Path(images) if images else None,
                       say=_terminal_line(config), holder=_holder(config))
 
 

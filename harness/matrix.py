@@ -20,6 +20,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from harness.checkpoints.vetting import checkpoint_file_problem
 from harness.families import family_of, unclaimed_reason
 from harness.families.base import meta_model, native_geometry
+from harness.image_tree import ImageTreeError, read_image_tree
 from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
 from harness.origins import ORIGINS, FILE_ORIGIN
 from harness.results import CHECKS, DTYPES, PRECISIONS
@@ -155,6 +156,7 @@ class Matrix:
     paths: tuple[str, ...] = PATHS
     seed: int = 0
     num_images: int = 4
+    images: str | None = None    # labelled images for top-1 accuracy with real weights (harness.image_tree)
     tolerances: Tolerances = field(default_factory=Tolerances)
     timing: TimingConfig = field(default_factory=TimingConfig)
     expect: tuple[Expectation, ...] = ()
@@ -172,6 +174,7 @@ TOP_LEVEL_KEYS = {
     'origins': 'a list of origin names or {file: PATH}', 'sizes': 'a list of sizes (int or [H, W])',
     'patch_sizes': 'a list of ints', 'window_sizes': 'a list of window sizes (int or [H, W])', 'paths': f'a subset of {list(PATHS)}',
     'seed': 'an int', 'num_images': 'an int', 'tolerances': 'a mapping', 'timing': 'a mapping',
+    'images': 'a folder of labelled images, <folder>/<class index or ImageNet synset>/<image>',
     'expect': 'a list of {match: {...}, checks: [...], reason: ...}',
 }
 
@@ -229,7 +232,7 @@ class _Validator:
             self._check_sizes_fit(where, model, merged['sizes'], merged['patch_sizes'])
         matrix = Matrix(
             name=str(name), path=str(self.path), models=tuple(models), **axes,
-            seed=self._int('seed', 0), num_images=self._int('num_images', 4, minimum=1),
+            seed=self._int('seed', 0), num_images=self._int('num_images', 4, minimum=1), images=self._images(),
             tolerances=self._section('tolerances', Tolerances), timing=self._timing(),
             expect=tuple(self._expectations()),
         )
@@ -429,6 +432,23 @@ class _Validator:
             return None
         return OriginSpec(FILE_ORIGIN, file=str(file), num_classes=num_classes,
                           custom_load=bool(entry.get('custom_load', False)))
+
+    def _images(self) -> str | None:
+        """``images:``, a folder relative to the matrix file: the tree is read here, its labels are checked
+        against the models' classes when the run starts (:mod:`harness.run_start`)."""
+        value = self.raw.get('images')
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.error('images', f'expected {TOP_LEVEL_KEYS["images"]}, got {value!r}')
+            return None
+        folder = Path(value) if Path(value).is_absolute() else self.path.parent / value
+        try:
+            read_image_tree(folder)
+        except ImageTreeError as e:
+            self.error('images', str(e))
+            return None
+        return str(folder)
 
     def _paths(self) -> tuple[str, ...]:
         if 'paths' not in self.raw:

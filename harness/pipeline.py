@@ -7,6 +7,9 @@ parity compares with. Each case is then a row of plain functions of their inputs
 
 evaluate_path (build → forward → shapes → finite → fidelity) → parity → drift → timing → verdict.
 
+With a user's labelled images (``--images``) and real weights (``hub`` or ``file``), the native model's top-1
+accuracy is computed once per checkpoint too (:class:`NativeAccuracy`), and each case's after drift.
+
 Nothing here decides pass or fail except the final call to :func:`harness.verdict.judge`.
 """
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 from torch import nn
 
 from harness import checks, faults, images
+from harness.accuracy import LabelledImages, labelled_images, top1_accuracy
 from harness.build import Built, LoadFailed, ResizeFailed, Unsupported, build_native, build_path, set_input_size
 from harness.cases import Case, expectation_for
 from harness.checkpoints.store import Checkpoint, CheckpointError, checkpoint_for
@@ -32,7 +36,9 @@ from harness.device_lock import Holder, checks_lock, timing_lock
 from harness.device_peaks import peak_tflops
 from harness.families import Geometry, Target
 from harness.flops import achieved_tflops, flops_per_image
+from harness.image_tree import ImageTree, read_image_tree
 from harness.matrix import Matrix, TimingConfig, Tolerances, Window, window_value
+from harness.origins import ORIGINS
 from harness.results import CaseResult
 from harness.timing import Timing, time_forward
 from harness.verdict import fidelity_failures, judge
@@ -47,20 +53,30 @@ class RunOptions:
     cache_dir: Path                  # synthesized checkpoints, timm releases, the machine-wide timing lock
     out_dir: Path                    # the run's folder: results.jsonl, run.json, the run's own device lock
     timing: TimingConfig             # resolved for the device: no setting left None
+    images: Path | None = None       # labelled images for top-1 accuracy: --images, else the matrix's images:
     say: Callable[[str], None] = print   # one line for the user's terminal (e.g. waiting for the device)
     holder: Holder = field(default_factory=Holder.this_process)   # this run, as runs waiting for the device see it
+
+
+@dataclass(frozen=True)
+class NativeAccuracy:
+    """The user's images labelled for a checkpoint's classes, and its top-1 accuracy on them at its own size."""
+    images: LabelledImages
+    top1: float
 
 
 @dataclass
 class Native:
     """A checkpoint loaded at its own configuration, its outputs at its own size, and the source weights that
-    fidelity resamples (with how far the native load is from them, when they are known)."""
+    fidelity resamples (with how far the native load is from them, when they are known); its accuracy when
+    there are labelled images and the weights are real."""
     checkpoint: Checkpoint
     built: Built
     geometry: Geometry
     outputs: checks.Outputs
     reference: dict[str, torch.Tensor]
     load_diff: checks.TensorDiff | None
+    accuracy: NativeAccuracy | None = None
 
 
 @dataclass
@@ -94,6 +110,7 @@ class CheckpointWork:
         self.matrix = matrix
         self.options = options
         self.images = images.dead_leaves(matrix.num_images, matrix.seed, options.cache_dir)
+        self.image_tree = read_image_tree(options.images) if options.images else None
         self._key: tuple | None = None
         self._native: Native | Exception | None = None
         self._create_runs: dict[Target, PathRun] = {}
@@ -105,7 +122,7 @@ class CheckpointWork:
             self._key, self._native, self._create_runs = key, None, {}
             checkpoint = checkpoint_for(case.model, case.origin, self.matrix.seed, self.options.cache_dir)
             try:
-                self._native = load_native(checkpoint, case, self.images, self.options.device)
+                self._native = load_native(checkpoint, case, self.images, self.options.device, self.image_tree)
             except (LoadFailed, checks.ForwardFailed, Unsupported) as e:
                 self._native = e
         if isinstance(self._native, Exception):
@@ -146,15 +163,28 @@ def parked(models: list[nn.Module], device: torch.device) -> Iterator[None]:
             model.to(device)
 
 
-def load_native(checkpoint: Checkpoint, case: Case, image_set: torch.Tensor, device: torch.device) -> Native:
+def load_native(checkpoint: Checkpoint, case: Case, image_set: torch.Tensor, device: torch.device,
+                image_tree: ImageTree | None = None) -> Native:
     built = build_native(checkpoint)
     model = built.model.to(device)
     geometry = case.family.geometry(model)
     outputs = checks.forward_outputs(model, model_inputs(model, geometry.img_size, image_set, device))
+    accuracy = native_accuracy(checkpoint, model, geometry.img_size, image_tree, device)
     reference = checkpoint.reference_state_dict()
     if reference is None:   # hub or user file: the native-size load resamples nothing, so it is the source
-        return Native(checkpoint, built, geometry, outputs, {k: v.cpu() for k, v in model.state_dict().items()}, None)
-    return Native(checkpoint, built, geometry, outputs, reference, checks.state_dict_diff(model.state_dict(), reference))
+        source = {k: v.cpu() for k, v in model.state_dict().items()}
+        return Native(checkpoint, built, geometry, outputs, source, None, accuracy)
+    load_diff = checks.state_dict_diff(model.state_dict(), reference)
+    return Native(checkpoint, built, geometry, outputs, reference, load_diff, accuracy)
+
+
+def native_accuracy(checkpoint: Checkpoint, model: nn.Module, size: tuple[int, int], image_tree: ImageTree | None,
+                    device: torch.device) -> NativeAccuracy | None:
+    """None without labelled images, or when the weights are synthesized: their accuracy means nothing."""
+    if image_tree is None or ORIGINS[checkpoint.origin].synthesized:
+        return None
+    labelled = labelled_images(image_tree, model.num_classes)
+    return NativeAccuracy(labelled, top1_accuracy(model, size, labelled, device))
 
 
 def model_inputs(model: nn.Module, size: tuple[int, int], image_set: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -227,6 +257,8 @@ def _checks(case: Case, work: CheckpointWork, result: CaseResult) -> nn.Module |
         result.shape_errors = [f'native size: {e}']
         return None
     _record_source(case, native, result)
+    if native.accuracy is not None:
+        result.accuracy_images, result.accuracy_top1_native = len(native.accuracy.images.files), native.accuracy.top1
     if case.path == 'set_input_size':
         _noop(case, native, work.images, work.options.device, result)
     run = work.create_run(case, native) if case.path == 'create' else \
@@ -242,6 +274,8 @@ def _checks(case: Case, work: CheckpointWork, result: CaseResult) -> nn.Module |
     result.output_fingerprint = checks.fingerprint(run.outputs)
     result.drift_cosine = checks.mean_cosine(run.outputs.pooled, native.outputs.pooled)
     result.drift_top1_agreement = checks.top1_agreement(run.outputs.logits, native.outputs.logits)
+    if native.accuracy is not None:
+        result.accuracy_top1 = top1_accuracy(run.model, case.img_size, native.accuracy.images, work.options.device)
     return run.model
 
 

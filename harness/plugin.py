@@ -44,6 +44,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption('--harness-progress-interval', type=float, default=PROGRESS_INTERVAL_S, metavar='SECONDS',
                     help='seconds between progress lines (cases done, elapsed, estimate of the time left)')
     group.addoption('--harness-no-timing', action='store_true', help='run the checks only')
+    group.addoption('--harness-images', default=None, metavar='DIR',
+                    help="labelled images for top-1 accuracy (default: the matrix's images:)")
     group.addoption('--harness-shard', type=parse_shard, default=None, metavar='K/N',
                     help='only shard K of N (1-based); a checkpoint\'s cases stay in one shard')
     group.addoption('--harness-case-timeout', type=float, default=0, metavar='SECONDS',

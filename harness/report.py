@@ -30,7 +30,8 @@ HEADERS = {'device_label': 'device', 'time_median_ms': 'median ms', 'time_iqr_ms
            'time_p90_ms': 'p90 ms', 'time_p99_ms': 'p99 ms', 'time_cv': 'CV', 'timing_stable': 'stable',
            'timing_repeats': 'timed passes', 'batch_size_used': 'batch used', 'achieved_tflops': 'TFLOP/s',
            'peak_fraction': 'of peak', 'flops_per_image': 'GFLOP/image',
-           'images_per_s': 'images/s', 'peak_memory_mb': 'peak memory MB', 'parity_note': 'parity not judged'}
+           'images_per_s': 'images/s', 'peak_memory_mb': 'peak memory MB', 'parity_note': 'parity not judged',
+           'accuracy_top1_native': 'top-1 native', 'accuracy_top1': 'top-1', 'accuracy_images': 'labelled images'}
 PRECISION_WORDS = {'amp': 'under autocast', 'cast': 'with weights and inputs cast to the dtype'}
 REASON_CHARS = 120
 NULL = '—'
@@ -196,13 +197,20 @@ def _identity() -> dict[str, Formatter]:
 
 
 def _drift(view: pd.DataFrame) -> list[str]:
-    figures = {'status': str, 'drift_cosine': _number('.4f'), 'drift_top1_agreement': _number('.4f'),
+    has_accuracy = view['accuracy_top1_native'].notna().any()
+    accuracy = {'accuracy_top1_native': _number('.4f'), 'accuracy_top1': _number('.4f'),
+                'accuracy_images': _number('d')} if has_accuracy else {}
+    figures = {'status': str, 'drift_cosine': _number('.4f'), 'drift_top1_agreement': _number('.4f'), **accuracy,
                'fidelity_weights_max_abs_diff': _sci, 'fidelity_outputs_max_abs_diff': _sci,
                'parity_max_abs_diff': _sci, 'parity_cosine': _number('.4f'), 'parity_note': _parity_not_judged}
-    return ['## Drift and fidelity', '', 'Parity figures are judged only between paths that compute the same '
-            'model and both pass fidelity; the last column says why a row\'s were recorded, not judged '
-            '(`parity_note` in the CSV has the details).', '',
-            _table(_cells(view, {**_identity(), **figures, **_varying(view)}))]
+    intro = ('Parity figures are judged only between paths that compute the same model and both pass fidelity; '
+             'the last column says why a row\'s were recorded, not judged (`parity_note` in the CSV has the '
+             'details).')
+    if has_accuracy:
+        intro += (' Drift is agreement with the native-size model on the synthetic image set; top-1 is accuracy on '
+                  'the labelled images at the native size and at the target, recorded for real weights (hub, '
+                  f'file) only: {NULL} for synthesized ones, whose accuracy means nothing.')
+    return ['## Drift and fidelity', '', intro, '', _table(_cells(view, {**_identity(), **figures, **_varying(view)}))]
 
 
 def _parity_not_judged(note: Any) -> str:

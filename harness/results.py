@@ -91,6 +91,10 @@ class CaseResult:
     # drift (target size vs native size)
     drift_cosine: float | None = None
     drift_top1_agreement: float | None = None
+    # accuracy on the user's labelled images (--images), for real weights (hub, file) only; None otherwise
+    accuracy_images: int | None = None           # how many images
+    accuracy_top1_native: float | None = None    # the checkpoint's model at its own size
+    accuracy_top1: float | None = None           # the path's model at the target size
     # timing
     time_median_ms: float | None = None
     time_iqr_ms: float | None = None
@@ -182,7 +186,7 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     return list(by_case.values())
 
 
-INT_FIELDS = ('patch_size', 'batch_size', 'batch_size_used', 'timing_repeats', 'flops_per_image')
+INT_FIELDS = ('patch_size', 'batch_size', 'batch_size_used', 'timing_repeats', 'accuracy_images', 'flops_per_image')
 
 
 def load(path: str | Path) -> pd.DataFrame:

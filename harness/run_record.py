@@ -21,6 +21,7 @@ from harness.results import renamed_fields
 if TYPE_CHECKING:   # the real imports are deferred: the command line reads run.json before importing torch
     import torch
 
+    from harness.image_tree import ImageTree
     from harness.matrix import Matrix, TimingConfig
 
 RUN_FILE = 'run.json'
@@ -29,7 +30,8 @@ RESULTS_SCHEMA = 2
 # settings a resumed run must share with the run it continues, and how a message names them
 MUST_MATCH = {'timm_version': 'timm', 'torch_version': 'torch', 'device': 'device', 'dtype': 'dtype',
               'precision': 'precision', 'compile': 'compile', 'channels_last': 'channels-last',
-              'batch_size': 'batch size', 'matrix_sha256': 'matrix content (sha256)'}
+              'batch_size': 'batch size', 'matrix_sha256': 'matrix content (sha256)',
+              'images_sha256': 'labelled images (sha256 of their paths and sizes)'}
 
 
 class RunRecordError(ValueError):
@@ -62,6 +64,8 @@ class RunRecord:
     matrix_name: str = ''
     matrix_sha256: str = ''               # of the matrix file's bytes
     shard: str = ''                       # K/N for one shard of the matrix's cases; '' for all of them
+    images: str = ''                      # the labelled images' folder (--images or the matrix's); '' for none
+    images_sha256: str = ''               # of their paths below it and sizes; '' for none
     argv: list[str] = field(default_factory=list)
     started_at: str = ''                  # UTC, ISO 8601
     finished_at: str = ''                 # the same; empty while the run goes on (or after it was killed)
@@ -74,9 +78,10 @@ class RunRecord:
 
 
 def describe_run(matrix: Matrix, device: torch.device, timing: TimingConfig, argv: list[str],
-                 shard: str | None = None) -> RunRecord:
+                 shard: str | None = None, images: ImageTree | None = None) -> RunRecord:
     """The record of the run this process is about to start. ``timing`` is resolved for the device, with the
-    command line's overrides applied. Imports timm and torch, so call it after the cheap checks."""
+    command line's overrides applied; ``images`` are the labelled images, if any. Imports timm and torch, so
+    call it after the cheap checks."""
     import timm
     import torch
 
@@ -91,7 +96,8 @@ def describe_run(matrix: Matrix, device: torch.device, timing: TimingConfig, arg
         timing_budget_s=timing.budget_s if timing.enabled else None,
         timing_median_rse=timing.median_rse if timing.enabled else None,
         timing_max_cv=timing.max_cv if timing.enabled else None, matrix_name=matrix.name,
-        matrix_sha256=hashlib.sha256(Path(matrix.path).read_bytes()).hexdigest(), shard=shard or '', argv=list(argv),
+        matrix_sha256=hashlib.sha256(Path(matrix.path).read_bytes()).hexdigest(), shard=shard or '',
+        images=str(images.root) if images else '', images_sha256=images.sha256 if images else '', argv=list(argv),
         started_at=_now())
 
 

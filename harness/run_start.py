@@ -1,8 +1,9 @@
 """What a run settles before its first case, in the xdist controller while the workers start up.
 
 The checks that need torch or timm (the matrix validated against timm's models and the origins' layouts,
-its checkpoint files vetted, the device resolved) and the run folder made ready for this run: run.json
-written, an earlier run's results moved aside, or ``--resume`` checked against the run it continues.
+its checkpoint files vetted, labelled images checked against the models' classes, the device resolved) and
+the run folder made ready for this run: run.json written, an earlier run's results moved aside, or
+``--resume`` checked against the run it continues.
 
 Importing torch and timm takes seconds in every process, and the workers must import both to run cases.
 So the command line does the checks that need neither before pytest starts (:mod:`harness.cli`), and
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from harness import timm_versions
+from harness.image_tree import ImageTree, ImageTreeError, check_readable, class_indices, read_image_tree
 from harness.plugin import TIMING_OPTIONS
 from harness.results import RESULTS_FILE, ResultsFileError, set_aside
 from harness.run_record import RUN_FILE, RunRecord, RunRecordError, describe_run, differences, read_run_record, \
@@ -71,10 +73,12 @@ def start_run(args: argparse.Namespace, argv: list[str], out: Path) -> Matrix:
     if problem:
         raise StartRefused(f'--timm {args.timm}: {problem}')
     matrix = _validated(args.matrix)
+    images = _labelled_images(args.images, matrix)
     device = _device(args.device)
     timing = matrix.timing.for_run(device.type, enabled=not args.no_timing,
                                    **{name: getattr(args, name) for name in TIMING_OPTIONS})
-    _start_run_folder(out, describe_run(matrix, device, timing, ['harness', *argv], args.shard), resume=args.resume)
+    _start_run_folder(out, describe_run(matrix, device, timing, ['harness', *argv], args.shard, images),
+                      resume=args.resume)
     import harness.report  # noqa: F401 - its pandas import now, beside the workers' imports, not after the last case
     return matrix
 
@@ -87,6 +91,40 @@ def _validated(path: Path) -> Matrix:
         return load_matrix(path, known_models=timm.list_models())
     except MatrixError as e:
         raise StartRefused(str(e)) from None
+
+
+def _labelled_images(flag: Path | None, matrix: Matrix) -> ImageTree | None:
+    """The run's labelled images (--images, else the matrix's ``images:``): every image readable, every class
+    folder one of the classes of each checkpoint with real weights."""
+    where, folder = ('--images', flag) if flag else (f'{matrix.path}: images', matrix.images)
+    if folder is None:
+        return None
+    try:
+        tree = read_image_tree(Path(folder))
+        check_readable(tree)
+    except ImageTreeError as e:
+        raise StartRefused(f'{where}: {e}') from None
+    classes = _real_weights_classes(matrix)
+    for checkpoint, num_classes in classes.items():
+        try:
+            class_indices(tree, num_classes)
+        except ImageTreeError as e:
+            raise StartRefused(f'{where}: {checkpoint}: {e}') from None
+    if not classes:
+        _logger.warning('%s: no case has real weights (hub or file), so none records accuracy: synthesized '
+                        'weights have none worth measuring', where)
+    return tree
+
+
+def _real_weights_classes(matrix: Matrix) -> dict[str, int]:
+    """The class count of each checkpoint with real weights (by case group), as timm will build its model: a
+    file's ``num_classes``, else the model's (its pretrained tag's, or the matrix's override)."""
+    from harness.cases import expand
+    from harness.families.base import meta_model
+    from harness.origins import ORIGINS
+    return {case.group: case.origin.num_classes if case.origin.num_classes is not None
+            else meta_model(case.model).num_classes
+            for case in expand(matrix) if not ORIGINS[case.origin.name].synthesized}
 
 
 def _device(asked: str | None) -> torch.device:

@@ -13,6 +13,7 @@ from harness.commands.common import (EXIT_CODES, EXIT_INTERRUPTED, EXIT_OK, EXIT
                                      rerun_in_release, shard, timm_source, usage_error, write_report,
                                      writable_out)
 from harness.compare import CompareSpec
+from harness.image_tree import ImageTreeError, read_image_tree
 from harness.matrix_file import read_matrix_file
 from harness.plugin import TIMING_OPTIONS
 from harness.results import DTYPES, PRECISIONS, RESULTS_FILE, UNEXPECTED, read_results
@@ -24,7 +25,7 @@ Any other option is passed to pytest (e.g. --junitxml=results.xml, -x, --maxfail
 
 One output folder holds one run: run.json records what it ran with, and a plain re-run moves the previous
 results.jsonl aside as results.<its start time>.jsonl. --resume continues the run recorded there and refuses
-when timm, torch, the device, dtype, batch size or the matrix content differ.
+when timm, torch, the device, dtype, batch size, the matrix content or the --images set differ.
 
 examples:
   harness run matrices/smoke.yaml
@@ -32,6 +33,7 @@ examples:
   harness run matrices/swin.yaml -n 4 --device cuda --dtype bf16 --batch-size 64
   harness run matrices/vit.yaml --resume          # after an interrupted run: skip finished cases
   harness run matrices/vit.yaml -n 2 --case-timeout 300   # a case still running after 5 min: error, go on
+  harness run mine.yaml --images ~/val/    # hub/file weights: top-1 on ~/val/<class>/*.jpg at each size
 
 """ + EXIT_CODES
 
@@ -87,6 +89,10 @@ def add_parser(commands) -> None:
                      help="a case whose timed passes vary more than this (std / mean) is recorded as not stable "
                           "(timing_stable: false) (default: the matrix's, else 0.05)")
     run.add_argument('--no-timing', action='store_true', help='run the checks only')
+    run.add_argument('--images', type=Path, metavar='DIR',
+                     help="labelled images, DIR/<class>/<image> with each class folder named by its index (207) or "
+                          "ImageNet synset (n01440764): records top-1 accuracy at the native and the target size "
+                          "for cases with real weights, hub or file (default: the matrix's images:)")
     run.add_argument('--cache', type=Path, metavar='DIR',
                      help='cache for synthesized checkpoints and timm releases (default: ~/.cache/timm-harness)')
     run.add_argument('-q', '--quiet', action='store_true', help='one character per case instead of one line')
@@ -100,6 +106,11 @@ def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
                          f'harness run')
     if args.resume and (out / RESULTS_FILE).exists():
         read_results(out / RESULTS_FILE)   # garbage in the middle is bad input; warns of a cut-short last line
+    if args.images:   # the tree itself; its labels need timm (harness.run_start)
+        try:
+            read_image_tree(args.images)
+        except ImageTreeError as e:
+            raise UsageError(f'--images: {e}') from None
 
     cache = args.cache or default_cache_dir()
     if args.timm and not in_release_already():
@@ -163,7 +174,7 @@ def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, out: Pa
                    '-rfEX',
                    '--harness-out', str(out), '--harness-cache', str(cache)]
     pytest_args.append('-q' if args.quiet else '-v')
-    options = [('-k', args.k), ('--harness-device', args.device)] + [
+    options = [('-k', args.k), ('--harness-device', args.device), ('--harness-images', args.images)] + [
         (f'--harness-{name.replace("_", "-")}', getattr(args, name)) for name in TIMING_OPTIONS]
     for flag, value in options:
         if value is True:

@@ -76,7 +76,7 @@ def start_run(args: argparse.Namespace, argv: list[str], out: Path) -> Matrix:
     images = _labelled_images(args.images, matrix)
     device = _device(args.device)
     timing = matrix.timing.for_run(device.type, enabled=not args.no_timing,
-                                   **{name: getattr(args, name) for name in TIMING_OPTIONS})
+                                   **{name: getattr(args, name, None) for name in TIMING_OPTIONS})
     _start_run_folder(out, describe_run(matrix, device, timing, ['harness', *argv], args.shard, images),
                       resume=args.resume)
     import harness.report  # noqa: F401 - its pandas import now, beside the workers' imports, not after the last case

@@ -132,7 +132,7 @@ def test_smoke_matrix_passes_end_to_end(tmp_path, cache_dir):
                    '--harness-progress-interval', '0')
     assert done.returncode == 0, done.stdout[-5000:]
     assert {r['status'] for r in records(tmp_path)} <= {'passed', 'xfailed', 'unsupported'}
-    assert re.search(r'^progress: \d+/66 cases, \S+ elapsed, about \S+ left$', done.stdout, re.M)
+    assert re.search(r'^progress: \d+/84 cases, \S+ elapsed, about \S+ left$', done.stdout, re.M)
     html = (tmp_path / 'report.html').read_text()
     assert html.count('<svg') == 2 * 8 + 4 and remote_references(html) == []   # 8 variants' plots, 4 models'
 

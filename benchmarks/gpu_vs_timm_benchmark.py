@@ -56,13 +56,14 @@ def main() -> int:
                 ratio = ours['images_per_s'] / timm_ips
                 rows.append([model, precision, ours['batch_size_used'], f'{ours["images_per_s"]:,.1f}',
                              f'{timm_ips:,.1f}', f'{ratio:.3f}', f'{ours["time_cv"]:.2%}',
-                             _figure(ours, 'achieved_tflops', '.1f'), _figure(ours, 'peak_fraction', '.1%'),
+                             _figure(ours, 'achieved_tflops', '.3g'), _figure(ours, 'peak_fraction', '.1%'),
                              ours['timing_repeats']])
                 misses += [f'{model} {precision}: {why}' for why in _missed(ratio, ours['time_cv'])]
-                print(tabulate(rows[-1:], tablefmt='plain'), flush=True)
+                print(tabulate(rows[-1:], tablefmt='plain', disable_numparse=True), flush=True)
     print()
     print(tabulate(rows, headers=['model', 'precision', 'batch', 'harness img/s', 'benchmark.py img/s', 'ratio',
-                                  'harness CV', 'TFLOP/s', 'of peak', 'timed passes'], tablefmt='github'))
+                                  'harness CV', 'TFLOP/s', 'of peak', 'timed passes'], tablefmt='github',
+                   disable_numparse=True))
     print('\n' + ('\n'.join(f'missed: {m}' for m in misses) if misses else
                   f'every case within {MAX_RATIO_OFF:.0%} of benchmark.py with a CV under {MAX_CV:.0%}'))
     return 1 if misses else 0

@@ -25,12 +25,14 @@ Any other option is passed to pytest (e.g. --junitxml=results.xml, -x, --maxfail
 
 One output folder holds one run: run.json records what it ran with, and a plain re-run moves the previous
 results.jsonl aside as results.<its start time>.jsonl. --resume continues the run recorded there and refuses
-when timm, torch, the device, dtype, batch size, the matrix content or the --images set differ.
+when timm, torch, the device, dtype, precision, compile, channels-last, batch size, the matrix content or
+the --images set differ.
 
 examples:
   harness run matrices/smoke.yaml
   harness run matrices/vit.yaml --timm 0.9.16 -k "openai_clip and patch8" --out reports/vit-0.9.16
   harness run matrices/swin.yaml -n 4 --device cuda --dtype bf16 --batch-size 64
+  harness run matrices/vit.yaml --device cuda --dtype bf16 --precision cast --compile --batch-size 256
   harness run matrices/vit.yaml --resume          # after an interrupted run: skip finished cases
   harness run matrices/vit.yaml -n 2 --case-timeout 300   # a case still running after 5 min: error, go on
   harness run mine.yaml --images ~/val/    # hub/file weights: top-1 on ~/val/<class>/*.jpg at each size

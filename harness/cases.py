@@ -53,8 +53,9 @@ class Case:
 
     def fields(self) -> dict[str, Any]:
         """What ``expect`` entries in a matrix match against."""
-        return {'model': self.model.name, 'origin': self.origin.name, 'img_size': self.img_size,
-                'patch_size': self.patch_size, 'window_size': self.window_size, 'path': self.path}
+        return {'model': self.model.name, 'label': self.model.label, 'origin': self.origin.name,
+                'img_size': self.img_size, 'patch_size': self.patch_size, 'window_size': self.window_size,
+                'path': self.path}
 
 
 def size_label(size: Window) -> str:

@@ -27,7 +27,7 @@ from harness.results import CHECKS, DTYPES, PRECISIONS
 
 PATHS = ('create', 'set_input_size', 'dynamic')
 AXES = ('origins', 'sizes', 'patch_sizes', 'window_sizes', 'paths')   # a model entry may set its own
-EXPECT_MATCH_KEYS = ('model', 'origin', 'img_size', 'patch_size', 'window_size', 'path')
+EXPECT_MATCH_KEYS = ('model', 'label', 'origin', 'img_size', 'patch_size', 'window_size', 'path')
 
 Size = tuple[int, int]
 Window = int | Size   # a window size: square (int) or rectangular (h, w)
@@ -234,7 +234,7 @@ class _Validator:
             name=str(name), path=str(self.path), models=tuple(models), **axes,
             seed=self._int('seed', 0), num_images=self._int('num_images', 4, minimum=1), images=self._images(),
             tolerances=self._section('tolerances', Tolerances), timing=self._timing(),
-            expect=tuple(self._expectations()),
+            expect=tuple(self._expectations(models)),
         )
         if self.problems:
             raise MatrixError(self.path, self.problems)
@@ -511,8 +511,9 @@ class _Validator:
                 if problem:
                     self.error(f'{where} {list(size)}', f'{model.label}: {problem}')
 
-    def _expectations(self) -> list[Expectation]:
+    def _expectations(self, models: list[ModelSpec]) -> list[Expectation]:
         expectations = []
+        names, labels = {m.name for m in models}, {m.label for m in models}
         for i, entry in enumerate(self._list('expect')):
             where = f'expect[{i}]'
             if not isinstance(entry, dict) or not isinstance(entry.get('match'), dict) \
@@ -532,6 +533,12 @@ class _Validator:
                     match[k] = self._size(f'{where}.match.img_size', v)
                 elif k == 'window_size':
                     match[k] = self._window(f'{where}.match.window_size', v)
+                elif k in ('model', 'label') and v not in (names if k == 'model' else labels):
+                    # an entry that names no model of the matrix would silently never match
+                    hint = ' (that is a label: match it with `label:`)' if k == 'model' and v in labels else ''
+                    self.error(f'{where}.match.{k}', f'{v!r} is no {"timm model" if k == "model" else "label"} of '
+                                                     f'this matrix{hint}; expected one of '
+                                                     f'{sorted(names if k == "model" else labels)}')
                 else:
                     match[k] = v
             spec = None

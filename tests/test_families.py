@@ -22,6 +22,7 @@ CNN = 'test_resnet'   # timm's own tiny ResNet: 0.5M parameters, 160x160, featur
     ('deit3_small_patch16_224', 'vit'),            # a VisionTransformer registered in deit.py
     ('deit_tiny_distilled_patch16_224', 'vit'),    # VisionTransformerDistilled: a subclass, two prefix tokens
     ('swin_tiny_patch4_window7_224', 'swin'),
+    ('eva02_tiny_patch14_224', 'eva'), ('vit_small_patch16_rope_mixed_224', 'eva'), ('vit_small_patch16_dinov3', 'eva'),
     ('resnet18', 'cnn'), ('convnext_atto', 'cnn'), ('efficientnet_b0', 'cnn'), (CNN, 'cnn'),
     ('mixer_s16_224', 'fixed_size'), ('cait_xxs24_224', 'fixed_size'), ('levit_128', 'fixed_size'),
     ('crossvit_tiny_240', 'fixed_size'),            # scales any input back to 240x240: its features never change
@@ -31,7 +32,6 @@ def test_family_of(model, family):
 
 
 @pytest.mark.parametrize('model, why', [
-    ('eva02_tiny_patch14_224', 'timm can resize Eva'),
     ('beit_base_patch16_224', 'timm can resize Beit'),
     ('vit_tiny_r_s16_p8_224', 'a hybrid ViT (HybridEmbed'),
 ])
@@ -51,7 +51,8 @@ def test_a_family_joins_by_registering(monkeypatch):
     register_family(ResNetFamily)
     harness.families._claim.cache_clear()
     try:
-        assert [f.name for f in families()] == ['swin', 'vit', 'resnet_only', 'cnn', 'fixed_size']
+        names = [f.name for f in families()]
+        assert set(names[:-3]) == {'eva', 'swin', 'vit'} and names[-3:] == ['resnet_only', 'cnn', 'fixed_size']
         assert family_of('resnet18').name == 'resnet_only' and family_of('convnext_atto').name == 'cnn'
     finally:
         harness.families._claim.cache_clear()
@@ -122,7 +123,7 @@ def test_fixed_size_cases_are_unsupported_with_what_the_probe_saw(run_matrix):
 
 def test_coverage_command_lists_families_categories_and_reasons():
     done = harness_cli('coverage', '--models', 'test_resnet', 'vit_tiny_patch16_224', 'mixer_s16_224',
-                       'eva02_tiny_patch14_224', '--format', 'json')
+                       'beit_base_patch16_224', '--format', 'json')
     assert done.returncode == 0, done.stderr
     table = json.loads(done.stdout)
     rows = {row['architecture']: row for row in table['architectures']}
@@ -131,7 +132,7 @@ def test_coverage_command_lists_families_categories_and_reasons():
     assert rows['vit_tiny_patch16_224']['checks'] == 'load reload resize shapes finite noop fidelity parity drift'
     assert rows['test_resnet']['module'] == 'resnet' and rows['test_resnet']['paths'] == 'create'
     assert rows['mixer_s16_224']['category'] == 'fixed_size' and 'own input size' in rows['mixer_s16_224']['reason']
-    assert rows['eva02_tiny_patch14_224']['family'] is None and 'Eva' in rows['eva02_tiny_patch14_224']['reason']
+    assert rows['beit_base_patch16_224']['family'] is None and 'Beit' in rows['beit_base_patch16_224']['reason']
     assert 'coverage: 4/4 architectures' in done.stderr
 
 

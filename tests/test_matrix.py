@@ -174,8 +174,8 @@ def test_file_origin_resolves_relative_to_the_matrix(tmp_path, known_models):
 def test_expectation_matches(tmp_path, known_models):
     m = load(tmp_path, FULL, known_models)
     first, second = m.expect
-    fields = {'model': VIT, 'origin': 'timm', 'img_size': (224, 448), 'patch_size': 16, 'window_size': None,
-              'path': 'dynamic'}
+    fields = {'model': VIT, 'label': VIT, 'origin': 'timm', 'img_size': (224, 448), 'patch_size': 16,
+              'window_size': None, 'path': 'dynamic'}
     assert first.matches(fields, '1.0.2')
     assert first.matches(fields, '1.0.2rc1')            # pre-releases count (PEP 440 keeps 1.0.3.dev0 out of <1.0.3)
     assert not first.matches(fields, '1.0.3.dev0')
@@ -374,7 +374,7 @@ def test_unknown_model_suggests_close_matches(tmp_path, known_models):
 
 
 @pytest.mark.parametrize('model, why', [
-    ('eva02_tiny_patch14_224', 'timm can resize Eva'),                      # resizable, no oracle family yet
+    ('beit_base_patch16_224', 'timm can resize Beit'),                      # resizable, no oracle family yet
     ('vit_tiny_r_s16_p8_224', 'a hybrid ViT (HybridEmbed'),                 # a VisionTransformer the vit family leaves
 ])
 def test_model_outside_supported_families(tmp_path, known_models, model, why):
@@ -502,7 +502,7 @@ def test_missing_file(tmp_path, known_models):
 def test_all_problems_reported_together(tmp_path, known_models):
     path, err = error_of(tmp_path, f"""\
         name: many
-        models: [vit_tiny_patch16_22, eva02_tiny_patch14_224, {{name: {VIT}, bogus_arg: 1}}, {SWIN}]
+        models: [vit_tiny_patch16_22, vit_tiny_r_s16_p8_224, {{name: {VIT}, bogus_arg: 1}}, {SWIN}]
         origins: [timm, openai_clip, nope, {{file: missing.pth}}]
         sizes: [224, big, 112]
         patch_sizes: [0]
@@ -667,3 +667,26 @@ def test_a_pattern_expands_to_every_matching_model_with_shared_overrides(tmp_pat
 def test_pattern_problems(tmp_path, known_models, models, where, fragments):
     _, err = error_of(tmp_path, f'name: p\nmodels: {models}\norigins: [timm]\nsizes: [224]\n', known_models)
     problem(err, where, *fragments)
+
+
+def test_expect_entries_name_models_of_the_matrix_by_timm_name_or_label(tmp_path, known_models):
+    text = f'''
+        name: e
+        models: [{VIT}, {{name: {VIT}, label: wide, img_size: [224, 448]}}]
+        origins: [timm]
+        sizes: [224]
+        expect:
+          - {{match: {{label: wide}}, checks: [fidelity], reason: only the wide one}}
+          - {{match: {{model: {VIT}, path: dynamic}}, checks: [parity], reason: both}}
+        '''
+    m = load(tmp_path, text, known_models)
+    by_label = {}
+    for case in expand(m):
+        by_label.setdefault(case.model.label, []).append(case)
+    create = {label: next(c for c in cases if c.path == 'create') for label, cases in by_label.items()}
+    assert expectation_for(create['wide'], m, timm.__version__).reason == 'only the wide one'
+    assert expectation_for(create[VIT], m, timm.__version__) is None
+    _, err = error_of(tmp_path, text.replace('{label: wide}', '{model: wide}'), known_models)
+    problem(err, 'expect[0].match.model', "'wide' is no timm model of this matrix", 'match it with `label:`')
+    _, err = error_of(tmp_path, text.replace('{label: wide}', '{label: narrow}'), known_models)
+    problem(err, 'expect[0].match.label', "'narrow' is no label of this matrix", "'wide'")

@@ -1,0 +1,130 @@
+"""EVA-style Vision Transformers (timm's ``eva.py``): a ViT whose queries and keys are also rotated by a rotary
+position embedding (RoPE).
+
+Every ``Eva``: EVA-01 and EVA-02, timm's SBB rope ViTs, the Perception Encoder (``vit_pe_*``), RoPE-ViT
+(``vit_*_rope_*``, axial and learned 'mixed' frequencies), DINOv3 and its derivatives. What they share with
+a ViT (patch and prefix tokens, an absolute position embedding where they have one, the patch kernel) is
+:class:`~harness.families.vit.VitFamily`'s; the rotary embedding is recomputed by
+:mod:`harness.reference.rope` and compared with the one the model's forward pass gives its blocks.
+
+What the rotary embedding must be at a target grid is the same on every path, because timm documents one
+definition for any grid: ``create_model(img_size=...)`` builds it for the new grid, ``set_input_size`` rebuilds
+it (``update_feat_shape``) and ``dynamic_img_size`` builds it per forward pass (``get_embed(shape)``). Per
+scheme that definition is: integer patch positions (plus ``rope_grid_offset``) that extrapolate to a larger
+grid, unless the model sets ``ref_feat_shape``, EVA-02's pretraining grid, onto which any grid is stretched
+(EVA-02, the SBB rope ViTs, PE); coordinates normalised to [-1, 1] for DINOv3 (it interpolates by design);
+learned frequencies, taken from the checkpoint unchanged, on integer positions for RoPE-Mixed.
+
+Where that is timm's documented choice rather than the original's: PE's ``ref_feat_shape`` stretches positions
+onto the native grid where Meta's reference (``Rope2D.update_grid``) keeps raw integer positions at any grid;
+EVA-CLIP B/16's 14x14 grid stretched onto 16x16 is EVA-CLIP's own scheme (``pt_seq_len`` 16); DINOv3's
+periods are float32 where Meta's release stores them in bfloat16 (timm's comment says so). The harness checks
+timm against timm's definition; those are not findings.
+
+The configuration (scheme, temperature, offset, indexing, reference grid) is read off the source model's
+rope module, the channel layout off its attention (what consumes the embedding): the checkpoint was trained
+with them. A resize must not change them; everything computed from them is the harness's own.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from harness.families import register_family, to_size
+from harness.families.base import meta_model, model_carrying
+from harness.families.vit import VitFamily
+from harness.reference.rope import RopeConfig, rope_embedding
+
+ROPE_KEY = 'rope.embedding'     # the derived tensor fidelity compares: the embedding the blocks get
+MIXED_FREQS_KEY = 'rope.freqs'  # RoPE-Mixed's learned frequencies, a checkpoint tensor
+_ROPE_KINDS = {'RotaryEmbeddingCat': 'axial', 'RotaryEmbeddingMixed': 'mixed', 'RotaryEmbeddingDinoV3': 'dinov3'}
+
+
+class UnsupportedRope(ValueError):
+    """A rotary embedding the oracle does not model."""
+
+
+@register_family
+class EvaFamily(VitFamily):
+    name = 'eva'
+    model_classes = ('timm.models.eva.Eva',)
+    origins = ('timm', 'hub', 'file')
+
+    def claim(self, probe):
+        why_not = super().claim(probe)
+        if why_not is None:
+            try:
+                rope_config(probe.model)
+            except UnsupportedRope as e:
+                return f'{e}; the eva oracle does not model it yet'
+        return why_not
+
+    def derived_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return {} if getattr(model, 'rope', None) is None else {ROPE_KEY: rope_in_use(model)}
+
+    def expected_derived_tensors(self, weights, spec, source, computed):
+        config = rope_config(meta_model(spec))
+        if config is None:
+            return {}
+        return {ROPE_KEY: rope_embedding(config, computed.grid_size, weights.get(MIXED_FREQS_KEY))}
+
+    def dynamic_reference(self, native, spec, source, computed, weights):
+        """The model built at the target size (timm's static path) carrying the harness's resample, its rotary
+        embedding replaced by the harness's own for the target grid."""
+        model = model_carrying(spec.name, {**spec.kwargs, 'img_size': computed.img_size, 'dynamic_img_size': False},
+                               weights)
+        config = rope_config(native)
+        if config is not None:
+            model.rope = FixedRope(rope_embedding(config, computed.grid_size, weights.get(MIXED_FREQS_KEY)),
+                                   computed.grid_size)
+        return model.eval()
+
+
+def rope_config(model: nn.Module) -> RopeConfig | None:
+    """The rotary embedding a model is defined with (None: it has none); UnsupportedRope for one the oracle
+    does not model. Attributes a release's rope module lacks take the value that release always used."""
+    rope = getattr(model, 'rope', None)
+    if rope is None:
+        return None
+    kind = _ROPE_KINDS.get(type(rope).__name__)
+    if kind is None:
+        raise UnsupportedRope(f'its rotary embedding is a {type(rope).__name__}')
+    if kind == 'axial' and getattr(rope, 'grid_type', 'pixel' if rope.in_pixels else 'index') != 'index':
+        raise UnsupportedRope('its rotary embedding is on a pixel grid (in_pixels), not on patch indices')
+    if kind == 'dinov3' and (rope.min_period is not None or rope.max_period is not None):
+        raise UnsupportedRope('its DINOv3 rotary embedding sets min/max periods instead of a temperature')
+    ref_grid = getattr(rope, 'ref_feat_shape', None)
+    return RopeConfig(
+        kind=kind, head_dim=rope.dim // rope.num_heads if kind == 'mixed' else rope.dim,
+        temperature=getattr(rope, 'temperature', 10000.0),
+        indexing=getattr(rope, 'grid_indexing', 'ij'), grid_offset=getattr(rope, 'grid_offset', 0.0),
+        ref_grid=to_size(ref_grid) if ref_grid is not None else None,
+        rotate_half=bool(getattr(model.blocks[0].attn, 'rotate_half', False)),
+        normalize=getattr(rope, 'normalize_coords', 'separate'))
+
+
+@torch.no_grad()
+def rope_in_use(model: nn.Module) -> torch.Tensor:
+    """The rotary embedding the model's forward pass gives its blocks at its own input size: the model's own
+    ``_pos_embed`` (the step of ``forward_features`` before the blocks) on the patch embedding of a blank image,
+    so the static, cached and per-forward (``dynamic_img_size``) routes are each taken as the model takes them."""
+    patch_embed = model.patch_embed
+    device = patch_embed.proj.weight.device
+    image = torch.zeros(1, patch_embed.proj.in_channels, *to_size(patch_embed.img_size), device=device)
+    _, rope = model._pos_embed(patch_embed(image))
+    return rope
+
+
+class FixedRope(nn.Module):
+    """Stands in for a model's rotary embedding: the harness's embedding for one grid, whichever way the model
+    asks for it (``get_embed()`` on the static path, ``get_embed(shape=...)`` on the dynamic one)."""
+
+    def __init__(self, embedding: torch.Tensor, grid: tuple[int, int]):
+        super().__init__()
+        self.register_buffer('embedding', embedding, persistent=False)
+        self.feat_shape = list(grid)
+
+    def get_embed(self, shape=None, dtype=None) -> torch.Tensor:
+        if shape is not None and list(shape) != self.feat_shape:
+            raise ValueError(f'the reference rope holds a {self.feat_shape} grid, asked for {list(shape)}')
+        return self.embedding if dtype is None else self.embedding.to(dtype)

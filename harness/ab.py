@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from harness.progress import Progress
 from harness.results import RESULTS_FILE, CaseResult, append_result, read_results
 from harness.run_record import read_run_record, write_run_record
 from harness.timm_versions import REEXEC_ENV, TimmInstallError, installed_timm
@@ -48,6 +49,7 @@ class Release:
     site_dir: Path                # where the release is installed
     out: Path                     # its run folder
     samples: dict[str, list[tuple[int, float]]] = field(default_factory=dict)   # case id -> (round, ms)
+    work: dict[str, tuple[int, int]] = field(default_factory=dict)   # case id -> (batch size used, FLOPs per image)
     source: str = ''              # what --base/--new named: a release, a wheel or a source tree
 
 
@@ -87,11 +89,12 @@ def interleave(matrix: Path, releases: list[Release], case_ids: list[str], round
     from harness.device_lock import Holder, timing_lock
     from harness.matrix import load_matrix
     base_run = read_run_record(releases[0].out)
-    timing = load_matrix(matrix).timing.for_run(base_run.device, base_run.batch_size, base_run.dtype)
+    timing = load_matrix(matrix).timing.for_run(base_run.device, batch_size=base_run.batch_size,
+                                                dtype=base_run.dtype)
     if not timing.enabled:
         return None
     # each round: a share of the budget and of the minimum passes; it ends early, like a whole case, once its
-    # own median is known to the precision
+    # own median is known to median_rse
     round_timing = dataclasses.replace(timing, budget_s=timing.budget_s / rounds,
                                        min_repeats=math.ceil(timing.min_repeats / rounds))
     settings = {'matrix': str(matrix), 'device': base_run.device, 'cache': str(cache),
@@ -105,8 +108,9 @@ def interleave(matrix: Path, releases: list[Release], case_ids: list[str], round
 
 def _alternate(releases: list[Release], workers: dict[str, _Worker], case_ids: list[str], rounds: int,
                say: Callable[[str], None]) -> None:
+    progress = Progress(len(case_ids))
     try:
-        for number, case_id in enumerate(case_ids, 1):
+        for case_id in case_ids:
             failed: set[str] = set()
             for round_number in range(1, rounds + 1):
                 order = releases if round_number % 2 else releases[::-1]
@@ -120,14 +124,16 @@ def _alternate(releases: list[Release], workers: dict[str, _Worker], case_ids: l
                         say(f'ab: {case_id}: {r.side} (timm {r.version}) not timed: {reply["error"]}')
                         continue
                     r.samples.setdefault(case_id, []).extend((round_number, ms) for ms in reply['samples_ms'])
-            say(f'ab [{number}/{len(case_ids)}] {case_id}: ' + ', '.join(
+                    r.work[case_id] = (reply['batch_size_used'], reply['flops_per_image'])
+            progress.done += 1
+            say(f'ab [{progress.line()}] {case_id}: ' + ', '.join(
                 f'{r.side} {_median(r.samples.get(case_id))}' for r in releases))
     finally:
         for worker in workers.values():
             worker.close()
 
 
-def record_samples(r: Release, rounds: int, budget_s: float, precision: float) -> int:
+def record_samples(r: Release, rounds: int, timing: TimingConfig) -> int:
     """Append each timed case's record again, with its interleaved samples; the number of cases timed."""
     from harness.pipeline import record_timing
     from harness.timing import Timing
@@ -138,13 +144,15 @@ def record_samples(r: Release, rounds: int, budget_s: float, precision: float) -
         if not pairs:
             continue
         result = CaseResult(**{k: v for k, v in record.items() if k in fields})
-        timing = Timing(tuple(ms for _, ms in pairs), result.batch_size, budget_s, precision, None)
-        record_timing(result, timing, [round_number for round_number, _ in pairs])
+        batch_size_used, result.flops_per_image = r.work[record['case_id']]
+        samples = Timing(tuple(ms for _, ms in pairs), timing.batch_size, timing.budget_s, timing.median_rse,
+                         timing.max_cv, batch_size_used, None)
+        record_timing(result, samples, [round_number for round_number, _ in pairs])
         append_result(r.out, result)
         timed += 1
     run = read_run_record(r.out)
-    write_run_record(r.out, dataclasses.replace(run, timing_budget_s=budget_s, timing_precision=precision,
-                                                timing_rounds=rounds))
+    write_run_record(r.out, dataclasses.replace(run, timing_budget_s=timing.budget_s,
+                                                timing_median_rse=timing.median_rse, timing_rounds=rounds))
     return timed
 
 

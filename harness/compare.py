@@ -9,8 +9,8 @@ Cases are joined by matrix and case id. Each gets two verdicts:
 - ``timing_change``, from the raw timed passes, in the manner of asv: ``slower``/``faster`` only when a
   two-sided Mann-Whitney U test is significant at ``alpha`` AND the ratio of medians is beyond ``factor``;
   ``noisy`` when beyond the factor but not significant, or when the timing rounds disagree; ``same``;
-  ``not_comparable`` when the two were measured differently (device name, dtype, batch size, torch, or a run
-  without run.json).
+  ``not_comparable`` when the two were measured differently (device name, dtype, precision, compile,
+  channels-last, batch size, torch, or a run without run.json).
 
   Rounds are TorchBench's stability screen made local: ``harness ab`` times each case in rounds alternating
   between the releases, so each round's two medians were measured minutes apart on the same machine. A change
@@ -42,8 +42,10 @@ FAILING_TIMING_CHANGES = ('slower',)
 CHECK_FIGURES = ('native_max_abs_diff', 'noop_max_abs_diff', 'fidelity_weights_max_abs_diff',
                  'fidelity_outputs_max_abs_diff',
                  'parity_max_abs_diff', 'parity_cosine', 'drift_cosine', 'drift_top1_agreement')
-# what two timings must share to be compared
-TIMING_SETTINGS = ('device_name', 'dtype', 'batch_size', 'torch_version')
+# what two timings must share to be compared, and what a record from before a setting existed was timed with
+TIMING_SETTINGS = ('device_name', 'dtype', 'precision', 'compile', 'channels_last', 'batch_size', 'batch_size_used',
+                   'torch_version')
+TIMING_SETTING_DEFAULTS = {'precision': 'amp', 'compile': False, 'channels_last': False}
 # sequential runs whose timed cases moved together by more than this (median ratio) get a warning
 SHARED_SHIFT = 1.05
 SHARED_SHIFT_MIN_CASES = 5
@@ -171,8 +173,8 @@ def timing_change(base: dict, new: dict, spec: CompareSpec) -> tuple[str, float 
     old_samples, new_samples = base.get('time_samples_ms'), new.get('time_samples_ms')
     if not old_samples or not new_samples:
         return 'not_comparable', None, None, ''
-    differ = [f'{name} {base.get(name)} vs {new.get(name)}' for name in TIMING_SETTINGS
-              if base.get(name) != new.get(name)]
+    differ = [f'{name} {_setting(base, name)} vs {_setting(new, name)}' for name in TIMING_SETTINGS
+              if _setting(base, name) != _setting(new, name)]
     if differ:
         return 'not_comparable', None, None, 'timed differently: ' + ', '.join(differ)
     from scipy.stats import mannwhitneyu   # here: the command line imports this module before any slow import
@@ -186,6 +188,15 @@ def timing_change(base: dict, new: dict, spec: CompareSpec) -> tuple[str, float 
     if len(rounds) > 1 and not _rounds_agree(rounds, ratio, spec.factor):
         return 'noisy', ratio, p_value, 'timing rounds disagree: ratios ' + ', '.join(f'{r:.2f}' for r in rounds)
     return ('slower' if ratio > 1 else 'faster'), ratio, p_value, ''
+
+
+def _setting(record: dict, name: str) -> Any:
+    """A timing setting of a record; one from before the setting existed was timed with its default (and at
+    the batch size it was configured with: batches were not halved to fit)."""
+    value = record.get(name)
+    if value not in (None, ''):
+        return value
+    return record.get('batch_size') if name == 'batch_size_used' else TIMING_SETTING_DEFAULTS.get(name)
 
 
 Samples = tuple[list[float], list[int] | None]   # timed passes and the round of each (None: not recorded)

@@ -21,7 +21,7 @@ from harness.device_lock import Holder
 from harness.isolation import deadline, error_result
 from harness.matrix import Matrix, MatrixError, load_matrix
 from harness.pipeline import CheckpointWork, RunOptions, run_case
-from harness.plugin import UNSUPPORTED_PREFIX
+from harness.plugin import TIMING_OPTIONS, UNSUPPORTED_PREFIX
 from harness.results import append_result
 
 
@@ -89,8 +89,9 @@ class CaseItem(pytest.Item):
 def run_options(config: pytest.Config, matrix: Matrix) -> RunOptions:
     """How the cases of ``matrix`` run, from the plugin's command-line options."""
     device = config.getoption('--harness-device') or ('cuda' if torch.cuda.is_available() else 'cpu')
-    timing = matrix.timing.for_run(device, config.getoption('--harness-batch-size'),
-                                   config.getoption('--harness-dtype'), enabled=not config.getoption('--harness-no-timing'))
+    timing = matrix.timing.for_run(device, enabled=not config.getoption('--harness-no-timing'),
+                                   **{name: config.getoption(f'--harness-{name.replace("_", "-")}')
+                                      for name in TIMING_OPTIONS})
     cache = config.getoption('--harness-cache') or default_cache_dir()
     images = config.getoption('--harness-images') or matrix.images   # the command line's over the matrix's
     return RunOptions(device=torch.device(device), cache_dir=Path(cache),

@@ -23,7 +23,7 @@ from harness.families.base import meta_model, native_geometry
 from harness.image_tree import ImageTreeError, read_image_tree
 from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
 from harness.origins import ORIGINS, FILE_ORIGIN
-from harness.results import CHECKS, DTYPES
+from harness.results import CHECKS, DTYPES, PRECISIONS
 
 PATHS = ('create', 'set_input_size', 'dynamic')
 AXES = ('origins', 'sizes', 'patch_sizes', 'window_sizes', 'paths')   # a model entry may set its own
@@ -93,8 +93,8 @@ class Tolerances:
 # CPU time is scarce (a ViT-B pass at 384 takes about a second on 2 cores): timing stops once the median is known
 # to 2%, and the budget is a cap that leaves room for the floor of timed passes. GPU passes take milliseconds:
 # the budget is filled, and the many samples make comparisons between releases sharper.
-DEVICE_TIMING_DEFAULTS = {'cpu': {'batch_size': 1, 'budget_s': 10.0, 'precision': 0.02},
-                          'cuda': {'batch_size': 8, 'budget_s': 5.0, 'precision': 0.0}}
+DEVICE_TIMING_DEFAULTS = {'cpu': {'batch_size': 1, 'budget_s': 10.0, 'median_rse': 0.02},
+                          'cuda': {'batch_size': 8, 'budget_s': 5.0, 'median_rse': 0.0}}
 
 
 @dataclass(frozen=True)
@@ -104,22 +104,26 @@ class TimingConfig:
 
     A case gets ``budget_s`` seconds for its warm-up and timed passes together: timed passes go on while
     another one fits, so a fast model gets many samples and a slow one is not timed for minutes, and stop
-    earlier once the median's relative standard error is at most ``precision`` (0: fill the budget). The
-    ``min_repeats`` floor wins over both."""
+    earlier once the median's relative standard error is at most ``median_rse`` (0: fill the budget). The
+    ``min_repeats`` floor wins over both. ``precision`` says how a reduced ``dtype`` is applied: ``amp``
+    (autocast) or ``cast`` (weights and inputs converted, as timm's benchmark.py ``--precision``)."""
     enabled: bool = True
     batch_size: int | None = None
     dtype: str = 'fp32'
+    precision: str = 'amp'
+    compile: bool = False           # torch.compile, default mode; compiling is not timed
+    channels_last: bool = False     # model and inputs in channels-last memory format
     warmup: int = 1
     budget_s: float | None = None   # seconds per case: warm-up and timed passes together
     min_repeats: int = 7            # fewer timed passes cannot reach p < 0.002 in a rank test (7 vs 7: 0.0006)
-    precision: float | None = None  # relative standard error of the median that ends timing early; 0: never
+    median_rse: float | None = None # relative standard error of the median that ends timing early; 0: never
+    max_cv: float = 0.05            # a case whose passes vary more (std / mean) is recorded as not stable
 
-    def for_run(self, device_type: str, batch_size: int | None = None, dtype: str | None = None,
-                enabled: bool = True) -> 'TimingConfig':
-        """What a run times with: the command line's settings over the matrix's (None keeps the matrix's),
-        then every value still unset filled in for ``device_type``."""
-        overrides = {k: v for k, v in (('batch_size', batch_size), ('dtype', dtype)) if v is not None}
-        return dataclasses.replace(self, **overrides, enabled=self.enabled and enabled).for_device(device_type)
+    def for_run(self, device_type: str, enabled: bool = True, **overrides: Any) -> 'TimingConfig':
+        """What a run times with: the command line's settings (``batch_size=``, ``dtype=``, ...; None keeps the
+        matrix's) over the matrix's, then every value still unset filled in for ``device_type``."""
+        chosen = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **chosen, enabled=self.enabled and enabled).for_device(device_type)
 
     def for_device(self, device_type: str) -> 'TimingConfig':
         """This configuration with every unset value filled in for ``device_type``."""
@@ -497,13 +501,17 @@ class _Validator:
             'enabled': ('true or false', lambda v: isinstance(v, bool)),
             'batch_size': ('an int >= 1 or null', lambda v: v is None or (_is_int(v) and v >= 1)),
             'dtype': (f'one of {list(DTYPES)}', lambda v: v in DTYPES),
+            'precision': (f'one of {list(PRECISIONS)} (how a reduced dtype is applied: autocast, or weights and '
+                          f'inputs cast)', lambda v: v in PRECISIONS),
+            'compile': ('true or false', lambda v: isinstance(v, bool)),
+            'channels_last': ('true or false', lambda v: isinstance(v, bool)),
             'warmup': ('an int >= 0', lambda v: _is_int(v) and v >= 0),
-            'budget_s': ('a number of seconds >= 0 or null',
-                         lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0)),
+            'budget_s': ('a number of seconds >= 0 or null', lambda v: v is None or (_is_number(v) and v >= 0)),
             'min_repeats': ('an int >= 1', lambda v: _is_int(v) and v >= 1),
-            'precision': ('a fraction >= 0 and < 1 (0.02: stop once the median is known to 2%; 0: fill the budget) '
-                          'or null', lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                             and 0 <= v < 1)),
+            'median_rse': ('a fraction >= 0 and < 1 (0.02: stop once the median is known to 2%; 0: fill the '
+                           'budget) or null', lambda v: v is None or (_is_number(v) and 0 <= v < 1)),
+            'max_cv': ('a fraction > 0 (0.05: passes whose std / mean exceeds 5% are not stable)',
+                       lambda v: _is_number(v) and v > 0),
         }
         accepted = {}
         for key, value in section.items():
@@ -511,8 +519,12 @@ class _Validator:
                 hint = '; timed passes now follow budget_s and min_repeats' if key == 'repeats' else ''
                 self.error(f'timing.{key}', f'unknown key; expected one of {sorted(expected)}{hint}')
                 continue
-            if key in ('budget_s', 'precision') and isinstance(value, str):
+            if key in ('budget_s', 'median_rse', 'max_cv', 'precision') and isinstance(value, str):
                 value = _as_float(value)   # YAML 1.1 reads 1e1 (no dot) as a string
+            if key == 'precision' and _is_number(value):   # the key's meaning before issue 9
+                self.error('timing.precision', f'expected one of {list(PRECISIONS)}, got {value!r}: the fraction '
+                                               f'that ends timing is now timing.median_rse (median_rse: {value!r})')
+                continue
             what, accepts = expected[key]
             if accepts(value):
                 accepted[key] = value
@@ -598,6 +610,10 @@ def window_value(size: Size) -> Window:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _same_kind(value: Any, default: Any) -> bool:

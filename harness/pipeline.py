@@ -14,6 +14,7 @@ Nothing here decides pass or fail except the final call to :func:`harness.verdic
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import platform
@@ -21,7 +22,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -32,7 +33,9 @@ from harness.build import Built, LoadFailed, ResizeFailed, Unsupported, build_na
 from harness.cases import Case, expectation_for
 from harness.checkpoints.store import Checkpoint, CheckpointError, checkpoint_for
 from harness.device_lock import Holder, checks_lock, timing_lock
+from harness.device_peaks import peak_tflops
 from harness.families import Geometry, Target
+from harness.flops import achieved_tflops, flops_per_image
 from harness.image_tree import ImageTree, read_image_tree
 from harness.matrix import Matrix, TimingConfig, Tolerances, Window, window_value
 from harness.origins import ORIGINS
@@ -136,6 +139,29 @@ class CheckpointWork:
         if target in self._create_runs:
             self._create_runs[target].model = None
 
+    def parked_while_timing(self, timed: nn.Module) -> contextlib.AbstractContextManager[None]:
+        """The models held here other than ``timed`` (the native model, create models not yet timed), moved off
+        the device while ``timed`` is timed: its peak memory is then its own, and its batch has the memory."""
+        held = [run.model for run in self._create_runs.values() if run.model is not None]
+        if isinstance(self._native, Native):
+            held.append(self._native.built.model)
+        return parked([model for model in held if model is not timed], self.options.device)
+
+
+@contextlib.contextmanager
+def parked(models: list[nn.Module], device: torch.device) -> Iterator[None]:
+    """``models`` in host memory for the duration, then back on ``device`` (nothing to do on the CPU)."""
+    if device.type == 'cpu':
+        yield
+        return
+    for model in models:
+        model.to('cpu')
+    try:
+        yield
+    finally:
+        for model in models:
+            model.to(device)
+
 
 def load_native(checkpoint: Checkpoint, case: Case, image_set: torch.Tensor, device: torch.device,
                 image_tree: ImageTree | None = None) -> Native:
@@ -177,7 +203,9 @@ def new_result(case: Case, matrix: Matrix, options: RunOptions) -> CaseResult:
         img_size=list(case.img_size), patch_size=case.patch_size, window_size=_listed(case.window_size), path=case.path,
         model_name=case.model.name, model_overrides=case.model.kwargs,
         timm_version=timm.__version__, torch_version=torch.__version__, device=options.device.type,
-        device_name=device_name(options.device), dtype=options.timing.dtype, batch_size=options.timing.batch_size)
+        device_name=device_name(options.device), dtype=options.timing.dtype, precision=options.timing.precision,
+        compile=options.timing.compile, channels_last=options.timing.channels_last,
+        batch_size=options.timing.batch_size)
 
 
 def run_case(case: Case, work: CheckpointWork) -> CaseResult:
@@ -192,7 +220,7 @@ def run_case(case: Case, work: CheckpointWork) -> CaseResult:
         with checks_lock(options.out_dir, options.device):
             model = _checks(case, work, result)
         if model is not None and options.timing.enabled:
-            _time(case, model, options, result)
+            _time(case, model, work, result)
         if case.path == 'create':
             work.release_create_model(case.target)
         judge(result, matrix.tolerances, expectation_for(case, matrix, timm.__version__))
@@ -381,20 +409,32 @@ def _sizes(sizes: tuple[tuple[int, int], ...]) -> str:
     return '[' + ', '.join(f'{h}x{w}' for h, w in sizes) + ']'
 
 
-def _time(case: Case, model: nn.Module, options: RunOptions, result: CaseResult) -> None:
-    with timing_lock(options.out_dir, options.device, options.cache_dir, options.holder, options.say):
+def _time(case: Case, model: nn.Module, work: CheckpointWork, result: CaseResult) -> None:
+    options = work.options
+    with timing_lock(options.out_dir, options.device, options.cache_dir, options.holder, options.say), \
+            work.parked_while_timing(model):
+        result.flops_per_image = flops_per_image(model, case.img_size, options.device)
         timing = time_forward(model, case.img_size, options.timing, options.device)
     record_timing(result, timing, [1] * timing.repeats)
 
 
 def record_timing(result: CaseResult, timing: Timing, rounds: list[int]) -> None:
-    """The result's timing fields from ``timing``; ``rounds[i]`` is the round sample i was timed in (all 1 for a
-    case timed in one go; ``harness ab`` interleaves rounds between two releases)."""
+    """The result's timing fields from ``timing``, and the work figures from them and the result's
+    ``flops_per_image``; ``rounds[i]`` is the round sample i was timed in (all 1 for a case timed in one go;
+    ``harness ab`` interleaves rounds between two releases)."""
     result.time_median_ms, result.time_iqr_ms, result.time_min_ms = timing.median_ms, timing.iqr_ms, timing.min_ms
+    result.time_p50_ms, result.time_p90_ms, result.time_p99_ms = (timing.percentile_ms(q) for q in (50, 90, 99))
+    result.time_cv, result.timing_stable, result.timing_max_cv = timing.cv, timing.stable, timing.max_cv
     result.images_per_s, result.peak_memory_mb = timing.images_per_s, timing.peak_memory_mb
+    result.batch_size, result.batch_size_used = timing.batch_size, timing.batch_size_used
     result.timing_repeats, result.timing_budget_s = timing.repeats, timing.budget_s
-    result.timing_precision = timing.precision
+    result.timing_median_rse = timing.median_rse
     result.time_samples_ms, result.time_sample_rounds = list(timing.samples_ms), list(rounds)
+    result.achieved_tflops = achieved_tflops(result.flops_per_image, timing.images_per_s)
+    result.device_peak_tflops = peak_tflops(result.device_name, result.dtype,
+                                            tf32=torch.get_float32_matmul_precision() != 'highest')
+    result.peak_fraction = (result.achieved_tflops / result.device_peak_tflops
+                            if result.achieved_tflops is not None and result.device_peak_tflops else None)
 
 
 def device_name(device: torch.device) -> str:

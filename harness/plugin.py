@@ -20,9 +20,12 @@ from pathlib import Path
 import pytest
 
 from harness.device_lock import Holder
-from harness.results import DTYPES, RESULTS_FILE, finished_case_ids
+from harness.progress import PROGRESS_INTERVAL_S, ProgressReporter
+from harness.results import DTYPES, PRECISIONS, RESULTS_FILE, finished_case_ids
 
 UNSUPPORTED_PREFIX = 'unsupported: '
+# timing settings the command line sets over the matrix's, each as --harness-<name with dashes> (None: not set)
+TIMING_OPTIONS = ('batch_size', 'dtype', 'precision', 'compile', 'channels_last', 'max_cv')
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -33,6 +36,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption('--harness-resume', action='store_true', help='skip cases already in results.jsonl')
     group.addoption('--harness-batch-size', type=int, default=None, help="timing batch size (matrix's default)")
     group.addoption('--harness-dtype', choices=DTYPES, default=None, help="timing dtype (matrix's default)")
+    group.addoption('--harness-precision', choices=PRECISIONS, default=None,
+                    help="how a reduced timing dtype is applied (matrix's default)")
+    group.addoption('--harness-compile', action='store_true', default=None, help='time through torch.compile')
+    group.addoption('--harness-channels-last', action='store_true', default=None, help='time in channels-last')
+    group.addoption('--harness-max-cv', type=float, default=None, help="timing stability limit (matrix's default)")
+    group.addoption('--harness-progress-interval', type=float, default=PROGRESS_INTERVAL_S, metavar='SECONDS',
+                    help='seconds between progress lines (cases done, elapsed, estimate of the time left)')
     group.addoption('--harness-no-timing', action='store_true', help='run the checks only')
     group.addoption('--harness-images', default=None, metavar='DIR',
                     help="labelled images for top-1 accuracy (default: the matrix's images:)")
@@ -57,6 +67,8 @@ def pytest_configure(config: pytest.Config) -> None:
         out = Path(config.getoption('--harness-out'))
         recorder = CrashRecorder(out, config.rootpath, functools.partial(_run_options, config))
         config.pluginmanager.register(recorder, 'harness-crash-recorder')
+        progress = ProgressReporter(config, config.getoption('--harness-progress-interval'))
+        config.pluginmanager.register(progress, 'harness-progress')
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -6,7 +6,6 @@ timing budget, and when cases disagree on any of those, the per-case tables carr
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -16,19 +15,25 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 from tabulate import tabulate
 
-from harness.matrix import PATHS
+from harness import results
 from harness.repro import REPRODUCIBLE, repro_command
-from harness.results import STATUSES, UNEXPECTED, CaseResult, read_results
-
-INT_FIELDS = ('patch_size', 'batch_size', 'timing_repeats', 'accuracy_images')
+from harness.report_html import HtmlInputs, render_html
+from harness.results import INT_FIELDS, STATUSES, UNEXPECTED, path_rank
+from harness.run_record import RunRecordError, read_run_record
 IDENTITY = ('model', 'origin', 'img_size', 'patch_size', 'window_size', 'path')
 MEASURED = {'timm_version': 'timm', 'torch_version': 'torch', 'device_label': 'device', 'dtype': 'dtype',
-            'batch_size': 'batch size', 'timing_budget_s': 'timing budget (s per case)',
-            'timing_precision': "timing precision (the median's relative standard error that ends timing; 0: none)"}
+            'precision': 'precision (amp: autocast; cast: weights and inputs in the dtype)',
+            'compile': 'torch.compile', 'channels_last': 'channels-last', 'batch_size': 'batch size',
+            'timing_budget_s': 'timing budget (s per case)',
+            'timing_median_rse': "timing median RSE (the median's relative standard error that ends timing; 0: none)",
+            'timing_max_cv': 'timing stable when CV (std / mean of the timed passes) is at most'}
 HEADERS = {'device_label': 'device', 'time_median_ms': 'median ms', 'time_iqr_ms': 'IQR ms', 'time_min_ms': 'min ms',
-           'timing_repeats': 'timed passes',
+           'time_p90_ms': 'p90 ms', 'time_p99_ms': 'p99 ms', 'time_cv': 'CV', 'timing_stable': 'stable',
+           'timing_repeats': 'timed passes', 'batch_size_used': 'batch used', 'achieved_tflops': 'TFLOP/s',
+           'peak_fraction': 'of peak', 'flops_per_image': 'GFLOP/image',
            'images_per_s': 'images/s', 'peak_memory_mb': 'peak memory MB', 'parity_note': 'parity not judged',
            'accuracy_top1_native': 'top-1 native', 'accuracy_top1': 'top-1', 'accuracy_images': 'labelled images'}
+PRECISION_WORDS = {'amp': 'under autocast', 'cast': 'with weights and inputs cast to the dtype'}
 REASON_CHARS = 120
 NULL = '—'
 
@@ -40,34 +45,10 @@ class ReportFiles:
     markdown: Path
     csv: Path           # all records, one row per case, every field
     summary_csv: Path   # the status summary table: (model, origin) x path
+    html: Path          # report.html: the same, with plots, in one file that opens from disk
 
 
 # --- loading -------------------------------------------------------------------------------------------------
-
-def _defaults() -> dict[str, Any]:
-    """CaseResult's defaults, so older records that lack a field read as if they had it; identity fields: None."""
-    out = {}
-    for f in dataclasses.fields(CaseResult):
-        factory = f.default_factory if f.default_factory is not dataclasses.MISSING else None
-        out[f.name] = factory() if factory else (None if f.default is dataclasses.MISSING else f.default)
-    return out
-
-
-def _path_rank(path: Any) -> tuple[int, str]:
-    return (PATHS.index(path), '') if path in PATHS else (len(PATHS), str(path))
-
-
-def _sort_key(record: dict[str, Any]) -> tuple:
-    return (str(record['model'] or ''), str(record['origin'] or ''), list(record['img_size'] or []),
-            record['patch_size'] or 0, _window_key(record['window_size']), _path_rank(record['path']), str(record['case_id']))
-
-
-def _window_key(window: Any) -> tuple[int, int]:
-    """A window (an int, [H, W] or None) as a sortable (h, w)."""
-    if window is None:
-        return 0, 0
-    return (window, window) if isinstance(window, int) else (window[0], window[1])
-
 
 def _window_cell(window: Any) -> str:
     """7 or 8x12, as case ids spell windows."""
@@ -76,17 +57,6 @@ def _window_cell(window: Any) -> str:
     if isinstance(window, (list, tuple)):
         return 'x'.join(map(str, window))
     return str(int(window))   # a column of ints and nulls reads as floats
-
-
-def load_results(results_path: Path) -> pd.DataFrame:
-    """One row per case, CaseResult's fields first (then any fields newer records add), in a stable order."""
-    defaults = _defaults()
-    records = sorted(({**defaults, **r} for r in read_results(results_path)), key=_sort_key)
-    extra = sorted({k for r in records for k in r} - set(defaults))
-    frame = pd.DataFrame(records, columns=[*defaults, *extra])
-    for column in INT_FIELDS:
-        frame[column] = pd.to_numeric(frame[column], errors='coerce').astype('Int64')
-    return frame
 
 
 def _csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -111,6 +81,18 @@ def _number(spec: str) -> Formatter:
 
 def _sci(value: Any) -> str:
     return NULL if _is_null(value) else '0' if value == 0 else f'{value:.1e}'
+
+
+def _yes_no(value: Any) -> str:
+    return NULL if _is_null(value) else 'yes' if value else 'no'
+
+
+def _percent(value: Any) -> str:
+    return NULL if _is_null(value) else f'{value:.1%}'
+
+
+def _giga(value: Any) -> str:
+    return NULL if _is_null(value) else f'{value / 1e9:.3g}'
 
 
 def _size(value: Any) -> str:
@@ -193,7 +175,7 @@ def _totals(view: pd.DataFrame) -> list[str]:
 
 def summary_frame(view: pd.DataFrame) -> pd.DataFrame:
     """(model, origin) rows, one column per path, each cell like '2 passed, 1 failed'."""
-    paths = sorted(view['path'].unique(), key=_path_rank)
+    paths = sorted(view['path'].unique(), key=path_rank)
     table = view.groupby(['model', 'origin', 'path'], sort=False)['status'].agg(_status_counts).unstack('path')
     return table.reindex(columns=paths).fillna(NULL).reset_index().rename_axis(columns=None)
 
@@ -257,8 +239,8 @@ def _timing_caption(view: pd.DataFrame) -> str:
             else 'Timings')
     caption = (f'{kind}. Device {_distinct(view["device_label"])}; dtype {_distinct(view["dtype"])}; '
                f'batch size {_distinct(view["batch_size"])}; budget {_distinct(view["timing_budget_s"])} s per case '
-               f'for warm-up and timed passes together{_precision(view)}; median and IQR over '
-               f'{_passes(view["timing_repeats"])} timed passes per case.')
+               f'for warm-up and timed passes together{_median_rse(view)}; median and IQR over '
+               f'{_passes(view["timing_repeats"])} timed passes per case. Timed {_how_timed(view)}.')
     over = _over_budget(view)
     if over:
         caption += (f' {_cases(over)} took longer than the budget: the minimum number of timed passes alone '
@@ -266,9 +248,25 @@ def _timing_caption(view: pd.DataFrame) -> str:
     return caption
 
 
-def _precision(view: pd.DataFrame) -> str:
+def _how_timed(view: pd.DataFrame) -> str:
+    """'eager' or 'through torch.compile, with weights and inputs cast to the dtype, in channels-last; 2 cases
+    not stable (CV above 0.05)'."""
+    compiled = view['compile'].eq(True)
+    parts = ['through torch.compile' if compiled.all() else f'through torch.compile in {_cases(compiled.sum())}'
+             if compiled.any() else 'eager']
+    reduced = view['dtype'].isin(('bf16', 'fp16'))
+    if reduced.any():
+        parts.append(_distinct(view.loc[reduced, 'precision'].map(lambda p: PRECISION_WORDS.get(p, p))))
+    if view['channels_last'].eq(True).any():
+        parts.append('in channels-last')
+    unstable = int(view['timing_stable'].eq(False).sum())
+    stability = f'; {_cases(unstable)} not stable (CV above {_distinct(view["timing_max_cv"])})' if unstable else ''
+    return ', '.join(parts) + stability
+
+
+def _median_rse(view: pd.DataFrame) -> str:
     """How timing ended early, when it could: ', ended once the median was known to 2%'."""
-    targets = view['timing_precision'].dropna() if 'timing_precision' in view else pd.Series(dtype=float)
+    targets = view['timing_median_rse'].dropna()
     targets = targets[targets > 0]
     if targets.empty:
         return ''
@@ -290,14 +288,27 @@ def _over_budget(view: pd.DataFrame) -> int:
                for samples, budget in zip(view['time_samples_ms'], view['timing_budget_s']))
 
 
-def _timing(view: pd.DataFrame) -> list[str]:
-    figures = {'time_median_ms': _number('.2f'), 'time_iqr_ms': _number('.2f'), 'time_min_ms': _number('.2f'),
-               'timing_repeats': _number('d'), 'images_per_s': _number('.1f'), 'peak_memory_mb': _number('.1f')}
-    timed = view[view[list(figures)].notna().any(axis=1)]
+TIMING_FIGURES = {'time_median_ms': _number('.2f'), 'time_iqr_ms': _number('.2f'), 'time_min_ms': _number('.2f'),
+                  'time_p90_ms': _number('.2f'), 'time_p99_ms': _number('.2f'), 'time_cv': _percent,
+                  'timing_stable': _yes_no, 'timing_repeats': _number('d'), 'batch_size_used': _number('d'),
+                  'images_per_s': _number('.1f'), 'flops_per_image': _giga, 'achieved_tflops': _number('.3g'),
+                  'peak_fraction': _percent, 'peak_memory_mb': _number('.1f')}
+
+
+def timing_table(view: pd.DataFrame) -> tuple[str, pd.DataFrame] | None:
+    """The timed cases' caption and formatted cells, or None when no case was timed."""
+    timed = view[view[list(TIMING_FIGURES)].notna().any(axis=1)]
     if timed.empty:
+        return None
+    return _timing_caption(timed), _cells(timed, {**_identity(), **TIMING_FIGURES, **_varying(timed)})
+
+
+def _timing(view: pd.DataFrame) -> list[str]:
+    table = timing_table(view)
+    if table is None:
         return ['## Timing', '', 'No timing figures recorded.']
-    table = _table(_cells(timed, {**_identity(), **figures, **_varying(timed)}))
-    return ['## Timing', '', _timing_caption(timed), '', table]
+    caption, cells = table
+    return ['## Timing', '', caption, '', _table(cells)]
 
 
 def render_markdown(view: pd.DataFrame, summary: pd.DataFrame, results_path: Path) -> str:
@@ -309,15 +320,22 @@ def render_markdown(view: pd.DataFrame, summary: pd.DataFrame, results_path: Pat
 
 
 def write_report(results_path: Path, out_dir: Path) -> ReportFiles:
-    """Read results.jsonl and write <out_dir>/report.md, results.csv and summary.csv (overwriting them)."""
+    """Read results.jsonl and write <out_dir>/report.md, report.html, results.csv and summary.csv (overwriting
+    them). report.html describes the run with the run.json beside ``results_path``, when there is one."""
     results_path, out_dir = Path(results_path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(markdown=out_dir / 'report.md', csv=out_dir / 'results.csv',
-                        summary_csv=out_dir / 'summary.csv')
-    frame = load_results(results_path)
+                        summary_csv=out_dir / 'summary.csv', html=out_dir / 'report.html')
+    frame = results.load(results_path)
     _csv_frame(frame).to_csv(files.csv, index=False)
     view = _view(frame)
     summary = summary_frame(view) if len(view) else pd.DataFrame(columns=['model', 'origin'])
     summary.to_csv(files.summary_csv, index=False)
     files.markdown.write_text(render_markdown(view, summary, results_path))
+    try:
+        run = read_run_record(results_path.parent)
+    except RunRecordError:   # the results are still worth a report; the environment then comes from them
+        run = None
+    timing = timing_table(view) if len(view) else None
+    files.html.write_text(render_html(HtmlInputs(frame, summary, timing, results_path, run)))
     return files

@@ -13,14 +13,20 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
+
+if TYPE_CHECKING:   # pandas is imported by load() alone: the pytest controller imports this module
+    import pandas as pd
 
 STATUSES = ('passed', 'failed', 'xfailed', 'xpassed', 'unsupported', 'error', 'resource')
 UNEXPECTED = ('failed', 'xpassed', 'error', 'resource')   # statuses that make `harness run` exit 1
 # names that may appear in a record's ``failed_checks``, in the order the stages run
 CHECKS = ('load', 'reload', 'resize', 'shapes', 'finite', 'noop', 'fidelity', 'parity', 'drift')
-DTYPES = ('fp32', 'bf16', 'fp16')   # the timing dtypes (bf16 and fp16 under autocast)
+DTYPES = ('fp32', 'bf16', 'fp16')   # the timing dtypes
+PRECISIONS = ('amp', 'cast')        # how a reduced dtype is applied: autocast, or weights and inputs cast to it
 RESULTS_FILE = 'results.jsonl'
+# fields older records carry under another name: old name -> current name
+RENAMED_FIELDS = {'timing_precision': 'timing_median_rse'}   # issue 9: `precision` now means amp or cast
 
 _logger = logging.getLogger(__name__)
 
@@ -51,7 +57,10 @@ class CaseResult:
     device: str = ''
     device_name: str = ''
     dtype: str = ''
-    batch_size: int | None = None
+    precision: str = ''                 # amp (autocast) or cast (weights and inputs in the dtype)
+    compile: bool | None = None         # timed through torch.compile
+    channels_last: bool | None = None   # timed in channels-last memory format
+    batch_size: int | None = None       # as configured; batch_size_used says what fitted
     finished_at: str = ''
     duration_s: float | None = None
     # load
@@ -90,13 +99,25 @@ class CaseResult:
     time_median_ms: float | None = None
     time_iqr_ms: float | None = None
     time_min_ms: float | None = None
+    time_p50_ms: float | None = None
+    time_p90_ms: float | None = None
+    time_p99_ms: float | None = None
+    time_cv: float | None = None                       # standard deviation over mean of the timed passes
+    timing_stable: bool | None = None                  # time_cv <= timing_max_cv
+    timing_max_cv: float | None = None
     images_per_s: float | None = None
+    batch_size_used: int | None = None                 # batch_size, halved until a pass fitted in memory
     peak_memory_mb: float | None = None
     timing_repeats: int | None = None                  # timed passes (at least the matrix's min_repeats)
     timing_budget_s: float | None = None               # seconds the case had for warm-up and timed passes
-    timing_precision: float | None = None              # median's relative standard error that ends timing early
+    timing_median_rse: float | None = None             # median's relative standard error that ends timing early
     time_samples_ms: list[float] | None = None         # every timed pass, in the order they ran
     time_sample_rounds: list[int] | None = None        # the timing round of each (harness ab alternates rounds)
+    # work: floating-point operations (a multiply-add counts 2) and how close to the device's peak they ran
+    flops_per_image: int | None = None                 # one forward pass, counted by torch.utils.flop_counter
+    achieved_tflops: float | None = None               # flops_per_image * images_per_s / 1e12
+    device_peak_tflops: float | None = None            # datasheet dense peak for the dtype (harness.device_peaks)
+    peak_fraction: float | None = None                 # achieved_tflops / device_peak_tflops
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=False)
@@ -165,6 +186,56 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     return list(by_case.values())
 
 
+INT_FIELDS = ('patch_size', 'batch_size', 'batch_size_used', 'timing_repeats', 'accuracy_images', 'flops_per_image')
+
+
+def load(path: str | Path) -> pd.DataFrame:
+    """A results file as a pandas DataFrame: one row per case (the last record of a case wins), CaseResult's
+    fields as columns in their order (then any fields newer records add), rows sorted by model, origin, size,
+    patch, window and path. Records of older harnesses read as if written today: fields they lack are their
+    defaults, renamed fields are under today's names.
+
+        >>> frame = harness.results.load('reports/smoke/results.jsonl')
+        >>> frame[frame.status == 'passed'].groupby(['model', 'path'])['images_per_s'].median()
+    """
+    import pandas as pd
+    defaults = _defaults()
+    records = sorted(({**defaults, **r} for r in read_results(Path(path))), key=_sort_key)
+    extra = sorted({k for r in records for k in r} - set(defaults))
+    frame = pd.DataFrame(records, columns=[*defaults, *extra])
+    for column in INT_FIELDS:
+        frame[column] = pd.to_numeric(frame[column], errors='coerce').astype('Int64')
+    return frame
+
+
+def _defaults() -> dict[str, Any]:
+    """CaseResult's defaults, so older records that lack a field read as if they had it; identity fields: None."""
+    out = {}
+    for f in dataclasses.fields(CaseResult):
+        factory = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        out[f.name] = factory() if factory else (None if f.default is dataclasses.MISSING else f.default)
+    return out
+
+
+def path_rank(path: Any) -> tuple[int, str]:
+    """Build paths in the matrix's order (create, set_input_size, dynamic), then any other by name."""
+    from harness.matrix import PATHS
+    return (PATHS.index(path), '') if path in PATHS else (len(PATHS), str(path))
+
+
+def window_key(window: Any) -> tuple[int, int]:
+    """A window (an int, [H, W] or None) as a sortable (h, w)."""
+    if window is None:
+        return 0, 0
+    return (window, window) if isinstance(window, int) else (window[0], window[1])
+
+
+def _sort_key(record: dict[str, Any]) -> tuple:
+    return (str(record['model'] or ''), str(record['origin'] or ''), list(record['img_size'] or []),
+            record['patch_size'] or 0, window_key(record['window_size']), path_rank(record['path']),
+            str(record['case_id']))
+
+
 def finished_case_ids(path: Path, matrix_name: str) -> set[str]:
     """Cases of a matrix that reached a verdict; `error` cases are retried by --resume."""
     if not path.exists():
@@ -189,14 +260,23 @@ def _records(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _parsed_record(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
-    """(the record, None), or (None, why the line is not one)."""
+    """(the record, with today's field names; None), or (None, why the line is not one)."""
     try:
         record = json.loads(line)
     except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
         return None, f'not JSON ({e})'
     if not isinstance(record, dict) or not isinstance(record.get('case_id'), str):
         return None, 'a JSON value without a "case_id"'
-    return record, None
+    return renamed_fields(record), None
+
+
+def renamed_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """A record (or run.json) of an older harness with its fields under today's names (:data:`RENAMED_FIELDS`)."""
+    upgraded = {k: v for k, v in record.items() if k not in RENAMED_FIELDS}
+    for old, new in RENAMED_FIELDS.items():
+        if old in record:
+            upgraded.setdefault(new, record[old])
+    return upgraded
 
 
 def set_aside(out_dir: Path, started: datetime.datetime | None) -> Path | None:

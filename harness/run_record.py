@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.results import renamed_fields
+
 if TYPE_CHECKING:   # the real imports are deferred: the command line reads run.json before importing torch
     import torch
 
@@ -27,6 +29,7 @@ RUN_FILE = 'run.json'
 RESULTS_SCHEMA = 2
 # settings a resumed run must share with the run it continues, and how a message names them
 MUST_MATCH = {'timm_version': 'timm', 'torch_version': 'torch', 'device': 'device', 'dtype': 'dtype',
+              'precision': 'precision', 'compile': 'compile', 'channels_last': 'channels-last',
               'batch_size': 'batch size', 'matrix_sha256': 'matrix content (sha256)',
               'images_sha256': 'labelled images (sha256 of their paths and sizes)'}
 
@@ -46,13 +49,17 @@ class RunRecord:
     cuda_version: str | None = None       # what torch was built with (None: a CPU build)
     cudnn_version: int | None = None
     cpu_threads: int | None = None        # torch's intra-op threads per process
-    math_flags: dict[str, bool] = field(default_factory=dict)   # TF32 and cuDNN settings that change timings
+    math_flags: dict[str, bool] = field(default_factory=dict)   # TF32 and cuDNN settings timing runs with
     device: str = ''                      # device type: cpu or cuda
     device_name: str = ''
     dtype: str = ''
+    precision: str = 'amp'                # amp or cast; older runs timed under autocast
+    compile: bool = False
+    channels_last: bool = False
     batch_size: int | None = None
     timing_budget_s: float | None = None  # None when the run times nothing (--no-timing)
-    timing_precision: float | None = None # the same
+    timing_median_rse: float | None = None   # the same
+    timing_max_cv: float | None = None       # the same
     timing_rounds: int | None = None      # harness ab: rounds each case's timing was split into, alternating releases
     matrix_name: str = ''
     matrix_sha256: str = ''               # of the matrix file's bytes
@@ -84,9 +91,11 @@ def describe_run(matrix: Matrix, device: torch.device, timing: TimingConfig, arg
         harness_version=_harness_version(), harness_commit=_harness_commit(), cuda_version=torch.version.cuda,
         cudnn_version=torch.backends.cudnn.version() if device.type == 'cuda' else None,
         cpu_threads=torch.get_num_threads(), math_flags=_math_flags(), device=device.type,
-        device_name=device_name(device), dtype=timing.dtype, batch_size=timing.batch_size,
+        device_name=device_name(device), dtype=timing.dtype, precision=timing.precision, compile=timing.compile,
+        channels_last=timing.channels_last, batch_size=timing.batch_size,
         timing_budget_s=timing.budget_s if timing.enabled else None,
-        timing_precision=timing.precision if timing.enabled else None, matrix_name=matrix.name,
+        timing_median_rse=timing.median_rse if timing.enabled else None,
+        timing_max_cv=timing.max_cv if timing.enabled else None, matrix_name=matrix.name,
         matrix_sha256=hashlib.sha256(Path(matrix.path).read_bytes()).hexdigest(), shard=shard or '',
         images=str(images.root) if images else '', images_sha256=images.sha256 if images else '', argv=list(argv),
         started_at=_now())
@@ -105,9 +114,11 @@ def _now() -> str:
 
 def _math_flags() -> dict[str, bool]:
     import torch
+
+    from harness.timing import CUDNN_BENCHMARK
     cudnn = torch.backends.cudnn
     return {'matmul_allow_tf32': torch.backends.cuda.matmul.allow_tf32, 'cudnn_allow_tf32': cudnn.allow_tf32,
-            'cudnn_benchmark': cudnn.benchmark, 'cudnn_deterministic': cudnn.deterministic}
+            'cudnn_benchmark': CUDNN_BENCHMARK, 'cudnn_deterministic': cudnn.deterministic}
 
 
 def _harness_commit() -> str:
@@ -132,7 +143,7 @@ def read_run_record(out_dir: Path) -> RunRecord | None:
     if not isinstance(data, dict):
         raise RunRecordError(f'{path}: expected a JSON object, got {type(data).__name__}')
     known = {f.name for f in dataclasses.fields(RunRecord)}
-    return RunRecord(**{k: v for k, v in data.items() if k in known})   # later fields an older harness ignores
+    return RunRecord(**{k: v for k, v in renamed_fields(data).items() if k in known})   # later fields: ignored
 
 
 def write_run_record(out_dir: Path, record: RunRecord) -> Path:

@@ -22,6 +22,7 @@ import pytest
 
 from harness import timm_versions
 from harness.image_tree import ImageTree, ImageTreeError, check_readable, class_indices, read_image_tree
+from harness.plugin import TIMING_OPTIONS
 from harness.results import RESULTS_FILE, ResultsFileError, set_aside
 from harness.run_record import RUN_FILE, RunRecord, RunRecordError, describe_run, differences, read_run_record, \
     write_run_record
@@ -76,7 +77,8 @@ def start_run(args: argparse.Namespace, argv: list[str], out: Path) -> Matrix:
     for entry in matrix.left_out:
         print(f'{args.matrix}: {entry}: left out')
     device = _device(args.device)
-    timing = matrix.timing.for_run(device.type, args.batch_size, args.dtype, enabled=not args.no_timing)
+    timing = matrix.timing.for_run(device.type, enabled=not args.no_timing,
+                                   **{name: getattr(args, name, None) for name in TIMING_OPTIONS})
     _start_run_folder(out, describe_run(matrix, device, timing, ['harness', *argv], args.shard, images),
                       resume=args.resume)
     import harness.report  # noqa: F401 - its pandas import now, beside the workers' imports, not after the last case

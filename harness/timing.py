@@ -1,35 +1,48 @@
-"""Forward-pass timing at a case's target size, in the spirit of timm's benchmark.py.
+"""Forward-pass timing at a case's target size, as timm's benchmark.py times inference.
 
-Warm-up passes first (cuDNN autotuning, allocator growth, lazy init), then timed passes until the case's time
-budget is spent or the median is known precisely enough, but never fewer than ``min_repeats``: a fixed count
-would spend ~30 s on one slow CPU case and milliseconds on a fast GPU one. On CUDA each pass is timed with
-CUDA events between synchronisations; on CPU with ``perf_counter``. Every pass is kept (later statistics, such as a rank test between releases, need
-the samples), and the summary is the median and inter-quartile range rather than the mean: a single preempted
-pass must not move the figure.
+As there: ``torch.inference_mode``, cuDNN autotuning on, optionally channels-last and ``torch.compile``, and a
+reduced dtype applied either by autocast (``amp``, benchmark.py ``--amp --amp-dtype``) or by casting weights
+and inputs (``cast``, benchmark.py ``--precision``). Warm-up passes first (cuDNN autotuning, allocator growth,
+lazy init; compiling comes before them and is not counted), then timed passes until the case's time budget is
+spent or the median is known precisely enough, but never fewer than ``min_repeats``: a fixed count would spend
+~30 s on one slow CPU case and milliseconds on a fast GPU one. On CUDA each pass is timed with CUDA events
+between synchronisations; on CPU with ``perf_counter``. A batch that runs out of memory is halved until one
+fits.
+
+Every pass is kept (later statistics, such as a rank test between releases, need the samples), and the
+summary is the median and inter-quartile range rather than the mean: a single preempted pass must not move
+the figure. The coefficient of variation (std / mean) is recorded beside them and says whether the case's
+passes were steady (``max_cv``); it does not end timing early, since one outlier would then cost a case its
+whole budget.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
+from harness import faults
 from harness.matrix import TimingConfig
 
-AUTOCAST_DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+TORCH_DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+CUDNN_BENCHMARK = True   # what the timed passes run with (benchmark.py's setting); run.json records it
 
 
 @dataclass(frozen=True)
 class Timing:
     """Every timed pass of one case, and the figures the report shows, derived from them."""
     samples_ms: tuple[float, ...]   # one per timed pass, in the order they ran
-    batch_size: int
+    batch_size: int                 # as configured
     budget_s: float                 # what warm-up and timed passes were allowed together
-    precision: float                # the median's relative standard error that would end timing early (0: none)
+    median_rse: float               # the median's relative standard error that would end timing early (0: none)
+    max_cv: float                   # passes that vary more than this (std / mean) are not stable
+    batch_size_used: int            # batch_size, halved until a pass fitted in memory
     peak_memory_mb: float | None    # CUDA only: torch's allocator peak; CPU has no per-model equivalent
 
     @property
@@ -48,24 +61,88 @@ class Timing:
     def min_ms(self) -> float:
         return min(self.samples_ms)
 
+    def percentile_ms(self, q: int) -> float:
+        """The q-th percentile (1 <= q <= 99), interpolated linearly between the closest ranks (numpy's default)."""
+        if self.repeats < 2:
+            return self.samples_ms[0]
+        return statistics.quantiles(self.samples_ms, n=100, method='inclusive')[q - 1]
+
+    @property
+    def cv(self) -> float:
+        """Sample standard deviation over mean (0 for a single pass)."""
+        return statistics.stdev(self.samples_ms) / statistics.fmean(self.samples_ms) if self.repeats >= 2 else 0.0
+
+    @property
+    def stable(self) -> bool:
+        return self.cv <= self.max_cv
+
     @property
     def images_per_s(self) -> float:
-        return self.batch_size / (self.median_ms / 1000)
+        return self.batch_size_used / (self.median_ms / 1000)
 
 
-@torch.no_grad()
 def time_forward(model: nn.Module, img_size: tuple[int, int], config: TimingConfig, device: torch.device) -> Timing:
     """Time ``model`` on a batch at ``img_size``: ``config.warmup`` passes, then timed passes while another
     one still fits in ``config.budget_s`` (counted from the first warm-up pass) and the median is less precise
-    than ``config.precision``; at least ``min_repeats``."""
+    than ``config.median_rse``; at least ``min_repeats``. A batch that runs out of memory is halved and timed
+    afresh; out of memory at batch 1 is raised.
+
+    ``cast`` and ``channels_last`` convert ``model`` in place: timing must be the model's last use."""
     config = config.for_device(device.type)
-    inputs = torch.randn(config.batch_size, 3, *img_size, device=device)
-    autocast = AUTOCAST_DTYPES[config.dtype]
+    forward_model = prepared(model, config)
+    batch_size = config.batch_size
+    with torch.inference_mode(), cudnn_benchmark():
+        while True:
+            try:
+                samples_ms, peak = _timed_passes(forward_model, _inputs(batch_size, img_size, config, device),
+                                                 config, device)
+                return Timing(tuple(samples_ms), config.batch_size, config.budget_s, config.median_rse,
+                              config.max_cv, batch_size, peak)
+            except Exception as e:   # noqa: BLE001 - out of memory is retried at a smaller batch, anything else raised
+                if batch_size == 1 or not faults.is_out_of_memory(e):
+                    raise
+            batch_size //= 2   # outside the handler: the error's frames, and the tensors they hold, are gone
+            if device.type == 'cuda':
+                torch.cuda.empty_cache()
+
+
+def prepared(model: nn.Module, config: TimingConfig) -> nn.Module:
+    """The model as timed: cast to the dtype (``cast``), channels-last, compiled."""
+    if config.precision == 'cast':
+        model.to(dtype=TORCH_DTYPES[config.dtype])
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if config.compile else model
+
+
+def _inputs(batch_size: int, img_size: tuple[int, int], config: TimingConfig, device: torch.device) -> torch.Tensor:
+    dtype = TORCH_DTYPES[config.dtype] if config.precision == 'cast' else torch.float32
+    inputs = torch.randn(batch_size, 3, *img_size, device=device, dtype=dtype)
+    return inputs.contiguous(memory_format=torch.channels_last) if config.channels_last else inputs
+
+
+@contextlib.contextmanager
+def cudnn_benchmark() -> Iterator[None]:
+    """cuDNN picks the fastest convolution algorithm for each shape (during warm-up), as benchmark.py lets it."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def _timed_passes(model: nn.Module, inputs: torch.Tensor, config: TimingConfig,
+                  device: torch.device) -> tuple[list[float], float | None]:
+    """The timed passes (ms) and the allocator's peak (MB, CUDA) over warm-up and timed passes."""
+    autocast = TORCH_DTYPES[config.dtype] if config.precision == 'amp' and config.dtype != 'fp32' else None
 
     def forward() -> None:
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
             model(inputs)
 
+    if config.compile:   # the first call compiles: before the budget's clock starts
+        forward()
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
     started_s = time.perf_counter()
@@ -75,15 +152,15 @@ def time_forward(model: nn.Module, img_size: tuple[int, int], config: TimingConf
     timed_from_s = time.perf_counter()
     samples_ms: list[float] = []
     while len(samples_ms) < config.min_repeats or (
-            not _precise_enough(samples_ms, config.precision)
+            not _precise_enough(samples_ms, config.median_rse)
             and _another_pass_fits(started_s, timed_from_s, len(samples_ms), config.budget_s)):
         samples_ms.append(_timed_ms(forward, device))
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == 'cuda' else None
-    return Timing(tuple(samples_ms), config.batch_size, config.budget_s, config.precision, peak)
+    return samples_ms, peak
 
 
-def _precise_enough(samples_ms: list[float], precision: float) -> bool:
-    return precision > 0 and median_relative_error(samples_ms) <= precision
+def _precise_enough(samples_ms: list[float], median_rse: float) -> bool:
+    return median_rse > 0 and median_relative_error(samples_ms) <= median_rse
 
 
 def median_relative_error(samples_ms: list[float] | tuple[float, ...]) -> float:

@@ -3,8 +3,9 @@
 ``harness ab`` (:mod:`harness.ab`) starts one worker per timm release and alternates timing rounds between
 them, so that a machine whose speed drifts during the job slows both releases alike. The protocol is JSON
 lines: the driver writes ``{"case": <case id>, "round": <n>}``; the worker answers ``{"case": ..., "round":
-..., "samples_ms": [...]}`` or ``{"case": ..., "error": "..."}``. It keeps the latest case's model between
-rounds. stdout carries the protocol alone: what timm or torch print goes to stderr.
+..., "samples_ms": [...], "batch_size_used": <n>, "flops_per_image": <n>}`` or ``{"case": ..., "error":
+"..."}``. It keeps the latest case's model between rounds (and its FLOPs, counted once). stdout carries the
+protocol alone: what timm or torch print goes to stderr.
 
     python -m harness.timing_worker '<JSON settings written by harness.ab>'
 """
@@ -20,6 +21,7 @@ import torch
 
 from harness.build import build_path
 from harness.cases import Case, expand
+from harness.flops import flops_per_image
 from harness.matrix import TimingConfig, load_matrix
 from harness.pipeline import CheckpointWork, RunOptions
 from harness.timing import time_forward
@@ -38,16 +40,20 @@ def main() -> None:
     options = RunOptions(device=device, cache_dir=Path(settings['cache']), out_dir=Path(settings['out']),
                          timing=TimingConfig(**settings['round_timing']))
     work = CheckpointWork(matrix, options)
-    current: tuple[str, torch.nn.Module] | None = None
+    current: tuple[str, torch.nn.Module, int] | None = None   # case id, its model, its FLOPs per image
     for line in sys.stdin:
         request = json.loads(line)
         case_id = request['case']
         try:
+            img_size = cases[case_id].img_size
             if current is None or current[0] != case_id:
                 current = None   # the previous case's model goes before the next one is built
-                current = (case_id, _built(cases[case_id], work, device))
-            timing = time_forward(current[1], cases[case_id].img_size, options.timing, device)
-            reply = {'case': case_id, 'round': request['round'], 'samples_ms': list(timing.samples_ms)}
+                model = _built(cases[case_id], work, device)
+                current = (case_id, model, flops_per_image(model, img_size, device))
+            with work.parked_while_timing(current[1]):
+                timing = time_forward(current[1], img_size, options.timing, device)
+            reply = {'case': case_id, 'round': request['round'], 'samples_ms': list(timing.samples_ms),
+                     'batch_size_used': timing.batch_size_used, 'flops_per_image': current[2]}
         except Exception as e:   # noqa: BLE001 - the driver records the case untimed on this side, and goes on
             current = None
             reply = {'case': case_id, 'error': f'{type(e).__name__}: {e}'}

@@ -21,7 +21,8 @@ class FakeWorker:
         self.log.append((self.side, request['case'], request['round']))
         if request['case'] == self.fail_on and request['round'] == 2:
             return {'case': request['case'], 'error': 'RuntimeError: boom'}
-        return {'case': request['case'], 'round': request['round'], 'samples_ms': [float(request['round'])]}
+        return {'case': request['case'], 'round': request['round'], 'samples_ms': [float(request['round'])],
+                'batch_size_used': 1, 'flops_per_image': 1000}
 
     def close(self) -> None:
         pass

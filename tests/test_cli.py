@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -126,9 +127,14 @@ def test_report_command(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_matrix_passes_end_to_end(tmp_path, cache_dir):
-    done = harness('run', REPO / 'matrices' / 'smoke.yaml', '--out', tmp_path, '--cache', cache_dir, '-n', '2')
+    from tests.test_report_html import remote_references
+    done = harness('run', REPO / 'matrices' / 'smoke.yaml', '--out', tmp_path, '--cache', cache_dir, '-n', '2',
+                   '--harness-progress-interval', '0')
     assert done.returncode == 0, done.stdout[-5000:]
     assert {r['status'] for r in records(tmp_path)} <= {'passed', 'xfailed', 'unsupported'}
+    assert re.search(r'^progress: \d+/84 cases, \S+ elapsed, about \S+ left$', done.stdout, re.M)
+    html = (tmp_path / 'report.html').read_text()
+    assert html.count('<svg') == 2 * 8 + 4 and remote_references(html) == []   # 8 variants' plots, 4 models'
 
 
 def test_timm_from_a_source_tree_is_installed_by_content(write_matrix, tmp_path):

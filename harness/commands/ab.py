@@ -61,7 +61,7 @@ def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
     timing = interleave(args.matrix, releases, timed_cases(releases), args.rounds, cache)
     if timing is not None:
         for r in releases:
-            timed = record_samples(r, args.rounds, timing.budget_s, timing.precision)
+            timed = record_samples(r, args.rounds, timing)
             print(f'ab: {timed} cases of timm {r.version} timed in {args.rounds} interleaved rounds')
             write_report(r.out / RESULTS_FILE, r.out)
     return compare_runs(out / 'base', out / 'new', out, CompareSpec())

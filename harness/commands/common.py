@@ -159,7 +159,7 @@ def write_report(results: Path, out: Path) -> None:
     if not results.exists():
         return
     files = write(results, out)
-    print(f'report: {files.markdown}  (tables as CSV: {files.csv}, {files.summary_csv})')
+    print(f'report: {files.markdown}, with plots: {files.html}  (tables as CSV: {files.csv}, {files.summary_csv})')
 
 
 def compare_runs(base_path: Path, new_path: Path, out: Path, spec: CompareSpec) -> int:

@@ -15,7 +15,8 @@ from harness.commands.common import (EXIT_CODES, EXIT_INTERRUPTED, EXIT_OK, EXIT
 from harness.compare import CompareSpec
 from harness.image_tree import ImageTreeError, read_image_tree
 from harness.matrix_file import read_matrix_file
-from harness.results import DTYPES, RESULTS_FILE, UNEXPECTED, read_results
+from harness.plugin import TIMING_OPTIONS
+from harness.results import DTYPES, PRECISIONS, RESULTS_FILE, UNEXPECTED, read_results
 from harness.run_record import mark_finished
 from harness.run_start import RunStart
 
@@ -24,12 +25,14 @@ Any other option is passed to pytest (e.g. --junitxml=results.xml, -x, --maxfail
 
 One output folder holds one run: run.json records what it ran with, and a plain re-run moves the previous
 results.jsonl aside as results.<its start time>.jsonl. --resume continues the run recorded there and refuses
-when timm, torch, the device, dtype, batch size, the matrix content or the --images set differ.
+when timm, torch, the device, dtype, precision, compile, channels-last, batch size, the matrix content or
+the --images set differ.
 
 examples:
   harness run matrices/smoke.yaml
   harness run matrices/vit.yaml --timm 0.9.16 -k "openai_clip and patch8" --out reports/vit-0.9.16
   harness run matrices/swin.yaml -n 4 --device cuda --dtype bf16 --batch-size 64
+  harness run matrices/vit.yaml --device cuda --dtype bf16 --precision cast --compile --batch-size 256
   harness run matrices/vit.yaml --resume          # after an interrupted run: skip finished cases
   harness run matrices/vit.yaml -n 2 --case-timeout 300   # a case still running after 5 min: error, go on
   harness run mine.yaml --images ~/val/    # hub/file weights: top-1 on ~/val/<class>/*.jpg at each size
@@ -75,8 +78,18 @@ def add_parser(commands) -> None:
                           '(errors are retried); refused when its run.json differs from this run')
     run.add_argument('--batch-size', type=positive_int, metavar='N',
                      help="timing batch size, an int >= 1 (default: the matrix's, else 1 on CPU and 8 on CUDA)")
-    run.add_argument('--dtype', choices=DTYPES,
-                     help="timing dtype; bf16/fp16 run under autocast (default: the matrix's)")
+    run.add_argument('--dtype', choices=DTYPES, help="timing dtype (default: the matrix's, else fp32)")
+    run.add_argument('--precision', choices=PRECISIONS,
+                     help="how bf16/fp16 are applied: amp = autocast (timm benchmark.py --amp --amp-dtype), cast = "
+                          "weights and inputs in the dtype (benchmark.py --precision) (default: the matrix's, else "
+                          "amp)")
+    run.add_argument('--compile', action='store_true', default=None,
+                     help='time the model through torch.compile (default mode); compiling is not timed')
+    run.add_argument('--channels-last', action='store_true', default=None,
+                     help='time with model and inputs in channels-last memory format')
+    run.add_argument('--max-cv', type=bounded_float(lambda v: v > 0, 'a fraction > 0'), metavar='FRACTION',
+                     help="a case whose timed passes vary more than this (std / mean) is recorded as not stable "
+                          "(timing_stable: false) (default: the matrix's, else 0.05)")
     run.add_argument('--no-timing', action='store_true', help='run the checks only')
     run.add_argument('--images', type=Path, metavar='DIR',
                      help="labelled images, DIR/<class>/<image> with each class folder named by its index (207) or "
@@ -163,10 +176,12 @@ def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, out: Pa
                    '-rfEX',
                    '--harness-out', str(out), '--harness-cache', str(cache)]
     pytest_args.append('-q' if args.quiet else '-v')
-    for flag, value in (('-k', args.k), ('--harness-device', args.device),
-                        ('--harness-batch-size', args.batch_size), ('--harness-dtype', args.dtype),
-                        ('--harness-images', args.images)):
-        if value is not None:
+    options = [('-k', args.k), ('--harness-device', args.device), ('--harness-images', args.images)] + [
+        (f'--harness-{name.replace("_", "-")}', getattr(args, name)) for name in TIMING_OPTIONS]
+    for flag, value in options:
+        if value is True:
+            pytest_args.append(flag)
+        elif value is not None:
             pytest_args += [flag, str(value)]
     # a case that crashes or hangs ends its worker, not the run: xdist starts another (every case may end one;
     # the plugin's scheduler never runs an ended case again) and the plugin records the case as error

@@ -1,13 +1,27 @@
-"""Shared fixtures: a checkpoint cache for the whole session, and a way to run cases of a YAML matrix."""
+"""Shared fixtures: a checkpoint cache for the whole session, a way to run cases of a YAML matrix, and runs that
+several tests read, made once per session."""
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import shutil
+import subprocess
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
-import timm
-import torch
+
+# One compute thread per test process and per harness process a test starts (set before torch is imported, and
+# inherited): xdist runs a test per core, and a process's second thread would only spin in OpenMP's busy wait
+# while the other processes hold the cores (cases cost several times the CPU they need: swin cases of the smoke
+# matrix 40 CPU-s with two threads, 5 with one, on a loaded 2-core machine). Set it to measure otherwise.
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+
+import timm  # noqa: E402
+import torch  # noqa: E402
 
 from harness.cases import expand
 from harness.matrix import TimingConfig, load_matrix
@@ -53,3 +67,59 @@ def run_matrix(write_matrix, cache_dir, known_models, tmp_path):
         work = CheckpointWork(matrix, options)
         return {case.case_id: run_case(case, work) for case in expand(matrix)}
     return run
+
+
+@pytest.fixture(scope='session')
+def once(tmp_path_factory) -> Callable[[str, Callable[[Path], None]], Path]:
+    """``once(name, make)``: a folder that ``make(folder)`` filled, made once per test session even under xdist,
+    for expensive runs that several tests only read: the first worker to ask makes it, the others wait for it
+    (a file lock in the session's temporary folder, which every worker of the session shares)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+
+    def made(name: str, make: Callable[[Path], None]) -> Path:
+        folder = shared / f'once-{name}'
+        with open(shared / f'once-{name}.lock', 'w') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (folder / '.made').exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                make(folder)
+                (folder / '.made').touch()
+        return folder
+    return made
+
+
+TINY_AB = '''
+name: tiny-ab
+models: [{name: vit_tiny_patch16_224, depth: 2, img_size: [128, 256]}]
+origins: [timm]
+sizes: [[64, 512]]
+timing: {warmup: 0, budget_s: 0.3, min_repeats: 4}
+'''
+NIGHTLY_BASE = '1.0.30'   # resamples TINY_AB's rectangular source wrongly at create time; the current release does not
+
+
+@dataclass
+class NightlyJob:
+    done: subprocess.CompletedProcess
+    out: Path   # HARNESS_OUT: the matrix's folder is out / 'matrix', its harness ab run's out / 'matrix' / 'shard-1'
+
+
+@pytest.fixture(scope='session')
+def nightly_job(once, release_cache) -> NightlyJob:
+    """`scripts/nightly.sh local` on TINY_AB, timm 1.0.30 against the current release: what CI's shard and merge
+    jobs do, on one machine. Its `harness ab` run is what tests/test_ab.py checks, its merge and compare what
+    tests/test_workflow.py checks: one job for both."""
+    import timm
+
+    def run(folder: Path) -> None:
+        (folder / 'matrix.yaml').write_text(textwrap.dedent(TINY_AB))
+        done = subprocess.run(['bash', str(REPO / 'scripts' / 'nightly.sh'), 'local', str(folder / 'matrix.yaml')],
+                              capture_output=True, text=True, cwd=REPO,
+                              env={**os.environ, 'HARNESS_BASE': NIGHTLY_BASE, 'HARNESS_NEW': timm.__version__,
+                                   'HARNESS_OUT': str(folder / 'out'), 'HARNESS_CACHE': str(release_cache)})
+        (folder / 'done.json').write_text(json.dumps([done.args, done.returncode, done.stdout, done.stderr]))
+
+    folder = once('nightly-job', run)
+    return NightlyJob(subprocess.CompletedProcess(*json.loads((folder / 'done.json').read_text())), folder / 'out')

@@ -8,7 +8,7 @@ import pytest
 import timm
 
 from harness.ab import Release, _alternate
-from tests.test_cli import harness, records
+from tests.test_cli import records
 
 
 class FakeWorker:
@@ -42,28 +42,24 @@ def test_rounds_alternate_between_releases_case_by_case(tmp_path):
     assert ('new', 'b', 3) not in log                             # and not asked again
 
 
-TINY = '''
-name: tiny-ab
-models: [{name: vit_tiny_patch16_224, depth: 2, img_size: [128, 256]}]
-origins: [timm]
-sizes: [[64, 512]]
-timing: {warmup: 0, budget_s: 0.3, min_repeats: 4}
-'''
+# harness ab's default --rounds, which scripts/nightly.sh runs it with
+ROUNDS = 5
 
 
 @pytest.mark.slow
-def test_ab_between_two_releases_times_in_interleaved_rounds_and_compares(write_matrix, tmp_path, release_cache):
-    done = harness('ab', write_matrix(TINY), '--base', '1.0.30', '--new', timm.__version__, '--rounds', '2',
-                   '--out', tmp_path, '--cache', release_cache)
+def test_ab_between_two_releases_times_in_interleaved_rounds_and_compares(nightly_job):
+    """`harness ab TINY_AB --base 1.0.30 --new <current>` as the nightly job runs it (tests/conftest.py)."""
+    done, ab = nightly_job.done, nightly_job.out / 'matrix' / 'shard-1'
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert 'compare: 3 cases: 2 fixed, 1 outputs_changed' in done.stdout
-    for side in ('base', 'new'):
-        run = json.loads((tmp_path / side / 'run.json').read_text())
-        assert run['timing_rounds'] == 2 and run['timing_budget_s'] == 0.3
-        for record in records(tmp_path / side):
+    for side, release in (('base', '1.0.30'), ('new', timm.__version__)):
+        run = json.loads((ab / side / 'run.json').read_text())
+        assert run['timing_rounds'] == ROUNDS and run['timing_budget_s'] == 0.3
+        assert {r['timm_version'] for r in records(ab / side)} == {release}
+        for record in records(ab / side):
             if record['time_samples_ms']:
-                assert sorted(set(record['time_sample_rounds'])) == [1, 2]
+                assert sorted(set(record['time_sample_rounds'])) == list(range(1, ROUNDS + 1))
                 assert len(record['time_sample_rounds']) == len(record['time_samples_ms']) >= 4
-    cases = json.loads((tmp_path / 'compare.json').read_text())['cases']
+    cases = json.loads((ab / 'compare.json').read_text())['cases']
     assert {c['timing_change'] for c in cases} <= {'same', 'noisy', 'faster', 'slower'}
-    assert Path(tmp_path / 'compare.md').exists()
+    assert Path(ab / 'compare.md').exists()

@@ -3,11 +3,13 @@ fixed_size families check, and `harness coverage`."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
 
 import harness.families
+from harness.cli import main
 from harness.families import FAMILIES, families, family_of, register_family, unclaimed_reason
 from harness.families.base import Family
 from harness.families.cnn import CnnFamily
@@ -139,13 +141,21 @@ def test_coverage_command_lists_families_categories_and_reasons():
     assert 'coverage: 4/4 architectures' in done.stderr
 
 
-def test_coverage_markdown_starts_with_the_summary_table():
-    done = harness_cli('coverage', '--models', 'resnet1*')
-    lines = done.stdout.splitlines()
-    assert done.returncode == 0 and lines[0].startswith('**') and 'nothing_to_resample' in lines[0]
+@pytest.fixture
+def cli_main(monkeypatch):
+    """`harness` in this process (the test above runs it as a user does), its one-line-warnings handler removed
+    after the test."""
+    monkeypatch.setattr(logging.getLogger('harness'), 'handlers', [])
+    return main
+
+
+def test_coverage_markdown_starts_with_the_summary_table(cli_main, capsys):
+    code = cli_main(['coverage', '--models', 'resnet18*'])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0 and lines[0].startswith('**') and 'nothing_to_resample' in lines[0]
     assert lines[2].startswith('| category') and any(line.startswith('| architecture') for line in lines)
 
 
-def test_coverage_of_a_pattern_matching_nothing_is_bad_input():
-    done = harness_cli('coverage', '--models', 'no_such_model*')
-    assert done.returncode == 2 and done.stderr.startswith('error: --models: no_such_model* match no architecture')
+def test_coverage_of_a_pattern_matching_nothing_is_bad_input(cli_main, capsys):
+    code = cli_main(['coverage', '--models', 'no_such_model*'])
+    assert code == 2 and capsys.readouterr().err.startswith('error: --models: no_such_model* match no architecture')

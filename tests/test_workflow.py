@@ -17,7 +17,6 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.test_ab import TINY as TINY_AB
 
 WORKFLOW = REPO / '.github' / 'workflows' / 'nightly.yml'
 SCRIPT = REPO / 'scripts' / 'nightly.sh'
@@ -95,16 +94,12 @@ def test_script_finds_the_newest_release_and_the_one_before(tmp_path):
 
 
 @pytest.mark.slow
-def test_script_runs_the_nightly_job_end_to_end(write_matrix, tmp_path, release_cache):
-    """What CI's shard and merge jobs do, on one machine: 1.0.30 against the current release."""
+def test_script_runs_the_nightly_job_end_to_end(nightly_job):
+    """What CI's shard and merge jobs do, on one machine: 1.0.30 against the current release (tests/conftest.py)."""
     import json
-
-    import timm
-    matrix = write_matrix(TINY_AB)
-    done = script('local', str(matrix), HARNESS_BASE='1.0.30', HARNESS_NEW=timm.__version__,
-                  HARNESS_OUT=str(tmp_path / 'out'), HARNESS_CACHE=str(release_cache))
+    done = nightly_job.done
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    compared = json.loads((tmp_path / 'out' / 'matrix' / 'compare.json').read_text())
+    compared = json.loads((nightly_job.out / 'matrix' / 'compare.json').read_text())
     assert {c['change'] for c in compared['cases']} >= {'fixed'}
     for side in ('base', 'new'):
-        assert (tmp_path / 'out' / 'matrix' / side / 'report.md').exists()
+        assert (nightly_job.out / 'matrix' / side / 'report.md').exists()

@@ -169,11 +169,13 @@ def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, out: Pa
     matrix_path = str(args.matrix)
     ini = Path(__file__).parents[1] / 'pytest.ini'
     # our own ini and rootdir: a project's pytest settings must not apply; ids read `smoke.yaml::<case>`;
-    # pytest-benchmark, where installed, only warns that xdist disables it. Cases hold no asserts to rewrite
-    # and leave no unraisable exceptions to hunt: both cost seconds (rewriting imports, gc at exit) per process
+    # pytest-benchmark, where installed, only warns that xdist disables it; anyio's and hypothesis's plugins
+    # (anyio comes with huggingface_hub) serve no case but import their packages in every process. Cases hold
+    # no asserts to rewrite and leave no unraisable exceptions to hunt: both cost seconds (rewriting imports,
+    # gc at exit) per process
     pytest_args = [matrix_path, '-p', 'harness.plugin', '-c', str(ini), '--rootdir', str(Path(matrix_path).parent),
-                   '-p', 'no:cacheprovider', '-p', 'no:benchmark', '-p', 'no:unraisableexception', '--assert=plain',
-                   '-rfEX',
+                   '-p', 'no:cacheprovider', '-p', 'no:benchmark', '-p', 'no:anyio', '-p', 'no:hypothesispytest',
+                   '-p', 'no:unraisableexception', '--assert=plain', '-rfEX',
                    '--harness-out', str(out), '--harness-cache', str(cache)]
     pytest_args.append('-q' if args.quiet else '-v')
     options = [('-k', args.k), ('--harness-device', args.device), ('--harness-images', args.images)] + [

@@ -2,8 +2,8 @@
 
 Every check that needs neither torch nor timm (the arguments, the matrix file, the output folder, the
 results file a --resume continues) runs before either is imported: importing timm takes seconds, and a typo
-should be answered at once. The checks that need them run in pytest's controller while the xdist workers
-start (:mod:`harness.run_start`). Bad input is one line ``error: <file or flag>: <problem>`` and exit code 2.
+should be answered at once. The checks that need them run in the first xdist worker, which imports both to run
+cases anyway (:mod:`harness.run_start`). Bad input is one line ``error: <file or flag>: <problem>`` and exit code 2.
 """
 from __future__ import annotations
 

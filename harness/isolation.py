@@ -32,6 +32,7 @@ if TYPE_CHECKING:   # the controller imports this module before its workers star
 
 TIMEOUT_EXIT_STATUS = 70   # what a worker ended by its watchdog exits with (EX_SOFTWARE)
 STACK_FRAMES = 4           # innermost frames of a hung case that its timeout record shows
+RUN_REFUSED = pytest.StashKey[bool]()   # set by harness.run_start when the run did not start: no case may run
 
 
 class CaseScheduling(LoadGroupScheduling):
@@ -45,7 +46,13 @@ class CaseScheduling(LoadGroupScheduling):
       runs it (issue #1327): here only unstarted cases go back, and a worker is told when no more will come;
     - it gives work to a replacement that is still collecting, an internal error (issues #1189, #1362): here
       such a worker gets its work once it has collected.
+
+    And it hands out no case at all when the run was refused before its start (:mod:`harness.run_start`).
     """
+
+    def schedule(self) -> None:
+        if not self.config.stash.get(RUN_REFUSED, False):
+            super().schedule()
 
     def remove_node(self, node) -> str | None:
         workload = self.assigned_work.pop(node)

@@ -23,6 +23,7 @@ from harness.matrix import Matrix, MatrixError, load_matrix
 from harness.pipeline import CheckpointWork, RunOptions, run_case
 from harness.plugin import TIMING_OPTIONS, UNSUPPORTED_PREFIX
 from harness.results import append_result
+from harness.run_start import StartRefused, check_release, hand_over, start_request
 
 
 class CaseFailed(Exception):
@@ -32,11 +33,17 @@ class CaseFailed(Exception):
 class MatrixFile(pytest.File):
     def collect(self):
         import timm
+        request = start_request(self.config)   # this worker describes the run (harness.run_start)
         try:
+            if request:
+                check_release(request)
             matrix = load_matrix(self.path, known_models=timm.list_models())
-        except MatrixError as e:
+            options = run_options(self.config, matrix)
+            if request:
+                hand_over(request, matrix, options)
+        except (MatrixError, StartRefused) as e:
             raise self.CollectError(str(e)) from None
-        work = CheckpointWork(matrix, run_options(self.config, matrix))
+        work = CheckpointWork(matrix, options)
         cases = expand(matrix)
         shard = self.config.getoption('--harness-shard')
         if shard:

@@ -8,8 +8,8 @@ Under xdist (``harness run`` always uses it) a case that kills its worker or ove
 is recorded as ``error`` and the run goes on: see :mod:`harness.isolation`.
 
 This module is imported by the xdist controller too, which collects nothing: it imports neither torch nor
-timm, so the workers (which need both) start at once and import them while the controller checks the run
-(:mod:`harness.run_start`).
+timm, which cost seconds of CPU per process; the workers need both, and the first of them checks the run for
+the controller (:mod:`harness.run_start`).
 """
 from __future__ import annotations
 

@@ -1,20 +1,25 @@
-"""What a run settles before its first case, in the xdist controller while the workers start up.
+"""What a run settles before its first case: the first xdist worker describes the run, the controller readies
+its folder.
 
-The checks that need torch or timm (the matrix validated against timm's models and the origins' layouts,
-its checkpoint files vetted, labelled images checked against the models' classes, the device resolved) and
-the run folder made ready for this run: run.json written, an earlier run's results moved aside, or
-``--resume`` checked against the run it continues.
+The checks that need torch or timm (the imported release, the matrix validated against timm's models and the
+origins' layouts, its checkpoint files vetted, labelled images checked against the models' classes, the device
+resolved) and the description run.json gives (torch's
+settings, the device's name) need both imported. Importing them takes seconds of CPU in every process, and
+the workers must import both to run cases, so the controller imports neither: the worker that holds the
+start request (:data:`START_REQUEST`) does these checks while it collects the matrix's cases
+(:func:`check_release`, :func:`hand_over`) and hands the run's record to the controller. There
+:class:`RunStart` makes the run folder ready (run.json written, an earlier run's results moved aside, or
+``--resume`` checked against the run it continues) before xdist hands out the first case. A problem on either
+side stops the run there, with no case run: the command line says it in one line and exits 2.
 
-Importing torch and timm takes seconds in every process, and the workers must import both to run cases.
-So the command line does the checks that need neither before pytest starts (:mod:`harness.cli`), and
-:class:`RunStart` does the rest at the start of pytest's run loop: after xdist has started the workers,
-before it hands them a case. A problem stops the run there, with no case run: the command line says it in
-one line and exits 2.
+The command line does the checks that need neither before pytest starts (:mod:`harness.cli`).
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,17 +27,18 @@ import pytest
 
 from harness import timm_versions
 from harness.image_tree import ImageTree, ImageTreeError, check_readable, class_indices, read_image_tree
-from harness.plugin import TIMING_OPTIONS
+from harness.isolation import RUN_REFUSED
 from harness.results import RESULTS_FILE, ResultsFileError, set_aside
 from harness.run_record import RUN_FILE, RunRecord, RunRecordError, describe_run, differences, read_run_record, \
     write_run_record
 
 if TYPE_CHECKING:
-    import torch
-
     from harness.matrix import Matrix
+    from harness.pipeline import RunOptions
 
 _logger = logging.getLogger(__name__)
+
+START_REQUEST = 'harness_start'   # the workerinput key of the worker that describes the run
 
 
 class StartRefused(Exception):
@@ -46,56 +52,107 @@ START_PROBLEMS = (StartRefused, RunRecordError, ResultsFileError)
 class RunStart:
     """pytest plugin for the xdist controller (``harness run`` registers it): starts the run, or refuses it.
 
-    ``args`` are ``harness run``'s parsed arguments, ``argv`` its command line. After the session, ``matrix``
-    is the validated matrix of a started run, or ``refused`` says why the run did not start.
+    ``args`` are ``harness run``'s parsed arguments, ``argv`` its command line. After the session, ``record``
+    describes a started run, or ``refused`` says why the run did not start.
     """
 
     def __init__(self, args: argparse.Namespace, argv: list[str], out: Path):
         self.args, self.argv, self.out = args, argv, out
-        self.matrix: Matrix | None = None
+        self.record: RunRecord | None = None
         self.refused: Exception | None = None
+        self._config: pytest.Config | None = None
+        self._handoff = Path(tempfile.mkdtemp(prefix='harness-start-'))   # where the worker leaves the record
+        self._starter = None   # the worker describing the run, until it has
+
+    def pytest_configure(self, config: pytest.Config) -> None:
+        self._config = config
+
+    def pytest_unconfigure(self) -> None:
+        shutil.rmtree(self._handoff, ignore_errors=True)
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
-        capture = session.config.pluginmanager.getplugin('capturemanager')
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        import harness.report  # noqa: F401 - pandas now, beside the workers' imports, not after the last case
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node) -> None:
+        """The first worker describes the run; if it dies before it has, its replacement does."""
+        if self._starter is None and self.record is None and self.refused is None:
+            self._starter = node
+            node.workerinput[START_REQUEST] = {'timm': self.args.timm, 'argv': ['harness', *self.argv],
+                                               'shard': self.args.shard, 'handoff': str(self._handoff),
+                                               'images': str(self.args.images) if self.args.images else None}
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        if node is self._starter:
+            self._starter = None
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """A worker that cannot collect the matrix says why the run cannot start: the command line says it, in
+        one line, so the terminal does not list it again as a collection error."""
+        if not report.failed:
+            return
+        if self.refused is None:
+            self._refuse(StartRefused(str(report.longrepr).strip()))
+        errors = self._config.pluginmanager.get_plugin('terminalreporter').stats.get('error', [])
+        if report in errors:
+            errors.remove(report)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids) -> None:
+        """The describing worker has collected: ready the folder for its run, before xdist hands out a case."""
+        if node is not self._starter or self.refused is not None:
+            return
+        record = read_run_record(self._handoff)
+        capture = self._config.pluginmanager.getplugin('capturemanager')
         try:
             with capture.global_and_fixture_disabled():   # its messages and warnings are for the user's terminal
-                self.matrix = start_run(self.args, self.argv, self.out)
+                start_run_folder(self.out, record, resume=self.args.resume)
         except START_PROBLEMS as e:
-            self.refused = e
-            return True   # xdist's loop never runs: no case is handed out, and the session ends its workers
-        return None
+            self._refuse(e)
+            return
+        self.record = record
+
+    def _refuse(self, problem: Exception) -> None:
+        self.refused = problem
+        self._config.stash[RUN_REFUSED] = True   # the scheduler hands out no case
 
 
-def start_run(args: argparse.Namespace, argv: list[str], out: Path) -> Matrix:
-    """Validate, resolve the device, make ``out`` this run's folder; the validated matrix."""
+def start_request(config: pytest.Config) -> dict | None:
+    """What the worker that describes the run needs (see :class:`RunStart`); None in every other process."""
+    return getattr(config, 'workerinput', {}).get(START_REQUEST)
+
+
+def check_release(request: dict) -> None:
+    """In a ``--timm`` re-run: the release imported must be the one asked for (before anything is judged by it)."""
     problem = timm_versions.check_imported_release()
     if problem:
-        raise StartRefused(f'--timm {args.timm}: {problem}')
-    matrix = _validated(args.matrix)
-    images = _labelled_images(args.images, matrix)
+        raise StartRefused(f'--timm {request["timm"]}: {problem}')
+
+
+def hand_over(request: dict, matrix: Matrix, options: RunOptions) -> None:
+    """Leave the run's record (:func:`describe_start`) where the controller reads it."""
+    record = describe_start(matrix, options, images=request['images'], argv=request['argv'], shard=request['shard'])
+    write_run_record(Path(request['handoff']), record)
+
+
+def describe_start(matrix: Matrix, options: RunOptions, images: str | None, argv: list[str],
+                   shard: str | None) -> RunRecord:
+    """Check the device the workers will use and the labelled images (``images``: the --images flag), say which
+    model entries this release leaves out; the run's record."""
+    import torch
+    if options.device.type == 'cuda' and not torch.cuda.is_available():
+        raise StartRefused(f'--device cuda: torch {torch.__version__} sees no CUDA device '
+                           f'(torch.cuda.is_available() is False); expected --device cpu or a machine with a GPU')
+    tree = _labelled_images(images, matrix)
     for entry in matrix.left_out:
-        print(f'{args.matrix}: {entry}: left out')
-    device = _device(args.device)
-    timing = matrix.timing.for_run(device.type, enabled=not args.no_timing,
-                                   **{name: getattr(args, name, None) for name in TIMING_OPTIONS})
-    _start_run_folder(out, describe_run(matrix, device, timing, ['harness', *argv], args.shard, images),
-                      resume=args.resume)
-    import harness.report  # noqa: F401 - its pandas import now, beside the workers' imports, not after the last case
-    return matrix
+        options.say(f'{matrix.path}: {entry}: left out')
+    return describe_run(matrix, options.device, options.timing, argv, shard, tree)
 
 
-def _validated(path: Path) -> Matrix:
-    import timm
-
-    from harness.matrix import MatrixError, load_matrix
-    try:
-        return load_matrix(path, known_models=timm.list_models())
-    except MatrixError as e:
-        raise StartRefused(str(e)) from None
-
-
-def _labelled_images(flag: Path | None, matrix: Matrix) -> ImageTree | None:
+def _labelled_images(flag: str | None, matrix: Matrix) -> ImageTree | None:
     """The run's labelled images (--images, else the matrix's ``images:``): every image readable, every class
     folder one of the classes of each checkpoint with real weights."""
     where, folder = ('--images', flag) if flag else (f'{matrix.path}: images', matrix.images)
@@ -129,15 +186,7 @@ def _real_weights_classes(matrix: Matrix) -> dict[str, int]:
             for case in expand(matrix) if not ORIGINS[case.origin.name].synthesized}
 
 
-def _device(asked: str | None) -> torch.device:
-    import torch
-    if asked == 'cuda' and not torch.cuda.is_available():
-        raise StartRefused(f'--device cuda: torch {torch.__version__} sees no CUDA device '
-                           f'(torch.cuda.is_available() is False); expected --device cpu or a machine with a GPU')
-    return torch.device(asked or ('cuda' if torch.cuda.is_available() else 'cpu'))
-
-
-def _start_run_folder(out: Path, record: RunRecord, resume: bool) -> None:
+def start_run_folder(out: Path, record: RunRecord, resume: bool) -> None:
     """Make ``out`` hold this run alone. --resume continues the run recorded there, if it is the same run; a
     plain run moves an earlier run's results aside. Then run.json describes the run whose results are there."""
     previous = read_run_record(out)

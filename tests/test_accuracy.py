@@ -3,7 +3,6 @@ user's checkpoint, and a dozen images each filed under the class the model itsel
 so that its native accuracy is 1.0 by construction. Half the classes are named by index, half by synset."""
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import shutil
@@ -26,7 +25,7 @@ from harness.image_tree import INDEX, ImageTreeError, class_indices, read_image_
 from harness.items import run_options
 from harness.matrix import MatrixError, load_matrix
 from harness.pipeline import RunOptions
-from harness.run_start import StartRefused, start_run
+from harness.run_start import StartRefused, describe_start, start_run_folder
 from tests.test_cli import harness, records
 
 MODEL, NATIVE, TARGET = 'vit_tiny_patch16_224', 32, 48
@@ -177,10 +176,12 @@ def test_bad_trees_are_one_line_errors_before_timm_is_imported(write_matrix, tmp
         load_matrix(write_matrix(matrix_text('tiny.pth') + 'images: named\n'))
 
 
-def run_args(matrix: Path, images: Path | None, resume: bool = False) -> argparse.Namespace:
-    """``harness run``'s parsed arguments, as start_run gets them."""
-    return argparse.Namespace(timm=None, matrix=matrix, device='cpu', batch_size=None, dtype=None, no_timing=True,
-                              shard=None, resume=resume, images=images)
+def start_run(matrix_path: Path, images: Path | None, out: Path, resume: bool = False) -> None:
+    """What `harness run --images IMAGES --no-timing` settles before its first case (harness.run_start), here."""
+    matrix = load_matrix(matrix_path, known_models=timm.list_models())
+    options = RunOptions(device=torch.device('cpu'), cache_dir=out / 'cache', out_dir=out,
+                         timing=matrix.timing.for_run('cpu', enabled=False))
+    start_run_folder(out, describe_start(matrix, options, images=images and str(images), argv=[], shard=None), resume=resume)
 
 
 def test_labels_that_fit_no_model_or_unreadable_images_stop_the_start(labelled, write_matrix, tmp_path):
@@ -199,7 +200,7 @@ def test_labels_that_fit_no_model_or_unreadable_images_stop_the_start(labelled, 
         else:
             Image.new('RGB', (4, 4)).save(tree / name / file)
         with pytest.raises(StartRefused) as refused:
-            start_run(run_args(matrix, tree), [], tmp_path / 'out')
+            start_run(matrix, tree, tmp_path / 'out')
         message = str(refused.value)
         assert message.startswith('--images: ') and expected in message and '\n' not in message, message
         if file != 'broken.jpg':
@@ -210,7 +211,7 @@ def test_labels_that_fit_no_model_or_unreadable_images_stop_the_start(labelled, 
 def test_images_for_synthesized_weights_only_are_warned_about(labelled, write_matrix, tmp_path, caplog):
     text = matrix_text(labelled.checkpoint).replace(f'{{file: {labelled.checkpoint}}}', 'timm')
     (tmp_path / 'out').mkdir()
-    start_run(run_args(write_matrix(text), labelled.tree), [], tmp_path / 'out')
+    start_run(write_matrix(text), labelled.tree, tmp_path / 'out')
     assert '--images: no case has real weights (hub or file), so none records accuracy' in caplog.text
 
 
@@ -218,17 +219,17 @@ def test_resume_refuses_another_image_set(labelled, write_matrix, tmp_path):
     matrix, tree, out = write_matrix(matrix_text(labelled.checkpoint)), tmp_path / 'tree', tmp_path / 'out'
     shutil.copytree(labelled.tree, tree)
     out.mkdir()
-    start_run(run_args(matrix, tree), [], out)
+    start_run(matrix, tree, out)
     run = json.loads((out / 'run.json').read_text())
     assert run['images'] == str(tree) and run['images_sha256'] == read_image_tree(tree).sha256
-    start_run(run_args(matrix, tree, resume=True), [], out)   # the same images: resumes
+    start_run(matrix, tree, out, resume=True)   # the same images: resumes
     image = next(tree.rglob('*.png'))
     image.write_bytes(image.read_bytes() + b'\0')   # one image changed: another image set
     with pytest.raises(StartRefused, match=r'cannot --resume a different run: labelled images \(sha256 of their '
                                            r'paths and sizes\) was [0-9a-f]{64}, now [0-9a-f]{64}'):
-        start_run(run_args(matrix, tree, resume=True), [], out)
+        start_run(matrix, tree, out, resume=True)
     with pytest.raises(StartRefused, match=r'labelled images .* was [0-9a-f]{64}, now unrecorded'):
-        start_run(run_args(matrix, None, resume=True), [], out)
+        start_run(matrix, None, out, resume=True)
 
 
 def test_the_command_lines_images_win_over_the_matrixs(labelled, write_matrix, known_models, tmp_path):

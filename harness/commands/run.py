@@ -122,7 +122,7 @@ def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
     exit_code = _run_cases(args, extra, start, out, cache)
     if start.refused:
         raise start.refused
-    if start.matrix is not None:
+    if start.record is not None:
         mark_finished(out)
     if exit_code is None:
         return _interrupted(out, argv)
@@ -203,7 +203,7 @@ def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, out: Pa
     if args.resume:   # the verdict covers the cases run before the interruption too
         if code == pytest.ExitCode.NO_TESTS_COLLECTED:
             print('nothing left to run: every selected case already has a result')
-        return _exit_code_from_results(out / RESULTS_FILE, start.matrix.name)
+        return _exit_code_from_results(out / RESULTS_FILE, start.record.matrix_name)
     if code == pytest.ExitCode.NO_TESTS_COLLECTED and args.shard:
         print(f'shard {args.shard} holds no case of {matrix_path}')
         return EXIT_OK

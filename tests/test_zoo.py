@@ -1,0 +1,49 @@
+"""matrices/zoo.yaml: one architecture of every family, on the current release and on timm 1.0.8, the oldest
+release CI runs it on: findings are statuses, never harness errors."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import timm
+
+from harness.families import families, family_of
+from harness.matrix import load_matrix
+from tests.conftest import REPO
+from tests.test_cli import harness, records
+
+ZOO = REPO / 'matrices' / 'zoo.yaml'
+OLDEST = '1.0.8'
+
+
+def test_the_zoo_holds_an_architecture_of_every_family(known_models):
+    matrix = load_matrix(ZOO, known_models=known_models)
+    assert {family_of(model.name).name for model in matrix.models} == {family.name for family in families()}
+
+
+def _zoo_run(release: str, out, cache) -> tuple[int, list[dict]]:
+    args = ['--timm', release] if release != timm.__version__ else []
+    done = harness('run', ZOO, *args, '--no-timing', '-q', '--out', out, '--cache', cache)
+    assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]
+    return done.returncode, records(out)
+
+
+@pytest.mark.slow
+def test_the_zoo_passes_on_the_current_release(tmp_path, release_cache):
+    code, cases = _zoo_run(timm.__version__, tmp_path, release_cache)
+    statuses = Counter(case['status'] for case in cases)
+    assert code == 0 and set(statuses) <= {'passed', 'xfailed', 'unsupported'}, statuses
+    passed_families = {family_of(case['model']).name for case in cases if case['status'] == 'passed'}
+    assert passed_families == {family.name for family in families()} - {'fixed_size'}
+    assert all('own input size' in case['reason'] for case in cases if family_of(case['model']).name == 'fixed_size')
+
+
+@pytest.mark.slow
+def test_the_zoo_runs_on_timm_1_0_8_without_harness_errors(tmp_path, release_cache):
+    _, cases = _zoo_run(OLDEST, tmp_path, release_cache)
+    assert {case['timm_version'] for case in cases} == {OLDEST}
+    harness_faults = [(case['case_id'], case['reason']) for case in cases if case['status'] in ('error', 'resource')]
+    assert not harness_faults
+    # what 1.0.8 lacks is unsupported, with the reason: set_input_size, dynamic_img_size for Swin
+    unsupported = {case['path'] for case in cases if case['status'] == 'unsupported'}
+    assert 'set_input_size' in unsupported and all(case['reason'] for case in cases if case['status'] != 'passed')

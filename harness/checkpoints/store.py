@@ -24,7 +24,7 @@ from harness.families import to_size
 from harness.matrix import ModelSpec, OriginSpec
 from harness.origins import FILE_ORIGIN, HUB_ORIGIN, ORIGINS
 
-SYNTHESIS_VERSION = 2   # bump when synthesize.py or a layout writer changes what it writes
+SYNTHESIS_VERSION = 3   # bump when synthesize.py or a layout writer changes what it writes
 
 
 class CheckpointError(RuntimeError):

@@ -28,11 +28,11 @@ timing: {batch_size: 2, warmup: 0, budget_s: 0, min_repeats: 2}
 '''
 
 
-def harness(*args: str, cwd: Path | None = None,
-            env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def harness(*args: str, cwd: Path | None = None, env_extra: dict[str, str] | None = None,
+            timeout_s: float | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **env_extra} if env_extra else None
     return subprocess.run([sys.executable, '-m', 'harness.cli', *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env)
+                          cwd=cwd, env=env, timeout=timeout_s)
 
 
 def records(out: Path) -> list[dict]:

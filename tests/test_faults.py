@@ -64,7 +64,8 @@ def test_a_faulty_case_is_recorded_and_every_other_case_runs(fault, status, reas
     inject(fault)
     out = tmp_path / 'out'
     done = harness('run', write_matrix(FAULT_MATRIX), '--out', out, '--cache', cache_dir, '--no-timing',
-                   '--case-timeout', CASE_TIMEOUT_S, '-p', 'tests.fault_injection')
+                   '--case-timeout', CASE_TIMEOUT_S, '-p', 'tests.fault_injection',
+                   timeout_s=300)   # a replacement worker never given its cases would hang the run
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     by_size = {r['img_size'][0]: r for r in records(out)}
     assert sorted(by_size) == [42, 56, 70] and len(records(out)) == 3   # each case recorded, once

@@ -5,12 +5,14 @@ Categories (:data:`CATEGORIES`): ``oracle`` (a family resizes it with the harnes
 ``nothing_to_resample`` (it accepts a new size as it is, proven by a meta-device forward pass at another
 size: shapes, drift and timing only), ``fixed_size`` (only its own size: its cases are ``unsupported``) and
 ``unknown`` (no family claims it; ``reason`` says why). Everything is decided on the meta device, without
-weights, and the full table is cached per release: a release does not change.
+weights, and the full table is cached per release and version of the families' code (:func:`families_digest`):
+neither changes between runs, and a new family or probe must not be hidden behind an old table.
 """
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -48,10 +50,19 @@ def classify(name: str) -> Architecture:
                         family.unsupported(name) or '')
 
 
+def families_digest() -> str:
+    """A digest of the code that decides families (harness/families/), 12 hex digits."""
+    import harness.families
+    digest = hashlib.sha256()
+    for source in sorted(Path(harness.families.__file__).parent.glob('*.py')):
+        digest.update(source.name.encode() + b'\0' + source.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def release_coverage(cache_dir: Path, say: Callable[[str], None]) -> list[Architecture]:
     """Every architecture of the installed release, from the cache when this release was covered before."""
     import timm
-    cached = cache_dir / 'coverage' / f'timm-{timm.__version__}.json'
+    cached = cache_dir / 'coverage' / f'timm-{timm.__version__}-families-{families_digest()}.json'
     if cached.is_file():
         return [Architecture(**{**row, 'paths': tuple(row['paths']), 'checks': tuple(row['checks'])})
                 for row in json.loads(cached.read_text())]

@@ -27,6 +27,8 @@ CNN = 'test_resnet'   # timm's own tiny ResNet: 0.5M parameters, 160x160, featur
     ('swin_tiny_patch4_window7_224', 'swin'),
     ('eva02_tiny_patch14_224', 'eva'), ('vit_small_patch16_rope_mixed_224', 'eva'), ('vit_small_patch16_dinov3', 'eva'),
     ('resnet18', 'cnn'), ('convnext_atto', 'cnn'), ('efficientnet_b0', 'cnn'), (CNN, 'cnn'),
+    ('mambaout_femto', 'cnn'), ('sequencer2d_s', 'cnn'),                   # NHWC features (output_fmt)
+    ('xcit_nano_12_p16_224', 'cnn'), ('twins_pcpvt_small', 'cnn'),        # token features (TOKEN_OUTPUTS)
     ('mixer_s16_224', 'fixed_size'), ('cait_xxs24_224', 'fixed_size'), ('levit_128', 'fixed_size'),
     ('crossvit_tiny_240', 'fixed_size'),            # scales any input back to 240x240: its features never change
 ])
@@ -35,7 +37,7 @@ def test_family_of(model, family):
 
 
 @pytest.mark.parametrize('model, why', [
-    ('xcit_nano_12_p16_224', 'forward_features gives (1, 481, 128)'),   # token outputs on no grid it can name
+    ('mvitv2_tiny', 'forward_features gives (1, 120, 768)'),   # token outputs on no grid it can name
     ('vit_base_patch16_radio_v3', 'align_corners=True'),
 ])
 def test_models_no_family_claims_say_why(model, why):
@@ -99,6 +101,25 @@ def test_cnn_cases_check_shapes_drift_and_load_and_nothing_else(run_matrix):
     assert results[f'{CNN}-timm-160x160-create'].drift_cosine == pytest.approx(1.0)
 
 
+def test_cnn_cases_of_nhwc_and_token_features_check_their_shapes(run_matrix, monkeypatch):
+    """MambaOut's forward_features are NHWC, XCiT's tokens after a class token: each is judged in its layout, and
+    a feature map one row short fails shapes in either."""
+    models = ('{name: mambaout_femto, depths: [1, 1, 1, 1], dims: [8, 16, 24, 32]}, '
+              '{name: xcit_nano_12_p16_224, depth: 1, embed_dim: 32, num_heads: 2, cls_attn_layers: 1}')
+    text = f'name: layouts\nmodels: [{models}]\norigins: [timm]\nsizes: [[96, 128]]\npaths: [create]\n'
+    results = run_matrix(text)
+    assert {case_id: r.status for case_id, r in results.items()} == dict.fromkeys(results, 'passed')
+    import timm.models.mambaout
+    import timm.models.xcit
+    for module, cls in ((timm.models.mambaout, 'MambaOut'), (timm.models.xcit, 'Xcit')):
+        forward = getattr(module, cls).forward_features
+        monkeypatch.setattr(getattr(module, cls), 'forward_features', lambda self, x, f=forward: f(self, x)[:, 1:])
+        monkeypatch.delattr(getattr(module, cls), 'forward_intermediates')   # the checks' features come from it
+    results = run_matrix(text.replace('name: layouts', 'name: layouts-short'))
+    verdicts = {case_id: (r.status, r.failed_checks, r.reason) for case_id, r in results.items()}
+    assert all(r.status == 'failed' and r.failed_checks == ['shapes'] for r in results.values()), verdicts
+
+
 def test_cnn_shape_check_catches_a_feature_map_of_the_wrong_size(run_matrix, monkeypatch):
     """A model whose last stage loses a row at the target size (as a padding bug would) fails `shapes`."""
     import timm.models.resnet
@@ -127,7 +148,7 @@ def test_fixed_size_cases_are_unsupported_with_what_the_probe_saw(run_matrix):
 
 def test_coverage_command_lists_families_categories_and_reasons():
     done = harness_cli('coverage', '--models', 'test_resnet', 'vit_tiny_patch16_224', 'mixer_s16_224',
-                       'xcit_nano_12_p16_224', '--format', 'json')
+                       'mvitv2_tiny', '--format', 'json')
     assert done.returncode == 0, done.stderr
     table = json.loads(done.stdout)
     rows = {row['architecture']: row for row in table['architectures']}
@@ -136,8 +157,8 @@ def test_coverage_command_lists_families_categories_and_reasons():
     assert rows['vit_tiny_patch16_224']['checks'] == 'load reload resize shapes finite noop fidelity parity drift'
     assert rows['test_resnet']['module'] == 'resnet' and rows['test_resnet']['paths'] == 'create'
     assert rows['mixer_s16_224']['category'] == 'fixed_size' and 'own input size' in rows['mixer_s16_224']['reason']
-    assert rows['xcit_nano_12_p16_224']['family'] is None   # token outputs on no grid the harness can name
-    assert 'forward_features gives (1, 481, 128) at 320x384' in rows['xcit_nano_12_p16_224']['reason']
+    assert rows['mvitv2_tiny']['family'] is None   # pooled tokens, and relative positions resampled at run time
+    assert 'forward_features gives (1, 120, 768) at 320x384' in rows['mvitv2_tiny']['reason']
     assert 'coverage: 4/4 architectures' in done.stderr
 
 

@@ -375,7 +375,7 @@ def test_unknown_model_suggests_close_matches(tmp_path, known_models):
 
 
 @pytest.mark.parametrize('model, why', [
-    ('xcit_nano_12_p16_224', 'forward_features gives (1, 481, 128)'),      # its outputs name no grid
+    ('mvitv2_tiny', 'forward_features gives (1, 120, 768)'),      # its outputs name no grid
     ('vit_base_patch16_radio_v3', 'align_corners=True'),                    # a VisionTransformer the vit family leaves
 ])
 def test_model_outside_supported_families(tmp_path, known_models, model, why):
@@ -503,7 +503,7 @@ def test_missing_file(tmp_path, known_models):
 def test_all_problems_reported_together(tmp_path, known_models):
     path, err = error_of(tmp_path, f"""\
         name: many
-        models: [vit_tiny_patch16_22, xcit_nano_12_p16_224, {{name: {VIT}, bogus_arg: 1}}, {SWIN}]
+        models: [vit_tiny_patch16_22, mvitv2_tiny, {{name: {VIT}, bogus_arg: 1}}, {SWIN}]
         origins: [timm, openai_clip, nope, {{file: missing.pth}}]
         sizes: [224, big, 112]
         patch_sizes: [0]

@@ -63,6 +63,7 @@ class Geometry:
     # BEiT, relative-position ViTs, MaxxViT: the window of every relative-position module, by module name
     rel_pos_windows: tuple[tuple[str, Size], ...] = field(default=())
     partition_ratio: int = 0            # MaxxViT: input pixels per window (and grid) cell, img_size // window
+    feature_layout: str = 'NCHW'        # CNN: forward_features as NCHW, NHWC or tokens (NLC, after the prefix)
 
 
 def families() -> list['Family']:

@@ -10,6 +10,10 @@ Membership is proven, not assumed: a forward pass on the meta device at a larger
 of 64, so every stride divides it) must work, and its features and intermediates there must follow
 ``feature_info`` (NCHW, each side the input side over the level's reduction). A model timm itself resizes
 (``set_input_size``) has something to resample and is left to a family with an oracle.
+
+Not every such model's ``forward_features`` is NCHW: timm marks the NHWC ones (MambaOut, Sequencer) with
+``output_fmt``, and a few give tokens, with no attribute saying so: XCiT (Fourier position features computed for
+each input, a class token) and Twins (conditional position convolutions), named in :data:`TOKEN_OUTPUTS`.
 """
 from __future__ import annotations
 
@@ -20,6 +24,16 @@ from torch import nn
 
 from harness.families import Geometry, Size, Target, register_family, to_size
 from harness.families.base import Family
+
+
+# classes whose forward_features are tokens (B, prefix + h * w, C) on the last feature map's grid
+TOKEN_OUTPUTS = ('Xcit', 'Twins')
+
+
+def feature_layout(model: nn.Module) -> str:
+    if type(model).__name__ in TOKEN_OUTPUTS:
+        return 'NLC'
+    return 'NHWC' if str(getattr(model, 'output_fmt', 'NCHW')).upper() == 'NHWC' else 'NCHW'
 
 
 @register_family
@@ -59,8 +73,10 @@ class CnnFamily(Family):
         stride = info[-1]['reduction']
         return Geometry(img_size=size, patch_size=(stride, stride), grid_size=(size[0] // stride, size[1] // stride),
                         embed_dim=info[0]['num_chs'], num_features=model.num_features, num_classes=model.num_classes,
+                        num_prefix_tokens=getattr(model, 'num_prefix_tokens', 0) or 0,
                         stage_channels=tuple(level['num_chs'] for level in info),
-                        stage_reductions=tuple(level['reduction'] for level in info))
+                        stage_reductions=tuple(level['reduction'] for level in info),
+                        feature_layout=feature_layout(model))
 
     def expected_geometry(self, source: Geometry, target: Target) -> Geometry:
         stride = source.patch_size
@@ -69,8 +85,11 @@ class CnnFamily(Family):
 
     def expected_shapes(self, geometry: Geometry, batch: int) -> dict[str, Any]:
         height, width = geometry.img_size
+        grid, channels = geometry.grid_size, geometry.num_features
+        features = {'NCHW': (batch, channels, *grid), 'NHWC': (batch, *grid, channels),
+                    'NLC': (batch, geometry.num_prefix_tokens + grid[0] * grid[1], channels)}
         return {
-            'forward_features': (batch, geometry.num_features, *geometry.grid_size),
+            'forward_features': features[geometry.feature_layout],
             'logits': (batch, geometry.num_classes or geometry.num_features),
             'forward_intermediates': [(batch, channels, height // reduction, width // reduction)
                                       for channels, reduction in zip(geometry.stage_channels,

@@ -3,8 +3,8 @@ its folder.
 
 The checks that need torch or timm (the imported release, the matrix validated against timm's models and the
 origins' layouts, its checkpoint files vetted, labelled images checked against the models' classes, the device
-resolved) and the description run.json gives (torch's
-settings, the device's name) need both imported. Importing them takes seconds of CPU in every process, and
+resolved) and the description run.json gives (torch's settings, the device's name) need both imported.
+Importing them takes seconds of CPU in every process (8 s here, torchvision half of it), and
 the workers must import both to run cases, so the controller imports neither: the worker that holds the
 start request (:data:`START_REQUEST`) does these checks while it collects the matrix's cases
 (:func:`check_release`, :func:`hand_over`) and hands the run's record to the controller. There

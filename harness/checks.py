@@ -114,8 +114,13 @@ def geometry_errors(family: Family, model: nn.Module, expected: Geometry) -> lis
     return errors
 
 
-def state_dict_diff(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> TensorDiff:
-    """Largest absolute difference over every tensor the checkpoint determines (shape mismatch: inf)."""
+def state_dict_diff(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+                    strict: bool = False) -> TensorDiff:
+    """Largest absolute difference over every tensor the checkpoint determines (shape mismatch: inf);
+    ``strict``: a tensor in ``actual`` that ``expected`` lacks is a mismatch too (a mask where none belongs)."""
+    extra = sorted(set(actual) - set(expected)) if strict else []
+    if extra:
+        return TensorDiff(float('inf'), extra[0])
     worst, worst_diff = None, 0.0
     for key, want in expected.items():
         if key.endswith(DERIVED_BUFFERS) or not want.is_floating_point():

@@ -361,11 +361,18 @@ def _fidelity(path: str, case: Case, native: Native, model: nn.Module, outputs: 
                                              expected_weights).to(inputs.device)
         want = checks.forward_outputs(reference, inputs)
         figures.fidelity_outputs_max_abs_diff = checks.max_abs_diff(outputs.logits, want.logits)
-    if path != 'dynamic' or family.resamples_per_forward:
+    if path == 'dynamic' and not family.resamples_per_forward:
+        # ... and the tensors the forward pass computes at the target (resampled pos-embed, rope, masks), as
+        # timm's dynamic code computes them, against the harness's: logits alone dilute them
+        actual = family.forward_tensors(model, computed)
+        expected = family.expected_forward_tensors(expected_weights, case.model, native.geometry, computed)
+        diff = checks.state_dict_diff(actual, expected, strict=True)
+    else:
         actual = {**model.state_dict(), **family.derived_tensors(model)}
         expected = {**expected_weights,
                     **family.expected_derived_tensors(expected_weights, case.model, native.geometry, computed)}
         diff = checks.state_dict_diff(actual, expected)
+    if path != 'dynamic' or family.resamples_per_forward or expected or actual:
         figures.fidelity_weights_max_abs_diff, figures.fidelity_worst_tensor = diff.max_abs_diff, diff.worst
 
 

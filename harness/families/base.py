@@ -111,6 +111,20 @@ class Family:
         ``weights`` (the harness's resample of the source checkpoint), from the harness's own implementation."""
         return {}
 
+    def forward_tensors(self, model: nn.Module, computed: Geometry) -> dict[str, torch.Tensor]:
+        """Tensors the model computes inside its forward pass for an input of the ``computed`` geometry, taken
+        by running timm's own code for that step on a blank input (``dynamic_img_size``: the position embedding
+        as ``_pos_embed`` resamples and adds it, the rotary embedding it returns, the shifted-window masks each
+        block builds for the input), by name. Fidelity compares them on the ``dynamic`` path, where nothing
+        resized is stored, with :meth:`expected_forward_tensors`. None by default."""
+        return {}
+
+    def expected_forward_tensors(self, weights: dict[str, torch.Tensor], spec: 'ModelSpec', source: Geometry,
+                                 computed: Geometry) -> dict[str, torch.Tensor]:
+        """What :meth:`forward_tensors` must give at the ``computed`` geometry, from ``weights`` (the harness's
+        resample of the source checkpoint to that geometry), by the harness's own implementation."""
+        return {}
+
     # --- arguments per build path ----------------------------------------------------------------------
     def create_kwargs(self, target: Target) -> dict[str, Any]:
         kwargs: dict[str, Any] = {'img_size': target.img_size}

@@ -32,10 +32,11 @@ from torch import nn
 
 from harness.families import register_family, to_size
 from harness.families.base import meta_model, model_carrying
-from harness.families.vit import VitFamily
+from harness.families.vit import VitFamily, pos_embed_pass
 from harness.reference.rope import RopeConfig, rope_embedding
 
 ROPE_KEY = 'rope.embedding'     # the derived tensor fidelity compares: the embedding the blocks get
+ROPE_RETURNED = 'rope as _pos_embed returns it'   # the forward tensor (dynamic path): the embedding for the input
 MIXED_FREQS_KEY = 'rope.freqs'  # RoPE-Mixed's learned frequencies, a checkpoint tensor
 _ROPE_KINDS = {'RotaryEmbeddingCat': 'axial', 'RotaryEmbeddingMixed': 'mixed', 'RotaryEmbeddingDinoV3': 'dinov3'}
 
@@ -67,6 +68,21 @@ class EvaFamily(VitFamily):
         if config is None:
             return {}
         return {ROPE_KEY: rope_embedding(config, computed.grid_size, weights.get(MIXED_FREQS_KEY))}
+
+    def forward_tensors(self, model, computed):
+        """ViT's, and the rotary embedding ``_pos_embed`` returns for the input's grid (``dynamic_img_size``:
+        ``rope.get_embed(shape=...)`` per forward)."""
+        out = super().forward_tensors(model, computed)
+        if getattr(model, 'rope', None) is not None:
+            out[ROPE_RETURNED] = pos_embed_pass(model, computed.grid_size)[1]
+        return out
+
+    def expected_forward_tensors(self, weights, spec, source, computed):
+        out = super().expected_forward_tensors(weights, spec, source, computed)
+        rope = self.expected_derived_tensors(weights, spec, source, computed).get(ROPE_KEY)
+        if rope is not None:
+            out[ROPE_RETURNED] = rope
+        return out
 
     def dynamic_reference(self, native, spec, source, computed, weights):
         """The model built at the target size (timm's static path) carrying the harness's resample, its rotary
@@ -103,16 +119,11 @@ def rope_config(model: nn.Module) -> RopeConfig | None:
         normalize=getattr(rope, 'normalize_coords', 'separate'))
 
 
-@torch.no_grad()
 def rope_in_use(model: nn.Module) -> torch.Tensor:
-    """The rotary embedding the model's forward pass gives its blocks at its own input size: the model's own
-    ``_pos_embed`` (the step of ``forward_features`` before the blocks) on the patch embedding of a blank image,
-    so the static, cached and per-forward (``dynamic_img_size``) routes are each taken as the model takes them."""
-    patch_embed = model.patch_embed
-    device = patch_embed.proj.weight.device
-    image = torch.zeros(1, patch_embed.proj.in_channels, *to_size(patch_embed.img_size), device=device)
-    _, rope = model._pos_embed(patch_embed(image))
-    return rope
+    """The rotary embedding the model's forward pass gives its blocks at its own input size, as its own
+    ``_pos_embed`` returns it (:func:`~harness.families.vit.pos_embed_pass`), so the static, cached and
+    per-forward (``dynamic_img_size``) routes are each taken as the model takes them."""
+    return pos_embed_pass(model, to_size(model.patch_embed.grid_size))[1]
 
 
 class FixedRope(nn.Module):

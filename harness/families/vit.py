@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import torch
 from torch import nn
 
 from harness.reference.pos_embed import resample_pos_embed
@@ -19,6 +20,7 @@ from harness.families import Geometry, Target, register_family, to_size
 from harness.families.base import Family, model_carrying, timm_class
 
 
+POS_EMBED_ADDED = 'pos_embed as _pos_embed adds it'   # the forward tensor: what the tokens get, prefix included
 BILINEAR_AT_CREATE = ('flexi', 'radio')   # parts of a model name, as _create_vision_transformer tests them
 ALIGN_CORNERS_AT_CREATE = ('base_patch16_radio_v3', 'huge_patch16_radio_v3')   # timm's _RADIO_ALIGN_CORNERS
 
@@ -87,6 +89,24 @@ class VitFamily(Family):
         """The model built at the target size (timm's static path), carrying the harness's resample."""
         return model_carrying(spec.name, {**spec.kwargs, 'img_size': computed.img_size}, weights)
 
+    def forward_tensors(self, model, computed):
+        """The position embedding the tokens of a ``computed``-grid input get (prefix rows included), as the
+        model's own ``_pos_embed`` resamples and adds it (:func:`pos_embed_pass`)."""
+        if getattr(model, 'pos_embed', None) is None:
+            return {}
+        added, _ = pos_embed_pass(model, computed.grid_size)
+        return {POS_EMBED_ADDED: added}
+
+    def expected_forward_tensors(self, weights, spec, source, computed):
+        """The harness's resampled ``pos_embed``; a model that keeps no position for its prefix tokens
+        (``no_embed_class``) adds nothing to them."""
+        pos_embed = weights.get('pos_embed')
+        if pos_embed is None:
+            return {}
+        unembedded = computed.num_prefix_tokens - computed.pos_prefix_tokens
+        zeros = pos_embed.new_zeros(1, unembedded, pos_embed.shape[-1])
+        return {POS_EMBED_ADDED: torch.cat([zeros, pos_embed.reshape(1, -1, pos_embed.shape[-1])], dim=1)}
+
     def resample_state_dict(self, state_dict, source, target, interpolation, antialias):
         out = super().resample_state_dict(state_dict, source, target, interpolation, antialias)
         if 'pos_embed' in out and source.grid_size != target.grid_size:
@@ -95,3 +115,24 @@ class VitFamily(Family):
                 interpolation=interpolation, antialias=antialias)
         return out
 
+
+
+@torch.no_grad()
+def pos_embed_pass(model: nn.Module, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model's own ``_pos_embed`` (the step of ``forward_features`` between the patch embedding and the
+    blocks) on blank patch tokens of ``grid``, laid out as its patch embedding gives them (NHWC with
+    ``dynamic_img_size``, else flat): so a dynamic model resamples as its forward does. Returns what was added
+    to the tokens, ``(1, prefix + H * W, C)`` with the prefix tokens' own values taken off, and the rotary
+    embedding it returns (Eva; None for a ViT)."""
+    weight = next(model.parameters())
+    tokens = weight.new_zeros(1, *grid, model.embed_dim)
+    if not getattr(model, 'dynamic_img_size', False):
+        tokens = tokens.flatten(1, 2)
+    out = model._pos_embed(tokens)
+    added, rope = out if isinstance(out, tuple) else (out, None)
+    prefix = [t.reshape(1, -1, model.embed_dim) for t in (getattr(model, 'cls_token', None),
+                                                          getattr(model, 'reg_token', None)) if t is not None]
+    if prefix:
+        prefix = torch.cat(prefix, dim=1)
+        added = torch.cat([added[:, :prefix.shape[1]] - prefix, added[:, prefix.shape[1]:]], dim=1)
+    return added, rope

@@ -24,8 +24,10 @@ import copy
 import dataclasses
 import functools
 import importlib
+import math
 from typing import Any
 
+import torch
 from torch import nn
 
 from harness.build import Unsupported
@@ -33,6 +35,8 @@ from harness.families import Geometry, Size, Target, to_size
 from harness.families.base import Family
 from harness.matrix import window_value
 from harness.reference.window_masks import shifted_window_mask
+
+MASK_IN_USE = 'attn_mask in use'   # a shifted block's forward tensor: the mask its window attention gets
 
 
 class ShiftedWindowFamily(Family):
@@ -105,6 +109,35 @@ class ShiftedWindowFamily(Family):
                 block.dynamic_mask = False
                 block.attn_mask = shifted_window_mask(grid, computed.window_sizes[i], shift)
         return model.eval()
+
+    @torch.no_grad()
+    def forward_tensors(self, model, computed):
+        """The attention mask each shifted block uses at forward time for an input of ``computed``: built by
+        the block's own ``get_attn_mask`` for its stage's map padded to whole windows where the block builds
+        masks per input (``dynamic_mask``, as ``_attn`` calls it), else the mask it holds."""
+        masks = {}
+        for i, stage in enumerate(getattr(model, self.stages_attr)):
+            grid = _stage_grid(computed.grid_size, i)
+            for j, block in enumerate(stage.blocks):
+                if not any(to_size(block.shift_size)):
+                    continue
+                window = to_size(block.window_size)
+                padded = [math.ceil(f / w) * w for f, w in zip(grid, window)]
+                dynamic = getattr(block, 'dynamic_mask', False)
+                mask = block.get_attn_mask(torch.zeros(1, *padded, 1)) if dynamic else block.attn_mask
+                masks[f'{self.stages_attr}.{i}.blocks.{j}.{MASK_IN_USE}'] = mask
+        return masks
+
+    def expected_forward_tensors(self, weights, spec, source, computed):
+        """The harness's shifted-window mask for each shifted block's stage grid, window and shift."""
+        masks = {}
+        for i, depth in enumerate(computed.stage_depths):
+            for j in range(1, depth, 2):
+                mask = shifted_window_mask(_stage_grid(computed.grid_size, i), computed.window_sizes[i],
+                                           computed.shift_sizes[i])
+                if mask is not None:
+                    masks[f'{self.stages_attr}.{i}.blocks.{j}.{MASK_IN_USE}'] = mask
+        return masks
 
     def expected_shapes(self, geometry: Geometry, batch: int) -> dict[str, Any]:
         stages = range(len(geometry.stage_depths))

@@ -77,16 +77,52 @@ class OriginSpec:
     custom_load: bool = False        # a user's file that needs the model's own loader (.npz)
 
 
+class Calibrated(float):
+    """A tolerance left at its default: the multiple of its figure's measured noise floor on the case's path
+    (:mod:`harness.noise_floors`), resolved by :meth:`Tolerances.for_path`. NaN until then, so a tolerance used
+    unresolved fails every figure rather than passing one."""
+
+    def __new__(cls):
+        return super().__new__(cls, float('nan'))
+
+    def __repr__(self) -> str:
+        return 'calibrated'
+
+    def __eq__(self, other):
+        return isinstance(other, Calibrated)
+
+    def __hash__(self):
+        return hash('calibrated')
+
+
+CALIBRATED = Calibrated()
+
+
 @dataclass(frozen=True)
 class Tolerances:
-    """Limits the recorded figures are judged against; ``None`` means report only."""
-    fidelity_weights_atol: float = 1e-4
-    fidelity_outputs_atol: float = 1e-3
-    parity_atol: float = 1e-3
-    parity_min_cosine: float = 0.9999
-    noop_atol: float = 1e-6      # set_input_size to the model's own size: outputs must not move (GPU-safe margin)
+    """Limits the recorded figures are judged against; ``None`` means report only. A limit the matrix does not
+    set is :data:`CALIBRATED`: a stated multiple of the noise a correct timm shows in that figure on that path
+    (``harness/noise_floors.json``). ``per_path`` holds a matrix's limits for one path (``tolerances: per_path:
+    {dynamic: {...}}``), which win over its limits for every path; judge with :meth:`for_path`."""
+    reload_atol: float | None = CALIBRATED
+    fidelity_weights_atol: float | None = CALIBRATED
+    fidelity_outputs_atol: float | None = CALIBRATED
+    parity_atol: float | None = CALIBRATED
+    parity_min_cosine: float | None = CALIBRATED
+    noop_atol: float | None = CALIBRATED   # set_input_size to the model's own size: outputs must not move
     drift_min_cosine: float | None = None
     drift_min_top1: float | None = None
+    per_path: tuple[tuple[str, tuple[tuple[str, float | None], ...]], ...] = ()
+
+    def for_path(self, path: str, device_type: str = 'cpu') -> 'Tolerances':
+        """The limits a case of ``path`` checked on ``device_type`` is judged against: the matrix's for that
+        path, else its for every path, else the calibrated default for the path and device type."""
+        from harness.noise_floors import default_tolerances
+        defaults = default_tolerances(path, device_type)
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != 'per_path'}
+        values.update({name: defaults[name] for name, value in values.items() if isinstance(value, Calibrated)})
+        values.update(dict(self.per_path).get(path, ()))
+        return Tolerances(**values)
 
 
 # what a timing setting left unset in the matrix and on the command line becomes, per device type
@@ -240,7 +276,7 @@ class _Validator:
         matrix = Matrix(
             name=str(name), path=str(self.path), models=tuple(models), **axes,
             seed=self._int('seed', 0), num_images=self._int('num_images', 4, minimum=1), images=self._images(),
-            tolerances=self._section('tolerances', Tolerances), timing=self._timing(),
+            tolerances=self._tolerances(), timing=self._timing(),
             expect=tuple(self._expectations(models)), left_out=tuple(self.left_out),
         )
         if self.problems:
@@ -304,6 +340,32 @@ class _Validator:
         """A window size as cases carry it: an int when square ([7, 7] is 7), else (h, w)."""
         size = self._size(where, value)
         return None if size is None else window_value(size)
+
+    def _tolerances(self) -> Tolerances:
+        """The ``tolerances`` section: limits for every path, and ``per_path: {PATH: {limits}}``."""
+        section = self.raw.get('tolerances') or {}
+        if not isinstance(section, dict):
+            return self._section('tolerances', Tolerances)
+        child = _Validator(self.path, {'tolerances': {k: v for k, v in section.items() if k != 'per_path'}},
+                           self.known_models)
+        every_path = child._section('tolerances', Tolerances)
+        self.problems += child.problems
+        by_path = section.get('per_path') or {}
+        if not isinstance(by_path, dict):
+            self.error('tolerances.per_path', f'expected a mapping of a path in {list(PATHS)} to limits, got {by_path!r}')
+            by_path = {}
+        per_path = []
+        for path, limits in by_path.items():
+            if path not in PATHS:
+                self.error(f'tolerances.per_path.{path}', f'unknown path; expected one of {list(PATHS)}')
+                continue
+            child = _Validator(self.path, {'limits': limits}, self.known_models)
+            parsed = child._section('limits', Tolerances)
+            self.problems += [problem.replace('limits', f'tolerances.per_path.{path}', 1) for problem in child.problems]
+            given = limits if isinstance(limits, dict) else {}
+            per_path.append((path, tuple((k, getattr(parsed, k)) for k in given
+                                         if k in Tolerances.__dataclass_fields__ and k != 'per_path')))
+        return dataclasses.replace(every_path, per_path=tuple(per_path))
 
     def _section(self, key: str, cls: type):
         value = self.raw.get(key) or {}

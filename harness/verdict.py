@@ -39,9 +39,10 @@ def fidelity_failures(figures: Any, tol: Tolerances) -> list[tuple[str, str]]:
 def failed_checks(result: CaseResult, tol: Tolerances) -> list[tuple[str, str]]:
     """(check, why) for every check whose figures are outside tolerance or not finite, in stage order."""
     failures = _load_failures(result)
-    if _above(result.native_max_abs_diff, tol.fidelity_weights_atol):
+    if _above(result.native_max_abs_diff, tol.reload_atol):
         failures.append(('reload', f'weights loaded into the configuration they were saved from differ from the '
-                                   f'checkpoint by {result.native_max_abs_diff:.3g} ({result.native_worst_tensor})'))
+                                   f'checkpoint by {result.native_max_abs_diff:.3g} > {tol.reload_atol:g} '
+                                   f'({result.native_worst_tensor})'))
     if result.resize_error:
         failures.append(('resize', _one_line(result.resize_error)))
     if result.shape_errors:
@@ -69,7 +70,8 @@ def failed_checks(result: CaseResult, tol: Tolerances) -> list[tuple[str, str]]:
 
 
 def judge(result: CaseResult, tol: Tolerances, expectation: Expectation | None) -> None:
-    """Set status, reason and failed_checks on a result whose checks ran."""
+    """Set status, reason and failed_checks on a result whose checks ran; ``tol`` resolved for its path
+    (:meth:`Tolerances.for_path`)."""
     failures = failed_checks(result, tol)
     if result.parity_note is None and result.parity_max_abs_diff is not None \
             and any(check == 'fidelity' for check, _ in failures):
@@ -101,7 +103,8 @@ def _load_failures(result: CaseResult) -> list[tuple[str, str]]:
 def _parity_failures(result: CaseResult, tol: Tolerances) -> list[tuple[str, str]]:
     if _above(result.parity_max_abs_diff, tol.parity_atol) or _below(result.parity_cosine, tol.parity_min_cosine):
         return [('parity', f'outputs differ from the create path by {result.parity_max_abs_diff:.3g} '
-                           f'(cosine {result.parity_cosine:.6f})')]
+                           f'(cosine {result.parity_cosine:.9f}; limits {tol.parity_atol:g}, '
+                           f'{tol.parity_min_cosine:.9g})')]
     return []
 
 

@@ -34,6 +34,8 @@ class Family:
     stores_geometry: bool = True           # a resized model stores its new configuration (img_size, grid, ...)
     resamples_per_forward: bool = False    # every forward resamples (NaFlexVit): fidelity compares every path's
                                            # outputs with dynamic_reference, and its weights and derived tensors
+    same_model_as_create: tuple[str, ...] = ()   # paths that build what create builds (NaFlexVit's dynamic):
+                                                 # their parity with create would compare a model with itself
 
     # --- membership ----------------------------------------------------------------------------------
     def claim(self, probe: 'Probe') -> str | None:

@@ -62,6 +62,7 @@ class NaFlexVitFamily(VitFamily):
     patch_sizes_apply = False
     stores_geometry = False
     resamples_per_forward = True
+    same_model_as_create = ('dynamic',)   # both build the source model and feed it target-size images
 
     def claim(self, probe):
         return Family.claim(self, probe)   # by class: VitFamily's patch-embedding test does not apply

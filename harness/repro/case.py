@@ -55,6 +55,7 @@ def repro_case(found: CaseSource) -> ReproCase:
     source = native_geometry(family, case.model) if family else None
     computed = family.computed_geometry(source, case.target, case.path) if family else None
     resampling = loader_resampling(case.origin) if case.path == 'create' else AFTER_LOAD_RESAMPLING
+    tolerances = tolerances.for_path(case.path, record.get('device') or 'cpu')
     return ReproCase(record, case.model, case.origin, family, source, case.target, computed, tolerances, *resampling)
 
 

@@ -118,7 +118,7 @@ def _finite(case: ReproCase) -> Snippet:
 
 @register_snippet('reload')
 def _reload(case: ReproCase) -> Snippet:
-    return Snippet((f"check_weights('reload', native, reference, atol={case.tolerances.fidelity_weights_atol!r})",),
+    return Snippet((f"check_weights('reload', native, reference, atol={case.tolerances.reload_atol!r})",),
                    (steps.check_weights,), uses=('native', 'reference'))
 
 

@@ -175,6 +175,7 @@ def test_dynamic_swin_fidelity_catches_dropped_masks(run_matrix, monkeypatch):
     monkeypatch.setattr(SwinTransformerBlock, 'get_attn_mask', no_dynamic_mask)
     (dynamic,) = run_matrix(TINY_SWIN % ('[128, 192]', 'dynamic')).values()
     assert dynamic.status == 'failed' and dynamic.failed_checks == ['fidelity']
+    assert dynamic.fidelity_worst_tensor.endswith('attn_mask in use')   # the mask the block used, compared
 
 
 def test_npz_loader_interpolation_is_a_documented_parity_difference(run_matrix):

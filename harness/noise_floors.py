@@ -13,7 +13,7 @@ float32 roundings (5.96e-7, which keeps ``noop_atol`` under the 1e-6 it was befo
 The floors are per device type; the file holds the CPU's (the checks run on the CPU here; no GPU has been
 measured). On a device type the file has no floors for, the defaults are :data:`UNCALIBRATED` (the harness's
 earlier round numbers, chosen with margin for GPU kernels: TF32 convolutions, other reduction orders) until
-``benchmarks/calibrate.py --device cuda`` measures them; ``harness run`` says so.
+``benchmarks/calibrate.py --device cuda`` measures them.
 """
 from __future__ import annotations
 

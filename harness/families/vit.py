@@ -20,6 +20,7 @@ from harness.families import Geometry, Target, register_family, to_size
 from harness.families.base import Family, model_carrying, timm_class
 
 
+PREFIX_TOKENS = ('cls_token', 'dist_token', 'reg_token')   # in the order _pos_embed puts them before the patches
 POS_EMBED_ADDED = 'pos_embed as _pos_embed adds it'   # the forward tensor: what the tokens get, prefix included
 BILINEAR_AT_CREATE = ('flexi', 'radio')   # parts of a model name, as _create_vision_transformer tests them
 ALIGN_CORNERS_AT_CREATE = ('base_patch16_radio_v3', 'huge_patch16_radio_v3')   # timm's _RADIO_ALIGN_CORNERS
@@ -130,8 +131,8 @@ def pos_embed_pass(model: nn.Module, grid: tuple[int, int]) -> tuple[torch.Tenso
         tokens = tokens.flatten(1, 2)
     out = model._pos_embed(tokens)
     added, rope = out if isinstance(out, tuple) else (out, None)
-    prefix = [t.reshape(1, -1, model.embed_dim) for t in (getattr(model, 'cls_token', None),
-                                                          getattr(model, 'reg_token', None)) if t is not None]
+    prefix = [t.reshape(1, -1, model.embed_dim) for name in PREFIX_TOKENS
+              if (t := getattr(model, name, None)) is not None]
     if prefix:
         prefix = torch.cat(prefix, dim=1)
         added = torch.cat([added[:, :prefix.shape[1]] - prefix, added[:, prefix.shape[1]:]], dim=1)

@@ -72,9 +72,9 @@ def test_an_unresolved_default_fails_rather_than_passes():
 
 def test_a_half_precision_pos_embed_resample_passes_the_old_round_tolerances_and_fails_the_calibrated(
         run_matrix, monkeypatch):
-    """resample_abs_pos_embed interpolating a float16 copy of the table (to save memory): every path is off by
-    about 3e-5 in the position embedding and 7e-5 in the dynamic logits, under the 1e-4 and 1e-3 the harness
-    used before calibration, and above 10x a correct timm's noise."""
+    """resample_abs_pos_embed interpolating a float16 copy of the table (to save memory): the dynamic path's
+    position embedding is off by about 3e-5 and its logits by 7e-5, under the 1e-4 and 1e-3 the harness used
+    before calibration, and above 10x a correct timm's noise on that path (4.77e-6, 1.19e-5)."""
     import timm.layers.pos_embed as pos_embed_module
     import timm.models.vision_transformer as vit_module
     original = pos_embed_module.resample_abs_pos_embed
@@ -83,9 +83,9 @@ def test_a_half_precision_pos_embed_resample_passes_the_old_round_tolerances_and
         return original(posemb.half().float(), *args, **kwargs)
 
     monkeypatch.setattr(vit_module, 'resample_abs_pos_embed', half_precision)
-    results = run_matrix(MATRIX.replace('sizes: [48]', 'sizes: [[32, 64]]'))
+    (r,) = run_matrix(MATRIX.replace('depth: 1, img_size: 32', 'embed_dim: 32, depth: 1, num_heads: 2, img_size: 64')
+                      .replace('sizes: [48]', 'sizes: [[64, 128]]\npaths: [dynamic]')).values()
     old = noise_floors.UNCALIBRATED
-    for r in results.values():
-        assert r.status == 'failed' and r.failed_checks == ['fidelity'], (r.case_id, r.reason)
-        assert r.fidelity_weights_max_abs_diff < old['fidelity_weights_atol']
-        assert r.fidelity_outputs_max_abs_diff is None or r.fidelity_outputs_max_abs_diff < old['fidelity_outputs_atol']
+    assert r.status == 'failed' and r.failed_checks == ['fidelity'], r.reason
+    assert r.fidelity_weights_max_abs_diff < old['fidelity_weights_atol']
+    assert r.fidelity_outputs_max_abs_diff < old['fidelity_outputs_atol']

@@ -31,6 +31,7 @@ from harness import checks, faults, images
 from harness.accuracy import LabelledImages, labelled_images, top1_accuracy
 from harness.build import Built, LoadFailed, ResizeFailed, Unsupported, build_native, build_path, set_input_size
 from harness.cases import Case, expectation_for
+from harness.checkpoints.source import checkpoint_source
 from harness.checkpoints.store import Checkpoint, CheckpointError, checkpoint_for
 from harness.device_lock import Holder, checks_lock, timing_lock
 from harness.device_peaks import peak_tflops
@@ -68,8 +69,9 @@ class NativeAccuracy:
 @dataclass
 class Native:
     """A checkpoint loaded at its own configuration, its outputs at its own size, and the source weights that
-    fidelity resamples (with how far the native load is from them, when they are known); its accuracy when
-    there are labelled images and the weights are real."""
+    fidelity resamples (with how far the native load is from them, when they are known, and what they are
+    where they are not all the checkpoint's own); its accuracy when there are labelled images and the
+    weights are real."""
     checkpoint: Checkpoint
     built: Built
     geometry: Geometry
@@ -77,6 +79,7 @@ class Native:
     reference: dict[str, torch.Tensor]
     load_diff: checks.TensorDiff | None
     accuracy: NativeAccuracy | None = None
+    reference_note: str | None = None
 
 
 @dataclass
@@ -168,16 +171,16 @@ def parked(models: list[nn.Module], device: torch.device) -> Iterator[None]:
 def load_native(checkpoint: Checkpoint, case: Case, image_set: torch.Tensor, device: torch.device,
                 image_tree: ImageTree | None = None) -> Native:
     built = build_native(checkpoint)
+    reference, note, compared = checkpoint.reference_state_dict(), None, True
+    if reference is None:   # hub or user file: its tensors read back from the file by the harness
+        source = checkpoint_source(checkpoint, built.model)
+        reference, note, compared = source.tensors, source.note, source.from_file > 0
     model = built.model.to(device)
     geometry = case.family.source_geometry(model, case.model)
     outputs = checks.forward_outputs(model, model_inputs(model, geometry.img_size, image_set, device))
     accuracy = native_accuracy(checkpoint, model, geometry.img_size, image_tree, device)
-    reference = checkpoint.reference_state_dict()
-    if reference is None:   # hub or user file: the native-size load resamples nothing, so it is the source
-        source = {k: v.cpu() for k, v in model.state_dict().items()}
-        return Native(checkpoint, built, geometry, outputs, source, None, accuracy)
-    load_diff = checks.state_dict_diff(model.state_dict(), reference)
-    return Native(checkpoint, built, geometry, outputs, reference, load_diff, accuracy)
+    load_diff = checks.state_dict_diff(model.state_dict(), reference) if compared else None
+    return Native(checkpoint, built, geometry, outputs, reference, load_diff, accuracy, note)
 
 
 def native_accuracy(checkpoint: Checkpoint, model: nn.Module, size: tuple[int, int], image_tree: ImageTree | None,
@@ -296,6 +299,7 @@ def _record_source(case: Case, native: Native, result: CaseResult) -> None:
     result.source_window_size = _listed(window_value(source.window_sizes[0])) if source.window_sizes else None
     if native.load_diff is not None:
         result.native_max_abs_diff, result.native_worst_tensor = native.load_diff.max_abs_diff, native.load_diff.worst
+    result.reference_note = native.reference_note
 
 
 def _noop(case: Case, native: Native, image_set: torch.Tensor, device: torch.device, result: CaseResult) -> None:

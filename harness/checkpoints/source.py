@@ -1,0 +1,194 @@
+"""The source tensors of a real checkpoint (``{file: PATH}``, ``hub``), read from its file by the harness itself.
+
+A synthesized checkpoint comes with the timm state dict a correct loader must recover; a user's file does not.
+Taking timm's own load at the native size instead would make ``reload`` compare timm with itself, and start
+fidelity's oracle from whatever timm loaded (a Swin table timm scrambles on every load would pass). So the file
+is read here, the safe way (:func:`harness.checkpoints.vetting.read_checkpoint`: no code runs), unwrapped as
+timm's ``load_state_dict`` unwraps it (``state_dict_ema``, ``model_ema``, ``state_dict`` or ``model``; the
+``module.`` and ``_orig_mod.`` prefixes), and mapped to timm's keys through the layouts the harness knows.
+
+The layout writers map timm to an origin (:mod:`harness.checkpoints.layouts`). They are inverted by tracing:
+the checkpoint's model is given a distinct integer id per element, written in each layout, and every id found
+again in the written tensors says where that element of a timm tensor sits in a file of the layout. A tensor
+the layout derives rather than stores (DINOv2 and classic-ViT class tokens folded with a position, CLIP's
+absent ``head.bias``) cannot be read back; nor can a tensor the file lacks or holds at another shape. Those
+tensors are taken from timm's own load, and the note the case records names them: the check is weaker there,
+and says so.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from harness.checkpoints.vetting import checkpoint_file_problem, read_checkpoint
+
+StateDict = dict[str, Tensor]
+# timm's load_state_dict: the first of these a checkpoint dict holds (EMA weights first), and the wrapper prefixes
+WRAPPER_KEYS = ('state_dict_ema', 'model_ema', 'state_dict', 'model')
+WRAPPER_PREFIXES = ('_orig_mod.', 'module.', '_orig_mod.')
+# trace ids: a stride apart from 2**40 (exact in float64), each plus a seeded offset below the stride, so a
+# tensor a layout derives (a mean of ids) is almost never an id; an id found twice is ambiguous, not read back
+_ID_BASE, _ID_STRIDE = 2.0 ** 40, 64
+
+
+@dataclass(frozen=True)
+class Source:
+    """The checkpoint's own tensors under timm's keys (the model's whole state dict: each floating-point tensor
+    from the file where it could be read back, else, like counters and indices, timm's load of it), how many
+    came from the file, and what the reference is where they did not."""
+    tensors: StateDict
+    from_file: int           # how many tensors came from the file
+    note: str | None         # what the reference is where it is not the file's own tensors (None: all are)
+
+
+def unwrap(contents: Any) -> StateDict:
+    """The state dict a checkpoint's contents hold, as timm's ``load_state_dict`` takes it: the first wrapper
+    key present (EMA weights first), the DDP and ``torch.compile`` prefixes removed; tensors only."""
+    if isinstance(contents, dict):
+        key = next((k for k in WRAPPER_KEYS if contents.get(k) is not None), None)
+        contents = contents[key] if key else contents
+    if not isinstance(contents, dict):
+        return {}
+    state = {}
+    for key, value in contents.items():
+        if isinstance(key, str) and isinstance(value, Tensor):
+            while key.startswith(WRAPPER_PREFIXES):
+                key = next(key.removeprefix(p) for p in WRAPPER_PREFIXES if key.startswith(p))
+            state[key] = value
+    return state
+
+
+def file_source(model: nn.Module, path: Path, custom_load: bool, what: str = 'the file') -> Source:
+    """``model``'s tensors (the checkpoint's model at its own configuration, as timm loaded it) read back from
+    the checkpoint at ``path``, through whichever known layout reads the most of them back."""
+    problem = checkpoint_file_problem(path, custom_load)
+    if problem:   # vetted before the run; a file changed since is not read
+        return _timm_only(model, f'{what} {path} {problem}')
+    return read_back(model, unwrap(read_checkpoint(path, custom_load)), what)
+
+
+def checkpoint_source(checkpoint, model: nn.Module) -> Source:
+    """The source of a real checkpoint (a :class:`harness.checkpoints.store.Checkpoint` without a synthesized
+    reference): its file, or the hub's file in the local cache."""
+    if checkpoint.file is not None:
+        return file_source(model, checkpoint.file, checkpoint.custom_load)
+    return hub_source(model)
+
+
+def hub_source(model: nn.Module) -> Source:
+    """As :func:`file_source`, for the file timm loaded a ``hub`` checkpoint from: found in the local Hugging
+    Face or torch hub cache (nothing is downloaded)."""
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    path = hub_file(cfg)
+    if path is None:
+        return _timm_only(model, f'the hub file of {cfg.get("hf_hub_id") or cfg.get("url") or "the model"} is '
+                                 f'not in the local cache')
+    return file_source(model, path, bool(cfg.get('custom_load')), what='the hub file')
+
+
+def hub_file(cfg: dict[str, Any]) -> Path | None:
+    """Where timm's hub download of a pretrained config sits in the local cache, or None: the Hugging Face
+    cache (safetensors first, as timm tries them) or torch hub's ``checkpoints`` folder for a ``url``."""
+    if cfg.get('hf_hub_id'):
+        from huggingface_hub import try_to_load_from_cache
+        repo, _, revision = cfg['hf_hub_id'].partition('@')
+        names = ('model.safetensors', cfg.get('hf_hub_filename') or 'pytorch_model.bin', 'pytorch_model.bin',
+                 'open_clip_model.safetensors', 'open_clip_pytorch_model.bin')
+        for name in dict.fromkeys(names):
+            found = try_to_load_from_cache(repo, name, revision=revision or None)
+            if isinstance(found, str):
+                return Path(found)
+    if cfg.get('url'):
+        from urllib.parse import urlparse
+        path = Path(torch.hub.get_dir()) / 'checkpoints' / Path(urlparse(cfg['url']).path).name
+        return path if path.is_file() else None
+    return None
+
+
+def read_back(model: nn.Module, saved: StateDict, what: str = 'the file') -> Source:
+    """``model``'s floating-point tensors read back from ``saved`` (an unwrapped checkpoint) through the known
+    layout that reads back the most of them; the rest from ``model`` itself, named in the note."""
+    from harness.checkpoints.layouts import LAYOUTS
+    own, traced = _state(model), _traced(model)
+    best_name, best = '', {}
+    for name, layout in LAYOUTS.items():
+        found = _read_through(layout, traced, saved)
+        if len(found) > len(best):
+            best_name, best = name, found
+    if not best:
+        return _timm_only(model, f'{what} is in none of the layouts the harness can read back ({", ".join(LAYOUTS)})')
+    tensors = {k: best[k].to(v.dtype) if k in best else v for k, v in own.items()}
+    rest = [k for k, v in own.items() if v.is_floating_point() and k not in best]
+    note = None if not rest else (
+        f'{len(rest)} of {len(rest) + len(best)} tensors are not read back from {what} ({best_name} layout) and are taken from '
+        f"timm's own load, so reload and fidelity start from timm there: {', '.join(rest[:8])}"
+        + (' ...' if len(rest) > 8 else ''))
+    return Source(tensors, len(best), note)
+
+
+def _timm_only(model: nn.Module, why: str) -> Source:
+    return Source(_state(model), 0, f"{why}: the reference is timm's own load at the native size, so reload "
+                                          f'compares nothing and fidelity starts from what timm loaded')
+
+
+def _state(model: nn.Module) -> StateDict:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _read_through(layout, traced: tuple[nn.Module, StateDict], saved: StateDict) -> StateDict:
+    """The model's tensors that ``layout`` stores as copies, read from ``saved`` where it holds them at the
+    layout's shape; {} where the model does not fit the layout. ``traced`` is the model from :func:`_traced`."""
+    from harness.checkpoints.layouts import LayoutError
+    traced, ids = traced
+    try:
+        contents, expected = layout.convert(traced)
+    except LayoutError:
+        return {}
+    written = {k: v for k, v in unwrap(contents).items() if v.is_floating_point() and v.numel()}
+    if not written:
+        return {}
+    names = list(written)
+    held = torch.tensor([k in saved and saved[k].shape == written[k].shape for k in names])
+    owner = torch.repeat_interleave(torch.arange(len(names)), torch.tensor([written[k].numel() for k in names]))
+    traced_flat = torch.cat([written[k].reshape(-1).double() for k in names])
+    file_flat = torch.cat([saved[k].reshape(-1).double() if ok else torch.full((written[k].numel(),), float('nan'))
+                           for k, ok in zip(names, held.tolist())])
+    order = torch.argsort(traced_flat)
+    ordered = torch.cat([traced_flat[order], torch.tensor([float('inf')], dtype=torch.float64)])
+    out = {}
+    for key, want in ids.items():
+        if key not in expected or not torch.equal(expected[key].double(), want):
+            continue   # derived by the layout's conversion, not stored as a copy
+        wanted = want.reshape(-1)
+        at = torch.searchsorted(ordered, wanted)   # never past the sentinel: ids are finite
+        if not ((ordered[at] == wanted) & (ordered[at + 1] != wanted)).all():
+            continue   # dropped by the layout, or ambiguous
+        where = order[at]
+        if not held[owner[where]].all():
+            continue   # the file lacks it, or holds it at another shape
+        out[key] = file_flat[where].reshape(want.shape)
+    return out
+
+
+def _traced(model: nn.Module) -> tuple[nn.Module, StateDict]:
+    """A float64 copy of ``model`` whose floating-point tensors hold distinct integer ids, and the ids by key."""
+    traced = copy.deepcopy(model).cpu().double()
+    generator = torch.Generator().manual_seed(0)
+    ids, next_id = {}, 0
+    with torch.no_grad():
+        for key, tensor in traced.state_dict(keep_vars=True).items():
+            if not tensor.is_floating_point():
+                continue
+            n = tensor.numel()
+            offsets = torch.randint(0, _ID_STRIDE, (n,), generator=generator, dtype=torch.float64)
+            value = (_ID_BASE + _ID_STRIDE * torch.arange(next_id, next_id + n, dtype=torch.float64)
+                     + offsets).reshape(tensor.shape)
+            tensor.data.copy_(value)
+            ids[key] = value
+            next_id += n
+    return traced, ids

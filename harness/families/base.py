@@ -165,6 +165,16 @@ def native_geometry(family: Family, model: 'ModelSpec') -> Geometry:
     return family.source_geometry(meta_model(model), model)
 
 
+HEAD_SETTINGS = ('num_classes', 'global_pool')
+
+
+def head_kwargs(model: nn.Module) -> dict[str, Any]:
+    """The head settings a reference model must share with the checkpoint's ``model`` (as loaded): a fine-tuned
+    checkpoint's class count comes from its origin (``{file: PATH, num_classes: 10}``), not from the matrix
+    entry's overrides, and its pooling decides which head layers exist."""
+    return {k: getattr(model, k) for k in HEAD_SETTINGS if isinstance(getattr(model, k, None), (int, str))}
+
+
 def model_carrying(name: str, kwargs: dict[str, Any], weights: dict[str, torch.Tensor]) -> nn.Module:
     """timm's ``name`` built with ``kwargs`` and ``weights`` as its own tensors, in eval mode.
 

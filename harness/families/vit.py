@@ -16,7 +16,7 @@ from torch import nn
 
 from harness.reference.pos_embed import resample_pos_embed
 from harness.families import Geometry, Target, register_family, to_size
-from harness.families.base import Family, model_carrying, timm_class
+from harness.families.base import Family, head_kwargs, model_carrying, timm_class
 
 
 BILINEAR_AT_CREATE = ('flexi', 'radio')   # parts of a model name, as _create_vision_transformer tests them
@@ -85,7 +85,8 @@ class VitFamily(Family):
 
     def dynamic_reference(self, native, spec, source, computed, weights):
         """The model built at the target size (timm's static path), carrying the harness's resample."""
-        return model_carrying(spec.name, {**spec.kwargs, 'img_size': computed.img_size}, weights)
+        return model_carrying(spec.name, {**spec.kwargs, **head_kwargs(native), 'img_size': computed.img_size},
+                              weights)
 
     def resample_state_dict(self, state_dict, source, target, interpolation, antialias):
         out = super().resample_state_dict(state_dict, source, target, interpolation, antialias)

@@ -111,47 +111,61 @@ def hub_file(cfg: dict[str, Any]) -> Path | None:
 
 
 def read_back(model: nn.Module, saved: StateDict, what: str = 'the file') -> Source:
-    """``model``'s floating-point tensors read back from ``saved`` (an unwrapped checkpoint) through the known
-    layout that reads back the most of them; the rest from ``model`` itself, named in the note."""
+    """``model``'s floating-point tensors read back from ``saved`` (an unwrapped checkpoint); the rest from
+    ``model`` itself, named in the note.
+
+    A file holding every tensor under timm's own name and shape is timm's layout, read as it is. Otherwise the
+    model is traced, written in every known layout, and the layout holding the most of what ``saved`` holds
+    (names and shapes) is inverted: one sort of the written ids, the costly part, for one layout only."""
     from harness.checkpoints.layouts import LAYOUTS
-    own, traced = _state(model), _traced(model)
-    best_name, best = '', {}
-    for name, layout in LAYOUTS.items():
-        found = _read_through(layout, traced, saved)
-        if len(found) > len(best):
-            best_name, best = name, found
+    own = _state(model)
+    floats = [k for k, v in own.items() if v.is_floating_point()]
+    if all(k in saved and saved[k].shape == own[k].shape for k in floats):
+        best_name, best = 'timm', {k: saved[k] for k in floats}
+    else:
+        traced, ids = _traced(model)
+        written = {name: _written(layout, traced) for name, layout in LAYOUTS.items()}
+        best_name = max(written, key=lambda name: _held(written[name], saved))
+        best = _invert(*written[best_name], ids, saved) if _held(written[best_name], saved) else {}
     if not best:
         return _timm_only(model, f'{what} is in none of the layouts the harness can read back ({", ".join(LAYOUTS)})')
     tensors = {k: best[k].to(v.dtype) if k in best else v for k, v in own.items()}
-    rest = [k for k, v in own.items() if v.is_floating_point() and k not in best]
+    rest = [k for k in floats if k not in best]
     note = None if not rest else (
-        f'{len(rest)} of {len(rest) + len(best)} tensors are not read back from {what} ({best_name} layout) and are taken from '
-        f"timm's own load, so reload and fidelity start from timm there: {', '.join(rest[:8])}"
+        f'{len(rest)} of {len(floats)} tensors are not read back from {what} ({best_name} layout) and are taken '
+        f"from timm's own load, so reload and fidelity start from timm there: {', '.join(rest[:8])}"
         + (' ...' if len(rest) > 8 else ''))
     return Source(tensors, len(best), note)
 
 
 def _timm_only(model: nn.Module, why: str) -> Source:
     return Source(_state(model), 0, f"{why}: the reference is timm's own load at the native size, so reload "
-                                          f'compares nothing and fidelity starts from what timm loaded')
+                                    f'compares nothing and fidelity starts from what timm loaded')
 
 
 def _state(model: nn.Module) -> StateDict:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def _read_through(layout, traced: tuple[nn.Module, StateDict], saved: StateDict) -> StateDict:
-    """The model's tensors that ``layout`` stores as copies, read from ``saved`` where it holds them at the
-    layout's shape; {} where the model does not fit the layout. ``traced`` is the model from :func:`_traced`."""
+def _written(layout, traced: nn.Module) -> tuple[StateDict, StateDict]:
+    """What ``layout`` writes for the traced model (floating-point tensors, unwrapped) and the timm state dict
+    it says a loader recovers; empty where the model does not fit the layout."""
     from harness.checkpoints.layouts import LayoutError
-    traced, ids = traced
     try:
         contents, expected = layout.convert(traced)
     except LayoutError:
-        return {}
-    written = {k: v for k, v in unwrap(contents).items() if v.is_floating_point() and v.numel()}
-    if not written:
-        return {}
+        return {}, {}
+    return {k: v for k, v in unwrap(contents).items() if v.is_floating_point() and v.numel()}, expected
+
+
+def _held(written: tuple[StateDict, StateDict], saved: StateDict) -> int:
+    """How many of the layout's written tensors ``saved`` holds, under the same name and shape."""
+    return sum(k in saved and saved[k].shape == v.shape for k, v in written[0].items())
+
+
+def _invert(written: StateDict, expected: StateDict, ids: StateDict, saved: StateDict) -> StateDict:
+    """The model's tensors a layout stores as copies (``written``, ``expected``: what it wrote for the traced
+    model with ``ids``), read from ``saved`` where it holds them at the layout's shape."""
     names = list(written)
     held = torch.tensor([k in saved and saved[k].shape == written[k].shape for k in names])
     owner = torch.repeat_interleave(torch.arange(len(names)), torch.tensor([written[k].numel() for k in names]))

@@ -18,6 +18,7 @@ and says so.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,11 +123,12 @@ def read_back(model: nn.Module, saved: StateDict, what: str = 'the file') -> Sou
     floats = [k for k, v in own.items() if v.is_floating_point()]
     if all(k in saved and saved[k].shape == own[k].shape for k in floats):
         best_name, best = 'timm', {k: saved[k] for k in floats}
-    else:
-        traced, ids = _traced(model)
-        written = {name: _written(layout, traced) for name, layout in LAYOUTS.items()}
-        best_name = max(written, key=lambda name: _held(written[name], saved))
-        best = _invert(*written[best_name], ids, saved) if _held(written[best_name], saved) else {}
+    else:   # the layout holding most of the file, chosen on a meta copy; only it is traced
+        shaped = _copy_with(model, lambda t: torch.empty_like(t, device='meta'))
+        held = {name: _held(_written(layout, shaped)[0], saved) for name, layout in LAYOUTS.items()}
+        best_name = max(held, key=held.get)
+        traced, trace = _traced(model)
+        best = _invert(*_written(LAYOUTS[best_name], traced), trace, saved) if held[best_name] else {}
     if not best:
         return _timm_only(model, f'{what} is in none of the layouts the harness can read back ({", ".join(LAYOUTS)})')
     tensors = {k: best[k].to(v.dtype) if k in best else v for k, v in own.items()}
@@ -158,51 +160,77 @@ def _written(layout, traced: nn.Module) -> tuple[StateDict, StateDict]:
     return {k: v for k, v in unwrap(contents).items() if v.is_floating_point() and v.numel()}, expected
 
 
-def _held(written: tuple[StateDict, StateDict], saved: StateDict) -> int:
+def _held(written: StateDict, saved: StateDict) -> int:
     """How many of the layout's written tensors ``saved`` holds, under the same name and shape."""
-    return sum(k in saved and saved[k].shape == v.shape for k, v in written[0].items())
+    return sum(k in saved and saved[k].shape == v.shape for k, v in written.items())
 
 
-def _invert(written: StateDict, expected: StateDict, ids: StateDict, saved: StateDict) -> StateDict:
+def _invert(written: StateDict, expected: StateDict, trace: '_Trace', saved: StateDict) -> StateDict:
     """The model's tensors a layout stores as copies (``written``, ``expected``: what it wrote for the traced
-    model with ``ids``), read from ``saved`` where it holds them at the layout's shape."""
-    names = list(written)
-    held = torch.tensor([k in saved and saved[k].shape == written[k].shape for k in names])
-    owner = torch.repeat_interleave(torch.arange(len(names)), torch.tensor([written[k].numel() for k in names]))
-    traced_flat = torch.cat([written[k].reshape(-1).double() for k in names])
-    file_flat = torch.cat([saved[k].reshape(-1).double() if ok else torch.full((written[k].numel(),), float('nan'))
-                           for k, ok in zip(names, held.tolist())])
-    order = torch.argsort(traced_flat)
-    ordered = torch.cat([traced_flat[order], torch.tensor([float('inf')], dtype=torch.float64)])
+    model), read from ``saved`` where it holds them at the layout's shape. An id is recognised by its value,
+    tensor by tensor (no sort, no concatenation): its index is ``(value - base) // stride``, confirmed by its
+    offset."""
+    total = len(trace.offsets)
+    where = torch.full((total,), -1, dtype=torch.long)   # index -> position in the layout's tensors, end to end
+    copies = torch.zeros(total, dtype=torch.int32)
+    names = [k for k in written if k in saved and saved[k].shape == written[k].shape]   # others: not in the file
+    starts = torch.tensor([0] + [written[k].numel() for k in names]).cumsum(0)
+    for name, start in zip(names, starts.tolist()):
+        values = written[name].reshape(-1).double()
+        index = torch.div(values - _ID_BASE, _ID_STRIDE, rounding_mode='floor')
+        found = (index >= 0) & (index < total)
+        index = torch.where(found, index, torch.zeros_like(index)).long()
+        found &= values == _ID_BASE + _ID_STRIDE * index.double() + trace.offsets[index]
+        where[index[found]] = start + torch.nonzero(found).squeeze(1)
+        copies.index_add_(0, index[found], torch.ones(int(found.sum()), dtype=torch.int32))
+    where[copies > 1] = -1   # written twice: ambiguous
     out = {}
-    for key, want in ids.items():
-        if key not in expected or not torch.equal(expected[key].double(), want):
-            continue   # derived by the layout's conversion, not stored as a copy
-        wanted = want.reshape(-1)
-        at = torch.searchsorted(ordered, wanted)   # never past the sentinel: ids are finite
-        if not ((ordered[at] == wanted) & (ordered[at + 1] != wanted)).all():
-            continue   # dropped by the layout, or ambiguous
-        where = order[at]
-        if not held[owner[where]].all():
-            continue   # the file lacks it, or holds it at another shape
-        out[key] = file_flat[where].reshape(want.shape)
+    for key, (first, shape) in trace.keys.items():
+        positions = where[first:first + math.prod(shape)]
+        if key not in expected or not torch.equal(expected[key].double(), trace.ids(key)) or (positions < 0).any():
+            continue   # derived by the layout's conversion, dropped, ambiguous, or not in the file
+        owner = torch.searchsorted(starts, positions, right=True) - 1
+        values = torch.empty(positions.shape, dtype=torch.float64)
+        for i in owner.unique().tolist():
+            mine = owner == i
+            values[mine] = saved[names[i]].reshape(-1)[positions[mine] - starts[i]].double()
+        out[key] = values.reshape(shape)
     return out
 
 
-def _traced(model: nn.Module) -> tuple[nn.Module, StateDict]:
-    """A float64 copy of ``model`` whose floating-point tensors hold distinct integer ids, and the ids by key."""
-    traced = copy.deepcopy(model).cpu().double()
-    generator = torch.Generator().manual_seed(0)
-    ids, next_id = {}, 0
-    with torch.no_grad():
-        for key, tensor in traced.state_dict(keep_vars=True).items():
-            if not tensor.is_floating_point():
-                continue
-            n = tensor.numel()
-            offsets = torch.randint(0, _ID_STRIDE, (n,), generator=generator, dtype=torch.float64)
-            value = (_ID_BASE + _ID_STRIDE * torch.arange(next_id, next_id + n, dtype=torch.float64)
-                     + offsets).reshape(tensor.shape)
-            tensor.data.copy_(value)
-            ids[key] = value
-            next_id += n
-    return traced, ids
+@dataclass(frozen=True)
+class _Trace:
+    """The traced model's ids: per floating-point key, its first index and shape; per index, its offset."""
+    offsets: Tensor
+    keys: dict[str, tuple[int, tuple[int, ...]]]
+
+    def ids(self, key: str) -> Tensor:
+        first, shape = self.keys[key]
+        n = math.prod(shape)
+        return (_ID_BASE + _ID_STRIDE * torch.arange(first, first + n, dtype=torch.float64)
+                + self.offsets[first:first + n]).reshape(shape)
+
+
+def _traced(model: nn.Module) -> tuple[nn.Module, _Trace]:
+    """A copy of ``model`` whose floating-point tensors hold distinct integer ids (float64), and the ids."""
+    keys, first = {}, 0
+    for key, tensor in model.state_dict().items():
+        if tensor.is_floating_point():
+            keys[key] = (first, tuple(tensor.shape))
+            first += tensor.numel()
+    trace = _Trace(torch.randint(0, _ID_STRIDE, (first,), generator=torch.Generator().manual_seed(0),
+                                 dtype=torch.float64), keys)
+    by_tensor = {id(t): trace.ids(k) for k, t in model.state_dict(keep_vars=True).items() if k in keys}
+    return _copy_with(model, lambda t: by_tensor.get(id(t))), trace
+
+
+def _copy_with(model: nn.Module, value) -> nn.Module:
+    """A deep copy of ``model`` in which each floating-point parameter and buffer ``t`` is ``value(t)`` (copied
+    as it is where that is None, as buffers outside the state dict): the model's own weights are never copied
+    (the meta device, or trace ids)."""
+    memo = {}
+    for tensor in (*model.parameters(), *model.buffers()):
+        new = value(tensor) if tensor.is_floating_point() else None
+        if new is not None:
+            memo[id(tensor)] = nn.Parameter(new, requires_grad=False) if isinstance(tensor, nn.Parameter) else new
+    return copy.deepcopy(model, memo)

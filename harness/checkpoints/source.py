@@ -47,7 +47,7 @@ class Source:
     note: str | None         # what the reference is where it is not the file's own tensors (None: all are)
 
 
-def unwrap(contents: Any) -> StateDict:
+def unwrap(contents: Any) -> dict[str, Tensor]:
     """The state dict a checkpoint's contents hold, as timm's ``load_state_dict`` takes it: the first wrapper
     key present (EMA weights first), the DDP and ``torch.compile`` prefixes removed; tensors only."""
     if isinstance(contents, dict):

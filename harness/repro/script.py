@@ -58,6 +58,8 @@ class _Plan:
         functions = [steps.run, steps.verdict]
         if self.synthesized:
             functions += [*([steps.trained_looking] if self.smooth else []), WRITERS[self.case.origin.name]]
+        elif self.case.origin.name == FILE_ORIGIN and self.uses('reference'):
+            functions.append(steps.file_reference)
         functions += [steps.pretrained, *([steps.set_input_size] if self.case.path == 'set_input_size' else [])]
         functions += [steps.images, steps.forward] if self.forward_pass else []
         functions += [f for snippet in self.snippets for f in snippet.functions]
@@ -85,8 +87,9 @@ class _Plan:
             what = "the user's checkpoint" if where else "timm's pretrained weights for MODEL (downloaded)"
             overlay = f'dict({where}{_overlay_tail(case, origin.num_classes)})' if where else 'None'
             lines = [f'# 1-2. {what}: what it holds is the reference', f'overlay = {overlay}']
+            reference = 'file_reference(CHECKPOINT, native)' if where else 'native.state_dict()'
             if self.uses('reference') or self.uses('native') or case.path == 'set_input_size':
-                lines += [*native, *(['reference = native.state_dict()'] if self.uses('reference') else [])]
+                lines += [*native, *([f'reference = {reference}'] if self.uses('reference') else [])]
             return lines
         writer = WRITERS[origin.name].__name__
         lines = ['# 1. the source checkpoint: MODEL at its own configuration'

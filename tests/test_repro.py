@@ -290,6 +290,21 @@ def test_a_user_checkpoint_that_timm_changes_on_load_reproduces_reload(run_matri
     assert code == 1 and 'REPRODUCED: reload fails' in printed and 'relative_position_bias_table' in printed, printed
 
 
+def test_a_failed_invariant_on_a_path_the_release_cannot_build_reproduces_without_building_it(run_matrix, tmp_path,
+                                                                                              monkeypatch):
+    """An older set_input_size without patch_size, whose own-size call moves the position embedding: the case
+    fails noop while its path is unsupported, and the script checks noop without asking for the patch size."""
+    from tests.test_pipeline import _set_input_size_without_patch_size
+    _set_input_size_without_patch_size(monkeypatch, lambda model: model.pos_embed.data.mul_(1.001))
+    (case,) = run_matrix(SMALL_VIT + 'name: repro-noop\npatch_sizes: [8]\npaths: [set_input_size]\n').values()
+    assert case.status == 'failed' and case.failed_checks == ['noop'] and 'itself is unsupported' in case.reason
+    script = tmp_path / 'noop.py'
+    text = repro(_recorded(tmp_path / 'run', case, tmp_path / 'matrix.yaml'), case.case_id, script)
+    assert "# 3. the case's path" not in text and 'patch_size' not in text.split('def main')[1]
+    code, printed = run_here(script)
+    assert code == 1 and 'REPRODUCED: noop fails' in printed, printed
+
+
 def _recorded(run_dir: Path, result: CaseResult, matrix: Path | None = None) -> Path:
     """A run folder holding ``result`` as harness run leaves it, with a run.json naming ``matrix`` (by default a
     matrix file that is gone)."""

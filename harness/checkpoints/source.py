@@ -21,17 +21,20 @@ import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from harness.checkpoints.vetting import checkpoint_file_problem, read_checkpoint
 
+if TYPE_CHECKING:
+    from harness.checkpoints.store import Checkpoint
+
 StateDict = dict[str, Tensor]
 # timm's load_state_dict: the first of these a checkpoint dict holds (EMA weights first), and the wrapper prefixes
 WRAPPER_KEYS = ('state_dict_ema', 'model_ema', 'state_dict', 'model')
-WRAPPER_PREFIXES = ('_orig_mod.', 'module.', '_orig_mod.')
+WRAPPER_PREFIXES = ('_orig_mod.', 'module.')   # in either order: removed while one is left
 # trace ids: a stride apart from 2**40 (exact in float64), each plus a seeded offset below the stride, so a
 # tensor a layout derives (a mean of ids) is almost never an id; an id found twice is ambiguous, not read back
 _ID_BASE, _ID_STRIDE = 2.0 ** 40, 64
@@ -73,7 +76,7 @@ def file_source(model: nn.Module, path: Path, custom_load: bool, what: str = 'th
     return read_back(model, unwrap(read_checkpoint(path, custom_load)), what)
 
 
-def checkpoint_source(checkpoint, model: nn.Module) -> Source:
+def checkpoint_source(checkpoint: 'Checkpoint', model: nn.Module) -> Source:
     """The source of a real checkpoint (a :class:`harness.checkpoints.store.Checkpoint` without a synthesized
     reference): its file, or the hub's file in the local cache."""
     if checkpoint.file is not None:
@@ -115,9 +118,9 @@ def read_back(model: nn.Module, saved: StateDict, what: str = 'the file') -> Sou
     """``model``'s floating-point tensors read back from ``saved`` (an unwrapped checkpoint); the rest from
     ``model`` itself, named in the note.
 
-    A file holding every tensor under timm's own name and shape is timm's layout, read as it is. Otherwise the
-    model is traced, written in every known layout, and the layout holding the most of what ``saved`` holds
-    (names and shapes) is inverted: one sort of the written ids, the costly part, for one layout only."""
+    A file holding every tensor under timm's own name and shape is timm's layout, read as it is. Otherwise each
+    known layout is written for a meta-device copy of the model (names and shapes, no values), and the one
+    holding the most of what ``saved`` holds is inverted by tracing, the costly part, for that layout only."""
     from harness.checkpoints.layouts import LAYOUTS
     own = _state(model)
     floats = [k for k, v in own.items() if v.is_floating_point()]
@@ -126,9 +129,10 @@ def read_back(model: nn.Module, saved: StateDict, what: str = 'the file') -> Sou
     else:   # the layout holding most of the file, chosen on a meta copy; only it is traced
         shaped = _copy_with(model, lambda t: torch.empty_like(t, device='meta'))
         held = {name: _held(_written(layout, shaped)[0], saved) for name, layout in LAYOUTS.items()}
-        best_name = max(held, key=held.get)
-        traced, trace = _traced(model)
-        best = _invert(*_written(LAYOUTS[best_name], traced), trace, saved) if held[best_name] else {}
+        best_name, best = max(held, key=held.get), {}
+        if held[best_name]:
+            traced, trace = _traced(model)
+            best = _invert(*_written(LAYOUTS[best_name], traced), trace, saved)
     if not best:
         return _timm_only(model, f'{what} is in none of the layouts the harness can read back ({", ".join(LAYOUTS)})')
     tensors = {k: best[k].to(v.dtype) if k in best else v for k, v in own.items()}

@@ -34,6 +34,7 @@ from harness.families import register_family, to_size
 from harness.families.base import meta_model, model_carrying
 from harness.families.vit import VitFamily
 from harness.reference.rope import RopeConfig, rope_embedding
+from harness.triggers import GEOMETRIC
 
 ROPE_KEY = 'rope.embedding'     # the derived tensor fidelity compares: the embedding the blocks get
 MIXED_FREQS_KEY = 'rope.freqs'  # RoPE-Mixed's learned frequencies, a checkpoint tensor
@@ -47,6 +48,7 @@ class UnsupportedRope(ValueError):
 @register_family
 class EvaFamily(VitFamily):
     name = 'eva'
+    trigger_kinds = GEOMETRIC + ('patch',)   # its oracle does not model dynamic_img_pad
     model_classes = ('timm.models.eva.Eva',)
     origins = ('timm', 'hub', 'file')
 

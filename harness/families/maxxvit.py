@@ -23,6 +23,7 @@ from harness.families.base import Family, native_geometry, timm_class
 from harness.families.cnn import CnnFamily
 from harness.families.rel_pos import RelPosModules, rel_pos_modules
 from harness.results import CHECKS
+from harness.triggers import GEOMETRIC
 
 _STAGE = re.compile(r'stages\.(\d+)\.')
 _PARTITIONS = ('attn_block', 'attn_grid')   # module names of MaxViT's window and grid attention
@@ -31,6 +32,7 @@ _PARTITIONS = ('attn_block', 'attn_grid')   # module names of MaxViT's window an
 @register_family
 class MaxxVitFamily(RelPosModules, CnnFamily):
     name = 'maxxvit'
+    trigger_kinds = GEOMETRIC
     category = 'oracle'
     rank = 0
     model_classes = ('timm.models.maxxvit.MaxxVit',)

@@ -13,11 +13,13 @@ from __future__ import annotations
 from harness.families import Geometry, Size, register_family
 from harness.families.rel_pos import RelPosModules
 from harness.families.vit import VitFamily
+from harness.triggers import GEOMETRIC
 
 
 class GridRelPosVitFamily(RelPosModules, VitFamily):
     origins = ('timm', 'hub', 'file')
     paths = ('create', 'set_input_size')
+    trigger_kinds = GEOMETRIC   # its oracle does not model dynamic_img_pad
 
     def rel_pos_window(self, module: str, geometry: Geometry) -> Size:
         return geometry.grid_size

@@ -17,6 +17,7 @@ from torch import nn
 from harness.families import Geometry, Size, Target, register_family
 from harness.families.base import Family
 from harness.families.vit import VitFamily, is_hybrid
+from harness.triggers import GEOMETRIC
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class HybridGeometry(Geometry):
 @register_family
 class HybridVitFamily(VitFamily):
     name = 'vit_hybrid'
+    trigger_kinds = GEOMETRIC   # the CNN stem's stride is fixed; its oracle does not model dynamic_img_pad
     origins = ('timm', 'hub', 'file')
     patch_sizes_apply = False
 

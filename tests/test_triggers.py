@@ -13,7 +13,6 @@ from harness.cases import expand
 from harness.families import Target, family_of
 from harness.matrix import MatrixError, load_matrix
 from harness.reference.padding import pad_right_bottom
-from tests.conftest import REPO
 
 VIT = 'vit_tiny_patch16_224'
 TINY_VIT = f'embed_dim: 32, depth: 1, num_heads: 2'
@@ -152,14 +151,3 @@ def test_the_padding_oracle_matches_timm_and_catches_padding_on_the_wrong_side(m
     assert (dynamic(images) - want).abs().max() < 1e-5
     monkeypatch.setattr(timm.layers.patch_embed, 'F', _PadLeftTop())
     assert (dynamic(images) - want).abs().max() > 1e-2
-
-
-def test_the_zoo_has_the_vit_triggers_mutants_need(known_models):
-    """A rectangular source loaded into its transpose (create, set_input_size) and a padded input: what kills
-    "skip the pos_embed resample when the token count is unchanged" and "dynamic_img_pad pads the wrong side"."""
-    cases = expand(load_matrix(REPO / 'matrices' / 'zoo.yaml', known_models=known_models))
-    vit = [c for c in cases if family_of(c.model.name).name == 'vit']
-    transposed = {c.path for c in vit if c.model.kwargs.get('img_size') == (64, 96) and c.img_size == (96, 64)}
-    assert {'create', 'set_input_size', 'dynamic'} <= transposed
-    padded = [c for c in vit if c.model.kwargs.get('dynamic_img_pad') and c.img_size[0] % 16 and c.img_size[1] % 16]
-    assert {c.path for c in padded} == {'create', 'set_input_size', 'dynamic'}

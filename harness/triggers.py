@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from harness.families import Geometry, Size, Target
+from harness.families.base import ALL_PATHS, Family, native_geometry
 
 if TYPE_CHECKING:
-    from harness.families.base import Family
     from harness.matrix import ModelSpec
 
-ALL_PATHS = ('create', 'set_input_size', 'dynamic')
-STATIC_PATHS = ('create', 'set_input_size')   # what can change a patch or window (dynamic_img_size cannot)
+STATIC_PATHS = tuple(path for path in ALL_PATHS if path != 'dynamic')   # dynamic_img_size cannot change a patch
+                                                                         # or a window
 
 # kind -> what it exercises; README's "Trigger sets" table is this list
 KINDS = {
@@ -41,7 +41,6 @@ KINDS = {
     'img_pad': 'a source built with dynamic_img_pad (variant pad) to a size no patch divides: padded right and '
                'bottom to ceil(size / patch) patches',
 }
-GEOMETRIC = ('larger', 'smaller', 'rectangular', 'square', 'transposed')
 
 
 @dataclass(frozen=True)
@@ -65,10 +64,9 @@ class NoTriggers(ValueError):
     """A model whose family declares no triggers, or a kind it does not declare; the message says which."""
 
 
-def triggers(family: 'Family', model: 'ModelSpec', kinds: tuple[str, ...] | None = None) -> list[Trigger]:
+def triggers(family: Family, model: 'ModelSpec', kinds: tuple[str, ...] | None = None) -> list[Trigger]:
     """The triggers of ``model`` of the ``kinds`` asked for (None: every kind its family declares), in the order
     of ``KINDS``; a kind whose sizes the model cannot take gives none (the validator says so)."""
-    from harness.families.base import native_geometry
     declared = family.trigger_kinds
     if not declared:
         raise NoTriggers(f'the {family.name} family declares no triggers (nothing of it is resampled); '
@@ -88,7 +86,7 @@ def triggers(family: 'Family', model: 'ModelSpec', kinds: tuple[str, ...] | None
 @dataclass(frozen=True)
 class _Sizes:
     """Sizes derived from one model's geometry, in whole strides, each one the family takes."""
-    family: 'Family'
+    family: Family
     model: 'ModelSpec'
     geometry: Geometry
 

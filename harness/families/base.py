@@ -12,7 +12,6 @@ from torch import nn
 from harness.reference.patch_kernel import resample_patch_kernel
 from harness.families import Geometry, Size, Target, to_size
 from harness.results import CHECKS
-from harness.triggers import GEOMETRIC
 
 if TYPE_CHECKING:
     from harness.checkpoints.store import Checkpoint
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
     from harness.matrix import ModelSpec
 
 ALL_PATHS = ('create', 'set_input_size', 'dynamic')
+GEOMETRIC = ('larger', 'smaller', 'rectangular', 'square', 'transposed')   # the size triggers (harness.triggers)
 
 
 class Family:

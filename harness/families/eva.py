@@ -31,10 +31,9 @@ import torch
 from torch import nn
 
 from harness.families import register_family, to_size
-from harness.families.base import meta_model, model_carrying
+from harness.families.base import GEOMETRIC, meta_model, model_carrying
 from harness.families.vit import VitFamily
 from harness.reference.rope import RopeConfig, rope_embedding
-from harness.triggers import GEOMETRIC
 
 ROPE_KEY = 'rope.embedding'     # the derived tensor fidelity compares: the embedding the blocks get
 MIXED_FREQS_KEY = 'rope.freqs'  # RoPE-Mixed's learned frequencies, a checkpoint tensor

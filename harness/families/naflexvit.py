@@ -31,10 +31,9 @@ import torch
 from torch import nn
 
 from harness.families import Geometry, Size, register_family, to_size
-from harness.families.base import Family, model_carrying, traits_img_size
+from harness.families.base import GEOMETRIC, Family, model_carrying, traits_img_size
 from harness.families.vit import VitFamily
 from harness.reference.naflex_pos_embed import naflex_axis_table, naflex_pos_table
-from harness.triggers import GEOMETRIC
 
 PROBE_GRIDS = ((2, 7), (9, 4))   # where derived_tensors reads the added position embedding: wide and tall
 

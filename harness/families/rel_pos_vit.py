@@ -11,9 +11,9 @@ timm resizes them at create time and with ``set_input_size`` (1.0.31 on); neithe
 from __future__ import annotations
 
 from harness.families import Geometry, Size, register_family
+from harness.families.base import GEOMETRIC
 from harness.families.rel_pos import RelPosModules
 from harness.families.vit import VitFamily
-from harness.triggers import GEOMETRIC
 
 
 class GridRelPosVitFamily(RelPosModules, VitFamily):

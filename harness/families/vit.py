@@ -17,8 +17,7 @@ from torch import nn
 from harness.reference.padding import PaddedInput, padded_size
 from harness.reference.pos_embed import resample_pos_embed
 from harness.families import Geometry, Target, register_family, to_size
-from harness.families.base import Family, model_carrying, timm_class
-from harness.triggers import GEOMETRIC
+from harness.families.base import GEOMETRIC, Family, model_carrying, timm_class
 
 
 BILINEAR_AT_CREATE = ('flexi', 'radio')   # parts of a model name, as _create_vision_transformer tests them

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from harness.families import Geometry, Size, Target, register_family
-from harness.families.base import Family
+from harness.families.base import GEOMETRIC, Family
 from harness.families.vit import VitFamily, is_hybrid
-from harness.triggers import GEOMETRIC
 
 
 @dataclass(frozen=True)

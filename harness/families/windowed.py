@@ -30,10 +30,9 @@ from torch import nn
 
 from harness.build import Unsupported
 from harness.families import Geometry, Size, Target, to_size
-from harness.families.base import Family
+from harness.families.base import GEOMETRIC, Family
 from harness.matrix import window_value
 from harness.reference.window_masks import shifted_window_mask
-from harness.triggers import GEOMETRIC
 
 
 class ShiftedWindowFamily(Family):

@@ -165,7 +165,8 @@ class Matrix:
     tolerances: Tolerances = field(default_factory=Tolerances)
     timing: TimingConfig = field(default_factory=TimingConfig)
     expect: tuple[Expectation, ...] = ()
-    left_out: tuple[str, ...] = ()   # model entries whose `timm:` range leaves out this release, and why
+    left_out: tuple[str, ...] = ()   # model entries whose `timm:` range leaves out this release, trigger kinds
+                                     # a model cannot take (`targets:`), and why
 
     def axes_for(self, model: ModelSpec) -> dict[str, tuple]:
         """The case axes of one model: the matrix's, with the model entry's own lists taking precedence."""

@@ -373,17 +373,18 @@ class _Validator:
         except NoTriggers as e:
             self.error(f'{where}.targets', f'{model.label}: {e}')
             return []
-        asked = kinds or family.trigger_kinds
-        for kind in asked:
+        for kind in kinds or family.trigger_kinds:
             if not any(t.target.kind == kind for t in found):
                 self.left_out.append(f'{where}.targets ({model.label}): no {kind} target fits its geometry')
-        return [spec for variant in dict.fromkeys((t.variant, t.source) for t in found)
-                if (spec := self._trigger_variant(where, model, variant, [t for t in found
-                                                                           if (t.variant, t.source) == variant]))]
+        variants: dict[tuple[str, tuple], list] = {}
+        for trigger in found:
+            variants.setdefault((trigger.variant, trigger.source), []).append(trigger.target)
+        return [spec for (name, source), targets in variants.items()
+                if (spec := self._trigger_variant(where, model, name, source, targets))]
 
-    def _trigger_variant(self, where: str, model: ModelSpec, variant: tuple[str, tuple], found: list) -> ModelSpec | None:
-        """The model entry of one source variant of a trigger set, its targets (one case each per path)."""
-        name, source = variant
+    def _trigger_variant(self, where: str, model: ModelSpec, name: str, source: tuple, targets: list) -> ModelSpec | None:
+        """The model entry of one source variant of a trigger set (``source``: the overrides it adds, named
+        ``name``), its ``targets`` as its case axis."""
         spec = ModelSpec.of(model.name, {**model.kwargs, **dict(source)}) if source else \
             dataclasses.replace(model, alias=None, axes=())
         if source:
@@ -393,9 +394,8 @@ class _Validator:
                 self.error(f'{where}.targets', f'timm cannot build the {name} variant of {model.label} '
                                                f'({dict(source)}): {type(e).__name__}: {e}')
                 return None
-        targets = tuple(dict.fromkeys(t.target for t in found))
         label = f'{model.label}-{name}' if name else model.alias
-        return dataclasses.replace(spec, alias=label, axes=(*model.axes, ('targets', targets)))
+        return dataclasses.replace(spec, alias=label, axes=(*model.axes, ('targets', tuple(dict.fromkeys(targets)))))
 
     def _model_entries(self) -> Iterator[tuple[str, dict, str | None]]:
         """(where, entry, the pattern it came from) for each model: a ``{pattern: GLOB, ...}`` entry expanded into

@@ -1,6 +1,7 @@
 """What timm does with the ViT trigger sets' cases (matrices/zoo.yaml, zoo-small.yaml), without the harness: run
 with the timm release to test first on the path, e.g. ``PYTHONPATH=~/.cache/timm-harness/timm/1.0.8 python
-<this file> [model]`` (model: vit_tiny_patch16_224, the default, or the hybrid vit_tiny_r_s16_p8_224).
+<this file> [model]`` (model: vit_tiny_patch16_224, the default; the hybrid vit_tiny_r_s16_p8_224; the Eva
+models vit_small_patch16_rope_mixed_ape_224 and vit_pe_core_tiny_patch16_384 of zoo-eva.yaml).
 
 A tiny checkpoint trained at 64x96 (a 4x6 grid for the ViT, 2x3 for the hybrid) is loaded at its transpose
 96x64 (the same token count) and at 96x96; a ViT built with ``dynamic_img_pad`` at 72x84 (4.5 x 5.25 patches).
@@ -40,13 +41,14 @@ def main():
     path = tempfile.mktemp(suffix='.pth')
     torch.save(source.state_dict(), path)
     h, w = source.patch_embed.grid_size
-    grid = source.pos_embed[:, 1:].reshape(1, h, w, -1).permute(0, 3, 1, 2)
+    prefix = source.pos_embed.shape[1] - h * w   # class token positions, if the table has them
+    grid = source.pos_embed[:, prefix:].reshape(1, h, w, -1).permute(0, 3, 1, 2)
     want = torch.nn.functional.interpolate(grid, size=(w, h), mode='bicubic', antialias=True)
     want = want.flatten(2).transpose(1, 2)
 
     model = attempt('create 64x96 -> 96x64', lambda: pretrained((96, 64), path))
     if model is not None:
-        diff = (model.pos_embed[:, 1:] - want).abs().max()
+        diff = (model.pos_embed[:, prefix:] - want).abs().max()
         print(f'create 64x96 -> 96x64: pos_embed {"resampled" if diff < 1e-4 else f"NOT resampled to {w}x{h}"}'
               f' (max diff to a {h}x{w} -> {w}x{h} bicubic resample {diff:.3f})')
     attempt('create 64x96 -> 96x96', lambda: print('create 64x96 -> 96x96: loads, pos_embed',
@@ -55,7 +57,7 @@ def main():
         model = pretrained((64, 96), path)
         model.set_input_size(img_size=(96, 64))
         print(f'set_input_size 64x96 -> 96x64: max diff to a {h}x{w} -> {w}x{h} bicubic resample '
-              f'{(model.pos_embed[:, 1:] - want).abs().max():.3f}')
+              f'{(model.pos_embed[:, prefix:] - want).abs().max():.3f}')
     dynamic = pretrained((64, 96), path, dynamic_img_size=True)
     attempt('dynamic 64x96 source at 96x96', lambda: print('dynamic 64x96 source at 96x96: features',
                                                            tuple(dynamic.forward_features(torch.randn(1, 3, 96, 96)).shape)))

@@ -48,9 +48,9 @@ def test_the_zoo_passes_on_the_current_release(tmp_path, release_cache):
     code, cases = _zoo_run(timm.__version__, tmp_path, release_cache)
     statuses = Counter(case['status'] for case in cases)
     assert code == 0 and set(statuses) <= {'passed', 'xfailed', 'unsupported'}, statuses
-    passed_families = {family_of(case['model']).name for case in cases if case['status'] == 'passed'}
+    passed_families = {family_of(case['model_name']).name for case in cases if case['status'] == 'passed'}
     assert passed_families == {family.name for family in families()} - {'fixed_size'}
-    assert all('own input size' in case['reason'] for case in cases if family_of(case['model']).name == 'fixed_size')
+    assert all('own input size' in case['reason'] for case in cases if family_of(case['model_name']).name == 'fixed_size')
 
 
 @pytest.mark.slow

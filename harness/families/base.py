@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from harness.matrix import ModelSpec
 
 ALL_PATHS = ('create', 'set_input_size', 'dynamic')
+GEOMETRIC = ('larger', 'smaller', 'rectangular', 'square', 'transposed')   # the size triggers (harness.triggers)
 
 
 class Family:
@@ -34,6 +35,9 @@ class Family:
     stores_geometry: bool = True           # a resized model stores its new configuration (img_size, grid, ...)
     resamples_per_forward: bool = False    # every forward resamples (NaFlexVit): fidelity compares every path's
                                            # outputs with dynamic_reference, and its weights and derived tensors
+    trigger_kinds: tuple[str, ...] = GEOMETRIC   # the geometry changes that exercise its resize code, from
+                                           # harness.triggers.KINDS: what `targets: auto` expands into ('img_pad':
+                                           # its oracle models dynamic_img_pad, so sizes need not tile)
 
     # --- membership ----------------------------------------------------------------------------------
     def claim(self, probe: 'Probe') -> str | None:
@@ -129,14 +133,20 @@ class Family:
 
     # --- validation ----------------------------------------------------------------------------------
     def size_problem(self, model: 'ModelSpec', size: Size, patch_size: int | None) -> str | None:
-        """Why ``size`` cannot be a target for this model, or None."""
+        """Why ``size`` cannot be a target for this model, or None. A model built with ``dynamic_img_pad`` pads
+        any size to whole patches, where the family's oracle models the padding (``img_pad`` trigger)."""
         source = native_geometry(self, model)
         patch = to_size(patch_size) if patch_size else source.patch_size
         stride = (patch[0] * self.total_downsample(source), patch[1] * self.total_downsample(source))
+        pads = bool(model.kwargs.get('dynamic_img_pad'))
+        if pads and 'img_pad' in self.trigger_kinds:
+            return None
         if size[0] % stride[0] or size[1] % stride[1]:
             return (f'{size[0]}x{size[1]} does not tile into patches of {patch[0]}x{patch[1]}'
                     + (f' downsampled {self.total_downsample(source)}x' if self.total_downsample(source) > 1 else '')
-                    + f'; each side must be a multiple of {stride[0]}x{stride[1]}')
+                    + f'; each side must be a multiple of {stride[0]}x{stride[1]}'
+                    + (f' (dynamic_img_pad: the {self.name} family\'s oracle does not model padded inputs)'
+                       if pads else ''))
         return None
 
     def total_downsample(self, geometry: Geometry) -> int:

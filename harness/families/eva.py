@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from harness.families import register_family, to_size
-from harness.families.base import head_kwargs, meta_model, model_carrying
+from harness.families.base import GEOMETRIC, head_kwargs, meta_model, model_carrying
 from harness.families.vit import VitFamily
 from harness.reference.rope import RopeConfig, rope_embedding
 
@@ -47,6 +47,7 @@ class UnsupportedRope(ValueError):
 @register_family
 class EvaFamily(VitFamily):
     name = 'eva'
+    trigger_kinds = GEOMETRIC + ('patch',)   # its oracle does not model dynamic_img_pad
     model_classes = ('timm.models.eva.Eva',)
     origins = ('timm', 'hub', 'file')
 

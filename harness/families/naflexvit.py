@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from harness.families import Geometry, Size, register_family, to_size
-from harness.families.base import Family, head_kwargs, model_carrying, traits_img_size
+from harness.families.base import GEOMETRIC, Family, head_kwargs, model_carrying, traits_img_size
 from harness.families.vit import VitFamily
 from harness.reference.naflex_pos_embed import naflex_axis_table, naflex_pos_table
 
@@ -56,6 +56,7 @@ class NaFlexGeometry(Geometry):
 @register_family
 class NaFlexVitFamily(VitFamily):
     name = 'naflexvit'
+    trigger_kinds = GEOMETRIC   # its own patch embedding pads nothing
     model_classes = ('timm.models.naflexvit.NaFlexVit',)
     origins = ('timm', 'classic_vit', 'hub', 'file')
     paths = ('create', 'dynamic')

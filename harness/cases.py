@@ -69,6 +69,9 @@ def expand(matrix: Matrix) -> list[Case]:
     cases = []
     for model in matrix.models:
         axes = matrix.axes_for(model)
+        if 'targets' in axes:
+            cases += _trigger_cases(model, axes)
+            continue
         family = family_of(model.name)
         windows = axes['window_sizes'] if family.window_sizes_apply else (None,)
         patches = axes['patch_sizes'] if family.patch_sizes_apply else (None,)
@@ -76,6 +79,13 @@ def expand(matrix: Matrix) -> list[Case]:
                 axes['origins'], axes['sizes'], patches, windows, axes['paths']):
             cases.append(Case(model, origin, size, patch, window, path))
     return cases
+
+
+def _trigger_cases(model: ModelSpec, axes: dict[str, tuple]) -> list[Case]:
+    """A trigger set's cases (``targets:``, :mod:`harness.triggers`): each target on the paths that reach it."""
+    return [Case(model, origin, t.target.img_size, t.target.patch_size, t.target.window_size, path)
+            for origin, t in itertools.product(axes['origins'], axes['targets'])
+            for path in axes['paths'] if path in t.paths]
 
 
 def in_shard(cases: list[Case], index: int, count: int) -> list[Case]:

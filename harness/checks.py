@@ -128,12 +128,20 @@ def state_dict_diff(actual: dict[str, torch.Tensor], expected: dict[str, torch.T
         got = actual.get(key)
         if got is None or got.shape != want.shape:
             return TensorDiff(float('inf'), key)
-        diff = (got.detach().float().cpu() - want.float()).abs().max().item() if want.numel() else 0.0
+        diff = _max_abs_diff_where_unequal(got.detach().float().cpu(), want.float()) if want.numel() else 0.0
         if math.isnan(diff):
             return TensorDiff(diff, key)   # NaN compares false with everything: it must not hide as "no diff"
         if diff > worst_diff:
             worst, worst_diff = key, diff
     return TensorDiff(worst_diff, worst)
+
+
+def _max_abs_diff_where_unequal(got: torch.Tensor, want: torch.Tensor) -> float:
+    """Largest |got - want| over the elements that differ: a NaN or infinity a checkpoint holds and the load
+    kept (a user's file may hold them; finite judges the outputs) is equal to itself, not a difference of NaN;
+    a NaN or infinity anywhere else still makes the figure NaN or infinite."""
+    same = (got == want) | (got.isnan() & want.isnan())
+    return torch.where(same, torch.zeros_like(got), (got - want).abs()).max().item()
 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:

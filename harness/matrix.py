@@ -201,7 +201,8 @@ class Matrix:
     tolerances: Tolerances = field(default_factory=Tolerances)
     timing: TimingConfig = field(default_factory=TimingConfig)
     expect: tuple[Expectation, ...] = ()
-    left_out: tuple[str, ...] = ()   # model entries whose `timm:` range leaves out this release, and why
+    left_out: tuple[str, ...] = ()   # model entries whose `timm:` range leaves out this release, trigger kinds
+                                     # a model cannot take (`targets:`), and why
 
     def axes_for(self, model: ModelSpec) -> dict[str, tuple]:
         """The case axes of one model: the matrix's, with the model entry's own lists taking precedence."""
@@ -211,7 +212,8 @@ class Matrix:
 
 TOP_LEVEL_KEYS = {
     'name': 'a string',
-    'models': 'a list of model names, {name: ..., label: ..., <constructor overrides>, <own origins/sizes/...>} or '
+    'models': 'a list of model names, {name: ..., label: ..., <constructor overrides>, <own origins/sizes/...>, '
+              'targets: auto or [trigger, ...]} or '
               '{pattern: GLOB, <overrides and axes shared by every match>}',
     'origins': 'a list of origin names or {file: PATH}', 'sizes': 'a list of sizes (int or [H, W])',
     'patch_sizes': 'a list of ints', 'window_sizes': 'a list of window sizes (int or [H, W])', 'paths': f'a subset of {list(PATHS)}',
@@ -261,7 +263,8 @@ class _Validator:
                 self.error(key, f'unknown key; expected one of {sorted(TOP_LEVEL_KEYS)}')
         models = self._models()
         for key in ('name', 'models', 'origins', 'sizes'):
-            if key not in self.raw and not (models and all(key in dict(m.axes) for m in models)):
+            own = (key,) if key != 'sizes' else ('sizes', 'targets')   # a trigger set stands for sizes
+            if key not in self.raw and not (models and all(set(own) & set(dict(m.axes)) for m in models)):
                 self.error(key, f'missing; expected {TOP_LEVEL_KEYS[key]}')
         name = self.raw.get('name', self.path.stem)
         if not isinstance(name, str):
@@ -271,6 +274,8 @@ class _Validator:
         axes = self._axes([m for m in models if 'origins' not in dict(m.axes)])
         for i, model in enumerate(models):
             merged = {**axes, **dict(model.axes)}
+            if 'targets' in merged:   # derived from sizes the model takes (harness.triggers)
+                continue
             where = f'models[{i}].sizes' if 'sizes' in dict(model.axes) else 'sizes'
             self._check_sizes_fit(where, model, merged['sizes'], merged['patch_sizes'])
         matrix = Matrix(
@@ -397,13 +402,62 @@ class _Validator:
             model = self._model(where, entry)
             if model is None:
                 continue
-            if model.label in labels:
-                fix = 'narrow the pattern or drop the other entry' if pattern else 'give one of them a distinct `label:`'
-                self.error(where, f'{model.label!r} is already {labels[model.label]}; {fix}')
-                continue
-            labels[model.label] = where
-            models.append(model)
+            for model in self._with_triggers(where, model, entry):
+                if model.label in labels:
+                    fix = 'narrow the pattern or drop the other entry' if pattern else \
+                        'give one of them a distinct `label:`'
+                    self.error(where, f'{model.label!r} is already {labels[model.label]}; {fix}')
+                    continue
+                labels[model.label] = where
+                models.append(model)
         return models
+
+    def _with_triggers(self, where: str, model: ModelSpec, entry: dict) -> list[ModelSpec]:
+        """The entry's model, or with ``targets:`` the entries its trigger set expands into: one per source
+        configuration the triggers need (labelled ``<label>-<variant>``), each with its targets as its case axis
+        (:mod:`harness.triggers`)."""
+        if 'targets' not in entry:
+            return [model]
+        from harness.triggers import NoTriggers, triggers
+        value, family = entry['targets'], family_of(model.name)
+        kinds = None if value == 'auto' else value
+        if kinds is not None and (not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) for k in kinds)):
+            self.error(f'{where}.targets', f'expected auto or a list of trigger names from {list(family.trigger_kinds)}'
+                                           f' ({family.name} family), got {value!r}')
+            return []
+        replaced = [key for key in ('sizes', 'patch_sizes', 'window_sizes') if key in entry]
+        if replaced:
+            self.error(f'{where}.targets', f'the trigger set replaces {", ".join(replaced)}; drop '
+                                           f'{"them" if len(replaced) > 1 else "it"} or drop targets')
+            return []
+        try:
+            found = triggers(family, model, tuple(kinds) if kinds else None)
+        except NoTriggers as e:
+            self.error(f'{where}.targets', f'{model.label}: {e}')
+            return []
+        for kind in kinds or family.trigger_kinds:
+            if not any(t.target.kind == kind for t in found):
+                self.left_out.append(f'{where}.targets ({model.label}): no {kind} target fits its geometry')
+        variants: dict[tuple[str, tuple], list] = {}
+        for trigger in found:
+            variants.setdefault((trigger.variant, trigger.source), []).append(trigger.target)
+        return [spec for (name, source), targets in variants.items()
+                if (spec := self._trigger_variant(where, model, name, source, targets))]
+
+    def _trigger_variant(self, where: str, model: ModelSpec, name: str, source: tuple, targets: list) -> ModelSpec | None:
+        """The model entry of one source variant of a trigger set (``source``: the overrides it adds, named
+        ``name``), its ``targets`` as its case axis."""
+        spec = ModelSpec.of(model.name, {**model.kwargs, **dict(source)}) if source else \
+            dataclasses.replace(model, alias=None, axes=())
+        if source:
+            try:
+                native_geometry(family_of(model.name), spec)
+            except Exception as e:   # noqa: BLE001 - the variant is the harness's, its failure the release's
+                self.error(f'{where}.targets', f'timm cannot build the {name} variant of {model.label} '
+                                               f'({dict(source)}): {type(e).__name__}: {e}')
+                return None
+        label = f'{model.label}-{name}' if name else model.alias
+        return dataclasses.replace(spec, alias=label, axes=(*model.axes, ('targets', tuple(dict.fromkeys(targets)))))
 
     def _model_entries(self) -> Iterator[tuple[str, dict, str | None]]:
         """(where, entry, the pattern it came from) for each model: a ``{pattern: GLOB, ...}`` entry expanded into
@@ -473,7 +527,7 @@ class _Validator:
         if alias is not None and not isinstance(alias, str):
             self.error(f'{where}.label', f'expected a string, got {alias!r}')
             return None
-        overrides = {k: v for k, v in entry.items() if k not in ('name', 'label', 'timm') and k not in AXES}
+        overrides = {k: v for k, v in entry.items() if k not in ('name', 'label', 'timm', 'targets') and k not in AXES}
         if 'img_size' in overrides:
             # validated; an int stays an int (EfficientVitMsra before timm 1.0.31 takes nothing else)
             size = self._size(f'{where}.img_size', overrides['img_size'])

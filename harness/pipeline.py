@@ -31,6 +31,7 @@ from harness import checks, faults, images
 from harness.accuracy import LabelledImages, labelled_images, top1_accuracy
 from harness.build import Built, LoadFailed, ResizeFailed, Unsupported, build_native, build_path, set_input_size
 from harness.cases import Case, expectation_for
+from harness.checkpoints.source import checkpoint_source
 from harness.checkpoints.store import Checkpoint, CheckpointError, checkpoint_for
 from harness.device_lock import Holder, checks_lock, timing_lock
 from harness.device_peaks import peak_tflops
@@ -68,8 +69,9 @@ class NativeAccuracy:
 @dataclass
 class Native:
     """A checkpoint loaded at its own configuration, its outputs at its own size, and the source weights that
-    fidelity resamples (with how far the native load is from them, when they are known); its accuracy when
-    there are labelled images and the weights are real."""
+    fidelity resamples (with how far the native load is from them, when they are known, and what they are
+    where they are not all the checkpoint's own); its accuracy when there are labelled images and the
+    weights are real."""
     checkpoint: Checkpoint
     built: Built
     geometry: Geometry
@@ -77,6 +79,7 @@ class Native:
     reference: dict[str, torch.Tensor]
     load_diff: checks.TensorDiff | None
     accuracy: NativeAccuracy | None = None
+    reference_note: str | None = None
 
 
 @dataclass
@@ -95,10 +98,12 @@ class PathFigures:
 
 @dataclass
 class PathRun:
-    """One path built at one target and checked on its own; ``outputs`` is None when it did not get that far."""
+    """One path built at one target and checked on its own; ``outputs`` is None when it did not get that far,
+    ``unsupported`` says why when the release cannot make the call the path needs."""
     model: nn.Module | None
     outputs: checks.Outputs | None
     figures: PathFigures
+    unsupported: str | None = None
 
 
 class CheckpointWork:
@@ -166,16 +171,16 @@ def parked(models: list[nn.Module], device: torch.device) -> Iterator[None]:
 def load_native(checkpoint: Checkpoint, case: Case, image_set: torch.Tensor, device: torch.device,
                 image_tree: ImageTree | None = None) -> Native:
     built = build_native(checkpoint)
+    reference, note, compared = checkpoint.reference_state_dict(), None, True
+    if reference is None:   # hub or user file: its tensors read back from the file by the harness
+        source = checkpoint_source(checkpoint, built.model)
+        reference, note, compared = source.tensors, source.note, source.from_file > 0
     model = built.model.to(device)
     geometry = case.family.source_geometry(model, case.model)
     outputs = checks.forward_outputs(model, model_inputs(model, geometry.img_size, image_set, device))
     accuracy = native_accuracy(checkpoint, model, geometry.img_size, image_tree, device)
-    reference = checkpoint.reference_state_dict()
-    if reference is None:   # hub or user file: the native-size load resamples nothing, so it is the source
-        source = {k: v.cpu() for k, v in model.state_dict().items()}
-        return Native(checkpoint, built, geometry, outputs, source, None, accuracy)
-    load_diff = checks.state_dict_diff(model.state_dict(), reference)
-    return Native(checkpoint, built, geometry, outputs, reference, load_diff, accuracy)
+    load_diff = checks.state_dict_diff(model.state_dict(), reference) if compared else None
+    return Native(checkpoint, built, geometry, outputs, reference, load_diff, accuracy, note)
 
 
 def native_accuracy(checkpoint: Checkpoint, model: nn.Module, size: tuple[int, int], image_tree: ImageTree | None,
@@ -214,17 +219,17 @@ def run_case(case: Case, work: CheckpointWork) -> CaseResult:
     result = new_result(case, matrix, options)
     started = time.monotonic()
     try:
-        unsupported = case.family.unsupported(case.model.name)
-        if unsupported:
-            raise Unsupported(unsupported)
+        never = case.family.unsupported(case.model.name)   # the model cannot take another size at all
+        if never:
+            raise Unsupported(never)
         with checks_lock(options.out_dir, options.device):
-            model = _checks(case, work, result)
+            model, unsupported = _checks(case, work, result)
         if model is not None and options.timing.enabled:
             _time(case, model, work, result)
         if case.path == 'create':
             work.release_create_model(case.target)
         judge(result, matrix.tolerances.for_path(case.path, options.device.type),
-              expectation_for(case, matrix, timm.__version__))
+              expectation_for(case, matrix, timm.__version__), unsupported)
     except Unsupported as e:
         result.status, result.reason = 'unsupported', str(e)
     except CheckpointError as e:
@@ -245,21 +250,26 @@ def finished(result: CaseResult, duration_s: float) -> CaseResult:
     return result
 
 
-def _checks(case: Case, work: CheckpointWork, result: CaseResult) -> nn.Module | None:
-    """Fill in every check's figures; the built model for timing, or None if it did not get that far."""
+def _checks(case: Case, work: CheckpointWork, result: CaseResult) -> tuple[nn.Module | None, str | None]:
+    """Fill in the figures of every check the release can run: the built model for timing (None if it did not
+    get that far), and why the path's own call cannot be made on this release (None: it could).
+
+    A path the release cannot build still gets the checkpoint's invariants (load, reload and finite at the
+    native size, and noop for ``set_input_size`` where the release has the method): old releases change models
+    silently exactly where they lack a newer argument."""
     try:
         native = work.native(case)
     except LoadFailed as e:
         result.load_error, result.missing_keys, result.unexpected_keys = e.error, e.missing_keys, e.unexpected_keys
-        return None
+        return None, None
     except ResizeFailed as e:   # timm resampled the checkpoint at its own configuration, and raised
         result.resize_error = f'native size: {e}'
-        return None
+        return None, None
     except checks.ForwardFailed as e:
         if faults.is_out_of_memory(e.error):
             raise e.error
         result.shape_errors = [f'native size: {e}']
-        return None
+        return None, None
     _record_source(case, native, result)
     if native.accuracy is not None:
         result.accuracy_images, result.accuracy_top1_native = len(native.accuracy.images.files), native.accuracy.top1
@@ -272,7 +282,7 @@ def _checks(case: Case, work: CheckpointWork, result: CaseResult) -> nn.Module |
     result.nonfinite_outputs = [f'native-size {name}' for name in checks.nonfinite(native.outputs)] \
         + result.nonfinite_outputs
     if run.outputs is None:
-        return None
+        return None, run.unsupported
     if case.path != 'create':
         _parity(case, native, run.outputs, work.create_run(case, native), work.matrix.tolerances, result)
     result.output_fingerprint = checks.fingerprint(run.outputs)
@@ -280,7 +290,7 @@ def _checks(case: Case, work: CheckpointWork, result: CaseResult) -> nn.Module |
     result.drift_top1_agreement = checks.top1_agreement(run.outputs.logits, native.outputs.logits)
     if native.accuracy is not None:
         result.accuracy_top1 = top1_accuracy(run.model, case.img_size, native.accuracy.images, work.options.device)
-    return run.model
+    return run.model, None
 
 
 def _record_source(case: Case, native: Native, result: CaseResult) -> None:
@@ -290,14 +300,18 @@ def _record_source(case: Case, native: Native, result: CaseResult) -> None:
     result.source_window_size = _listed(window_value(source.window_sizes[0])) if source.window_sizes else None
     if native.load_diff is not None:
         result.native_max_abs_diff, result.native_worst_tensor = native.load_diff.max_abs_diff, native.load_diff.worst
+    result.reference_note = native.reference_note
 
 
 def _noop(case: Case, native: Native, image_set: torch.Tensor, device: torch.device, result: CaseResult) -> None:
     """``set_input_size(img_size=<its own size>)``, called as users call it, must change neither the model's
-    stored configuration (a window it was not asked to change) nor its outputs."""
+    stored configuration (a window it was not asked to change) nor its outputs. A release without
+    ``set_input_size`` runs no noop (its figures stay None)."""
     model = copy.deepcopy(native.built.model)
     try:
         set_input_size(model, {'img_size': native.geometry.img_size})
+    except Unsupported:
+        return
     except ResizeFailed as e:
         result.noop_changes = [str(e)]
         return
@@ -317,6 +331,8 @@ def evaluate_path(path: str, case: Case, native: Native, image_set: torch.Tensor
     family, source = case.family, native.geometry
     try:
         built = build_path(path, native.checkpoint, family, source, case.target, native.built)
+    except Unsupported as e:
+        return PathRun(None, None, figures, unsupported=str(e))
     except LoadFailed as e:
         figures.load_error, figures.missing_keys, figures.unexpected_keys = e.error, e.missing_keys, e.unexpected_keys
         return PathRun(None, None, figures)

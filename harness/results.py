@@ -71,6 +71,7 @@ class CaseResult:
     # reload: the checkpoint loaded into the exact configuration it was saved from, against its own tensors
     native_max_abs_diff: float | None = None
     native_worst_tensor: str | None = None
+    reference_note: str | None = None           # hub, file: the tensors not read back from the file, and why
     # shapes
     shape_errors: list[str] = field(default_factory=list)
     # finite

@@ -69,15 +69,26 @@ def failed_checks(result: CaseResult, tol: Tolerances) -> list[tuple[str, str]]:
     return failures
 
 
-def judge(result: CaseResult, tol: Tolerances, expectation: Expectation | None) -> None:
-    """Set status, reason and failed_checks on a result whose checks ran; ``tol`` resolved for its path
-    (:meth:`Tolerances.for_path`)."""
+def judge(result: CaseResult, tol: Tolerances, expectation: Expectation | None,
+          unsupported: str | None = None) -> None:
+    """Set status, reason and failed_checks on a result whose checks ran, ``tol`` resolved for its path
+    (:meth:`Tolerances.for_path`); ``unsupported`` says why the path's
+    own call could not be made on this release (the checks that could run did).
+
+    A case is ``unsupported`` only when nothing that ran failed: a failed invariant makes it ``failed`` (or
+    ``xfailed``) with the unsupported call named in the reason too, and an expect entry is never ``xpassed``
+    by a path that did not run."""
     failures = failed_checks(result, tol)
     if result.parity_note is None and result.parity_max_abs_diff is not None \
             and any(check == 'fidelity' for check, _ in failures):
         result.parity_note = f'not judged: the {result.path} path fails fidelity'
     result.failed_checks = list(dict.fromkeys(check for check, _ in failures))
     why = '; '.join(f'{check}: {detail}' for check, detail in failures)
+    if unsupported is not None:
+        if not failures:
+            result.status, result.reason = 'unsupported', f'{unsupported}; ran and held: {_listed(held(result))}'
+            return
+        why += f' (the {result.path} path itself is unsupported: {unsupported})'
     if expectation is None:
         result.status, result.reason = ('failed', why) if failures else ('passed', '')
     elif not failures:
@@ -90,6 +101,19 @@ def judge(result: CaseResult, tol: Tolerances, expectation: Expectation | None) 
         result.status = 'failed'
         result.reason = f'{why} (the expect entry "{expectation.reason}" covers only {_listed(expectation.checks)}, ' \
                         f'not {_listed(unexpected)})'
+
+
+def held(result: CaseResult) -> list[str]:
+    """The checks that ran on the checkpoint's own model, for a case whose path could not be built (they held
+    when the case has no failures): the load and outputs at the native size always, reload and noop when their
+    figures were recorded."""
+    ran = ['load (native size)']
+    if result.native_max_abs_diff is not None:
+        ran.append('reload')
+    ran.append('finite (native size)')
+    if result.noop_max_abs_diff is not None:
+        ran.append('noop')
+    return ran
 
 
 def _load_failures(result: CaseResult) -> list[tuple[str, str]]:

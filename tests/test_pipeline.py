@@ -108,6 +108,41 @@ def test_missing_api_is_unsupported_not_failed(run_matrix, monkeypatch):
     (result,) = results.values()
     assert result.status == 'unsupported'
     assert 'set_input_size' in result.reason
+    # what the release can run still ran: the checkpoint's invariants; noop needs set_input_size, so it did not
+    assert result.reason.endswith('ran and held: load (native size), reload, finite (native size)')
+    assert result.native_max_abs_diff == 0.0 and result.noop_max_abs_diff is None
+
+
+def _set_input_size_without_patch_size(monkeypatch, then=lambda model: None):
+    """An older release's set_input_size: no patch_size argument; ``then`` is what it does after resizing."""
+    original = VisionTransformer.set_input_size
+
+    def older(self, img_size=None):
+        original(self, img_size=img_size)
+        then(self)
+    monkeypatch.setattr(VisionTransformer, 'set_input_size', older)
+
+
+def test_a_path_the_release_cannot_build_still_runs_noop_and_reload(run_matrix, monkeypatch):
+    """The release lacks the argument the case needs (patch_size), not the method: noop runs on it and holds."""
+    _set_input_size_without_patch_size(monkeypatch)
+    (result,) = run_matrix(tiny(paths='set_input_size', patch=8)).values()
+    assert result.status == 'unsupported' and result.failed_checks == []
+    assert result.reason == ('VisionTransformer.set_input_size has no patch_size argument; '
+                             'ran and held: load (native size), reload, finite (native size), noop')
+    assert result.noop_max_abs_diff == 0.0 and result.native_max_abs_diff == 0.0
+
+
+def test_an_invariant_that_fails_on_an_unsupported_path_fails_the_case(run_matrix, monkeypatch):
+    """Where old releases change a model silently: its set_input_size cannot take the case's patch size, and
+    called with the model's own size it moves the position embedding. The case fails noop, not unsupported."""
+    def moves_pos_embed(model):
+        model.pos_embed.data.mul_(1.001)
+    _set_input_size_without_patch_size(monkeypatch, moves_pos_embed)
+    (result,) = run_matrix(tiny(paths='set_input_size', patch=8)).values()
+    assert result.status == 'failed' and result.failed_checks == ['noop']
+    assert result.reason.endswith('(the set_input_size path itself is unsupported: VisionTransformer.set_input_size '
+                                  'has no patch_size argument)')
 
 
 def test_dynamic_cannot_change_patch_size(run_matrix):

@@ -273,6 +273,38 @@ def test_a_user_checkpoint_is_loaded_from_its_file(run_matrix, tmp_path):
     assert code == 1 and 'REPRODUCED: drift fails' in printed, printed
 
 
+def test_a_user_checkpoint_that_timm_changes_on_load_reproduces_reload(run_matrix, tmp_path):
+    """reload of a `{file:}` compares timm's load with the file itself, in the script as in the harness: a Swin
+    5x13 window's table, which timm reads as an 8x8 window's on every load."""
+    from tests.test_file_origin import SWIN_5X13, _entry, _save
+    from harness.checkpoints.synthesize import seeded_model
+    name, kwargs = SWIN_5X13
+    _save(seeded_model(name, kwargs, seed=0).state_dict(), tmp_path / 'swin.pth')
+    (case,) = run_matrix(f"name: repro-reload\nmodels: [{_entry(name, kwargs)}]\norigins: [{{file: {tmp_path / 'swin.pth'}}}]\n"
+                         'sizes: [[40, 104]]\npaths: [dynamic]\nnum_images: 2\n').values()
+    assert case.status == 'failed' and case.failed_checks == ['reload'], case.reason
+    script = tmp_path / 'reload.py'
+    text = repro(_recorded(tmp_path / 'run', case, tmp_path / 'matrix.yaml'), case.case_id, script)
+    assert 'reference = file_reference(CHECKPOINT, native)' in text
+    code, printed = run_here(script)
+    assert code == 1 and 'REPRODUCED: reload fails' in printed and 'relative_position_bias_table' in printed, printed
+
+
+def test_a_failed_invariant_on_a_path_the_release_cannot_build_reproduces_without_building_it(run_matrix, tmp_path,
+                                                                                              monkeypatch):
+    """An older set_input_size without patch_size, whose own-size call moves the position embedding: the case
+    fails noop while its path is unsupported, and the script checks noop without asking for the patch size."""
+    from tests.test_pipeline import _set_input_size_without_patch_size
+    _set_input_size_without_patch_size(monkeypatch, lambda model: model.pos_embed.data.mul_(1.001))
+    (case,) = run_matrix(SMALL_VIT + 'name: repro-noop\npatch_sizes: [8]\npaths: [set_input_size]\n').values()
+    assert case.status == 'failed' and case.failed_checks == ['noop'] and 'itself is unsupported' in case.reason
+    script = tmp_path / 'noop.py'
+    text = repro(_recorded(tmp_path / 'run', case, tmp_path / 'matrix.yaml'), case.case_id, script)
+    assert "# 3. the case's path" not in text and 'patch_size' not in text.split('def main')[1]
+    code, printed = run_here(script)
+    assert code == 1 and 'REPRODUCED: noop fails' in printed, printed
+
+
 def _recorded(run_dir: Path, result: CaseResult, matrix: Path | None = None) -> Path:
     """A run folder holding ``result`` as harness run leaves it, with a run.json naming ``matrix`` (by default a
     matrix file that is gone)."""

@@ -50,12 +50,16 @@ def test_nan_and_inf_outputs_fail_finite(run_matrix, tmp_path, value):
     for r in results.values():
         assert r.status == 'failed' and 'finite' in r.failed_checks, r.reason
         assert 'logits' in r.nonfinite_outputs and 'native-size logits' in r.nonfinite_outputs
+        assert r.native_max_abs_diff == 0.0   # reload: the file's non-finite value came back as it is
 
 
 def test_state_dict_diff_does_not_hide_nan():
     want = {'a': torch.zeros(3), 'b': torch.zeros(2)}
     diff = checks.state_dict_diff({'a': torch.tensor([0.0, math.nan, 0.0]), 'b': torch.ones(2)}, want)
     assert math.isnan(diff.max_abs_diff) and diff.worst == 'a'
+    kept = {'a': torch.tensor([0.0, math.nan, math.inf]), 'b': torch.tensor([1.0, -math.inf])}
+    assert checks.state_dict_diff(kept, {k: v.clone() for k, v in kept.items()}).max_abs_diff == 0.0
+    assert checks.state_dict_diff(kept, {'a': torch.tensor([0.0, math.nan, 1.0])}).max_abs_diff == math.inf
 
 
 def test_a_timm_exception_in_set_input_size_fails_resize(run_matrix, monkeypatch):
@@ -189,3 +193,22 @@ sizes: [48]
     for path in ('set_input_size', 'dynamic'):
         assert 'big_vision loader resamples bilinear without antialiasing' in results[path].parity_note
         assert results[path].parity_max_abs_diff > 0
+
+
+@pytest.mark.parametrize('noop, status', [(0.0, 'unsupported'), (0.5, 'xfailed'), (None, 'unsupported')])
+def test_an_expect_entry_is_never_xpassed_by_a_path_that_could_not_run(noop, status):
+    """An old release that cannot build the path: with nothing failed it is unsupported (what the entry names
+    may never have run), with the entry's check failed it is xfailed, and the reason says both."""
+    from harness.matrix import Expectation, Tolerances
+    from harness.results import CaseResult
+    from harness.verdict import judge
+    result = CaseResult('c', 'm', 'vit', 'timm', [64, 64], None, None, 'set_input_size', native_max_abs_diff=0.0,
+                        noop_max_abs_diff=noop)
+    judge(result, Tolerances(), Expectation((('path', 'set_input_size'),), 'windows re-chosen', ('noop',)),
+          unsupported='SwinTransformer.set_input_size has no window_size argument')
+    assert result.status == status
+    assert 'SwinTransformer.set_input_size has no window_size argument' in result.reason
+    if status == 'unsupported':
+        assert result.reason.endswith('reload, finite (native size)' + (', noop' if noop is not None else ''))
+    else:
+        assert result.reason.startswith('windows re-chosen [noop:') and 'path itself is unsupported' in result.reason

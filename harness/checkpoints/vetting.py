@@ -5,6 +5,7 @@ A ``.pth`` is a pickle, and unpickling can run arbitrary code; some timm release
 which refuses any pickle that would import or call something outside torch's allow-list; safetensors and
 ``.npz`` without pickles), and refused if that fails. timm then loads the original, unchanged file, so its
 real layout handling is still what is tested. Missing, empty, truncated and foreign files are refused too.
+:func:`read_checkpoint` reads a vetted file's contents the same safe way, for the harness's own reference.
 """
 from __future__ import annotations
 
@@ -32,6 +33,26 @@ def checkpoint_file_problem(path: Path, custom_load: bool = False) -> str | None
     return _pickle_problem(path)
 
 
+def read_checkpoint(path: Path, custom_load: bool = False) -> Any:
+    """A vetted file's contents, read without running code from it: a dict of tensors (safetensors, ``.npz``
+    arrays as tensors) or whatever ``torch.load(weights_only=True)`` allows (nested dicts of tensors)."""
+    if path.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    if path.suffix == '.npz' or custom_load:
+        import torch
+        with np.load(path, allow_pickle=False) as arrays:
+            return {k: torch.from_numpy(arrays[k]) for k in arrays.files}
+    return _torch_load(path)
+
+
+def _torch_load(path: Path) -> Any:
+    import torch
+    with warnings.catch_warnings():   # torch warns about pickle protocols it then refuses anyway
+        warnings.simplefilter('ignore')
+        return torch.load(path, map_location='cpu', weights_only=True)
+
+
 def _safetensors_problem(path: Path) -> str | None:
     from safetensors import SafetensorError, safe_open
     try:
@@ -52,11 +73,8 @@ def _npz_problem(path: Path) -> str | None:
 
 
 def _pickle_problem(path: Path) -> str | None:
-    import torch
     try:
-        with warnings.catch_warnings():   # torch warns about pickle protocols it then refuses anyway
-            warnings.simplefilter('ignore')
-            contents = torch.load(path, map_location='cpu', weights_only=True)
+        contents = _torch_load(path)
     except pickle.UnpicklingError as e:
         return (f'refused: torch.load(weights_only=True) cannot read it ({_specific_line(e)}); the harness '
                 f'loads only checkpoints that run no code when unpickled')

@@ -64,6 +64,7 @@ class Geometry:
     rel_pos_windows: tuple[tuple[str, Size], ...] = field(default=())
     partition_ratio: int = 0            # MaxxViT: input pixels per window (and grid) cell, img_size // window
     feature_layout: str = 'NCHW'        # CNN: forward_features as NCHW, NHWC or tokens (NLC, after the prefix)
+    img_pad: bool = False               # ViT: built with dynamic_img_pad, inputs padded to ceil(size / patch) patches
 
 
 def families() -> list['Family']:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from harness.matrix import ModelSpec
 
 ALL_PATHS = ('create', 'set_input_size', 'dynamic')
+GEOMETRIC = ('larger', 'smaller', 'rectangular', 'square', 'transposed')   # the size triggers (harness.triggers)
 
 
 class Family:
@@ -36,6 +37,9 @@ class Family:
                                            # outputs with dynamic_reference, and its weights and derived tensors
     same_model_as_create: tuple[str, ...] = ()   # paths that build what create builds (NaFlexVit's dynamic):
                                                  # their parity with create would compare a model with itself
+    trigger_kinds: tuple[str, ...] = GEOMETRIC   # the geometry changes that exercise its resize code, from
+                                           # harness.triggers.KINDS: what `targets: auto` expands into ('img_pad':
+                                           # its oracle models dynamic_img_pad, so sizes need not tile)
 
     # --- membership ----------------------------------------------------------------------------------
     def claim(self, probe: 'Probe') -> str | None:
@@ -145,14 +149,20 @@ class Family:
 
     # --- validation ----------------------------------------------------------------------------------
     def size_problem(self, model: 'ModelSpec', size: Size, patch_size: int | None) -> str | None:
-        """Why ``size`` cannot be a target for this model, or None."""
+        """Why ``size`` cannot be a target for this model, or None. A model built with ``dynamic_img_pad`` pads
+        any size to whole patches, where the family's oracle models the padding (``img_pad`` trigger)."""
         source = native_geometry(self, model)
         patch = to_size(patch_size) if patch_size else source.patch_size
         stride = (patch[0] * self.total_downsample(source), patch[1] * self.total_downsample(source))
+        pads = bool(model.kwargs.get('dynamic_img_pad'))
+        if pads and 'img_pad' in self.trigger_kinds:
+            return None
         if size[0] % stride[0] or size[1] % stride[1]:
             return (f'{size[0]}x{size[1]} does not tile into patches of {patch[0]}x{patch[1]}'
                     + (f' downsampled {self.total_downsample(source)}x' if self.total_downsample(source) > 1 else '')
-                    + f'; each side must be a multiple of {stride[0]}x{stride[1]}')
+                    + f'; each side must be a multiple of {stride[0]}x{stride[1]}'
+                    + (f' (dynamic_img_pad: the {self.name} family\'s oracle does not model padded inputs)'
+                       if pads else ''))
         return None
 
     def total_downsample(self, geometry: Geometry) -> int:
@@ -179,6 +189,16 @@ def timm_class(dotted: str) -> type | None:
 def native_geometry(family: Family, model: 'ModelSpec') -> Geometry:
     """Geometry of a model at its own configuration, read off its meta-device build."""
     return family.source_geometry(meta_model(model), model)
+
+
+HEAD_SETTINGS = ('num_classes', 'global_pool')
+
+
+def head_kwargs(model: nn.Module) -> dict[str, Any]:
+    """The head settings a reference model must share with the checkpoint's ``model`` (as loaded): a fine-tuned
+    checkpoint's class count comes from its origin (``{file: PATH, num_classes: 10}``), not from the matrix
+    entry's overrides, and its pooling decides which head layers exist."""
+    return {k: getattr(model, k) for k in HEAD_SETTINGS if isinstance(getattr(model, k, None), (int, str))}
 
 
 def model_carrying(name: str, kwargs: dict[str, Any], weights: dict[str, torch.Tensor]) -> nn.Module:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from harness.families import register_family, to_size
-from harness.families.base import meta_model, model_carrying
+from harness.families.base import GEOMETRIC, head_kwargs, meta_model, model_carrying
 from harness.families.vit import VitFamily, pos_embed_pass
 from harness.reference.rope import RopeConfig, rope_embedding
 
@@ -48,6 +48,7 @@ class UnsupportedRope(ValueError):
 @register_family
 class EvaFamily(VitFamily):
     name = 'eva'
+    trigger_kinds = GEOMETRIC + ('patch',)   # its oracle does not model dynamic_img_pad
     model_classes = ('timm.models.eva.Eva',)
     origins = ('timm', 'hub', 'file')
 
@@ -87,7 +88,8 @@ class EvaFamily(VitFamily):
     def dynamic_reference(self, native, spec, source, computed, weights):
         """The model built at the target size (timm's static path) carrying the harness's resample, its rotary
         embedding replaced by the harness's own for the target grid."""
-        model = model_carrying(spec.name, {**spec.kwargs, 'img_size': computed.img_size, 'dynamic_img_size': False},
+        model = model_carrying(spec.name, {**spec.kwargs, **head_kwargs(native), 'img_size': computed.img_size,
+                                           'dynamic_img_size': False},
                                weights)
         config = rope_config(native)
         if config is not None:

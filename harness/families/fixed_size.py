@@ -13,6 +13,7 @@ from harness.families.base import Family
 @register_family
 class FixedSizeFamily(Family):
     name = 'fixed_size'
+    trigger_kinds = ()   # takes only its own size
     category = 'fixed_size'
     rank = 20
     origins = ('timm', 'hub', 'file')

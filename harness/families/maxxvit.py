@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from harness.families import Geometry, Size, Target, register_family, to_size
-from harness.families.base import Family, native_geometry, timm_class
+from harness.families.base import GEOMETRIC, Family, native_geometry, timm_class
 from harness.families.cnn import CnnFamily
 from harness.families.rel_pos import RelPosModules, rel_pos_modules
 from harness.results import CHECKS
@@ -31,6 +31,7 @@ _PARTITIONS = ('attn_block', 'attn_grid')   # module names of MaxViT's window an
 @register_family
 class MaxxVitFamily(RelPosModules, CnnFamily):
     name = 'maxxvit'
+    trigger_kinds = GEOMETRIC
     category = 'oracle'
     rank = 0
     model_classes = ('timm.models.maxxvit.MaxxVit',)

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from harness.families import Geometry, Size, register_family, to_size
-from harness.families.base import Family, model_carrying, traits_img_size
+from harness.families.base import GEOMETRIC, Family, head_kwargs, model_carrying, traits_img_size
 from harness.families.vit import VitFamily
 from harness.reference.naflex_pos_embed import naflex_axis_table, naflex_pos_table
 
@@ -56,6 +56,7 @@ class NaFlexGeometry(Geometry):
 @register_family
 class NaFlexVitFamily(VitFamily):
     name = 'naflexvit'
+    trigger_kinds = GEOMETRIC   # its own patch embedding pads nothing
     model_classes = ('timm.models.naflexvit.NaFlexVit',)
     origins = ('timm', 'classic_vit', 'hub', 'file')
     paths = ('create', 'dynamic')
@@ -91,7 +92,7 @@ class NaFlexVitFamily(VitFamily):
         """NaFlexVit with its tables at the target grid (so timm adds them as they are, aspect preserving or
         not), carrying the harness's resample of the checkpoint's tables."""
         tables = _tables_at(source.table, weights, computed.grid_size) if source.table.kind else {}
-        kwargs = {**spec.kwargs, 'pos_embed_grid_size': computed.grid_size, 'pos_embed_ar_preserving': False}
+        kwargs = {**spec.kwargs, **head_kwargs(native), 'pos_embed_grid_size': computed.grid_size, 'pos_embed_ar_preserving': False}
         return model_carrying(spec.name, kwargs, {**weights, **tables})
 
     def derived_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:

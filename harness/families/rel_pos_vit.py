@@ -11,6 +11,7 @@ timm resizes them at create time and with ``set_input_size`` (1.0.31 on); neithe
 from __future__ import annotations
 
 from harness.families import Geometry, Size, register_family
+from harness.families.base import GEOMETRIC
 from harness.families.rel_pos import RelPosModules
 from harness.families.vit import VitFamily
 
@@ -18,6 +19,7 @@ from harness.families.vit import VitFamily
 class GridRelPosVitFamily(RelPosModules, VitFamily):
     origins = ('timm', 'hub', 'file')
     paths = ('create', 'set_input_size')
+    trigger_kinds = GEOMETRIC   # its oracle does not model dynamic_img_pad
 
     def rel_pos_window(self, module: str, geometry: Geometry) -> Size:
         return geometry.grid_size

@@ -15,9 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.reference.padding import PaddedInput, padded_size
 from harness.reference.pos_embed import resample_pos_embed
 from harness.families import Geometry, Target, register_family, to_size
-from harness.families.base import Family, model_carrying, timm_class
+from harness.families.base import GEOMETRIC, Family, head_kwargs, model_carrying, timm_class
 
 
 PREFIX_TOKENS = ('cls_token', 'dist_token', 'reg_token')   # in the order _pos_embed puts them before the patches
@@ -39,6 +40,7 @@ class VitFamily(Family):
     name = 'vit'
     model_classes = ('timm.models.vision_transformer.VisionTransformer',)
     origins = ('timm', 'openai_clip', 'open_clip', 'dinov2', 'big_vision', 'hub', 'file')
+    trigger_kinds = GEOMETRIC + ('patch', 'img_pad')
 
     def claim(self, probe):
         why_not = super().claim(probe)
@@ -70,12 +72,14 @@ class VitFamily(Family):
             embed_dim=model.embed_dim, num_features=model.num_features, num_classes=model.num_classes,
             num_prefix_tokens=num_prefix,
             pos_prefix_tokens=0 if getattr(model, 'no_embed_class', False) else num_prefix,
-            stage_depths=(len(model.blocks),),
+            stage_depths=(len(model.blocks),), img_pad=bool(getattr(pe, 'dynamic_img_pad', False)),
         )
 
     def expected_geometry(self, source: Geometry, target: Target) -> Geometry:
+        """The target's grid of patches; built with ``dynamic_img_pad``, of the input padded to whole patches."""
         patch = to_size(target.patch_size) if target.patch_size else source.patch_size
-        grid = (target.img_size[0] // patch[0], target.img_size[1] // patch[1])
+        size = padded_size(target.img_size, patch) if source.img_pad else target.img_size
+        grid = (size[0] // patch[0], size[1] // patch[1])
         return dataclasses.replace(source, img_size=target.img_size, patch_size=patch, grid_size=grid)
 
     def expected_shapes(self, geometry: Geometry, batch: int) -> dict[str, Any]:
@@ -87,8 +91,20 @@ class VitFamily(Family):
         }
 
     def dynamic_reference(self, native, spec, source, computed, weights):
-        """The model built at the target size (timm's static path), carrying the harness's resample."""
-        return model_carrying(spec.name, {**spec.kwargs, 'img_size': computed.img_size}, weights)
+        """The model built at the target size (timm's static path), carrying the harness's resample; built with
+        ``dynamic_img_pad``, at the padded size and fed inputs the harness pads (:meth:`padded_reference`)."""
+        heads = head_kwargs(native)
+        if computed.img_pad:
+            return self.padded_reference(spec, computed, weights, heads)
+        return model_carrying(spec.name, {**spec.kwargs, **heads, 'img_size': computed.img_size}, weights)
+
+    def padded_reference(self, spec, computed: Geometry, weights, heads: dict[str, Any]) -> nn.Module:
+        """What a ``dynamic_img_pad`` model computes at ``computed``: the model built without padding at the
+        padded size, each input zero-padded right and bottom by the harness first."""
+        size = padded_size(computed.img_size, computed.patch_size)
+        kwargs = {k: v for k, v in spec.kwargs.items() if k != 'dynamic_img_pad'}
+        model = model_carrying(spec.name, {**kwargs, **heads, 'img_size': size}, weights)
+        return PaddedInput(model, computed.patch_size)
 
     def forward_tensors(self, model, computed):
         """The position embedding the tokens of a ``computed``-grid input get (prefix rows included), as the

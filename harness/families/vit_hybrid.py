@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from harness.families import Geometry, Size, Target, register_family
-from harness.families.base import Family
+from harness.families.base import GEOMETRIC, Family
 from harness.families.vit import VitFamily, is_hybrid
 
 
@@ -27,6 +27,7 @@ class HybridGeometry(Geometry):
 @register_family
 class HybridVitFamily(VitFamily):
     name = 'vit_hybrid'
+    trigger_kinds = GEOMETRIC   # the CNN stem's stride is fixed; its oracle does not model dynamic_img_pad
     origins = ('timm', 'hub', 'file')
     patch_sizes_apply = False
 

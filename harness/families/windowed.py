@@ -32,7 +32,7 @@ from torch import nn
 
 from harness.build import Unsupported
 from harness.families import Geometry, Size, Target, to_size
-from harness.families.base import Family
+from harness.families.base import GEOMETRIC, Family
 from harness.matrix import window_value
 from harness.reference.window_masks import shifted_window_mask
 
@@ -43,6 +43,7 @@ class ShiftedWindowFamily(Family):
     stages_attr = 'layers'       # the model's sequence of stages
     features_nchw = False        # forward_features is (B, C, H, W) rather than (B, H, W, C)
     window_sizes_apply = True
+    trigger_kinds = GEOMETRIC + ('window', 'window_rect')
 
     def geometry(self, model: nn.Module) -> Geometry:
         pe = model.patch_embed

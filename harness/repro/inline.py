@@ -27,7 +27,7 @@ import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 """
 THIRD_PARTY = ('numpy', 'safetensors', 'timm', 'torch')

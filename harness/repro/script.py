@@ -27,7 +27,8 @@ def render_script(found: CaseSource, command: str) -> str:
     snippets = {check: snippet_for(case, check) for check in recorded if check not in BUILT}
     missing = [check for check, snippet in snippets.items() if snippet is None]
     plan = _Plan(case, [s for s in snippets.values() if s is not None], missing,
-                 smooth=any(check in VALUE_CHECKS for check in recorded))
+                 smooth=any(check in VALUE_CHECKS for check in recorded),
+                 builds_path=bool(missing) or any(check in BUILT for check in recorded))
     body = [*carried(plan.functions()), plan.main(),
             f"if __name__ == '__main__':\n    sys.exit(run(main, {recorded!r}))"]
     code = '\n\n'.join([_constants(case), *body])   # one blank line between definitions: a script to paste
@@ -42,6 +43,14 @@ class _Plan:
     snippets: list[Snippet]
     missing: list[str]        # the recorded checks no snippet covers
     smooth: bool              # the checks depend on the weights' values: the source must look trained
+    builds_path: bool = True  # a recorded check is building the path (load, resize), or has no snippet
+
+    @property
+    def needs_path(self) -> bool:
+        """Whether the case's path is built at all: not for checks of the checkpoint's own model alone (reload,
+        noop), which an old release can fail where it cannot build the path (an unsupported path, a failed
+        invariant)."""
+        return self.builds_path or self.forward_pass or self.uses('model')
 
     def uses(self, name: str) -> bool:
         return any(name in snippet.uses for snippet in self.snippets)
@@ -58,7 +67,10 @@ class _Plan:
         functions = [steps.run, steps.verdict]
         if self.synthesized:
             functions += [*([steps.trained_looking] if self.smooth else []), WRITERS[self.case.origin.name]]
-        functions += [steps.pretrained, *([steps.set_input_size] if self.case.path == 'set_input_size' else [])]
+        elif self.case.origin.name == FILE_ORIGIN and self.uses('reference'):
+            functions.append(steps.file_reference)
+        functions += [steps.pretrained, *([steps.set_input_size] if self.case.path == 'set_input_size'
+                                          and self.needs_path else [])]
         functions += [steps.images, steps.forward] if self.forward_pass else []
         functions += [f for snippet in self.snippets for f in snippet.functions]
         return functions + ([steps.not_inlined] if self.missing else [])
@@ -67,7 +79,7 @@ class _Plan:
         path = _path_lines(self.case)
         if not (self.forward_pass or self.uses('model')):   # building it is the check (load, resize)
             path = [line.removeprefix('model = ') for line in path]
-        lines = [*self._source_lines(), "# 3. the case's path", *path]
+        lines = [*self._source_lines(), *(["# 3. the case's path", *path] if self.needs_path else [])]
         if self.forward_pass:
             lines += ['inputs = images(TARGET_SIZE)', 'outputs = forward(model, inputs)']
         if self.snippets or self.missing:
@@ -85,8 +97,9 @@ class _Plan:
             what = "the user's checkpoint" if where else "timm's pretrained weights for MODEL (downloaded)"
             overlay = f'dict({where}{_overlay_tail(case, origin.num_classes)})' if where else 'None'
             lines = [f'# 1-2. {what}: what it holds is the reference', f'overlay = {overlay}']
+            reference = 'file_reference(CHECKPOINT, native)' if where else 'native.state_dict()'
             if self.uses('reference') or self.uses('native') or case.path == 'set_input_size':
-                lines += [*native, *(['reference = native.state_dict()'] if self.uses('reference') else [])]
+                lines += [*native, *([f'reference = {reference}'] if self.uses('reference') else [])]
             return lines
         writer = WRITERS[origin.name].__name__
         lines = ['# 1. the source checkpoint: MODEL at its own configuration'

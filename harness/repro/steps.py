@@ -18,11 +18,14 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
+from harness.checkpoints.source import unwrap
 from harness.checks import max_abs_diff, mean_cosine, min_cosine, top1_agreement
 from harness.faults import raised_while_resampling
 
@@ -159,6 +162,21 @@ def check_finite(outputs: tuple) -> None:
     bad = [name for name, t in zip(('logits', 'pre-logits'), outputs[1:]) if not torch.isfinite(t).all()]
     verdict('finite', not bad, 'finite logits and pre-logits', f'NaN or Inf in {" and ".join(bad)}' if bad else
             'finite')
+
+
+def file_reference(path: str, native: nn.Module) -> dict[str, torch.Tensor]:
+    """The user's checkpoint as saved, under timm's names: read without running code from it and unwrapped as
+    timm unwraps it; the model's own tensor where the file holds none under its name and shape (another layout,
+    which the harness reads back through its layout writers: see the case's reference_note)."""
+    if path.endswith('.safetensors'):
+        contents = load_file(path)
+    elif path.endswith('.npz'):
+        with np.load(path, allow_pickle=False) as arrays:
+            contents = {k: torch.from_numpy(arrays[k]) for k in arrays.files}
+    else:
+        contents = torch.load(path, map_location='cpu', weights_only=True)
+    saved = unwrap(contents)
+    return {k: saved[k] if k in saved and saved[k].shape == v.shape else v for k, v in native.state_dict().items()}
 
 
 def check_weights(check: str, model: nn.Module, expected: dict[str, torch.Tensor], atol: float) -> None:

@@ -21,6 +21,7 @@ the installed release (exit 1 naming those that do not).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -141,6 +142,10 @@ def run_matrix(tree: Path, matrix: Path, out: Path, args: argparse.Namespace, la
     seconds = time.perf_counter() - started
     if code not in HARNESS_OK:
         raise BrokenRun(f'{" ".join(command)} exited {code}; see {out / "harness.log"}')
+    return read_run(out, seconds)
+
+
+def read_run(out: Path, seconds: float) -> MatrixRun:
     run = MatrixRun(seconds=seconds)
     for record in read_results(out / RESULTS_FILE):
         run.outcomes[record['case_id']] = Outcome(record['status'], tuple(sorted(record.get('failed_checks') or ())))
@@ -176,19 +181,37 @@ def _shown(outcome: Outcome | None) -> str:
 
 
 class Baseline:
-    """The unmutated copy's run of each matrix, made on first need and kept for the whole invocation."""
+    """The unmutated copy's run of each matrix, made on first need and kept for the whole invocation (with
+    ``--resume``, an earlier invocation's run of the same matrix file on the same timm release is kept)."""
 
-    def __init__(self, work: Path, out: Path, args: argparse.Namespace):
+    def __init__(self, work: Path, out: Path, args: argparse.Namespace, seconds: dict[str, float]):
         self.tree = copy_timm(work / 'baseline')
         self.out, self.args = out, args
         self.runs: dict[str, MatrixRun] = {}
+        self.earlier_seconds = seconds   # matrix -> seconds its baseline took in the earlier invocation
 
     def of(self, name: str, path: Path) -> MatrixRun:
         if name not in self.runs:
-            self.runs[name] = run_matrix(self.tree, path, self.out / 'baseline' / name, self.args, None)
-            print(f'baseline {name}: {Counter(o.status for o in self.runs[name].outcomes.values())} '
-                  f'({self.runs[name].seconds:.0f} s)', flush=True)
+            folder = self.out / 'baseline' / name
+            if self.args.resume and _same_run(folder, path):
+                self.runs[name] = read_run(folder, self.earlier_seconds.get(name, 0.0))
+                how = 'kept from the earlier run'
+            else:
+                self.runs[name] = run_matrix(self.tree, path, folder, self.args, None)
+                how = f'{self.runs[name].seconds:.0f} s'
+            print(f'baseline {name}: {dict(Counter(o.status for o in self.runs[name].outcomes.values()))} '
+                  f'({how})', flush=True)
         return self.runs[name]
+
+
+def _same_run(folder: Path, matrix: Path) -> bool:
+    """Whether ``folder`` holds a finished run of this matrix file's content on the installed timm release."""
+    try:
+        recorded = json.loads((folder / 'run.json').read_text())
+    except (OSError, ValueError):
+        return False
+    return (recorded.get('timm_version') == timm.__version__ and bool(recorded.get('finished_at'))
+            and recorded.get('matrix_sha256') == hashlib.sha256(matrix.read_bytes()).hexdigest())
 
 
 def score_mutant(mutant: Mutant, chosen: dict[str, list[str]], matrices: dict[str, Path], baseline: Baseline,
@@ -252,6 +275,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--out', type=Path, default=REPO / 'reports' / 'mutation')
     parser.add_argument('--cache', type=Path, default=default_cache_dir(), help="the harness's cache")
     parser.add_argument('--check', action='store_true', help='only check that every snippet matches')
+    parser.add_argument('--resume', action='store_true',
+                        help='keep the mutants and baselines <out> already holds for this timm release')
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
     return args
@@ -282,19 +307,27 @@ def main(argv: list[str] | None = None) -> int:
     matrices = {matrix_path(spec).stem: matrix_path(spec) for spec in args.matrices.split(',')}
     graph = CallGraph(timm_package())
     started, load_before = time.perf_counter(), os.getloadavg()
+    earlier = _earlier(args, matrices)
     report = {'timm': timm.__version__, 'harness_commit': _commit(), 'matrices': {k: str(v) for k, v in
-              matrices.items()}, 'jobs': args.jobs, 'load_average_start': load_before, 'mutants': []}
-    print(f'{len(mutants)} mutants of timm {timm.__version__}; matrices {", ".join(matrices)}; -n {args.jobs}; '
-          f'load average {load_before[0]:.1f} on {os.cpu_count()} CPUs', flush=True)
+              matrices.items()}, 'jobs': args.jobs, 'load_average_start': load_before,
+              'earlier_seconds': earlier.get('seconds', 0.0),
+              'mutants': [m for m in earlier.get('mutants', []) if m['id'] in {m.id for m in mutants}]}
+    done = {m['id'] for m in report['mutants']}
+    for kept in report['mutants']:
+        print(f'{line(MutantResult(**{**kept, "differences": [Difference(**d) for d in kept["differences"]]}))}'
+              f' (kept from the earlier run)', flush=True)
+    print(f'{len(mutants) - len(done)} mutants of timm {timm.__version__} to run; matrices {", ".join(matrices)}; '
+          f'-n {args.jobs}; load average {load_before[0]:.1f} on {os.cpu_count()} CPUs', flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix='mutation-') as work:
-        baseline = Baseline(Path(work), args.out, args)
-        for mutant in mutants:
+        baseline = Baseline(Path(work), args.out, args, earlier.get('baseline_matrix_seconds', {}))
+        for mutant in (m for m in mutants if m.id not in done):
             chosen = selected_models(mutant, graph, matrices)
             result = score_mutant(mutant, chosen, matrices, baseline, Path(work), args)
             print(line(result), flush=True)
             report['mutants'].append(asdict(result))
             _write(report, baseline, started, args.out)
+        _write(report, baseline, started, args.out)
     killed = sum(m['killed'] for m in report['mutants'])
     print(f'mutation score: {killed}/{len(mutants)}')
     print(f'wall time {report["seconds"]:.0f} s (baseline {report["baseline_seconds"]:.0f} s); load average '
@@ -302,9 +335,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _earlier(args: argparse.Namespace, matrices: dict[str, Path]) -> dict:
+    """With --resume, what <out>/mutation.json holds from an earlier invocation on this release and matrices."""
+    path = args.out / 'mutation.json'
+    if not args.resume or not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+    if earlier.get('timm') != timm.__version__ or earlier.get('matrices') != {k: str(v) for k, v in
+                                                                             matrices.items()}:
+        raise SystemExit(f'error: --resume: {path} was written for timm {earlier.get("timm")} and matrices '
+                         f'{", ".join(earlier.get("matrices", {}))}: use another --out or run without --resume')
+    return earlier
+
+
 def _write(report: dict, baseline: Baseline, started: float, out: Path) -> None:
     report.update(score=f'{sum(m["killed"] for m in report["mutants"])}/{len(report["mutants"])}',
-                  seconds=time.perf_counter() - started, load_average_end=os.getloadavg(),
+                  seconds=report['earlier_seconds'] + time.perf_counter() - started,
+                  load_average_end=os.getloadavg(),
+                  baseline_matrix_seconds={name: run.seconds for name, run in baseline.runs.items()},
                   baseline_seconds=sum(r.seconds for r in baseline.runs.values()),
                   baseline={name: {c: asdict(o) for c, o in run.outcomes.items()} for name, run in
                             baseline.runs.items()})

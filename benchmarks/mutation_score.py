@@ -247,7 +247,7 @@ def line(result: MutantResult) -> str:
     if not result.killed:
         return f'{head}: {result.description}; ran {_ran(result)}'
     checks = ', '.join(f'{check} ({n})' for check, n in result.killed_by.items())
-    cases = ', '.join(d.case_id for d in result.differences[:SHOWN_CASES])
+    cases = ', '.join(f'{d.case_id} ({d.matrix})' for d in result.differences[:SHOWN_CASES])
     more = f' and {len(result.differences) - SHOWN_CASES} more' if len(result.differences) > SHOWN_CASES else ''
     return f'{head}: {checks}; e.g. {cases}{more}'
 

@@ -103,11 +103,13 @@ MUTANTS: list[Mutant] = [
            'ty = dst_size[0] // 2.0\n        tx = dst_size[1] // 2.0',
            'ty = dst_size[1] // 2.0\n        tx = dst_size[0] // 2.0',
            'resize_rel_pos_bias_table: a non-square target window sampled with H and W swapped', 'rel-pos'),
-    Mutant('logcoords-norm-off-by-one', 'layers/pos_embed_rel.py',
-           'relative_coords_table[:, :, 0] /= (win_size[0] - 1)\n'
-           '            relative_coords_table[:, :, 1] /= (win_size[1] - 1)',
-           'relative_coords_table[:, :, 0] /= win_size[0]\n            relative_coords_table[:, :, 1] /= win_size[1]',
-           'gen_relative_log_coords normalises offsets by the window, not the window - 1', 'rel-pos'),
+    Mutant('logcoords-sign-dropped', 'layers/pos_embed_rel.py',
+           "        # mode == 'cr'\n        relative_coords_table = torch.sign(relative_coords_table) * torch.log(\n"
+           '            1.0 + relative_coords_table.abs())',
+           "        # mode == 'cr'\n        relative_coords_table = torch.log(\n"
+           '            1.0 + relative_coords_table.abs())',
+           "gen_relative_log_coords ('cr', every registered RelPosMlp) drops the sign: left and right offsets alike",
+           'rel-pos'),
     Mutant('relmlp-prefix-pad-wrong-side', 'layers/pos_embed_rel.py',
            'F.pad(relative_position_bias, [self.prefix_tokens, 0, self.prefix_tokens, 0])',
            'F.pad(relative_position_bias, [0, self.prefix_tokens, 0, self.prefix_tokens])',

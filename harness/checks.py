@@ -101,10 +101,10 @@ def shape_errors(outputs: Outputs, expected: dict[str, Any]) -> list[str]:
 
 
 def geometry_errors(family: Family, model: nn.Module, expected: Geometry) -> list[str]:
-    """The model's stored configuration (patch_embed img_size and grid, windows) must follow the target."""
+    """The model's stored configuration (patch_embed img_size and grid, windows and shifts) must follow the target."""
     actual = family.geometry(model)
     errors = []
-    for name in ('img_size', 'patch_size', 'grid_size', 'window_sizes'):
+    for name in ('img_size', 'patch_size', 'grid_size', 'window_sizes', 'shift_sizes'):
         got, want = getattr(actual, name), getattr(expected, name)
         if got != want:
             errors.append(f'{name}: stored {_fmt(got)}, expected {_fmt(want)}')

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
+import math
 import platform
 import time
 import traceback
@@ -378,19 +379,31 @@ def _fidelity(path: str, case: Case, native: Native, model: nn.Module, outputs: 
                                              expected_weights).to(inputs.device)
         want = checks.forward_outputs(reference, inputs)
         figures.fidelity_outputs_max_abs_diff = checks.max_abs_diff(outputs.logits, want.logits)
-    if path == 'dynamic' and not family.resamples_per_forward:
-        # ... and the tensors the forward pass computes at the target (resampled pos-embed, rope, masks), as
-        # timm's dynamic code computes them, against the harness's: logits alone dilute them
-        actual = family.forward_tensors(model, computed)
-        expected = family.expected_forward_tensors(expected_weights, case.model, native.geometry, computed)
-        diff = checks.state_dict_diff(actual, expected, strict=True)
-    else:
+    worst = _worst_tensor_diff(path, case, native, model, computed, expected_weights)
+    if worst is not None:
+        figures.fidelity_weights_max_abs_diff, figures.fidelity_worst_tensor = worst.max_abs_diff, worst.worst
+
+
+def _worst_tensor_diff(path: str, case: Case, native: Native, model: nn.Module, computed: Geometry,
+                       expected_weights: dict[str, torch.Tensor]) -> checks.TensorDiff | None:
+    """The largest difference between the tensors the path's model holds or computes and the harness's: the
+    tensors the forward pass computes at the target (resampled pos-embed, rope, shifted-window masks) as timm's
+    code computes them on every path (dynamic: per forward, never stored), and on the paths that store a resample
+    the state dict and derived tensors. None where the path has nothing to compare."""
+    family = case.family
+    diffs = []
+    if path != 'dynamic' or family.resamples_per_forward:
         actual = {**model.state_dict(), **family.derived_tensors(model)}
         expected = {**expected_weights,
                     **family.expected_derived_tensors(expected_weights, case.model, native.geometry, computed)}
-        diff = checks.state_dict_diff(actual, expected)
-    if path != 'dynamic' or family.resamples_per_forward or expected or actual:
-        figures.fidelity_weights_max_abs_diff, figures.fidelity_worst_tensor = diff.max_abs_diff, diff.worst
+        diffs.append(checks.state_dict_diff(actual, expected))
+    if not family.resamples_per_forward:
+        actual = family.forward_tensors(model, computed)
+        expected = family.expected_forward_tensors(expected_weights, case.model, native.geometry, computed)
+        if actual or expected:
+            diffs.append(checks.state_dict_diff(actual, expected, strict=True))
+    # first of equals wins: a stored tensor, not the forward tensor computed from it, is named as the cause
+    return max(diffs, key=lambda d: math.inf if math.isnan(d.max_abs_diff) else d.max_abs_diff, default=None)
 
 
 def _parity(case: Case, native: Native, outputs: checks.Outputs, create: PathRun, tol: Tolerances,

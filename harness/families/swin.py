@@ -18,7 +18,7 @@ _TABLE_KEY = re.compile(r'layers\.(\d+)\.blocks\.\d+\.attn\.relative_position_bi
 @register_family
 class SwinFamily(ShiftedWindowFamily):
     name = 'swin'
-    trigger_kinds = ShiftedWindowFamily.trigger_kinds + ('window_per_stage',)
+    trigger_kinds = ShiftedWindowFamily.trigger_kinds + ('patch', 'window_per_stage')
     model_classes = ('timm.models.swin_transformer.SwinTransformer',)
     origins = ('timm', 'microsoft', 'hub', 'file')
 

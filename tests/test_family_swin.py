@@ -165,6 +165,43 @@ def test_fidelity_catches_a_table_resample_that_reads_a_rectangular_window_trans
     assert result.fidelity_worst_tensor.endswith('relative_position_bias_table')
 
 
+class _RollSwapped:
+    """torch as swin_transformer.py sees it, except that a roll takes the height's shift along the width and the
+    width's along the height: harmless for square shifts, for a 4x6 window's 2x3 shift it moves other positions
+    into each window (mutant swin-roll-hw-swapped)."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    def roll(self, x, shifts, dims):
+        return torch.roll(x, shifts=tuple(shifts)[::-1], dims=dims)
+
+
+def test_fidelity_catches_a_cyclic_shift_with_height_and_width_exchanged(run_matrix, monkeypatch):
+    """Every reference model runs timm's own block code, shift included: only the windows each block forms from a
+    map of position numbers, against the harness's own roll-pad-partition, see it, on every path."""
+    monkeypatch.setattr(swin_module, 'torch', _RollSwapped())
+    results = run_matrix(matrix(f'{RECT}, window_sizes: [[4, 6]]'))
+    assert {r.path for r in results.values()} == {'create', 'set_input_size', 'dynamic'}
+    for result in results.values():
+        assert result.status == 'failed' and result.failed_checks == ['fidelity'], result.reason
+        assert result.fidelity_worst_tensor.endswith('.blocks.1.windows in use'), result.fidelity_worst_tensor
+
+
+def test_shapes_catch_a_shift_kept_where_the_window_covers_the_map(run_matrix, monkeypatch):
+    """A block whose window covers its whole map must not shift (mutant swin-shift-not-reset): the stored shift
+    is compared with the one the target implies."""
+    original = swin_module.SwinTransformerBlock._calc_window_shift
+
+    def kept(self, target_window_size, target_shift_size=None):
+        window, shift = original(self, target_window_size, target_shift_size)
+        return window, (tuple(w // 2 for w in window) if any(self.target_shift_size) else shift)
+    monkeypatch.setattr(swin_module.SwinTransformerBlock, '_calc_window_shift', kept)
+    result, = run_matrix(matrix(f'name: {V1}, {TINY}, img_size: 64, window_size: 4, paths: [set_input_size]')).values()
+    assert result.status == 'failed' and 'shapes' in result.failed_checks, result.reason
+    assert 'shift_sizes: stored' in result.reason
+
+
 def test_noop_catches_per_stage_windows_flattened_to_one(run_matrix, monkeypatch):
     """A set_input_size that, asked for no window, gives every stage the first stage's: the case's own path
     spells its windows out and passes fidelity, the call users make moves the model."""

@@ -34,9 +34,11 @@ from harness.build import Unsupported
 from harness.families import Geometry, Size, Target, to_size
 from harness.families.base import GEOMETRIC, Family
 from harness.matrix import window_value
-from harness.reference.window_masks import shifted_window_mask
+from harness.reference.window_masks import position_map, shifted_window_mask, shifted_windows
 
 MASK_IN_USE = 'attn_mask in use'   # a shifted block's forward tensor: the mask its window attention gets
+WINDOWS_IN_USE = 'windows in use'  # every block's forward tensor: the windows it cuts its (rolled) map into
+WINDOW_ATTENTION_STEPS = ('_attn', '_shifted_window_attn')   # a block's roll-pad-partition-attend step (v1/V2, V2-CR)
 
 
 class ShiftedWindowFamily(Family):
@@ -127,18 +129,36 @@ class ShiftedWindowFamily(Family):
                 dynamic = getattr(block, 'dynamic_mask', False)
                 mask = block.get_attn_mask(torch.zeros(1, *padded, 1)) if dynamic else block.attn_mask
                 masks[f'{self.stages_attr}.{i}.blocks.{j}.{MASK_IN_USE}'] = mask
-        return masks
+        return {**masks, **self._windows_in_use(model, computed)}
+
+    @torch.no_grad()
+    def _windows_in_use(self, model: nn.Module, computed: Geometry) -> dict[str, torch.Tensor]:
+        """The windows each block cuts its stage's map into at ``computed``, as its own window-attention step
+        rolls, pads and partitions a map of position numbers (:func:`position_map`), its attention swapped for
+        a recorder: the cyclic shift is timm's block code, which every reference model runs too."""
+        windows = {}
+        for i, stage in enumerate(getattr(model, self.stages_attr)):
+            grid = _stage_grid(computed.grid_size, i)
+            for j, block in enumerate(stage.blocks):
+                step = next((getattr(block, name) for name in WINDOW_ATTENTION_STEPS if hasattr(block, name)), None)
+                if step is not None:
+                    windows[f'{self.stages_attr}.{i}.blocks.{j}.{WINDOWS_IN_USE}'] = _windows_formed(block, step,
+                                                                                                     grid)
+        return windows
 
     def expected_forward_tensors(self, weights, spec, source, computed):
-        """The harness's shifted-window mask for each shifted block's stage grid, window and shift."""
-        masks = {}
+        """The harness's shifted-window mask for each shifted block's stage grid, window and shift, and the
+        windows every block must form (:func:`shifted_windows`)."""
+        tensors = {}
         for i, depth in enumerate(computed.stage_depths):
-            for j in range(1, depth, 2):
-                mask = shifted_window_mask(_stage_grid(computed.grid_size, i), computed.window_sizes[i],
-                                           computed.shift_sizes[i])
+            grid, window, shift = _stage_grid(computed.grid_size, i), computed.window_sizes[i], computed.shift_sizes[i]
+            for j in range(depth):
+                prefix = f'{self.stages_attr}.{i}.blocks.{j}'
+                tensors[f'{prefix}.{WINDOWS_IN_USE}'] = shifted_windows(grid, window, shift if j % 2 else (0, 0))
+                mask = shifted_window_mask(grid, window, shift) if j % 2 else None
                 if mask is not None:
-                    masks[f'{self.stages_attr}.{i}.blocks.{j}.{MASK_IN_USE}'] = mask
-        return masks
+                    tensors[f'{prefix}.{MASK_IN_USE}'] = mask
+        return tensors
 
     def expected_shapes(self, geometry: Geometry, batch: int) -> dict[str, Any]:
         stages = range(len(geometry.stage_depths))
@@ -206,6 +226,26 @@ def _set_input_size_takes_stage_windows() -> bool:
 
 def _listing(windows: tuple[Size, ...]) -> str:
     return ', '.join(f'{h}x{w}' for h, w in windows)
+
+
+class _WindowRecorder(nn.Module):
+    """Stands in for a block's window attention: keeps the windows it is given and returns them unchanged."""
+
+    def forward(self, windows: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        self.windows = windows
+        return windows
+
+
+def _windows_formed(block: nn.Module, step, grid: Size) -> torch.Tensor:
+    """``(num_windows, area)``: the position numbers in each window ``step`` (the block's own window-attention
+    step) gives its attention for a ``grid`` map."""
+    attention, recorder = block.attn, _WindowRecorder()
+    block.attn = recorder
+    try:
+        step(position_map(grid).to(next(block.parameters()).device))
+    finally:
+        block.attn = attention
+    return recorder.windows[..., 0].cpu()
 
 
 def _stage_grid(grid: Size, stage: int) -> Size:

@@ -26,3 +26,21 @@ def shifted_window_mask(feat_size: tuple[int, int], window: tuple[int, int], shi
     windows = windows.permute(0, 2, 1, 3).reshape(-1, window[0] * window[1])      # (num_windows, area)
     different = windows[:, None, :] != windows[:, :, None]
     return different.float() * -100.0
+
+
+def position_map(feat_size: tuple[int, int]) -> Tensor:
+    """``(1, H, W, 1)``: each position of a ``feat_size`` map holding its own number, 1 to H*W (0 is left for
+    padding), so the windows a block forms from it say which position went where."""
+    return torch.arange(1, feat_size[0] * feat_size[1] + 1, dtype=torch.float32).reshape(1, *feat_size, 1)
+
+
+def shifted_windows(feat_size: tuple[int, int], window: tuple[int, int], shift: tuple[int, int]) -> Tensor:
+    """The windows Swin's (shifted) window attention forms from :func:`position_map`, ``(num_windows, area)``:
+    the map rolled by ``-shift`` (rows by the height's shift, columns by the width's), padded bottom and right
+    with 0 to whole windows, and cut into windows in row-major order, each window's positions row-major."""
+    rolled = torch.roll(position_map(feat_size)[0, ..., 0], shifts=(-shift[0], -shift[1]), dims=(0, 1))
+    padded = [math.ceil(f / w) * w for f, w in zip(feat_size, window)]
+    grid = torch.zeros(padded)
+    grid[:feat_size[0], :feat_size[1]] = rolled
+    windows = grid.reshape(padded[0] // window[0], window[0], padded[1] // window[1], window[1])
+    return windows.permute(0, 2, 1, 3).reshape(-1, window[0] * window[1])

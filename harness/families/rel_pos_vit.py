@@ -24,6 +24,14 @@ class GridRelPosVitFamily(RelPosModules, VitFamily):
     def rel_pos_window(self, module: str, geometry: Geometry) -> Size:
         return geometry.grid_size
 
+    def forward_tensors(self, model, computed):
+        """None: BEiT adds its absolute position embedding inside ``forward_features`` (no ``_pos_embed`` step
+        to run on its own) and no path resamples it per forward; fidelity compares the stored one."""
+        return {}
+
+    def expected_forward_tensors(self, weights, spec, source, computed):
+        return {}
+
 
 @register_family
 class BeitFamily(GridRelPosVitFamily):

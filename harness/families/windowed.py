@@ -117,8 +117,7 @@ class ShiftedWindowFamily(Family):
     def forward_tensors(self, model, computed):
         """The attention mask each shifted block uses at forward time for an input of ``computed``: built by
         the block's own ``get_attn_mask`` for its stage's map padded to whole windows where the block builds
-        masks per input (``dynamic_mask``, as ``_attn`` calls it), else the mask it holds; the windows each block
-        forms (:meth:`_windows_in_use`) and the tensors it derives per forward (:meth:`derived_tensors`)."""
+        masks per input (``dynamic_mask``, as ``_attn`` calls it), else the mask it holds."""
         masks = {}
         for i, stage in enumerate(getattr(model, self.stages_attr)):
             grid = _stage_grid(computed.grid_size, i)
@@ -130,7 +129,7 @@ class ShiftedWindowFamily(Family):
                 dynamic = getattr(block, 'dynamic_mask', False)
                 mask = block.get_attn_mask(torch.zeros(1, *padded, 1)) if dynamic else block.attn_mask
                 masks[f'{self.stages_attr}.{i}.blocks.{j}.{MASK_IN_USE}'] = mask
-        return {**masks, **self._windows_in_use(model, computed), **self.derived_tensors(model)}
+        return {**masks, **self._windows_in_use(model, computed)}
 
     @torch.no_grad()
     def _windows_in_use(self, model: nn.Module, computed: Geometry) -> dict[str, torch.Tensor]:
@@ -148,10 +147,8 @@ class ShiftedWindowFamily(Family):
         return windows
 
     def expected_forward_tensors(self, weights, spec, source, computed):
-        """The harness's shifted-window mask for each shifted block's stage grid, window and shift, the
-        windows every block must form (:func:`shifted_windows`), and the position bias each block computes per
-        forward (Swin-V2, V2-CR: from its coordinate table and MLP; on ``dynamic`` too, at the source window it
-        keeps)."""
+        """The harness's shifted-window mask for each shifted block's stage grid, window and shift, and the
+        windows every block must form (:func:`shifted_windows`)."""
         tensors = {}
         for i, depth in enumerate(computed.stage_depths):
             grid, window, shift = _stage_grid(computed.grid_size, i), computed.window_sizes[i], computed.shift_sizes[i]
@@ -161,7 +158,7 @@ class ShiftedWindowFamily(Family):
                 mask = shifted_window_mask(grid, window, shift) if j % 2 else None
                 if mask is not None:
                     tensors[f'{prefix}.{MASK_IN_USE}'] = mask
-        return {**tensors, **self.expected_derived_tensors(weights, spec, source, computed)}
+        return tensors
 
     def expected_shapes(self, geometry: Geometry, batch: int) -> dict[str, Any]:
         stages = range(len(geometry.stage_depths))

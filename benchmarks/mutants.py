@@ -68,6 +68,10 @@ MUTANTS: list[Mutant] = [
            'posemb = posemb.reshape(1, old_size[0], old_size[1], -1).permute(0, 3, 1, 2)',
            'posemb = posemb.reshape(1, old_size[1], old_size[0], -1).permute(0, 3, 1, 2)',
            'a non-square source grid read with H and W swapped', 'pos-embed'),
+    Mutant('posembed-half-precision', 'layers/pos_embed.py',
+           'posemb = posemb.float()  # interpolate needs float32',
+           'posemb = posemb.half().float()  # interpolate needs float32',
+           'the table rounded through float16 before it is interpolated (a half-precision fast path)', 'pos-embed'),
 
     # --- patch-embed: FlexiViT kernel resampling ------------------------------------------------------------------
     Mutant('patchembed-bilinear', 'layers/patch_embed.py',

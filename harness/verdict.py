@@ -72,8 +72,8 @@ def failed_checks(result: CaseResult, tol: Tolerances) -> list[tuple[str, str]]:
 def judge(result: CaseResult, tol: Tolerances, expectation: Expectation | None,
           unsupported: str | None = None) -> None:
     """Set status, reason and failed_checks on a result whose checks ran, ``tol`` resolved for its path
-    (:meth:`Tolerances.for_path`); ``unsupported`` says why the path's
-    own call could not be made on this release (the checks that could run did).
+    (:meth:`Tolerances.for_path`); ``unsupported`` says why the path's own call could not be made on this release
+    (the checks that could run did).
 
     A case is ``unsupported`` only when nothing that ran failed: a failed invariant makes it ``failed`` (or
     ``xfailed``) with the unsupported call named in the reason too, and an expect entry is never ``xpassed``

@@ -121,8 +121,8 @@ class Family:
         """Tensors the model computes inside its forward pass for an input of the ``computed`` geometry, taken
         by running timm's own code for that step on a blank input (``dynamic_img_size``: the position embedding
         as ``_pos_embed`` resamples and adds it, the rotary embedding it returns, the shifted-window masks each
-        block builds for the input), by name. Fidelity compares them on the ``dynamic`` path, where nothing
-        resized is stored, with :meth:`expected_forward_tensors`. None by default."""
+        block builds for the input), by name. Fidelity compares them with :meth:`expected_forward_tensors` on
+        every path: on ``dynamic``, where nothing resized is stored, they are all it has. None by default."""
         return {}
 
     def expected_forward_tensors(self, weights: dict[str, torch.Tensor], spec: 'ModelSpec', source: Geometry,

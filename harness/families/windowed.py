@@ -117,7 +117,8 @@ class ShiftedWindowFamily(Family):
     def forward_tensors(self, model, computed):
         """The attention mask each shifted block uses at forward time for an input of ``computed``: built by
         the block's own ``get_attn_mask`` for its stage's map padded to whole windows where the block builds
-        masks per input (``dynamic_mask``, as ``_attn`` calls it), else the mask it holds."""
+        masks per input (``dynamic_mask``, as ``_attn`` calls it), else the mask it holds; and the windows every
+        block forms (:meth:`_windows_in_use`)."""
         masks = {}
         for i, stage in enumerate(getattr(model, self.stages_attr)):
             grid = _stage_grid(computed.grid_size, i)

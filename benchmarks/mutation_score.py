@@ -272,7 +272,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--matrices', default=','.join(DEFAULT_MATRICES),
                         help='comma-separated matrix names (matrices/NAME.yaml) or paths')
     parser.add_argument('-n', '--jobs', default='2', help='harness run -n (workers per run)')
-    parser.add_argument('--out', type=Path, default=REPO / 'reports' / 'mutation')
+    parser.add_argument('--out', type=Path, default=REPO / 'reports' / 'mutation',
+                        help='where mutation.json, the baseline and each mutant run go (default: reports/mutation)')
     parser.add_argument('--cache', type=Path, default=default_cache_dir(), help="the harness's cache")
     parser.add_argument('--check', action='store_true', help='only check that every snippet matches')
     parser.add_argument('--resume', action='store_true',

@@ -9,8 +9,11 @@ import dataclasses
 import datetime
 import fcntl
 import json
+import functools
 import logging
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
@@ -179,12 +182,22 @@ class ResultsFileError(ValueError):
     """A results file that cannot be trusted (garbage before its last line); ``str()`` is ``<file>:<line>: ...``."""
 
 
-def read_results(path: Path) -> list[dict[str, Any]]:
-    """All records of a results file; the last record of a case wins (a resumed run may repeat one)."""
+def read_results(path: Path, whole: bool = False) -> list[dict[str, Any]]:
+    """All records of a results file; the last record of a case wins (a resumed run may repeat one). ``whole``:
+    a last line cut short is refused too, as is a file without a record (:func:`read_run_results`)."""
     by_case: dict[tuple[str, str], dict[str, Any]] = {}
-    for record in _records(path):
+    for record in _records(path, whole):
         by_case[record.get('matrix', ''), record['case_id']] = record
+    if whole and not by_case:
+        raise ResultsFileError(f'{path}: holds no record; expected the results of a harness run, one JSON record per '
+                               f'line')
     return list(by_case.values())
+
+
+def read_run_results(path: Path) -> list[dict[str, Any]]:
+    """The records of a run that a command judges or joins (compare, merge): a run killed mid-write (a last line
+    cut short) or a file holding no record (empty, garbage) is not a run to pass a CI gate on."""
+    return read_results(path, whole=True)
 
 
 INT_FIELDS = ('patch_size', 'batch_size', 'batch_size_used', 'timing_repeats', 'accuracy_images', 'flops_per_image')
@@ -244,15 +257,19 @@ def finished_case_ids(path: Path, matrix_name: str) -> set[str]:
     return {r['case_id'] for r in read_results(path) if r.get('status') != 'error' and r.get('matrix') == matrix_name}
 
 
-def _records(path: Path) -> Iterator[dict[str, Any]]:
-    """The records in file order. A last line that is not a record was cut short by a crash: skipped, with a
-    warning. Anything else that is not a record raises :class:`ResultsFileError` naming ``file:line``."""
+def _records(path: Path, whole: bool = False) -> Iterator[dict[str, Any]]:
+    """The records in file order. A last line that is not JSON was cut short by a crash: skipped, with a warning
+    (unless ``whole``). Anything else that is not a record, and a record with a field CaseResult cannot hold
+    (:func:`record_problem`), raises :class:`ResultsFileError` naming ``file:line``."""
     lines = [(number, line) for number, line in enumerate(path.read_bytes().split(b'\n'), 1) if line.strip()]
     for number, line in lines:
         record, problem = _parsed_record(line)
         if problem is None:
+            wrong = record_problem(record)
+            if wrong:
+                raise ResultsFileError(f'{path}:{number}: {wrong}')
             yield record
-        elif number == lines[-1][0]:
+        elif number == lines[-1][0] and not whole:
             _logger.warning('%s:%d: last line is not a whole record (%s), as when a crash cuts a write short; '
                             'skipped it', path, number, problem)
         else:
@@ -269,6 +286,44 @@ def _parsed_record(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
     if not isinstance(record, dict) or not isinstance(record.get('case_id'), str):
         return None, 'a JSON value without a "case_id"'
     return renamed_fields(record), None
+
+
+def record_problem(record: dict[str, Any]) -> str | None:
+    """The first field of a record that CaseResult could not hold, as ``<field>: expected <type>, got <value>``;
+    None for a sound record. ``status`` must be one of :data:`STATUSES`. Fields a record lacks (older
+    harnesses) and fields CaseResult lacks (newer ones) pass."""
+    if record.get('status') not in STATUSES:
+        got = json.dumps(record['status'])[:80] if 'status' in record else 'none'
+        return f'status: expected one of {", ".join(STATUSES)}, got {got}'
+    hints, declared = _field_types()
+    for name, value in record.items():
+        if name in hints and not _holds(hints[name], value):
+            return f'{name}: expected {declared[name]}, got {json.dumps(value)[:80]}'
+    return None
+
+
+@functools.cache
+def _field_types() -> tuple[dict[str, Any], dict[str, str]]:
+    """CaseResult's fields: (name -> type, name -> the type as declared, for messages)."""
+    return typing.get_type_hints(CaseResult), {f.name: str(f.type) for f in dataclasses.fields(CaseResult)}
+
+
+def _holds(hint: Any, value: Any) -> bool:
+    """Whether a JSON value fits a field's type (an int fits a float; a bool is no number)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_holds(arm, value) for arm in args)
+    if origin is list:
+        return isinstance(value, list) and all(_holds(args[0], item) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_holds(args[1], item) for item in value.values())
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return value is None if hint is type(None) else isinstance(value, hint)
 
 
 def renamed_fields(record: dict[str, Any]) -> dict[str, Any]:

@@ -11,8 +11,9 @@ EPILOG = """\
 example:
   harness merge reports/vit reports/vit-shard-*
 
-exit codes: 0 merged; 2 the shards are not one run (run.json differ in timm, torch, device, dtype, batch size or \
-matrix) or share a case"""
+exit codes: 0 merged; 2 the shards are not the whole of one finished run: run.json differ in timm, torch, device, \
+dtype, batch size or matrix; a shard K of N is missing or given twice (N from each shard's run.json); a shard did not \
+finish; shards share a case; results cut short, empty or not records"""
 
 
 def add_parser(commands) -> None:

@@ -16,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
 if TYPE_CHECKING:   # pandas is imported by load() alone: the pytest controller imports this module
     import pandas as pd
@@ -295,35 +295,47 @@ def record_problem(record: dict[str, Any]) -> str | None:
     if record.get('status') not in STATUSES:
         got = json.dumps(record['status'])[:80] if 'status' in record else 'none'
         return f'status: expected one of {", ".join(STATUSES)}, got {got}'
-    hints, declared = _field_types()
+    checks = _field_checks()
     for name, value in record.items():
-        if name in hints and not _holds(hints[name], value):
-            return f'{name}: expected {declared[name]}, got {json.dumps(value)[:80]}'
+        check = checks.get(name)
+        if check is not None and not check[0](value):
+            return f'{name}: expected {check[1]}, got {json.dumps(value)[:80]}'
     return None
 
 
 @functools.cache
-def _field_types() -> tuple[dict[str, Any], dict[str, str]]:
-    """CaseResult's fields: (name -> type, name -> the type as declared, for messages)."""
-    return typing.get_type_hints(CaseResult), {f.name: str(f.type) for f in dataclasses.fields(CaseResult)}
+def _field_checks() -> dict[str, tuple[Callable[[Any], bool], str]]:
+    """CaseResult's fields: name -> (whether a JSON value fits its type, the type as declared)."""
+    hints = typing.get_type_hints(CaseResult)
+    return {f.name: (_check_of(hints[f.name]), str(f.type)) for f in dataclasses.fields(CaseResult)}
 
 
-def _holds(hint: Any, value: Any) -> bool:
-    """Whether a JSON value fits a field's type (an int fits a float; a bool is no number)."""
+_EXACT_TYPES = {str: (str,), int: (int,), float: (int, float), bool: (bool,), type(None): (type(None),)}
+
+
+def _check_of(hint: Any) -> Callable[[Any], bool]:
+    """A fast test of whether a JSON value fits ``hint`` (an int fits a float; a bool is no number): built once
+    per field, since a large results file has thousands of records with lists of hundreds of timings."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_holds(arm, value) for arm in args)
+        return lambda value: True
+    if origin in (typing.Union, types.UnionType):   # plain arms by one set lookup, such as float | None
+        plain = frozenset(kind for arm in args if arm in _EXACT_TYPES for kind in _EXACT_TYPES[arm])
+        others = [_check_of(arm) for arm in args if arm not in _EXACT_TYPES]
+        if not others:
+            return lambda value: type(value) in plain
+        return lambda value: type(value) in plain or any(arm(value) for arm in others)
+    if origin is list and args[0] in _EXACT_TYPES:   # a list of timings: its items' types, counted in C
+        exact = frozenset(_EXACT_TYPES[args[0]])
+        return lambda value: type(value) is list and exact.issuperset(map(type, value))
     if origin is list:
-        return isinstance(value, list) and all(_holds(args[0], item) for item in value)
+        item = _check_of(args[0])
+        return lambda value: type(value) is list and all(item(v) for v in value)
     if origin is dict:
-        return isinstance(value, dict) and all(_holds(args[1], item) for item in value.values())
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return value is None if hint is type(None) else isinstance(value, hint)
+        item = _check_of(args[1])
+        return lambda value: type(value) is dict and all(item(v) for v in value.values())
+    exact = frozenset(_EXACT_TYPES[hint])   # type(), not isinstance(): True is an int to isinstance
+    return lambda value: type(value) in exact
 
 
 def renamed_fields(record: dict[str, Any]) -> dict[str, Any]:

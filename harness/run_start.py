@@ -9,7 +9,8 @@ the workers must import both to run cases, so the controller imports neither: th
 start request (:data:`START_REQUEST`) does these checks while it collects the matrix's cases
 (:func:`check_release`, :func:`hand_over`) and hands the run's record to the controller. There
 :class:`RunStart` makes the run folder ready (run.json written, an earlier run's results moved aside, or
-``--resume`` checked against the run it continues) before xdist hands out the first case. A problem on either
+``--resume`` checked against the run it continues) once the selection holds a case, before xdist hands out the
+first. A problem on either
 side stops the run there, with no case run: the command line says it in one line and exits 2.
 
 The command line does the checks that need neither before pytest starts (:mod:`harness.cli`).
@@ -203,12 +204,12 @@ def start_run_folder(out: Path, record: RunRecord, resume: bool) -> None:
                                f'without --resume to start over (the old results are kept aside) or use another '
                                f'--out')
     remove_reports(out)   # of the results before this run; it writes its own when it ends
-    if resume and previous is not None:
-        return   # the original run.json stays: its start time names these results when a re-run moves them aside
     if not resume:
         moved = set_aside(out, previous.started() if previous else None)
         if moved:
             print(f'previous results moved to {moved}')
+    elif previous is not None:
+        return   # the original run.json stays: its start time names these results when a re-run moves them aside
     elif (out / RESULTS_FILE).exists():
         _logger.warning('%s: no %s (a folder from an older harness): resuming without checking that timm, '
                         'torch, device, dtype, batch size and matrix are the same', out, RUN_FILE)

@@ -71,7 +71,8 @@ def test_concurrent_run_is_refused_and_sigterm_stops_a_run_as_ctrl_c(write_matri
 
     held = contents(out)
     second = one_error_line(harness(*command))
-    assert second.startswith(f'error: --out: {out} is in use by pid {first.pid} (') and 'hold_cases_after_first' in second
+    assert second.startswith(f'error: --out: {out} is in use by pid {first.pid} (')
+    assert 'hold_cases_after_first' in second
     merge = one_error_line(harness('merge', out, tmp_path))
     assert merge.startswith(f'error: OUT: {out} is in use by pid {first.pid} (')
     assert contents(out) == held and len(records(out)) == 1

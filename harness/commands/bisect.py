@@ -33,7 +33,8 @@ def add_parser(commands) -> None:
                                  description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     bisect.set_defaults(handler=main)
     bisect.add_argument('matrix', type=Path, help='YAML matrix')
-    bisect.add_argument('-k', metavar='EXPR', type=keyword_expression, help='the cases to follow, a pytest -k expression (default: all)')
+    bisect.add_argument('-k', metavar='EXPR', type=keyword_expression,
+                        help='the cases to follow, a pytest -k expression (default: all)')
     bisect.add_argument('--good', required=True, type=timm_release, metavar='VERSION',
                         help='a release whose outcome is the good one (older for a regression, newer for a fix)')
     bisect.add_argument('--bad', required=True, type=timm_release, metavar='VERSION',

@@ -60,7 +60,8 @@ def add_parser(commands) -> None:
     run.add_argument('--out', type=Path, metavar='DIR',
                      help='folder for run.json, results.jsonl and the report, created if needed '
                           '(default: reports/<matrix name>)')
-    run.add_argument('-k', metavar='EXPR', type=keyword_expression, help='only cases whose id matches the pytest -k expression')
+    run.add_argument('-k', metavar='EXPR', type=keyword_expression,
+                     help='only cases whose id matches the pytest -k expression')
     run.add_argument('-n', metavar='N', type=workers,
                      help='worker processes (pytest-xdist), a number >= 1 or "auto" (default: 1); cases always run '
                           'in workers, so a case that crashes or hangs loses only itself')

@@ -105,3 +105,20 @@ def test_a_killed_rerun_leaves_no_report_of_the_earlier_run(write_matrix, tmp_pa
     assert not set(REPORTS) & set(left) and len(records(out)) == 1
     assert left[moved_aside.name] == earlier['results.jsonl']
     assert not [p for p in out.iterdir() if p.name.endswith('.partial')]
+
+
+@pytest.mark.slow   # runs under an older release
+def test_a_timm_run_holds_its_folder_and_passes_sigterm_on(write_matrix, tmp_path, release_cache):
+    """Under --timm the process the user started holds the folder and waits for a child that runs the cases:
+    `docker stop` signals that parent alone."""
+    out = tmp_path / 'out'
+    command = ['run', write_matrix(TINY), '--timm', '1.0.11', '--out', out, '--cache', release_cache, '--no-timing']
+    parent = start(*command, *HOLD_LATER_CASES)
+    wait_for_first_record(parent, out, timeout_s=600)
+    assert one_error_line(harness(*command)).startswith(f'error: --out: {out} is in use by pid {parent.pid} (')
+    os.kill(parent.pid, signal.SIGTERM)
+    stdout, stderr = parent.communicate(timeout=300)
+    assert parent.returncode == 143, stdout[-3000:] + stderr[-3000:]
+    assert stderr.strip().splitlines()[-1].startswith('interrupted by SIGTERM: 1 finished case kept in ')
+    assert len(records(out)) == 1 and records(out)[0]['timm_version'] == '1.0.11'
+    assert '**Totals:** 1 case: 1 passed,' in (out / 'report.md').read_text()

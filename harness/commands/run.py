@@ -27,9 +27,8 @@ Any other option is passed to pytest (e.g. --junitxml=results.xml, -x, --maxfail
 One output folder holds one run: run.json records what it ran with, and a plain re-run moves the previous
 results.jsonl aside as results.<its start time>.jsonl and removes the reports there (it writes its own at the
 end). While a run holds its folder, another command writing it is refused; -k matching no case leaves it as it
-was. --resume continues the run recorded there and refuses
-when timm, torch, the device, dtype, precision, compile, channels-last, batch size, the matrix content or
-the --images set differ.
+was. --resume continues the run recorded there and refuses when timm, torch, the device, dtype, precision,
+compile, channels-last, batch size, the matrix content or the --images set differ.
 
 examples:
   harness run matrices/smoke.yaml

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.atomic_file import write_atomically
 from harness.device_lock import Holder
 from harness.run_folder import FolderInUse, owning
 from tests.test_cli import harness, records
@@ -60,6 +61,16 @@ def test_a_held_folder_refuses_a_second_command_naming_the_holder(tmp_path):
     with owning(out, Holder.this_process()):   # released when the holder is done
         pass
 
+
+
+def test_a_write_that_fails_midway_leaves_the_old_file_whole(tmp_path):
+    report = tmp_path / 'report.md'
+    report.write_text('the old report\n')
+    with pytest.raises(UnicodeEncodeError):   # the file is open when a lone surrogate fails to encode
+        write_atomically(report, 'the new report, cut short here: \udc80')
+    assert report.read_text() == 'the old report\n' and [p.name for p in tmp_path.iterdir()] == ['report.md']
+    write_atomically(report, 'the new report\n')
+    assert report.read_text() == 'the new report\n' and [p.name for p in tmp_path.iterdir()] == ['report.md']
 
 @pytest.mark.parametrize('delivery', ['process', 'group'])
 def test_concurrent_run_is_refused_and_sigterm_stops_a_run_as_ctrl_c(write_matrix, tmp_path, cache_dir, delivery):

@@ -4,8 +4,8 @@ finish the run with ``--resume``, and the exit code says which signal it was (12
 SIGTERM is how CI cancels a job, ``timeout`` ends a command and ``docker stop`` a container. ``timeout`` signals
 the whole process group; ``docker stop`` and ``kill PID`` signal one process. So both sides take it as Ctrl-C:
 the controller (:class:`Interruption`) passes it on to its workers, and a worker (:func:`stop_on_sigterm`)
-stops its case as Ctrl-C would, instead of dying (which the controller would record as the case's ``error``).
-A process that meets the signal twice (its group's, then the controller's) acts on the first.
+stops its case as Ctrl-C would, instead of dying mid-case: its cleanup and pytest's teardown run, and a dead
+worker is never mistaken for a crash of its case. A process that meets the signal twice (its group's, then the controller's) acts on the first.
 """
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ SIGTERM is how CI cancels a job, ``timeout`` ends a command and ``docker stop`` 
 the whole process group; ``docker stop`` and ``kill PID`` signal one process. So both sides take it as Ctrl-C:
 the controller (:class:`Interruption`) passes it on to its workers, and a worker (:func:`stop_on_sigterm`)
 stops its case as Ctrl-C would, instead of dying mid-case: its cleanup and pytest's teardown run, and a dead
-worker is never mistaken for a crash of its case. A process that meets the signal twice (its group's, then the controller's) acts on the first.
+worker is never mistaken for a crash of its case. A process that meets the signal twice (its group's, then the
+controller's) acts on the first.
 """
 from __future__ import annotations
 

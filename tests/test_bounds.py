@@ -132,15 +132,15 @@ FIELD_BOUNDS = [
      f'num_images: 100000000 exceeds the limit of {MAX_NUM_IMAGES} images per case (MAX_NUM_IMAGES)'),
     (HEAD + f'sizes: [64]\nseed: {MAX_SEED + 1}\n', f'seed: {MAX_SEED + 1} exceeds {MAX_SEED}, the largest seed torch '
                                                    f'accepts (MAX_SEED)'),
-    # tolerances: NaN fails every figure, a negative limit every difference, a cosine above 1 every case
+    # tolerances: NaN fails every figure, a negative limit every difference
     (HEAD + 'sizes: [64]\ntolerances: {parity_atol: .nan}\n',
      'tolerances.parity_atol: expected a finite number >= 0 (or null: report only), got nan'),
     (HEAD + 'sizes: [64]\ntolerances: {reload_atol: -1.0e-3}\n', 'tolerances.reload_atol: expected a finite number >= 0'),
     (HEAD + 'sizes: [64]\ntolerances: {noop_atol: .inf}\n', 'tolerances.noop_atol: expected a finite number >= 0'),
     (HEAD + 'sizes: [64]\ntolerances: {per_path: {dynamic: {parity_atol: -1e-3}}}\n',   # YAML 1.1: a string
      "tolerances.per_path.dynamic.parity_atol: expected a finite number >= 0 (or null: report only), got '-1e-3'"),
-    (HEAD + 'sizes: [64]\ntolerances: {parity_min_cosine: 1.5}\n',
-     'tolerances.parity_min_cosine: expected a finite number from 0 to 1'),
+    (HEAD + 'sizes: [64]\ntolerances: {parity_min_cosine: -0.5}\n',
+     'tolerances.parity_min_cosine: expected a finite number >= 0'),
 ]
 
 

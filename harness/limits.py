@@ -53,6 +53,12 @@ def shown(value: Any) -> str:
     return text if len(text) <= QUOTE_CHARS else f'{text[:QUOTE_CHARS]}... ({_length(value)})'
 
 
+def cut(problem: str) -> str:
+    """One problem as an error shows it: at most :data:`MAX_PROBLEM_CHARS` characters (PyYAML's own messages
+    quote what they stumbled on, an undefined alias of a megabyte included)."""
+    return problem if len(problem) <= MAX_PROBLEM_CHARS else f'{problem[:MAX_PROBLEM_CHARS]}...'
+
+
 def identifier_problem(text: str) -> str | None:
     """Why ``text`` cannot be a name or label, else None: names become folders (``reports/<name>``) and labels
     parts of case ids (``<label>/...``, which ``-k`` and pytest's ``::`` node ids split), so both stay plain."""

@@ -22,8 +22,8 @@ from harness.checkpoints.vetting import checkpoint_file_problem
 from harness.families import Target, family_of, unclaimed_reason
 from harness.families.base import meta_model, native_geometry
 from harness.image_tree import ImageTreeError, read_image_tree
-from harness.limits import (FORWARD_MEMORY_BUDGET, MAX_CASES, MAX_NUM_IMAGES, MAX_PROBLEM_CHARS, MAX_PROBLEMS_SHOWN, forward_bytes, gib, is_int as _is_int,
-                            is_number as _is_number, shown, yaml11_float as _as_float)
+from harness.limits import (FORWARD_MEMORY_BUDGET, MAX_CASES, MAX_NUM_IMAGES, MAX_PROBLEMS_SHOWN, cut, forward_bytes,
+                            gib, is_int as _is_int, is_number as _is_number, shown, yaml11_float as _as_float)
 from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
 from harness.origins import ORIGINS, FILE_ORIGIN
 from harness.results import CHECKS, DTYPES, PRECISIONS
@@ -42,8 +42,7 @@ class MatrixError(ValueError):
     def __init__(self, path: Path | str, problems: list[str]):
         self.path = str(path)
         self.problems = problems
-        shown_problems = [p if len(p) <= MAX_PROBLEM_CHARS else f'{p[:MAX_PROBLEM_CHARS]}...'
-                          for p in problems[:MAX_PROBLEMS_SHOWN]]
+        shown_problems = [cut(p) for p in problems[:MAX_PROBLEMS_SHOWN]]
         if len(problems) > MAX_PROBLEMS_SHOWN:
             shown_problems.append(f'... and {len(problems) - MAX_PROBLEMS_SHOWN} more')
         super().__init__(f'{self.path}: invalid matrix\n' + '\n'.join(f'  - {p}' for p in shown_problems))
@@ -369,7 +368,8 @@ class _Validator:
         self.problems += child.problems
         by_path = section.get('per_path') or {}
         if not isinstance(by_path, dict):
-            self.error('tolerances.per_path', f'expected a mapping of a path in {list(PATHS)} to limits, got {shown(by_path)}')
+            self.error('tolerances.per_path', f'expected a mapping of a path in {list(PATHS)} to limits, '
+                                              f'got {shown(by_path)}')
             by_path = {}
         per_path = []
         for path, limits in by_path.items():
@@ -651,7 +651,8 @@ class _Validator:
                 value = _as_float(value)   # YAML 1.1 reads 1e1 (no dot) as a string
             if key == 'precision' and _is_number(value):   # the key's meaning before issue 9
                 self.error('timing.precision', f'expected one of {list(PRECISIONS)}, got {shown(value)}: the fraction '
-                                               f'that ends timing is now timing.median_rse (median_rse: {shown(value)})')
+                                               f'that ends timing is now timing.median_rse '
+                                               f'(median_rse: {shown(value)})')
                 continue
             what, accepts = expected[key]
             if accepts(value):
@@ -718,7 +719,8 @@ class _Validator:
                 try:
                     spec = SpecifierSet(str(entry['timm']))
                 except InvalidSpecifier:
-                    self.error(f'{where}.timm', f'expected a version specifier such as "<1.0.3", got {shown(entry["timm"])}')
+                    self.error(f'{where}.timm', f'expected a version specifier such as "<1.0.3", '
+                                                f'got {shown(entry["timm"])}')
             expectations.append(Expectation(tuple(sorted(match.items())), entry['reason'], checks, spec))
         return expectations
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from harness.limits import MAX_MATRIX_BYTES, BoundedComposer, BoundExceeded, expansion_problem, fields_problem
+from harness.limits import (MAX_MATRIX_BYTES, BoundedComposer, BoundExceeded, cut, expansion_problem, fields_problem,
+                            shown)
 from harness.limits import name_problem  # noqa: F401 - where harness.commands and harness.matrix import it
 
 
@@ -21,8 +22,8 @@ class MatrixFileError(ValueError):
 
     def __init__(self, path: Path | str, problem: str):
         self.path = str(path)
-        self.problem = problem
-        super().__init__(f'{self.path}: {problem}')
+        self.problem = cut(problem)
+        super().__init__(f'{self.path}: {self.problem}')
 
 
 class _UniqueKeyLoader(BoundedComposer, yaml.SafeLoader):
@@ -41,7 +42,7 @@ class _UniqueKeyLoader(BoundedComposer, yaml.SafeLoader):
                 break
             if repeated:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f'duplicate key {key!r} (first at line {first_line[key] + 1}); '
+                    None, None, f'duplicate key {shown(key)} (first at line {first_line[key] + 1}); '
                                 f'each key may appear once per mapping', key_node.start_mark)
             first_line[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)

@@ -103,7 +103,8 @@ def test_recursive_yaml_is_refused(tmp_path):
     (lambda tmp: Path('/dev/zero'), 'is not a regular file (a device, FIFO or socket); expected a YAML matrix file'),
     (lambda tmp: _fifo(tmp), 'is not a regular file (a device, FIFO or socket); expected a YAML matrix file'),
     (lambda tmp: _written(tmp, HEAD + '#' * MAX_MATRIX_BYTES),
-     f'{MAX_MATRIX_BYTES + len(HEAD)} bytes; the limit is {MAX_MATRIX_BYTES} bytes for a matrix file (MAX_MATRIX_BYTES)'),
+     f'{MAX_MATRIX_BYTES + len(HEAD)} bytes; the limit is {MAX_MATRIX_BYTES} bytes for a matrix file '
+     f'(MAX_MATRIX_BYTES)'),
 ])
 def test_files_that_are_not_small_regular_files_are_never_read(tmp_path, make, expected):
     """`harness run /dev/zero` reached 8 GB in 30 s; a FIFO with no writer would block forever."""
@@ -121,8 +122,10 @@ def test_one_byte_over_the_size_limit_is_refused_and_the_limit_itself_is_not(tmp
 FIELD_BOUNDS = [
     # sizes, pixels and memory
     (HEAD + 'sizes: [[100000, 100000]]\n', f'sizes[0]: [100000, 100000] exceeds {MAX_SIDE} pixels per side (MAX_SIDE)'),
-    (HEAD + f'sizes: [64]\npatch_sizes: [{MAX_SIDE + 1}]\n', f'patch_sizes[0]: {MAX_SIDE + 1} exceeds {MAX_SIDE} pixels'),
-    ('name: b\nmodels: [{name: vit_tiny_patch16_224, img_size: 5000, window_sizes: [7]}]\norigins: [timm]\nsizes: [64]\n',
+    (HEAD + f'sizes: [64]\npatch_sizes: [{MAX_SIDE + 1}]\n',
+     f'patch_sizes[0]: {MAX_SIDE + 1} exceeds {MAX_SIDE} pixels'),
+    ('name: b\nmodels: [{name: vit_tiny_patch16_224, img_size: 5000, window_sizes: [7]}]\n'
+     'origins: [timm]\nsizes: [64]\n',
      'models[0].img_size: 5000 exceeds'),
     (HEAD + 'sizes: [' + ', '.join(['64'] * (MAX_ITEMS + 1)) + ']\n',
      f'sizes: more than {MAX_ITEMS} entries; the limit is {MAX_ITEMS} per list or mapping (MAX_ITEMS)'),
@@ -135,7 +138,8 @@ FIELD_BOUNDS = [
     # tolerances: NaN fails every figure, a negative limit every difference
     (HEAD + 'sizes: [64]\ntolerances: {parity_atol: .nan}\n',
      'tolerances.parity_atol: expected a finite number >= 0 (or null: report only), got nan'),
-    (HEAD + 'sizes: [64]\ntolerances: {reload_atol: -1.0e-3}\n', 'tolerances.reload_atol: expected a finite number >= 0'),
+    (HEAD + 'sizes: [64]\ntolerances: {reload_atol: -1.0e-3}\n',
+     'tolerances.reload_atol: expected a finite number >= 0'),
     (HEAD + 'sizes: [64]\ntolerances: {noop_atol: .inf}\n', 'tolerances.noop_atol: expected a finite number >= 0'),
     (HEAD + 'sizes: [64]\ntolerances: {per_path: {dynamic: {parity_atol: -1e-3}}}\n',   # YAML 1.1: a string
      "tolerances.per_path.dynamic.parity_atol: expected a finite number >= 0 (or null: report only), got '-1e-3'"),
@@ -198,7 +202,8 @@ def test_a_long_value_is_quoted_short(tmp_path):
 
 PROBES = {   # what each probe of issue 18 gets from `harness run`
     'alias bomb': (bomb(), 'expands to more than'),
-    '500,000-character name': (HEAD.replace('bomb', 'x' * 500_000) + 'sizes: [64]\n', 'name: a value of 500000 characters'),
+    '500,000-character name': (HEAD.replace('bomb', 'x' * 500_000) + 'sizes: [64]\n',
+                               'name: a value of 500000 characters'),
     '100000x100000': (HEAD + 'sizes: [[100000, 100000]]\n', 'exceeds 4096 pixels per side'),
     'num_images 1e8': (HEAD + 'sizes: [64]\nnum_images: 100000000\n', 'MAX_NUM_IMAGES'),
     'newline in name': (HEAD.replace('bomb', '"a\\nb"') + 'sizes: [64]\n', 'expected a plain folder name'),

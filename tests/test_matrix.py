@@ -737,7 +737,8 @@ def test_errors_quote_a_short_prefix_and_list_a_bounded_number_of_problems(tmp_p
     from harness.limits import MAX_PROBLEMS_SHOWN, QUOTE_CHARS
     _, err = error_of(tmp_path, MINIMAL + f'timing: {{dtype: {"f" * 4000}}}\n', known_models)
     assert len(problem(err, 'timing.dtype', f"{'f' * QUOTE_CHARS!r}... (4000 characters)")) < 200
-    _, err = error_of(tmp_path, MINIMAL.replace('sizes: [224]', 'sizes: [' + ', '.join(['-1'] * 40) + ']'), known_models)
+    forty_bad_sizes = 'sizes: [' + ', '.join(['-1'] * 40) + ']'
+    _, err = error_of(tmp_path, MINIMAL.replace('sizes: [224]', forty_bad_sizes), known_models)
     assert len(err.problems) == 40
     lines = str(err).splitlines()
     assert len(lines) == 1 + MAX_PROBLEMS_SHOWN + 1 and lines[-1] == f'  - ... and {40 - MAX_PROBLEMS_SHOWN} more'

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.limits import (MAX_IDENTIFIER_CHARS, MAX_ITEMS, MAX_MATRIX_BYTES, MAX_NUM_IMAGES, MAX_SEED,
-                            MAX_SIDE, MAX_TEXT_CHARS, MAX_YAML_DEPTH, MAX_YAML_VALUES, QUOTE_CHARS, shown)
+from harness.limits import (MAX_IDENTIFIER_CHARS, MAX_ITEMS, MAX_MATRIX_BYTES, MAX_NUM_IMAGES, MAX_PROBLEM_CHARS,
+                            MAX_SEED, MAX_SIDE, MAX_TEXT_CHARS, MAX_YAML_DEPTH, MAX_YAML_VALUES, QUOTE_CHARS, shown)
 from harness.matrix_file import MatrixFileError, read_matrix_file
 from tests.test_cli import harness
 from tests.test_inputs import one_error_line
@@ -196,6 +196,10 @@ def test_a_long_value_is_quoted_short(tmp_path):
     long_name = refusal(tmp_path, HEAD.replace('bomb', 'x' * 500_000) + 'sizes: [64]\n')
     assert long_name == (f"name: a value of 500000 characters ({'x' * QUOTE_CHARS!r}... (500000 characters)); "
                          f"the limit is {MAX_TEXT_CHARS} (MAX_TEXT_CHARS)")
+    # PyYAML's own messages quote what they stumbled on: an undefined alias of half a megabyte is cut
+    undefined = refusal(tmp_path, HEAD + 'sizes: *' + 'q' * 500_000 + '\n')
+    assert undefined.startswith('not valid YAML at line 4, column 8: found undefined alias')
+    assert len(undefined) == MAX_PROBLEM_CHARS + len('...')
     assert len(shown(list(range(10 ** 6)))) <= QUOTE_CHARS + 30
     assert len(shown({'k': [[[['deep'] * 1000]]]})) <= QUOTE_CHARS + 30
 

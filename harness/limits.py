@@ -2,12 +2,13 @@
 
 A matrix is read by ``harness run`` before torch or timm is imported, and every bound here is checked then, on
 the YAML document and on the plain mapping it holds: the file's size and kind, how many values it expands to
-(each use of an alias counts again: a 410-byte alias bomb expands to billions), how deep it nests, how many
-entries a list or mapping holds, how long a value is, names and labels (a plain identifier set), pixels per side,
-``num_images``, ``seed`` and the tolerances' range. Each broken bound is one line naming the file, the field and
-the limit (:class:`harness.matrix_file.MatrixFileError`). Types and meaning (an unknown key, a size that does not
-tile) are :mod:`harness.matrix`'s to check; the one bound that needs a model, the estimated forward memory of a
-case (:func:`forward_bytes`), is checked there too, from the model's meta-device geometry, before anything is built.
+(each use of an alias counts again: a 410-byte alias bomb expands to 387 million strings), how deep it nests,
+how many entries a list or mapping holds, how long a value is, names and labels (a plain identifier set), pixels
+per side, ``num_images``, ``seed`` and the tolerances' range. Each broken bound is one line naming the file, the
+field and the limit (:class:`harness.matrix_file.MatrixFileError`). Types and meaning (an unknown key, a size
+that does not tile) are :mod:`harness.matrix`'s to check; the one bound that needs a model, the estimated
+forward memory of a case (:func:`forward_bytes`), is checked there too, from the model's meta-device geometry,
+before anything is built.
 
 Nothing here imports torch or timm.
 """
@@ -32,7 +33,7 @@ MAX_CASES = 100_000             # cases in one matrix (the shipped zoo has a few
 FORWARD_MEMORY_BUDGET = 16 << 30   # bytes a case's forward pass may be estimated to need (forward_bytes)
 BYTES_PER_VALUE = 4             # fp32, the checks' dtype
 QUOTE_CHARS = 40                # characters of an offending value an error quotes
-MAX_PROBLEM_CHARS = 400         # characters of one problem an invalid matrix's error shows
+MAX_PROBLEM_CHARS = 400         # characters of one problem a matrix error shows
 MAX_PROBLEMS_SHOWN = 30         # problems it shows, then how many more there are
 
 IDENTIFIER = re.compile(r'[A-Za-z0-9_.-]+')
@@ -123,8 +124,9 @@ class BoundedComposer:
 
 def expansion_problem(root: yaml.Node) -> str | None:
     """Why the composed document cannot be constructed, else None: it refers to itself, or it expands to more
-    than :data:`MAX_YAML_VALUES` values, each use of an alias counted again (a 410-byte alias bomb expands to
-    billions). Linear in the document's nodes: a shared node's expanded count is computed once."""
+    than :data:`MAX_YAML_VALUES` values, each use of an alias counted again. Linear in the document's nodes: a
+    shared node's expanded count is computed once. The bound also bounds the depth aliases can chain to (about
+    450: n nested aliases expand to n * (n + 1) / 2 values), so this recursion stays within Python's limit."""
     try:
         _Expansion().count(root, '')
     except BoundExceeded as e:

@@ -11,8 +11,6 @@ import re
 import traceback
 from pathlib import Path
 
-import torch
-
 # what allocators say when they run out: CUDA's OutOfMemoryError, the CPU allocator's RuntimeError
 _OUT_OF_MEMORY_WORDS = ("can't allocate memory", 'out of memory', 'not enough memory', 'failed to allocate')
 # timm's resampling entry points are all named so: resample_abs_pos_embed, resample_patch_embed,
@@ -22,6 +20,7 @@ _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
+    import torch   # here: the controller asks is_disk_full without importing torch
     if isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)):
         return True
     text = str(error).lower()

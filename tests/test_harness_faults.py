@@ -26,6 +26,8 @@ from harness.checkpoints.integrity import CHECKSUMS_FILE
 from harness.checkpoints.store import USER_FILES, checkpoint_for
 from harness.matrix import TimingConfig, load_matrix
 from harness.pipeline import CheckpointWork, RunOptions, run_case
+from tests.conftest import REPO
+from tests.swap_file_after_first_case import SOURCE_ENV, TARGET_ENV
 from tests.test_cli import harness, records
 
 TINY = {'name': 'vit_tiny_patch16_224', 'embed_dim': 32, 'depth': 1, 'num_heads': 2, 'img_size': 32}
@@ -85,6 +87,27 @@ def test_a_file_replaced_after_the_first_case_is_never_loaded(cases, tmp_path):
     copies = list((tmp_path / 'cache' / 'checkpoints' / USER_FILES).glob('*/checkpoint.pth'))
     assert len(copies) == 1 and not os.access(copies[0], os.W_OK) or os.geteuid() == 0
     assert copies[0].parent.name.endswith('-pth') and len(copies[0].parent.name) == 64 + len('-pth')
+
+
+@pytest.mark.slow
+def test_a_payload_swapped_in_between_cases_never_runs_under_timm_1_0_11(write_matrix, tmp_path, release_cache):
+    """The probe of issue 18: timm 1.0.11 loads pretrained files with weights_only=False; the user's file,
+    replaced by a pickle payload after the first case (tests/swap_file_after_first_case.py), ran it 4 times in the
+    worker. Now timm loads the copy vetted when the first case ran: nothing runs, and the cases are not failed."""
+    user_file, swapped_in, marker = tmp_path / 'finetuned.pth', tmp_path / 'evil.pth', tmp_path / 'code-ran'
+    torch.save(_state(), user_file)
+    torch.save({**_state(), 'payload': _TouchesMarker(marker)}, swapped_in)
+    done = harness('run', write_matrix(_matrix_text(f'{{file: {user_file}}}', sizes='[48, 64]')), '--timm', '1.0.11',
+                   '--out', tmp_path / 'out', '--cache', release_cache, '--no-timing',
+                   '-p', 'tests.swap_file_after_first_case',
+                   env_extra={'PYTHONPATH': os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')])),
+                              SOURCE_ENV: str(swapped_in), TARGET_ENV: str(user_file)})
+    assert not swapped_in.exists(), 'the plugin did not swap the file: the test proves nothing'
+    assert not marker.exists(), 'the payload ran'
+    found = records(tmp_path / 'out')
+    assert len(found) == 6 and all(r['timm_version'] == '1.0.11' for r in found)
+    assert {r['status'] for r in found} == {'passed'}, [(r['case_id'], r['status'], r['reason']) for r in found]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
 def test_a_file_replaced_before_its_cases_run_is_vetted_again_and_refused(cases, tmp_path):

@@ -85,7 +85,7 @@ def test_a_file_replaced_after_the_first_case_is_never_loaded(cases, tmp_path):
     assert all(r.native_max_abs_diff == 0.0 and r.reference_note is None for r in results)
     assert not marker.exists()
     copies = list((tmp_path / 'cache' / 'checkpoints' / USER_FILES).glob('*/checkpoint.pth'))
-    assert len(copies) == 1 and not os.access(copies[0], os.W_OK) or os.geteuid() == 0
+    assert len(copies) == 1 and copies[0].stat().st_mode & 0o222 == 0   # read-only: never written again
     assert copies[0].parent.name.endswith('-pth') and len(copies[0].parent.name) == 64 + len('-pth')
 
 
@@ -213,7 +213,7 @@ def test_a_full_disk_while_synthesizing_is_error_on_every_case_not_failed(write_
     found = records(out)
     assert len(found) == 3 and {r['status'] for r in found} == {'error'}
     assert all(r['reason'].startswith('disk full: ') and 'File too large' in r['reason'] for r in found)
-    assert '3 error' in (out / 'report.md').read_text() or 'error' in (out / 'report.md').read_text()
+    assert '3 cases: 0 passed, 0 failed, 0 xfailed, 0 xpassed, 0 unsupported, 3 error' in (out / 'report.md').read_text()
 
 
 def test_a_full_disk_for_the_results_says_so_in_one_line_per_case_and_keeps_whole_records(write_matrix, tmp_path):

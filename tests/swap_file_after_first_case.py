@@ -1,7 +1,8 @@
-"""A pytest plugin for tests/test_harness_faults.py, passed through `harness run ... -p tests.swap_file_after_first_case`:
-once the first case has run, the file ``HARNESS_SWAP_SOURCE`` names replaces the one ``HARNESS_SWAP_TARGET`` names
-(a user's checkpoint replaced while its cases run). `harness run` hands unknown options to pytest, which loads
-the plugin in each worker; their PYTHONPATH must reach the repository.
+"""A pytest plugin for tests/test_harness_faults.py, passed through
+`harness run ... -p tests.swap_file_after_first_case`: once the first case has run, the file that
+``HARNESS_SWAP_SOURCE`` names replaces the one ``HARNESS_SWAP_TARGET`` names (a user's checkpoint replaced
+while its cases run). `harness run` hands unknown options to pytest, which loads the plugin in each worker;
+their PYTHONPATH must reach the repository.
 """
 from __future__ import annotations
 

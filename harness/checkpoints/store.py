@@ -151,7 +151,8 @@ def source_img_size(model: ModelSpec) -> tuple[int, int] | None:
     return to_size(size) if size is not None else None
 
 
-def _synthesized(model: ModelSpec, origin_name: str, seed: int, cache_dir: Path, say: Callable[[str], None]) -> Checkpoint:
+def _synthesized(model: ModelSpec, origin_name: str, seed: int, cache_dir: Path,
+                 say: Callable[[str], None]) -> Checkpoint:
     origin = ORIGINS[origin_name]
     entry = cache_dir / 'checkpoints' / f'{model.name}-{origin_name}-{_cache_key(model, origin_name, seed)}'
     entry = _sound(entry, lambda: _write_entry(entry, model, origin_name, seed), say, 'synthesizing it again')

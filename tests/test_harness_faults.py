@@ -233,3 +233,6 @@ def test_a_full_disk_for_the_results_says_so_in_one_line_per_case_and_keeps_whol
     full = [line for line in done.stdout.splitlines() if line.startswith('error: disk full: the record of this case')]
     assert len(full) == 6 - len(lines), done.stdout[-3000:]
     assert done.stderr.startswith('error: disk full: the report could not be written'), done.stderr
+    again = _run_with_file_size_limit(6_000, matrix_path, '--out', out, '--cache', tmp_path / 'cache', '--resume')
+    assert again.returncode == 1, again.stdout[-3000:] + again.stderr[-3000:]   # what it kept all passed: not 0
+    assert (out / 'results.jsonl').read_text().splitlines(keepends=True) == lines

@@ -24,7 +24,7 @@ import torch
 from harness.cases import expand
 from harness.checkpoints.integrity import CHECKSUMS_FILE
 from harness.checkpoints.store import USER_FILES, checkpoint_for
-from harness.matrix import TimingConfig, load_matrix
+from harness.matrix import MatrixError, TimingConfig, load_matrix
 from harness.pipeline import CheckpointWork, RunOptions, run_case
 from tests.conftest import REPO
 from tests.swap_file_after_first_case import SOURCE_ENV, TARGET_ENV
@@ -124,20 +124,19 @@ def test_a_file_replaced_before_its_cases_run_is_vetted_again_and_refused(cases,
         assert 'refused' in r.reason and 'Traceback' not in r.reason
 
 
-def test_an_npz_holding_an_object_array_is_refused_with_exit_2(write_matrix, tmp_path):
-    """numpy opens an .npz lazily: an object array (a pickle, here of a callable) is found only by reading it."""
+def test_an_npz_holding_an_object_array_is_refused(write_matrix, known_models, tmp_path):
+    """numpy opens an .npz lazily: an object array (a pickle, here of a callable) is found only by reading it.
+    Refused at validation, so `harness run` exits 2 before any case (the MatrixError path of every bad file)."""
     marker = tmp_path / 'code-ran'
     arrays = {k: v.numpy() for k, v in _state().items()}
     np.savez(tmp_path / 'weights.npz', **arrays, payload=np.array([_TouchesMarker(marker)], dtype=object))
-    matrix = write_matrix(_matrix_text(f'{{file: {tmp_path / "weights.npz"}, custom_load: true}}'))
-    done = harness('run', matrix, '--out', tmp_path / 'out', '--no-timing')
-    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
-    assert done.stderr.startswith('error: ') and 'Traceback' not in done.stderr
-    problems = [line for line in done.stderr.splitlines() if line.startswith('  - ')]
-    assert len(problems) == 1 and problems[0].startswith(f"  - origins[0].file: checkpoint file "
-                                                         f"'{tmp_path / 'weights.npz'}' refused: it holds pickled "
-                                                         f"objects"), done.stderr
-    assert not marker.exists() and not (tmp_path / 'out' / 'results.jsonl').exists()
+    with pytest.raises(MatrixError) as refused:
+        load_matrix(write_matrix(_matrix_text(f'{{file: {tmp_path / "weights.npz"}, custom_load: true}}')),
+                    known_models)
+    assert len(refused.value.problems) == 1, refused.value.problems
+    assert refused.value.problems[0].startswith(f"origins[0].file: checkpoint file '{tmp_path / 'weights.npz'}' "
+                                                f"refused: it holds pickled objects"), refused.value.problems
+    assert not marker.exists()
 
 
 # --- the cache: checksums, rebuilt when corrupted -------------------------------------------------------------

@@ -142,7 +142,7 @@ def test_an_npz_holding_an_object_array_is_refused(write_matrix, known_models, t
 # --- the cache: checksums, rebuilt when corrupted -------------------------------------------------------------
 
 def _flip_a_byte_near_the_end(path: Path) -> None:
-    """One byte of the last tensor's data changed: the file still reads, its values do not match."""
+    """One byte near the end changed (a safetensors file still reads, one value of its last tensor changed)."""
     data = bytearray(path.read_bytes())
     data[-5] ^= 0x40
     path.chmod(0o644)

@@ -116,8 +116,9 @@ def geometry_errors(family: Family, model: nn.Module, expected: Geometry) -> lis
 
 def state_dict_diff(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
                     strict: bool = False) -> TensorDiff:
-    """Largest absolute difference over every tensor the checkpoint determines (shape mismatch: inf);
-    ``strict``: a tensor in ``actual`` that ``expected`` lacks is a mismatch too (a mask where none belongs)."""
+    """Largest absolute difference over every tensor the checkpoint determines (shape mismatch: inf), each
+    tensor's in its own unit (:func:`own_unit`); ``strict``: a tensor in ``actual`` that ``expected`` lacks is a
+    mismatch too (a mask where none belongs)."""
     extra = sorted(set(actual) - set(expected)) if strict else []
     if extra:
         return TensorDiff(float('inf'), extra[0])
@@ -131,9 +132,23 @@ def state_dict_diff(actual: dict[str, torch.Tensor], expected: dict[str, torch.T
         diff = _max_abs_diff_where_unequal(got.detach().float().cpu(), want.float()) if want.numel() else 0.0
         if math.isnan(diff):
             return TensorDiff(diff, key)   # NaN compares false with everything: it must not hide as "no diff"
+        if want.numel():
+            diff /= own_unit(want)
         if diff > worst_diff:
             worst, worst_diff = key, diff
     return TensorDiff(worst_diff, worst)
+
+
+def own_unit(tensor: torch.Tensor) -> float:
+    """The power of two at or above the tensor's largest finite magnitude, and at least 1.
+
+    float32 rounds relative to magnitude: a tensor with values up to 16 (Swin-V2's position bias,
+    ``16 sigmoid(...)``) carries 16 times the rounding noise of one up to 1 (a pos-embed, a rope). Measured in
+    its own unit every tensor has the noise of a value up to 1, so one limit holds them all; dividing by a power
+    of two is exact, and a tensor up to 1 is compared as it is."""
+    finite = tensor[tensor.isfinite()].abs()
+    largest = finite.max().item() if finite.numel() else 0.0
+    return 2.0 ** math.ceil(math.log2(largest)) if largest > 1 else 1.0
 
 
 def _max_abs_diff_where_unequal(got: torch.Tensor, want: torch.Tensor) -> float:

@@ -3,8 +3,7 @@
 Each item runs :func:`harness.pipeline.run_case`, appends its record to ``results.jsonl`` at once, and then
 reports the status to pytest: ``unsupported`` as a skip, ``xfailed`` as an xfail, ``failed``/``xpassed``/
 ``error``/``resource`` as a failure whose message is the reason (no traceback: the reason is the finding).
-A case that overruns ``--harness-case-timeout`` is recorded by its own worker's watchdog
-(:func:`harness.isolation.deadline`).
+A case that overruns ``--harness-case-timeout`` is ended by the watchdogs of :mod:`harness.watchdog`.
 """
 from __future__ import annotations
 
@@ -19,12 +18,13 @@ from harness import faults
 from harness.cache import default_cache_dir
 from harness.cases import Case, expand, in_shard
 from harness.device_lock import Holder
-from harness.isolation import deadline, error_result
+from harness.isolation import error_result
 from harness.matrix import Matrix, MatrixError, load_matrix
 from harness.pipeline import CheckpointWork, RunOptions, run_case
 from harness.plugin import TIMING_OPTIONS, UNSUPPORTED_PREFIX
 from harness.results import RESULTS_FILE, CaseResult, append_result
 from harness.run_start import StartRefused, check_release, hand_over, start_request
+from harness.watchdog import deadline, timeout_reason
 
 
 class CaseFailed(Exception):
@@ -81,9 +81,9 @@ class CaseItem(pytest.Item):
 
     def _record_timeout(self, stack: str) -> None:
         seconds = self.config.getoption('--harness-case-timeout')
-        reason = f'timeout: the case ran longer than {seconds:g} s; it was at\n{stack}'
-        _recorded(Path(self.config.getoption('--harness-out')),
-                  error_result(self.case, self.matrix, self.work.options, reason, seconds))
+        reason = timeout_reason(seconds, f'it was at\n{stack}')
+        append_result(Path(self.config.getoption('--harness-out')),
+                      error_result(self.case, self.matrix, self.work.options, reason, seconds))
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, CaseFailed):

@@ -155,6 +155,14 @@ def write_run_record(out_dir: Path, record: RunRecord) -> Path:
     return path
 
 
+def check_finished(out_dir: Path, record: RunRecord) -> None:
+    """Refuse a run that did not finish (killed, or still running): its run.json has no end time. A run.json
+    from before end times were recorded (schema 1) cannot say, and passes."""
+    if record.results_schema >= 2 and not record.finished_at:
+        raise RunRecordError(f'{out_dir / RUN_FILE}: finished_at is empty: the run did not finish (killed, or still '
+                             f'running); expected a finished run (finish it with --resume)')
+
+
 def differences(old: RunRecord, new: RunRecord) -> list[str]:
     """The settings in :data:`MUST_MATCH` that differ, each as ``<setting> was <old>, now <new>``."""
     return [f'{label} was {_shown(getattr(old, key))}, now {_shown(getattr(new, key))}'

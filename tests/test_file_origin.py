@@ -70,7 +70,8 @@ def test_a_file_fails_reload_where_timm_changes_it_on_load_as_a_synthesized_chec
     for r in (synthesized, user):
         assert r.status == 'failed' and r.failed_checks[0] == 'reload', r.reason
         assert 'relative_position_bias_table' in r.native_worst_tensor
-    assert user.native_max_abs_diff == pytest.approx(synthesized.native_max_abs_diff) and user.native_max_abs_diff > 1
+    assert user.native_max_abs_diff == pytest.approx(synthesized.native_max_abs_diff)
+    assert user.native_max_abs_diff > 0.5   # in the table's own unit: far off
 
 
 @pytest.mark.parametrize('origin, name, kwargs, not_read_back', [

@@ -62,6 +62,17 @@ def test_state_dict_diff_does_not_hide_nan():
     assert checks.state_dict_diff(kept, {'a': torch.tensor([0.0, math.nan, 1.0])}).max_abs_diff == math.inf
 
 
+def test_each_tensor_is_compared_in_its_own_unit():
+    """A bias up to 16 off by 16 ulps is as close as a pos-embed up to 1 off by 16 ulps: both 16 * 2**-24."""
+    bias, pos = torch.tensor([12.0, -3.0]), torch.tensor([0.75, 0.1])
+    ulp16, ulp1 = 2.0 ** -20, 2.0 ** -24   # float32 spacing in [8, 16) and in [0.5, 1)
+    diff = checks.state_dict_diff({'bias': bias + torch.tensor([16 * ulp16, 0.0]), 'pos': pos},
+                                  {'bias': bias, 'pos': pos})
+    assert diff.max_abs_diff == 16 * ulp16 / 16 == 16 * ulp1 and diff.worst == 'bias'
+    assert checks.own_unit(torch.tensor([0.3, -1.0])) == 1.0 == checks.own_unit(torch.zeros(2))
+    assert checks.own_unit(torch.tensor([math.inf, -100.0, 3.0])) == 128.0   # a mask's -100: infinities aside
+
+
 def test_a_timm_exception_in_set_input_size_fails_resize(run_matrix, monkeypatch):
     def broken(self, img_size=None, patch_size=None):
         raise AttributeError("'PatchEmbed' object has no attribute 'dynamic_img_pad'")
@@ -158,7 +169,8 @@ def test_a_stale_attention_mask_fails_fidelity_at_the_target_and_noop_at_the_own
     assert results['create'].status == 'passed'
     r = results['set_input_size']
     assert r.status == 'failed' and r.failed_checks == ['noop', 'fidelity'], r.reason
-    assert r.fidelity_worst_tensor.endswith('.attn_mask in use') and r.fidelity_weights_max_abs_diff == 100
+    # the mask's -100 lost, in the mask's own unit (128)
+    assert r.fidelity_worst_tensor.endswith('.attn_mask in use') and r.fidelity_weights_max_abs_diff == 100 / 128
     assert r.parity_note == 'not judged: the set_input_size path fails fidelity' and r.parity_max_abs_diff > 1e-4
     assert r.noop_max_abs_diff > 1e-4
 

@@ -11,8 +11,12 @@ EPILOG = """\
 example:
   harness merge reports/vit reports/vit-shard-*
 
-exit codes: 0 merged; 2 the shards are not one run (run.json differ in timm, torch, device, dtype, batch size or \
-matrix) or share a case"""
+exit codes:
+  0    merged
+  2    the shards are not the whole of one finished run: their run.json differ in timm, torch, device, dtype,
+       batch size or matrix; a shard K of N is missing or given twice, or the N differ (N is read from each
+       shard's run.json); a folder is no shard, or a shard did not finish; results cut short, empty or not
+       records; a case is in two shards"""
 
 
 def add_parser(commands) -> None:

@@ -66,7 +66,8 @@ def add_parser(commands) -> None:
     run.add_argument('--case-timeout', type=bounded_float(lambda v: v >= 0, 'seconds >= 0 (0 = no limit)'),
                      default=900, metavar='SECONDS',
                      help='record a case still running after this long as error (timeout:) and go on with a fresh '
-                          'worker (default: 900; 0 = no limit)')
+                          'worker, also when it is stuck in a native call holding the GIL (ended 2 s later) or its '
+                          'worker was stopped (killed 4 s later) (default: 900; 0 = no limit)')
     run.add_argument('--shard', type=shard, metavar='K/N',
                      help="only the K-th of N shards of the cases (1-based, deterministic; a checkpoint's cases stay "
                           "in one shard), for splitting a matrix over CI jobs; harness merge joins the results")

@@ -3,8 +3,8 @@
 Each window attention recomputes its log-spaced relative coordinates for its window (normalised by the
 pretrained window where the model names one, ``pretrained_window_sizes``, else by the window itself) and
 feeds them through the checkpoint's CPB MLP. Fidelity compares each block's coordinate table and the bias it
-yields (:meth:`derived_tensors`) with the harness's own (:mod:`harness.reference.cpb`), from the window the
-block has at the target and the checkpoint's MLP weights. The state dict itself changes only with the patch
+yields (:meth:`forward_tensors`, on every path) with the harness's own (:mod:`harness.reference.cpb`), from the
+window the block has at the target and the checkpoint's MLP weights. The state dict itself changes only with the patch
 size (the base family's kernel resample).
 """
 from __future__ import annotations
@@ -24,23 +24,12 @@ class SwinV2Family(ShiftedWindowFamily):
     model_classes = ('timm.models.swin_transformer_v2.SwinTransformerV2',)
     origins = ('timm', 'microsoft', 'hub', 'file')
 
-    @torch.no_grad()
-    def derived_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """Per block, the coordinate table and the bias the block adds to its attention logits, as its forward
-        computes it: ``16 sigmoid(cpb_mlp(table))`` looked up by the block's relative position index."""
-        out = {}
-        for i, stage in enumerate(model.layers):
-            for j, block in enumerate(stage.blocks):
-                attn, prefix = block.attn, f'layers.{i}.blocks.{j}.attn'
-                area = attn.window_size[0] * attn.window_size[1]
-                per_offset = attn.cpb_mlp(attn.relative_coords_table).view(-1, attn.num_heads)
-                per_pair = per_offset[attn.relative_position_index.view(-1)].view(area, area, -1)
-                out[f'{prefix}.relative_coords_table'] = attn.relative_coords_table
-                out[f'{prefix}.position_bias'] = 16 * torch.sigmoid(per_pair.permute(2, 0, 1))
-        return out
+    def forward_tensors(self, model: nn.Module, computed: Geometry) -> dict[str, torch.Tensor]:
+        """The shifted-window family's, and each block's position bias (:func:`cpb_tensors`)."""
+        return {**super().forward_tensors(model, computed), **cpb_tensors(model)}
 
-    def expected_derived_tensors(self, weights, spec, source: Geometry, computed: Geometry):
-        out = {}
+    def expected_forward_tensors(self, weights, spec, source: Geometry, computed: Geometry):
+        out = super().expected_forward_tensors(weights, spec, source, computed)
         for i, (depth, pretrained) in enumerate(zip(computed.stage_depths, _pretrained_windows(spec))):
             window = computed.window_sizes[i]
             table = cpb.log_spaced_table(window, pretrained)
@@ -51,6 +40,23 @@ class SwinV2Family(ShiftedWindowFamily):
                     table, window, weights[f'{prefix}.cpb_mlp.0.weight'], weights[f'{prefix}.cpb_mlp.0.bias'],
                     weights[f'{prefix}.cpb_mlp.2.weight'])
         return out
+
+
+@torch.no_grad()
+def cpb_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Per block, the coordinate table and the bias it adds to its attention logits, as every forward computes
+    them (``16 sigmoid(cpb_mlp(table))`` looked up by the block's relative position index): recomputed per
+    forward, so compared on every path, dynamic included."""
+    out = {}
+    for i, stage in enumerate(model.layers):
+        for j, block in enumerate(stage.blocks):
+            attn, prefix = block.attn, f'layers.{i}.blocks.{j}.attn'
+            area = attn.window_size[0] * attn.window_size[1]
+            per_offset = attn.cpb_mlp(attn.relative_coords_table).view(-1, attn.num_heads)
+            per_pair = per_offset[attn.relative_position_index.view(-1)].view(area, area, -1)
+            out[f'{prefix}.relative_coords_table'] = attn.relative_coords_table
+            out[f'{prefix}.position_bias'] = 16 * torch.sigmoid(per_pair.permute(2, 0, 1))
+    return out
 
 
 def _pretrained_windows(spec) -> list[Size]:

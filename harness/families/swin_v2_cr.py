@@ -2,8 +2,8 @@
 
 Like Swin-V2, a continuous position bias: each window attention recomputes its coordinates for its window,
 here one per token pair and not normalised (``sign(d) ln(1 + |d|)``), and feeds them through the checkpoint's
-meta MLP; fidelity compares both with the harness's own (:mod:`harness.reference.cpb`). It differs from the
-other Swin families where timm's model does: built without a window it takes the patch grid divided by
+meta MLP; fidelity compares both with the harness's own on every path (:mod:`harness.reference.cpb`). It differs
+from the other Swin families where timm's model does: built without a window it takes the patch grid divided by
 ``window_ratio`` (8), at the size it is built for, so ``create_model(img_size=...)`` re-chooses the windows;
 ``forward_features`` is NCHW; its patch embedding has no other patch size.
 """
@@ -43,9 +43,10 @@ class SwinV2CrFamily(ShiftedWindowFamily):
         return dataclasses.replace(geometry, window_ratio=ratio)
 
     @torch.no_grad()
-    def derived_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """Per block, its pair coordinates and the bias its forward adds to the attention logits."""
-        out = {}
+    def forward_tensors(self, model: nn.Module, computed: Geometry) -> dict[str, torch.Tensor]:
+        """The shifted-window family's, and per block its pair coordinates and the bias its forward adds to the
+        attention logits (recomputed per forward: compared on every path, dynamic included)."""
+        out = super().forward_tensors(model, computed)
         for i, stage in enumerate(model.stages):
             for j, block in enumerate(stage.blocks):
                 prefix = f'stages.{i}.blocks.{j}.attn'
@@ -53,8 +54,8 @@ class SwinV2CrFamily(ShiftedWindowFamily):
                 out[f'{prefix}.position_bias'] = block.attn._relative_positional_encodings()[0]
         return out
 
-    def expected_derived_tensors(self, weights, spec, source: Geometry, computed: Geometry):
-        out = {}
+    def expected_forward_tensors(self, weights, spec, source: Geometry, computed: Geometry):
+        out = super().expected_forward_tensors(weights, spec, source, computed)
         for i, depth in enumerate(computed.stage_depths):
             window = computed.window_sizes[i]
             coords = cpb.log_pair_coords(window)

@@ -92,12 +92,17 @@ class ShiftedWindowFamily(Family):
 
     def computed_geometry(self, source: Geometry, target: Target, path: str) -> Geometry:
         """``dynamic_img_size`` keeps the windows and shifts the source configuration chose for its own grid
-        (timm builds only the attention masks per input); the other paths choose them for the target."""
+        (timm builds only the attention masks per input); the other paths choose them for the target.
+
+        For dynamic they are what the configuration implies at the source's own size, not what the source
+        model holds: a model built with a wrong window or shift at its own size (a shift kept where its window
+        covers the stage) is then judged wrong on the path that runs it as built."""
         expected = self.expected_geometry(source, target)
         if path != 'dynamic':
             return expected
-        return dataclasses.replace(expected, window_sizes=source.window_sizes, shift_sizes=source.shift_sizes,
-                                   window_config=source.window_config)
+        own = self.expected_geometry(source, Target(img_size=source.img_size))
+        return dataclasses.replace(expected, window_sizes=own.window_sizes, shift_sizes=own.shift_sizes,
+                                   window_config=own.window_config)
 
     def dynamic_reference(self, native, spec, source, computed, weights):
         """The source model itself (its windows, shifts and position biases) fed the target size through timm's

@@ -10,8 +10,10 @@ import dataclasses
 import json
 from pathlib import Path
 
+from harness.atomic_file import write_atomically
 from harness.plugin import parse_shard
 from harness.results import RESULTS_FILE, read_run_results, set_aside
+from harness.run_folder import remove_reports
 from harness.run_record import RUN_FILE, RunRecord, check_finished, differences, read_run_record, write_run_record
 
 
@@ -38,10 +40,10 @@ def merge_runs(out: Path, shards: list[Path], argv: list[str]) -> int:
             merged.append(result)
     out.mkdir(parents=True, exist_ok=True)
     previous = read_run_record(out)
+    remove_reports(out)
     set_aside(out, previous.started() if previous else None)
     write_run_record(out, _merged_record(records, argv))
-    with open(out / RESULTS_FILE, 'w') as f:
-        f.writelines(json.dumps(result) + '\n' for result in merged)
+    write_atomically(out / RESULTS_FILE, ''.join(json.dumps(result) + '\n' for result in merged))
     return len(merged)
 
 

@@ -62,6 +62,9 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption('--harness-out') and hasattr(config, 'workerinput'):   # an xdist worker
+        from harness.interruption import stop_on_sigterm
+        stop_on_sigterm()
     if config.getoption('--harness-out') and not hasattr(config, 'workerinput'):   # not in an xdist worker
         from harness.isolation import CrashRecorder
         from harness.watchdog import WorkerWatchdog

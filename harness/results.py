@@ -129,13 +129,25 @@ class CaseResult:
 
 def append_result(out_dir: Path, result: CaseResult) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / RESULTS_FILE, 'ab+') as f:
+    with open(out_dir / RESULTS_FILE, 'ab+', buffering=0) as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            f.write(_line_start(f) + result.to_json().encode() + b'\n')
-            f.flush()
+            _append_whole(f, _line_start(f) + result.to_json().encode() + b'\n')
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _append_whole(f: BinaryIO, data: bytes) -> None:
+    """``data`` appended whole or not at all: a write refused part way (a full disk) is cut off again and
+    raised, so the file never ends in part of a record."""
+    size = f.seek(0, os.SEEK_END)
+    left = memoryview(data)
+    try:
+        while left:
+            left = left[f.write(left):]
+    except OSError:
+        f.truncate(size)
+        raise
 
 
 def _line_start(f: BinaryIO) -> bytes:

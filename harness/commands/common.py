@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 from packaging.version import InvalidVersion, Version
 
-from harness import timm_versions
+from harness import faults, timm_versions
 from harness.compare import CompareError, CompareSpec, compare, exit_code, load_side, shared_shift
 from harness.matrix_file import name_problem
 
@@ -189,7 +189,14 @@ def write_report(results: Path, out: Path) -> None:
     from harness.report import write_report as write
     if not results.exists():
         return
-    files = write(results, out)
+    try:
+        files = write(results, out)
+    except OSError as e:
+        if not faults.is_disk_full(e):
+            raise
+        print(f'error: disk full: the report could not be written in {out} ({e}); the results it would report are '
+              f'in {results}', file=sys.stderr)
+        return
     print(f'report: {files.markdown}, with plots: {files.html}  (tables as CSV: {files.csv}, {files.summary_csv})')
 
 

@@ -211,7 +211,9 @@ def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, interru
     if args.resume:   # the verdict covers the cases run before the interruption too
         if code == pytest.ExitCode.NO_TESTS_COLLECTED:
             print('nothing left to run: every selected case already has a result')
-        return _exit_code_from_results(out / RESULTS_FILE, start.record.matrix_name)
+        lost = code == pytest.ExitCode.TESTS_FAILED   # a case of this session whose record may not be written
+        return max(_exit_code_from_results(out / RESULTS_FILE, start.record.matrix_name),
+                   EXIT_REGRESSION if lost else EXIT_OK)
     if code == pytest.ExitCode.NO_TESTS_COLLECTED and args.shard:
         print(f'shard {args.shard} holds no case of {matrix_path}')
         return EXIT_OK

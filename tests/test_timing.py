@@ -365,14 +365,19 @@ def timed_case(path: str, samples_ms: list[float], budget_s: float, median_rse: 
                       timing_median_rse=median_rse, time_samples_ms=samples_ms)
 
 
+def _flat(text: str) -> str:
+    """report.md's text with its wrapping undone."""
+    return ' '.join(text.split())
+
+
 def test_report_says_how_timing_was_measured(tmp_path):
     append_result(tmp_path, timed_case('create', [10.0] * 31, budget_s=2.0))
     append_result(tmp_path, timed_case('dynamic', [400.0] * 7, budget_s=2.0))   # 2.8 s: the floor won
     md = write_report(tmp_path / RESULTS_FILE, tmp_path).markdown.read_text()
     timing = md[md.index('## Timing'):]
     assert ('Device cpu (Test CPU); dtype fp32; batch size 1; budget 2.0 s per case for warm-up and timed passes '
-            'together; median and IQR over 7–31 timed passes per case. Timed eager.') in timing
-    assert '1 case took longer than the budget' in timing
+            'together; median and IQR over 7–31 timed passes per case. Timed eager.') in _flat(timing)
+    assert '1 case took longer than the budget' in _flat(timing)
     rows = [[cell.strip() for cell in line.split('|')[1:-1]] for line in timing.splitlines() if line.startswith('|')]
     passes = rows[0].index('timed passes')
     assert [row[passes] for row in rows[2:]] == ['31', '7']
@@ -384,7 +389,7 @@ def test_report_says_when_timing_ended_on_median_rse(tmp_path):
     append_result(tmp_path, timed_case('dynamic', [400.0] * 7, budget_s=10.0, median_rse=0.02))
     md = write_report(tmp_path / RESULTS_FILE, tmp_path).markdown.read_text()
     assert ('budget 10.0 s per case for warm-up and timed passes together, ended once the median was known to 2% '
-            '(standard error); median and IQR over 7–12 timed passes per case. Timed eager.') in md
+            '(standard error); median and IQR over 7–12 timed passes per case. Timed eager.') in _flat(md)
     assert "- timing median RSE (the median's relative standard error that ends timing; 0: none): 0.02" in md
 
 
@@ -396,5 +401,5 @@ def test_report_says_how_the_passes_ran(tmp_path):
                                                 timing_stable=True))
     md = write_report(tmp_path / RESULTS_FILE, tmp_path).markdown.read_text()
     assert ('Timed through torch.compile, with weights and inputs cast to the dtype; 1 case not stable (CV above '
-            '0.05).') in md
+            '0.05).') in _flat(md)
     assert '- precision (amp: autocast; cast: weights and inputs in the dtype): cast' in md.splitlines()

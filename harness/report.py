@@ -277,7 +277,19 @@ def _timing_caption(view: pd.DataFrame) -> str:
     if over:
         caption += (f' {_cases(over)} took longer than the budget: the minimum number of timed passes alone '
                     f'exceeded it.')
-    return caption
+    return caption + _busy(view)
+
+
+def _busy(view: pd.DataFrame) -> str:
+    """' **Busy machine**: ...' when cases were timed while the load average exceeded the cores: other work
+    then waited for a core, so those timings are slower and vary more than the machine alone gives."""
+    loads = view[['load_average_start', 'load_average_end']].apply(pd.to_numeric, errors='coerce').max(axis=1)
+    busy = (loads > pd.to_numeric(view['cpu_cores'], errors='coerce')).fillna(False).astype(bool)
+    if not busy.any():
+        return ''
+    return (f' **Busy machine**: {_cases(int(busy.sum()))} of {len(view)} timed while the 1-minute load average '
+            f'(up to {loads[busy].max():.1f}) exceeded the {_distinct(view.loc[busy, "cpu_cores"])} cores: other '
+            f'work shared the CPU, so those timings are slower and vary more than this machine alone gives.')
 
 
 def _how_timed(view: pd.DataFrame) -> str:

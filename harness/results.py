@@ -115,6 +115,9 @@ class CaseResult:
     timing_median_rse: float | None = None             # median's relative standard error that ends timing early
     time_samples_ms: list[float] | None = None         # every timed pass, in the order they ran
     time_sample_rounds: list[int] | None = None        # the timing round of each (harness ab alternates rounds)
+    load_average_start: float | None = None            # the machine's 1-minute load average as timing started
+    load_average_end: float | None = None              # and as it ended: above cpu_cores, other work waited
+    cpu_cores: int | None = None                       # the cores the worker could run on
     # work: floating-point operations (a multiply-add counts 2) and how close to the device's peak they ran
     flops_per_image: int | None = None                 # one forward pass, counted by torch.utils.flop_counter
     achieved_tflops: float | None = None               # flops_per_image * images_per_s / 1e12
@@ -188,7 +191,8 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     return list(by_case.values())
 
 
-INT_FIELDS = ('patch_size', 'batch_size', 'batch_size_used', 'timing_repeats', 'accuracy_images', 'flops_per_image')
+INT_FIELDS = ('patch_size', 'batch_size', 'batch_size_used', 'timing_repeats', 'accuracy_images', 'flops_per_image',
+              'cpu_cores')
 
 
 def load(path: str | Path) -> pd.DataFrame:

@@ -111,6 +111,36 @@ def test_zero_budget_runs_exactly_min_repeats():
     assert all(ms > 0 for ms in timing.samples_ms)
 
 
+def test_timing_records_the_machines_load_as_it_starts_and_ends(monkeypatch):
+    loads = iter([(3.5, 1.0, 1.0), (7.25, 2.0, 1.0)])
+    monkeypatch.setattr(harness.timing.os, 'getloadavg', lambda: next(loads))
+    timing = time_forward(tiny_model(), SIZE, config(min_repeats=2), CPU)
+    assert timing.load_average == (3.5, 7.25)
+    result = timed_case('create', list(timing.samples_ms), 0.0)
+    record_timing(result, timing, [1] * timing.repeats)
+    assert (result.load_average_start, result.load_average_end) == (3.5, 7.25) and result.cpu_cores >= 1
+
+
+# --- threads ----------------------------------------------------------------------------------------------
+
+def test_threads_default_to_one_on_cpu_and_follow_the_command_line():
+    assert TimingConfig().for_run('cpu').threads == 1
+    assert TimingConfig().for_run('cuda').threads is None            # torch's own default
+    assert TimingConfig(threads=2).for_run('cpu').threads == 2       # the matrix's
+    assert TimingConfig(threads=2).for_run('cpu', threads=3).threads == 3   # the command line's over it
+
+
+def test_use_threads_sets_torchs_intra_op_threads():
+    before = torch.get_num_threads()
+    try:
+        harness.timing.use_threads(TimingConfig(threads=before + 1))
+        assert torch.get_num_threads() == before + 1
+        harness.timing.use_threads(TimingConfig())                   # None: left as it is
+        assert torch.get_num_threads() == before + 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_budget_larger_than_needed_gives_more_samples():
     timing = time_forward(tiny_model(), SIZE, config(budget_s=0.5, min_repeats=7), CPU)
     assert timing.repeats == len(timing.samples_ms) > 7
@@ -335,6 +365,8 @@ def test_timing_section_absent_leaves_device_defaults(write_matrix):
     ('{warmup: -1}', 'timing.warmup', ('expected an int >= 0', 'got -1')),
     ('{dtype: fp64}', 'timing.dtype', ("expected one of ['fp32', 'bf16', 'fp16']", "got 'fp64'")),
     ('{enabled: 1}', 'timing.enabled', ('expected true or false', 'got 1')),
+    ('{threads: 0}', 'timing.threads', ("expected an int >= 1 (torch's intra-op threads per worker) or null",
+                                        'got 0')),
     ('{repeats: 5}', 'timing.repeats', ('unknown key', "'budget_s'", "'min_repeats'", 'timed passes now follow')),
     ('[1]', 'timing', ('expected a mapping', 'got [1]')),
 ])
@@ -382,6 +414,20 @@ def test_report_says_how_timing_was_measured(tmp_path):
     passes = rows[0].index('timed passes')
     assert [row[passes] for row in rows[2:]] == ['31', '7']
     assert '- timing budget (s per case): 2.0' in md.splitlines()
+
+
+def test_report_says_when_timings_were_taken_on_a_busy_machine(tmp_path):
+    quiet = dataclasses.replace(timed_case('create', [10.0] * 7, budget_s=2.0), load_average_start=0.5,
+                                load_average_end=1.9, cpu_cores=2)
+    append_result(tmp_path, quiet)
+    md = write_report(tmp_path / RESULTS_FILE, tmp_path).markdown.read_text()
+    assert 'Busy machine' not in md                                # load below the cores: not busy
+    append_result(tmp_path, dataclasses.replace(timed_case('dynamic', [10.0] * 7, budget_s=2.0),
+                                                load_average_start=1.5, load_average_end=14.24, cpu_cores=2))
+    files = write_report(tmp_path / RESULTS_FILE, tmp_path)
+    assert ('**Busy machine**: 1 case of 2 timed while the 1-minute load average (up to 14.2) exceeded the 2 '
+            'cores') in _flat(files.markdown.read_text())
+    assert '<b>Busy machine</b>: 1 case of 2 timed' in _flat(files.html.read_text())
 
 
 def test_report_says_when_timing_ended_on_median_rse(tmp_path):

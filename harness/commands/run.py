@@ -90,6 +90,9 @@ def add_parser(commands) -> None:
     run.add_argument('--max-cv', type=bounded_float(lambda v: v > 0, 'a fraction > 0'), metavar='FRACTION',
                      help="a case whose timed passes vary more than this (std / mean) is recorded as not stable "
                           "(timing_stable: false) (default: the matrix's, else 0.05)")
+    run.add_argument('--threads', type=positive_int, metavar='N',
+                     help="torch's intra-op threads per worker (default: the matrix's timing.threads, else 1 on CPU "
+                          "for timing stability, torch's default on CUDA; run.json records it as cpu_threads)")
     run.add_argument('--no-timing', action='store_true', help='run the checks only')
     run.add_argument('--images', type=Path, metavar='DIR',
                      help="labelled images, DIR/<class>/<image> with each class folder named by its index (207) or "

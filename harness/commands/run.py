@@ -7,6 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
+from harness import one_model
 from harness.cache import default_cache_dir
 from harness.commands.common import (EXIT_CODES, EXIT_INTERRUPTED, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, UsageError,
                                      bounded_float, compare_runs, default_out, in_release_already, positive_int,
@@ -50,7 +51,7 @@ def add_parser(commands) -> None:
     run = commands.add_parser('run', help='run a matrix (then write its report)', epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     run.set_defaults(handler=main, takes_pytest_options=True)
-    run.add_argument('matrix', type=Path, help='YAML matrix, e.g. matrices/smoke.yaml')
+    run.add_argument('matrix', type=Path, nargs='?', help='YAML matrix, e.g. matrices/smoke.yaml (or --model)')
     run.add_argument('--timm', metavar='VERSION', type=timm_source,
                      help='run against this timm release from PyPI, or a timm wheel file or source tree (a folder '
                           'holding timm/), installed in an isolated cached folder (default: the installed timm)')
@@ -101,11 +102,11 @@ def add_parser(commands) -> None:
     run.add_argument('--cache', type=Path, metavar='DIR',
                      help='cache for synthesized checkpoints and timm releases (default: ~/.cache/timm-harness)')
     run.add_argument('-q', '--quiet', action='store_true', help='one character per case instead of one line')
+    one_model.add_arguments(run)
 
 
 def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
-    raw = read_matrix_file(args.matrix)
-    out = writable_out(args.out, default_out(args.matrix, raw), 'from the matrix name')
+    out = _matrix_and_out(args)
     if args.baseline and not (args.baseline / RESULTS_FILE).is_file():
         raise UsageError(f'--baseline: {args.baseline} holds no {RESULTS_FILE}; expected the folder of an earlier '
                          f'harness run')
@@ -134,6 +135,17 @@ def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
         if args.baseline:
             return compare_runs(args.baseline, out, out, CompareSpec())
     return exit_code
+
+
+def _matrix_and_out(args: argparse.Namespace) -> Path:
+    """The run's folder, checked writable; with --model, the one-model matrix written into it and args.matrix
+    pointed at it."""
+    single = one_model.from_arguments(args)
+    if single is None:
+        return writable_out(args.out, default_out(args.matrix, read_matrix_file(args.matrix)), 'from the matrix name')
+    out = writable_out(args.out, default_out(Path('--model'), single), 'from the model name')
+    args.matrix = one_model.write_matrix(single, out)
+    return out
 
 
 def _run_cases(args: argparse.Namespace, extra: list[str], start: RunStart, out: Path, cache: Path) -> int | None:

@@ -315,7 +315,7 @@ def test_for_device_fills_unset_values(device, batch_size, budget_s, median_rse)
 
 @pytest.mark.parametrize('device', ['cpu', 'cuda'])
 def test_for_device_keeps_values_that_are_set(device):
-    chosen = TimingConfig(batch_size=4, budget_s=0.0, median_rse=0.0)   # 0 is a setting, not "unset"
+    chosen = TimingConfig(batch_size=4, budget_s=0.0, median_rse=0.0, threads=3)   # 0 is a setting, not "unset"
     assert chosen.for_device(device) == chosen
 
 
@@ -332,13 +332,13 @@ sizes: [224]
 def test_timing_section_accepts_every_key(write_matrix):
     matrix = load_matrix(write_matrix(MINIMAL + 'timing: {enabled: false, batch_size: null, dtype: fp16, warmup: 0, '
                                                 'budget_s: 1e1, min_repeats: 9, median_rse: 0.01, precision: cast, '
-                                                'compile: true, channels_last: true, max_cv: 0.1}\n'))
+                                                'compile: true, channels_last: true, max_cv: 0.1, threads: 2}\n'))
     assert matrix.timing == TimingConfig(enabled=False, batch_size=None, dtype='fp16', warmup=0, budget_s=10.0,
                                          min_repeats=9, median_rse=0.01, precision='cast', compile=True,
-                                         channels_last=True, max_cv=0.1)
+                                         channels_last=True, max_cv=0.1, threads=2)
     assert {f.name for f in dataclasses.fields(TimingConfig)} == {
         'enabled', 'batch_size', 'dtype', 'warmup', 'budget_s', 'min_repeats', 'median_rse', 'precision', 'compile',
-        'channels_last', 'max_cv'}
+        'channels_last', 'max_cv', 'threads'}
 
 
 def test_timing_section_absent_leaves_device_defaults(write_matrix):

@@ -102,7 +102,8 @@ def _plots(frame: pd.DataFrame) -> str:
     return ('<h2>Throughput and drift against input size</h2>\n<p>Throughput is the median over origins of '
             'images per second (the batch over the median pass); a hollow marker: timing not stable (CV above '
             'its limit). Drift is the pooled-feature cosine of the resized model to the native-size one, one '
-            'line per origin and path.</p>\n' + '\n'.join(figures))
+            'line per origin and path: recorded, not judged, unless the matrix sets <code>drift_min_cosine</code> '
+            'or <code>drift_min_top1</code>.</p>\n' + '\n'.join(figures))
 
 
 def _distributions(frame: pd.DataFrame) -> str:

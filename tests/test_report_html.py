@@ -112,6 +112,7 @@ def test_report_html_is_self_contained_with_plots(report):
     assert len(svgs) == 6   # throughput and drift for each model, and each model's timing distribution
     plots = report[report.index('Throughput and drift'):report.index('Timing distributions')]
     assert all(text in plots for text in ('images/s', 'cosine to native', '64x64', '64x128', 'set_input_size'))
+    assert 'recorded, not judged' in plots
     ids = re.findall(r'\sid="([^"]+)"', report)
     assert len(ids) == len(set(ids))   # inline SVGs share one document: no id twice
 

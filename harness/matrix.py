@@ -135,7 +135,9 @@ class Tolerances:
 # CPU time is scarce (a ViT-B pass at 384 takes about a second on 2 cores): timing stops once the median is known
 # to 2%, and the budget is a cap that leaves room for the floor of timed passes. GPU passes take milliseconds:
 # the budget is filled, and the many samples make comparisons between releases sharper.
-DEVICE_TIMING_DEFAULTS = {'cpu': {'batch_size': 1, 'budget_s': 10.0, 'median_rse': 0.02},
+# threads: torch's intra-op threads in each worker. One on CPU: a pass on 2 threads of a shared 2-core machine
+# waits for whichever core is busy (benchmarks/threads.py; README: Timing); on CUDA torch's own default
+DEVICE_TIMING_DEFAULTS = {'cpu': {'batch_size': 1, 'budget_s': 10.0, 'median_rse': 0.02, 'threads': 1},
                           'cuda': {'batch_size': 8, 'budget_s': 5.0, 'median_rse': 0.0}}
 
 
@@ -160,6 +162,7 @@ class TimingConfig:
     min_repeats: int = 7            # fewer timed passes cannot reach p < 0.002 in a rank test (7 vs 7: 0.0006)
     median_rse: float | None = None # relative standard error of the median that ends timing early; 0: never
     max_cv: float = 0.05            # a case whose passes vary more (std / mean) is recorded as not stable
+    threads: int | None = None      # torch.set_num_threads in each worker; None on CUDA: torch's default
 
     def for_run(self, device_type: str, enabled: bool = True, **overrides: Any) -> 'TimingConfig':
         """What a run times with: the command line's settings (``batch_size=``, ``dtype=``, ...; None keeps the
@@ -640,6 +643,8 @@ class _Validator:
                            'budget) or null', lambda v: v is None or (_is_number(v) and 0 <= v < 1)),
             'max_cv': ('a fraction > 0 (0.05: passes whose std / mean exceeds 5% are not stable)',
                        lambda v: _is_number(v) and v > 0),
+            'threads': ("an int >= 1 (torch's intra-op threads per worker) or null",
+                        lambda v: v is None or (_is_int(v) and v >= 1)),
         }
         accepted = {}
         for key, value in section.items():

@@ -42,7 +42,7 @@ from harness.image_tree import ImageTree, read_image_tree
 from harness.matrix import Matrix, TimingConfig, Tolerances, Window, window_value
 from harness.origins import ORIGINS
 from harness.results import CaseResult
-from harness.timing import Timing, time_forward
+from harness.timing import Timing, cpu_cores, time_forward
 from harness.verdict import fidelity_failures, judge
 
 # set_input_size and dynamic_img_size resample with timm's defaults; at create time the origin's loader may not
@@ -484,6 +484,8 @@ def record_timing(result: CaseResult, timing: Timing, rounds: list[int]) -> None
     result.timing_repeats, result.timing_budget_s = timing.repeats, timing.budget_s
     result.timing_median_rse = timing.median_rse
     result.time_samples_ms, result.time_sample_rounds = list(timing.samples_ms), list(rounds)
+    result.load_average_start, result.load_average_end = timing.load_average
+    result.cpu_cores = cpu_cores()
     result.achieved_tflops = achieved_tflops(result.flops_per_image, timing.images_per_s)
     result.device_peak_tflops = peak_tflops(result.device_name, result.dtype,
                                             tf32=torch.get_float32_matmul_precision() != 'highest')

@@ -45,7 +45,12 @@ class MatrixError(ValueError):
         shown_problems = [cut(p) for p in problems[:MAX_PROBLEMS_SHOWN]]
         if len(problems) > MAX_PROBLEMS_SHOWN:
             shown_problems.append(f'... and {len(problems) - MAX_PROBLEMS_SHOWN} more')
+        self.shown_problems = shown_problems
         super().__init__(f'{self.path}: invalid matrix\n' + '\n'.join(f'  - {p}' for p in shown_problems))
+
+    def one_line(self) -> str:
+        """The problems on one line, for the command line's ``error:``."""
+        return f'{self.path}: invalid matrix: ' + '; '.join(self.shown_problems)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from harness.image_tree import ImageTreeError, read_image_tree
 from harness.interruption import Interruption, signal_exit_code
 from harness.matrix_file import read_matrix_file
 from harness.plugin import TIMING_OPTIONS
+from harness.preflight import check_device, check_matrix
 from harness.results import DTYPES, PRECISIONS, RESULTS_FILE, UNEXPECTED, read_results
 from harness.run_record import mark_finished
 from harness.run_start import RunStart
@@ -113,6 +114,7 @@ def add_parser(commands) -> None:
 def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
     single = one_model.from_arguments(args)
     out = _out(args, single)
+    check_device(args.device)
     if args.baseline and not (args.baseline / RESULTS_FILE).is_file():
         raise UsageError(f'--baseline: {args.baseline} holds no {RESULTS_FILE}; expected the folder of an earlier '
                          f'harness run')
@@ -150,6 +152,7 @@ def _with_matrix(args: argparse.Namespace, single: dict[str, Any] | None, out: P
 
 
 def _run(args: argparse.Namespace, extra: list[str], argv: list[str], out: Path, cache: Path) -> int:
+    check_matrix(args.matrix, args.k, args.shard)   # against the release under test: after --timm's re-run
     start, interruption = RunStart(args, argv, out), Interruption()
     with interruption.handling():
         exit_code = _run_cases(args, extra, start, interruption, out, cache)

@@ -104,9 +104,21 @@ def test_bad_input_is_answered_before_importing_timm_or_torch(write_matrix, tmp_
 @pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine without a GPU')
 def test_cuda_without_a_gpu_is_a_usage_error(write_matrix, tmp_path):
     out = tmp_path / 'out'
-    line = one_error_line(harness('run', write_matrix(TINY), '--out', out, '--device', 'cuda'))
+    done = harness('run', write_matrix(TINY), '--out', out, '--device', 'cuda')
+    line = one_error_line(done)
+    assert done.stdout == ''   # answered before pytest starts (harness.preflight)
     assert line.startswith('error: --device cuda: ') and 'expected --device cpu' in line
     assert not (out / 'results.jsonl').exists()
+
+
+@pytest.mark.parametrize('matrix, option', [(TINY.replace('origins: [timm, dinov2]\n', ''), []),
+                                            (TINY, ['-k', 'no_such_case'])], ids=['no-origins', 'k-matches-none'])
+def test_matrix_and_selection_answered_before_pytest_starts(write_matrix, tmp_path, matrix, option):
+    """harness.preflight: no worker starts, so no pytest banner and no "no tests ran"."""
+    done = harness('run', write_matrix(matrix), '--out', tmp_path / 'out', *option)
+    line = one_error_line(done)
+    assert done.stdout == ''
+    assert 'origins: missing; expected a list' in line if not option else "matched -k 'no_such_case'" in line
 
 
 # --- results files ------------------------------------------------------------------------------------------

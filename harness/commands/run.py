@@ -15,6 +15,7 @@ from harness.commands.common import (EXIT_CODES, EXIT_OK, EXIT_REGRESSION, EXIT_
                                      positive_int, rerun_in_release, shard, timm_source, usage_error, write_report,
                                      writable_out)
 from harness.compare import CompareSpec
+from harness.console import PYTEST_QUIET, CaseConsole, release_line
 from harness.image_tree import ImageTreeError, read_image_tree
 from harness.interruption import Interruption, signal_exit_code
 from harness.matrix_file import read_matrix_file
@@ -107,7 +108,10 @@ def add_parser(commands) -> None:
                           "for cases with real weights, hub or file (default: the matrix's images:)")
     run.add_argument('--cache', type=Path, metavar='DIR',
                      help='cache for synthesized checkpoints and timm releases (default: ~/.cache/timm-harness)')
-    run.add_argument('-q', '--quiet', action='store_true', help='one character per case instead of one line')
+    run.add_argument('-q', '--quiet', action='store_true', help="pytest's one character per case instead of a line")
+    run.add_argument('-v', '--verbose', action='store_true',
+                     help="pytest's own output instead of the harness's lines: its header, a line per case with its "
+                          "node id, tracebacks, the warnings summary")
     one_model.add_arguments(run)
 
 
@@ -153,9 +157,11 @@ def _with_matrix(args: argparse.Namespace, single: dict[str, Any] | None, out: P
 
 def _run(args: argparse.Namespace, extra: list[str], argv: list[str], out: Path, cache: Path) -> int:
     check_matrix(args.matrix, args.k, args.shard)   # against the release under test: after --timm's re-run
+    print(release_line(args.matrix, out), flush=True)
     start, interruption = RunStart(args, argv, out), Interruption()
+    console = None if args.verbose or args.quiet else CaseConsole(out)
     with interruption.handling():
-        exit_code = _run_cases(args, extra, start, interruption, out, cache)
+        exit_code = _run_cases(args, extra, [start, interruption, *([console] if console else [])], out, cache)
         if start.refused:
             raise start.refused
         if start.record is not None:
@@ -167,18 +173,21 @@ def _run(args: argparse.Namespace, extra: list[str], argv: list[str], out: Path,
             return _interrupted(out, argv, interruption.signum or signal.SIGINT)
         if exit_code in (EXIT_OK, EXIT_REGRESSION):
             write_report(out / RESULTS_FILE, out)
+            if console is not None:
+                console.write_warnings()
+                print(console.summary())
             if args.baseline:
                 return compare_runs(args.baseline, out, out, CompareSpec())
         return exit_code
 
 
-def _run_cases(args: argparse.Namespace, extra: list[str], start: RunStart, interruption: Interruption, out: Path,
-               cache: Path) -> int | None:
+def _run_cases(args: argparse.Namespace, extra: list[str], plugins: list, out: Path, cache: Path) -> int | None:
     """_pytest's exit code, or None when Ctrl-C or SIGTERM stopped the run: pytest reports an interrupt as 2,
-    which would read as bad input."""
+    which would read as bad input. ``plugins``: the run's start, its interruption, its console if any."""
+    start, interruption = plugins[:2]
     try:
         with interruption.cases_running():
-            code = _pytest(args, extra, start, interruption, out, cache)
+            code = _pytest(args, extra, plugins, out, cache)
     except KeyboardInterrupt:   # one that came before pytest's session could catch it
         return None
     return None if interruption.signum is not None else code
@@ -196,8 +205,7 @@ def _interrupted(out: Path, argv: list[str], signum: int) -> int:
     return signal_exit_code(signum)
 
 
-def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, interruption: Interruption, out: Path,
-            cache: Path) -> int:
+def _pytest(args: argparse.Namespace, extra: list[str], plugins: list, out: Path, cache: Path) -> int:
     import pytest
     matrix_path = str(args.matrix)
     ini = Path(__file__).parents[1] / 'pytest.ini'
@@ -208,9 +216,9 @@ def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, interru
     # gc at exit) per process
     pytest_args = [matrix_path, '-p', 'harness.plugin', '-c', str(ini), '--rootdir', str(Path(matrix_path).parent),
                    '-p', 'no:cacheprovider', '-p', 'no:benchmark', '-p', 'no:anyio', '-p', 'no:hypothesispytest',
-                   '-p', 'no:unraisableexception', '--assert=plain', '-rfEX',
+                   '-p', 'no:unraisableexception', '--assert=plain',
                    '--harness-out', str(out), '--harness-cache', str(cache)]
-    pytest_args.append('-q' if args.quiet else '-v')
+    pytest_args += ['-rfEX', '-q' if args.quiet else '-v'] if args.quiet or args.verbose else list(PYTEST_QUIET)
     options = [('-k', args.k), ('--harness-device', args.device), ('--harness-images', args.images)] + [
         (f'--harness-{name.replace("_", "-")}', getattr(args, name)) for name in TIMING_OPTIONS]
     for flag, value in options:
@@ -228,7 +236,8 @@ def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, interru
         pytest_args += ['--harness-shard', args.shard]
     if args.no_timing:
         pytest_args.append('--harness-no-timing')
-    code = int(pytest.main(pytest_args + extra, plugins=[start, interruption]))
+    start = plugins[0]
+    code = int(pytest.main(pytest_args + extra, plugins=plugins))
     if start.refused:
         return EXIT_USAGE
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED):

@@ -14,6 +14,7 @@ Reasons are cut to one line here; report.md keeps them whole.
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -129,7 +130,11 @@ class CaseConsole:
         if not self.warnings:
             path.unlink(missing_ok=True)
             return None
-        write_atomically(path, ''.join(f'{n} x {text}\n' for text, n in self.warnings.most_common()))
+        try:
+            write_atomically(path, ''.join(f'{n} x {text}\n' for text, n in self.warnings.most_common()))
+        except OSError as e:   # a full disk: the results and the report matter more
+            print(f'warning: {path} could not be written: {e}', file=sys.stderr)
+            return None
         return path
 
     def summary(self) -> str:
@@ -140,6 +145,6 @@ class CaseConsole:
         line = (f'{total} case{"" if total == 1 else "s"}: {counts or "none run"} in '
                 f'{duration(time.monotonic() - self.started_s)}, timm {timm.__version__}')
         warnings = sum(self.warnings.values())
-        if warnings:
+        if warnings and (self.out / WARNINGS_FILE).exists():
             line += f'; {warnings} warning{"" if warnings == 1 else "s"} in {self.out / WARNINGS_FILE}'
         return line

@@ -75,6 +75,7 @@ def _installed(name: str, requirement: list[str], cache_dir: Path) -> Path:
         return target
     staging = target.with_name(f'.{name}.partial-{os.getpid()}')
     shutil.rmtree(staging, ignore_errors=True)
+    print(f'installing {" ".join(requirement)} into {target} (once: later runs use it)', file=sys.stderr, flush=True)
     command = [sys.executable, '-m', 'pip', 'install', '--quiet', '--no-deps', '--disable-pip-version-check',
                '--target', str(staging), *requirement]
     done = subprocess.run(command, capture_output=True, text=True)

@@ -27,8 +27,8 @@ from harness.progress import duration
 from harness.results import STATUSES
 
 # pytest's options under which only this module speaks: quietest verbosity (no per-test letters, no summary
-# line, no xdist status), no header, no tracebacks, no warnings summary (the warnings are still recorded)
-PYTEST_QUIET = ('-qq', '--no-header', '--tb=no', '--disable-warnings')
+# line, no xdist status), no header, no tracebacks, no short summary, no warnings summary (still recorded)
+PYTEST_QUIET = ('-qq', '--no-header', '--tb=no', '-rN', '--disable-warnings')
 WARNINGS_FILE = 'warnings.txt'
 REASON_CHARS = 100   # a reason on a case's line; report.md has it whole
 STATUS_WIDTH = max(map(len, STATUSES)) + 1

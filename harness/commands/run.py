@@ -173,7 +173,7 @@ def _run(args: argparse.Namespace, extra: list[str], argv: list[str], out: Path,
             return _interrupted(out, argv, interruption.signum or signal.SIGINT)
         if exit_code in (EXIT_OK, EXIT_REGRESSION):
             write_report(out / RESULTS_FILE, out)
-            if console is not None:
+            if console is not None and start.record is not None:   # not after --collect-only
                 console.write_warnings()
                 print(console.summary())
             if args.baseline:

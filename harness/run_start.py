@@ -4,8 +4,9 @@ its folder.
 The checks that need torch or timm (the imported release, the matrix validated against timm's models and the
 origins' layouts, its checkpoint files vetted, labelled images checked against the models' classes, the device
 resolved) and the description run.json gives (torch's settings, the device's name) need both imported.
-Importing them takes seconds of CPU in every process (8 s here, torchvision half of it), and
-the workers must import both to run cases, so the controller imports neither: the worker that holds the
+Importing them takes seconds of CPU in every process (8 s here, torchvision half of it); the controller
+imports timm once to answer a bad matrix or ``-k`` before any worker starts (:mod:`harness.preflight`), but
+the run is described by the release the workers import: the worker that holds the
 start request (:data:`START_REQUEST`) does these checks while it collects the matrix's cases
 (:func:`check_release`, :func:`hand_over`) and hands the run's record to the controller. There
 :class:`RunStart` makes the run folder ready (run.json written, an earlier run's results moved aside, or
@@ -13,7 +14,8 @@ start request (:data:`START_REQUEST`) does these checks while it collects the ma
 first. A problem on either
 side stops the run there, with no case run: the command line says it in one line and exits 2.
 
-The command line does the checks that need neither before pytest starts (:mod:`harness.cli`).
+The command line does the checks that need neither before pytest starts (:mod:`harness.cli`), and those that
+need timm's model names just before (:mod:`harness.preflight`).
 """
 from __future__ import annotations
 

@@ -20,7 +20,6 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from harness.checkpoints.vetting import checkpoint_file_problem
 from harness.families import Target, family_of, unclaimed_reason
-from harness.families.base import meta_model, native_geometry
 from harness.image_tree import ImageTreeError, read_image_tree
 from harness.limits import (FORWARD_MEMORY_BUDGET, MAX_CASES, MAX_NUM_IMAGES, MAX_PROBLEMS_SHOWN, cut, forward_bytes,
                             gib, is_int as _is_int, is_number as _is_number, shown, yaml11_float as _as_float)
@@ -237,6 +236,28 @@ TOP_LEVEL_KEYS = {
 }
 
 
+# a required key and the keys that supply it (a trigger set stands for sizes); a model entry may set its own
+REQUIRED_KEYS = {'name': ('name',), 'models': ('models',), 'origins': ('origins',), 'sizes': ('sizes', 'targets')}
+
+
+def _native_geometry(family, model: ModelSpec):
+    from harness.families.base import native_geometry   # torch: not needed by structure_problems' callers
+    return native_geometry(family, model)
+
+
+def structure_problems(raw: dict) -> list[str]:
+    """What is wrong with the matrix's top level in the YAML alone, with neither torch nor timm imported:
+    unknown keys, and required keys that neither the matrix nor any of its model entries sets.
+    :func:`load_matrix` reports each of these too (and more), so this is a quick first look, not a validation."""
+    entries = raw.get('models') if isinstance(raw.get('models'), list) else []
+    entry_keys = set().union(*(set(e) for e in entries if isinstance(e, dict))) & {*AXES, 'targets'}
+    problems = [f'{key}: unknown key; expected one of {sorted(TOP_LEVEL_KEYS)}' for key in raw
+                if key not in TOP_LEVEL_KEYS]
+    problems += [f'{key}: missing; expected {TOP_LEVEL_KEYS[key]}' for key, own in REQUIRED_KEYS.items()
+                 if key not in raw and not entry_keys & set(own)]
+    return problems
+
+
 def load_matrix(path: str | Path, known_models: list[str] | None = None) -> Matrix:
     """Read and validate ``path``; raise :class:`MatrixError` listing every problem found."""
     path = Path(path)
@@ -281,8 +302,7 @@ class _Validator:
             if key not in TOP_LEVEL_KEYS:
                 self.error(key, f'unknown key; expected one of {sorted(TOP_LEVEL_KEYS)}')
         models = self._models()
-        for key in ('name', 'models', 'origins', 'sizes'):
-            own = (key,) if key != 'sizes' else ('sizes', 'targets')   # a trigger set stands for sizes
+        for key, own in REQUIRED_KEYS.items():
             if key not in self.raw and not (models and all(set(own) & set(dict(m.axes)) for m in models)):
                 self.error(key, f'missing; expected {TOP_LEVEL_KEYS[key]}')
         name = self.raw.get('name', self.path.stem)
@@ -471,7 +491,7 @@ class _Validator:
             dataclasses.replace(model, alias=None, axes=())
         if source:
             try:
-                native_geometry(family_of(model.name), spec)
+                _native_geometry(family_of(model.name), spec)
             except Exception as e:   # noqa: BLE001 - the variant is the harness's, its failure the release's
                 self.error(f'{where}.targets', f'timm cannot build the {name} variant of {model.label} '
                                                f'({dict(source)}): {type(e).__name__}: {e}')
@@ -555,7 +575,7 @@ class _Validator:
                 overrides['img_size'] = list(size)
         model = ModelSpec.of(name, overrides)
         try:
-            native_geometry(family_of(name), model)
+            _native_geometry(family_of(name), model)
         except Exception as e:   # noqa: BLE001 - any constructor complaint is the user's to fix
             self.error(where, f'timm cannot build {name} with {dict(model.overrides)}: {type(e).__name__}: {e}')
             return None
@@ -686,7 +706,7 @@ class _Validator:
         tensor of that size is made."""
         images = self.raw.get('num_images')
         images = images if _is_int(images) and 1 <= images <= MAX_NUM_IMAGES else Matrix.num_images
-        geometry = family.expected_geometry(native_geometry(family, model), Target(size, patch_size))
+        geometry = family.expected_geometry(_native_geometry(family, model), Target(size, patch_size))
         need = forward_bytes(geometry, family.attention, images)
         if need <= FORWARD_MEMORY_BUDGET:
             return None
@@ -751,6 +771,7 @@ def _origin_problem(origin: OriginSpec, model: ModelSpec) -> str | None:
         return (f'origin {origin.name!r} does not apply to {model.name!r} '
                 f'({family.name} family; its origins are {list(family.origins)})')
     layout = LAYOUTS.get(origin.name)
+    from harness.families.base import meta_model
     problem = layout.problem(meta_model(model)) if layout else None
     if problem:
         return f'the {origin.name} layout does not fit {model.label}: {problem}'

@@ -90,6 +90,7 @@ def test_bad_input_is_answered_before_importing_timm_or_torch(write_matrix, tmp_
     """Importing timm takes seconds: a typo must not wait for it."""
     bad = [['run', str(tmp_path / 'nowhere.yaml')], ['run', str(write_matrix('name: a\nname: b\n', 'dup.yaml'))],
            ['run', str(write_matrix(TINY)), '--out', str(write_matrix('', 'file'))],
+           ['run', str(write_matrix(TINY.replace('origins: [timm, dinov2]\n', ''), 'no-origins.yaml'))],
            ['report', str(write_matrix('{"case_id": "a"}\ngarbage\n{"case_id": "b"}\n', 'results.jsonl'))]]
     script = ('import json, sys; from harness.cli import main\n'
               'for argv in json.loads(sys.argv[1]):\n'

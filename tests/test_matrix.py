@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import timm
 import torch
+import yaml
 from packaging.specifiers import SpecifierSet
 from safetensors.torch import save_file
 
 from harness.cases import Case, expand, expectation_for
 from harness.matrix import (PATHS, Expectation, Matrix, MatrixError, ModelSpec, OriginSpec, TimingConfig,
-                            Tolerances, load_matrix)
+                            Tolerances, load_matrix, structure_problems)
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / 'matrices').glob('*.yaml'))
@@ -250,6 +251,25 @@ def test_model_axes_satisfy_required_keys(tmp_path, known_models):
     assert m.origins == () and m.sizes == ()
     assert [c.case_id for c in expand(m)] == [
         f'{DINO}-dinov2-56x112-{p}' for p in PATHS] + [f'{SWIN}-timm-224x224-{p}' for p in PATHS]
+
+
+@pytest.mark.parametrize('text, expected', [
+    (f'name: own\nmodels: [{{name: {DINO}, origins: [dinov2], sizes: [56]}}]\n', []),
+    (f'name: own\nmodels: [{{name: {DINO}, origins: [dinov2], targets: auto}}]\n', []),
+    (f'name: a\nmodels: [{DINO}]\nsizes: [56]\n', ['origins: missing']),
+    (f'name: a\nmodels: [{{name: {DINO}, sizes: [56]}}, {DINO}]\norigns: [timm]\n',
+     ['origns: unknown key', 'origins: missing']),
+    ('origins: [timm]\nsizes: [56]\n', ['name: missing', 'models: missing']),
+])
+def test_structure_problems_are_load_matrixs_own_found_without_timm(tmp_path, known_models, text, expected):
+    """harness.preflight answers these before importing timm: each must be a problem load_matrix reports too."""
+    found = structure_problems(yaml.safe_load(text))
+    assert [p.split(';')[0] for p in found] == expected
+    if found:
+        _, err = error_of(tmp_path, text, known_models)
+        assert set(found) <= set(err.problems)
+    else:
+        load(tmp_path, text, known_models)
 
 
 def test_expand_cross_product_and_windows_only_for_swin(tmp_path, known_models):

@@ -1,12 +1,13 @@
 """How long ``harness run`` takes to refuse bad input that it answers before any worker starts
 (:mod:`harness.preflight`): the figures behind README's "Command line" promise.
 
-Each of three mistakes is run ``--repeats`` times as a fresh process (interpreter start and imports included);
+Each of four mistakes is run ``--repeats`` times as a fresh process (interpreter start and imports included);
 each must exit 2 with one ``error:`` line. Prints each one's median wall time and the 1-minute load average
 before and after (the figures grow with a machine's load: compare them on an idle one).
 
-- ``--device cuda`` on a machine without a GPU (skipped where there is one): no timm import;
-- a matrix without ``origins:``: validated against timm's models, so timm is imported;
+- ``--device cuda`` on a machine without a GPU (skipped where there is one): asked of the CUDA driver;
+- a matrix without ``origins:``: found in the YAML alone, before timm is imported;
+- a matrix naming a model timm does not have: validated against timm's models, so timm is imported;
 - ``-k`` matching no case: the case ids come from the validated matrix, so timm is imported.
 
     python benchmarks/error_latency.py [--repeats 3]
@@ -44,11 +45,13 @@ def refusal_s(command: list[str]) -> float:
 
 
 def mistakes(folder: Path) -> dict[str, list[str]]:
-    good, bad = folder / 'tiny.yaml', folder / 'no-origins.yaml'
+    good, no_origins, unknown = folder / 'tiny.yaml', folder / 'no-origins.yaml', folder / 'unknown-model.yaml'
     good.write_text(TINY)
-    bad.write_text(TINY.replace('origins: [timm]\n', ''))
+    no_origins.write_text(TINY.replace('origins: [timm]\n', ''))
+    unknown.write_text(TINY.replace('vit_small_patch14_dinov2', 'vit_small_patch14_dinov3000'))
     run = [*HARNESS, 'run', '--out', str(folder / 'out')]
-    commands = {'schema error (no origins:), timm imported': [*run, str(bad)],
+    commands = {'matrix without origins:, no timm import': [*run, str(no_origins)],
+                'matrix naming an unknown model, timm imported': [*run, str(unknown)],
                 '-k matching no case, timm imported': [*run, str(good), '-k', 'no_such_case']}
     from harness.preflight import cuda_driver_problem
     if cuda_driver_problem():
@@ -66,7 +69,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for name, command in mistakes(Path(folder)).items():
             times = [refusal_s(command) for _ in range(args.repeats)]
-            print(f'{name:45s} median {statistics.median(times):5.2f} s  (of {", ".join(f"{t:.2f}" for t in times)})')
+            print(f'{name:46s} median {statistics.median(times):5.2f} s  (of {", ".join(f"{t:.2f}" for t in times)})')
     print(f'1-minute load average: {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on '
           f'{len(os.sched_getaffinity(0))} cores')
 

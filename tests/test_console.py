@@ -8,15 +8,9 @@ from types import SimpleNamespace
 import timm
 
 from harness.console import CaseConsole, case_line, status_of
-from tests.test_cli import harness
+from tests.test_cli import TWO_ORIGINS, harness
 
-MATRIX = '''
-name: console
-models: [{name: vit_small_patch14_dinov2, embed_dim: 32, depth: 1, num_heads: 2, img_size: 28}]
-origins: [timm, dinov2]
-sizes: [42]
-paths: [create, set_input_size]
-expect:
+MATRIX = TWO_ORIGINS + '''expect:
   - match: {origin: dinov2, path: create}
     checks: [load]
     reason: a load failure that does not happen

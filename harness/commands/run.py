@@ -34,8 +34,13 @@ end). While a run holds its folder, another command writing it is refused; -k ma
 was. --resume continues the run recorded there and refuses when timm, torch, the device, dtype, precision,
 compile, channels-last, batch size, the matrix content or the --images set differ.
 
+It prints the timm release under test, a line per case (status, case id, seconds, the reason's first line)
+and a summary naming the release; warnings raised by the cases go to warnings.txt in the output folder. -v
+gives pytest's own output instead.
+
 examples:
   harness run matrices/smoke.yaml
+  harness run matrices/smoke.yaml -v              # pytest's output: node ids, tracebacks, warnings summary
   harness run matrices/vit.yaml --timm 0.9.16 -k "openai_clip and patch8" --out reports/vit-0.9.16
   harness run matrices/swin.yaml -n 4 --device cuda --dtype bf16 --batch-size 64
   harness run matrices/vit.yaml --device cuda --dtype bf16 --precision cast --compile --batch-size 256

@@ -658,7 +658,7 @@ class _Validator:
         for axis in ('patch_sizes', 'window_sizes'):
             if axes[axis] == (None,):
                 continue
-            problem = family_of(model).axis_problem(axis)
+            problem = family_of(model).axis_problem(axis, model)
             if problem:
                 own = axis in dict(model.axes)
                 fix = f'drop models[{index}].{axis}' if own else f'set {axis} per model entry instead'

@@ -152,9 +152,9 @@ class Family:
         return target.patch_size is None or to_size(target.patch_size) == source.patch_size
 
     # --- validation ----------------------------------------------------------------------------------
-    def axis_problem(self, axis: str) -> str | None:
-        """Why a matrix's ``axis`` (``patch_sizes``, ``window_sizes``) cannot apply to this family's models, or
-        None: an axis is applied or refused, never dropped."""
+    def axis_problem(self, axis: str, model: 'ModelSpec') -> str | None:
+        """Why a matrix's ``axis`` (``patch_sizes``, ``window_sizes``) cannot apply to ``model``, or None: an
+        axis is applied or refused, never dropped."""
         if axis == 'patch_sizes' and not self.patch_sizes_apply:
             return f'{self.fixed_patch} ({self.name} family)'
         if axis == 'window_sizes' and not self.window_sizes_apply:

@@ -111,6 +111,31 @@ def test_a_model_built_as_naflexvit_from_another_family_is_naflexvits(run_matrix
     assert all(r.fidelity_outputs_max_abs_diff is not None for r in results.values())
 
 
+EVA_PADDED = '''
+name: eva-padded
+models:
+  - {name: eva02_tiny_patch14_224, embed_dim: 32, num_heads: 2, depth: 1, img_size: 56, ref_feat_shape: [4, 4],
+     dynamic_img_pad: true}
+origins: [timm]
+sizes: [[60, 70]]       # padded to 70x70: a 5x5 grid (rope for 5x5, stretched onto 4x4)
+paths: [dynamic]
+num_images: 2
+'''
+
+
+def test_an_eva_built_with_dynamic_img_pad_is_judged_at_a_size_no_patch_divides(run_matrix, monkeypatch):
+    """The eva oracle models padding as the vit one does (the model built at the padded size, fed inputs the
+    harness pads, the harness's rope for the padded grid): dynamic_img_size passes on timm 1.0.31, and a
+    PatchEmbed that pads left and top instead is caught."""
+    from tests.test_triggers import _PadLeftTop
+    result, = run_matrix(EVA_PADDED).values()
+    assert result.status == 'passed', result.reason
+    assert result.fidelity_outputs_max_abs_diff is not None
+    monkeypatch.setattr(timm.layers.patch_embed, 'F', _PadLeftTop())
+    result, = run_matrix(EVA_PADDED).values()
+    assert result.status == 'failed' and result.failed_checks == ['fidelity'], result.reason
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('release, create, set_input_size', [
     ('1.0.8', 'RuntimeError', 'RuntimeError'),   # forward_intermediates: a 9-wide map reshaped into 2x2 windows

@@ -91,10 +91,16 @@ def _claimed_spec(model: 'str | ModelSpec') -> 'ModelSpec':
     name's own configuration (or cannot be built: then the name's family, and validation says what timm
     raised)."""
     from harness.matrix import ModelSpec
-    from harness.families.base import meta_model
-    from harness.families.probe import probe
     if isinstance(model, str) or not model.overrides:
         return ModelSpec(model if isinstance(model, str) else model.name)
+    return _class_deciding(ModelSpec(model.name, model.overrides))
+
+
+@functools.lru_cache(maxsize=None)   # one entry per model entry's configuration: cases ask on every step
+def _class_deciding(model: 'ModelSpec') -> 'ModelSpec':
+    from harness.matrix import ModelSpec
+    from harness.families.base import meta_model
+    from harness.families.probe import probe
     own = probe(model.name).model
     try:
         built = meta_model(model)

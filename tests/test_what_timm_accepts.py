@@ -143,7 +143,7 @@ def test_an_eva_built_with_dynamic_img_pad_is_judged_at_a_size_no_patch_divides(
      'shift_sizes: stored ((2, 2), (2, 2), (0, 0)), expected ((2, 2), (2, 2), (0, 2))'),
     ('1.0.30', 'shift_sizes: stored ((2, 2), (2, 2), (0, 0)), expected ((2, 2), (2, 2), (0, 2))',
      'shift_sizes: stored ((2, 2), (2, 2), (0, 0)), expected ((2, 2), (2, 2), (0, 2))'),
-])
+], ids=['1.0.8', '1.0.11', '1.0.30'])
 def test_old_releases_fail_swin_at_an_odd_size(write_matrix, tmp_path, release_cache, release, create,
                                                set_input_size):
     done = harness('run', write_matrix(SWIN_ODD), '--timm', release, '--out', tmp_path, '--cache', release_cache,

@@ -6,14 +6,17 @@ import shlex
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
+from harness import one_model
 from harness.cache import default_cache_dir
-from harness.commands.common import (EXIT_CODES, EXIT_INTERRUPTED, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, UsageError,
-                                     bounded_float, compare_runs, default_out, in_release_already, positive_int,
-                                     rerun_in_release, shard, timm_source, usage_error, write_report,
+from harness.commands.common import (EXIT_CODES, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, UsageError, bounded_float,
+                                     compare_runs, default_out, in_release_already, keyword_expression, owned_out,
+                                     positive_int, rerun_in_release, shard, timm_source, usage_error, write_report,
                                      writable_out)
 from harness.compare import CompareSpec
 from harness.image_tree import ImageTreeError, read_image_tree
+from harness.interruption import Interruption, signal_exit_code
 from harness.matrix_file import read_matrix_file
 from harness.plugin import TIMING_OPTIONS
 from harness.results import DTYPES, PRECISIONS, RESULTS_FILE, UNEXPECTED, read_results
@@ -24,9 +27,10 @@ EPILOG = """\
 Any other option is passed to pytest (e.g. --junitxml=results.xml, -x, --maxfail=3).
 
 One output folder holds one run: run.json records what it ran with, and a plain re-run moves the previous
-results.jsonl aside as results.<its start time>.jsonl. --resume continues the run recorded there and refuses
-when timm, torch, the device, dtype, precision, compile, channels-last, batch size, the matrix content or
-the --images set differ.
+results.jsonl aside as results.<its start time>.jsonl and removes the reports there (it writes its own at the
+end). While a run holds its folder, another command writing it is refused; -k matching no case leaves it as it
+was. --resume continues the run recorded there and refuses when timm, torch, the device, dtype, precision,
+compile, channels-last, batch size, the matrix content or the --images set differ.
 
 examples:
   harness run matrices/smoke.yaml
@@ -50,7 +54,7 @@ def add_parser(commands) -> None:
     run = commands.add_parser('run', help='run a matrix (then write its report)', epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     run.set_defaults(handler=main, takes_pytest_options=True)
-    run.add_argument('matrix', type=Path, help='YAML matrix, e.g. matrices/smoke.yaml')
+    run.add_argument('matrix', type=Path, nargs='?', help='YAML matrix, e.g. matrices/smoke.yaml (or --model)')
     run.add_argument('--timm', metavar='VERSION', type=timm_source,
                      help='run against this timm release from PyPI, or a timm wheel file or source tree (a folder '
                           'holding timm/), installed in an isolated cached folder (default: the installed timm)')
@@ -59,14 +63,16 @@ def add_parser(commands) -> None:
     run.add_argument('--out', type=Path, metavar='DIR',
                      help='folder for run.json, results.jsonl and the report, created if needed '
                           '(default: reports/<matrix name>)')
-    run.add_argument('-k', metavar='EXPR', help='only cases whose id matches the pytest -k expression')
+    run.add_argument('-k', metavar='EXPR', type=keyword_expression,
+                     help='only cases whose id matches the pytest -k expression')
     run.add_argument('-n', metavar='N', type=workers,
                      help='worker processes (pytest-xdist), a number >= 1 or "auto" (default: 1); cases always run '
                           'in workers, so a case that crashes or hangs loses only itself')
     run.add_argument('--case-timeout', type=bounded_float(lambda v: v >= 0, 'seconds >= 0 (0 = no limit)'),
                      default=900, metavar='SECONDS',
                      help='record a case still running after this long as error (timeout:) and go on with a fresh '
-                          'worker (default: 900; 0 = no limit)')
+                          'worker, also when it is stuck in a native call holding the GIL (ended 2 s later) or its '
+                          'worker was stopped (killed 4 s later) (default: 900; 0 = no limit)')
     run.add_argument('--shard', type=shard, metavar='K/N',
                      help="only the K-th of N shards of the cases (1-based, deterministic; a checkpoint's cases stay "
                           "in one shard), for splitting a matrix over CI jobs; harness merge joins the results")
@@ -90,6 +96,9 @@ def add_parser(commands) -> None:
     run.add_argument('--max-cv', type=bounded_float(lambda v: v > 0, 'a fraction > 0'), metavar='FRACTION',
                      help="a case whose timed passes vary more than this (std / mean) is recorded as not stable "
                           "(timing_stable: false) (default: the matrix's, else 0.05)")
+    run.add_argument('--threads', type=positive_int, metavar='N',
+                     help="torch's intra-op threads per worker (default: the matrix's timing.threads, else 1 on CPU "
+                          "for timing stability, torch's default on CUDA; run.json records it as cpu_threads)")
     run.add_argument('--no-timing', action='store_true', help='run the checks only')
     run.add_argument('--images', type=Path, metavar='DIR',
                      help="labelled images, DIR/<class>/<image> with each class folder named by its index (207) or "
@@ -98,11 +107,12 @@ def add_parser(commands) -> None:
     run.add_argument('--cache', type=Path, metavar='DIR',
                      help='cache for synthesized checkpoints and timm releases (default: ~/.cache/timm-harness)')
     run.add_argument('-q', '--quiet', action='store_true', help='one character per case instead of one line')
+    one_model.add_arguments(run)
 
 
 def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
-    raw = read_matrix_file(args.matrix)
-    out = writable_out(args.out, default_out(args.matrix, raw), 'from the matrix name')
+    single = one_model.from_arguments(args)
+    out = _out(args, single)
     if args.baseline and not (args.baseline / RESULTS_FILE).is_file():
         raise UsageError(f'--baseline: {args.baseline} holds no {RESULTS_FILE}; expected the folder of an earlier '
                          f'harness run')
@@ -115,56 +125,76 @@ def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
             raise UsageError(f'--images: {e}') from None
 
     cache = args.cache or default_cache_dir()
-    if args.timm and not in_release_already():
-        return rerun_in_release(args.timm, cache, argv)
-
-    start = RunStart(args, argv, out)
-    exit_code = _run_cases(args, extra, start, out, cache)
-    if start.refused:
-        raise start.refused
-    if start.record is not None:
-        mark_finished(out)
-    if exit_code is None:
-        return _interrupted(out, argv)
-    if exit_code in (EXIT_OK, EXIT_REGRESSION):
-        write_report(out / RESULTS_FILE, out)
-        if args.baseline:
-            return compare_runs(args.baseline, out, out, CompareSpec())
-    return exit_code
+    if in_release_already():   # the --timm child: the process the user started holds the folder
+        return _run(args, extra, argv, _with_matrix(args, single, out), cache)
+    with owned_out(out, '--out'):
+        _with_matrix(args, single, out)
+        if args.timm:
+            return rerun_in_release(args.timm, cache, argv)
+        return _run(args, extra, argv, out, cache)
 
 
-def _run_cases(args: argparse.Namespace, extra: list[str], start: RunStart, out: Path, cache: Path) -> int | None:
-    """_pytest's exit code, or None when Ctrl-C stopped the run: pytest reports an interrupt as 2, which
-    would read as bad input. Under xdist the workers get the signal too; this process notes it."""
-    interrupted = False
+def _out(args: argparse.Namespace, single: dict[str, Any] | None) -> Path:
+    """The run's folder, checked writable: named after the matrix, or with --model after the model."""
+    if single is None:
+        return writable_out(args.out, default_out(args.matrix, read_matrix_file(args.matrix)), 'from the matrix name')
+    return writable_out(args.out, default_out(Path('--model'), single), 'from the model name')
 
-    def note_interrupt(signum, frame):
-        nonlocal interrupted
-        interrupted = True
-        signal.default_int_handler(signum, frame)
 
-    previous = signal.signal(signal.SIGINT, note_interrupt)
+def _with_matrix(args: argparse.Namespace, single: dict[str, Any] | None, out: Path) -> Path:
+    """With --model, the one-model matrix written into the run's folder (once the run owns it) and
+    ``args.matrix`` pointed at it; ``out``, for chaining."""
+    if single is not None:
+        args.matrix = one_model.write_matrix(single, out)
+    return out
+
+
+def _run(args: argparse.Namespace, extra: list[str], argv: list[str], out: Path, cache: Path) -> int:
+    start, interruption = RunStart(args, argv, out), Interruption()
+    with interruption.handling():
+        exit_code = _run_cases(args, extra, start, interruption, out, cache)
+        if start.refused:
+            raise start.refused
+        if start.record is not None:
+            mark_finished(out)
+        if exit_code is None and start.record is None:   # the folder is as it was: nothing to report
+            print('interrupted before any case ran', file=sys.stderr)
+            return signal_exit_code(interruption.signum or signal.SIGINT)
+        if exit_code is None:
+            return _interrupted(out, argv, interruption.signum or signal.SIGINT)
+        if exit_code in (EXIT_OK, EXIT_REGRESSION):
+            write_report(out / RESULTS_FILE, out)
+            if args.baseline:
+                return compare_runs(args.baseline, out, out, CompareSpec())
+        return exit_code
+
+
+def _run_cases(args: argparse.Namespace, extra: list[str], start: RunStart, interruption: Interruption, out: Path,
+               cache: Path) -> int | None:
+    """_pytest's exit code, or None when Ctrl-C or SIGTERM stopped the run: pytest reports an interrupt as 2,
+    which would read as bad input."""
     try:
-        code = _pytest(args, extra, start, out, cache)
+        with interruption.cases_running():
+            code = _pytest(args, extra, start, interruption, out, cache)
     except KeyboardInterrupt:   # one that came before pytest's session could catch it
         return None
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    return None if interrupted else code
+    return None if interruption.signum is not None else code
 
 
-def _interrupted(out: Path, argv: list[str]) -> int:
-    """After Ctrl-C: the finished cases are recorded; report them and say how to finish the run."""
+def _interrupted(out: Path, argv: list[str], signum: int) -> int:
+    """After Ctrl-C or SIGTERM: the finished cases are recorded; report them and say how to finish the run."""
     results = out / RESULTS_FILE
     write_report(results, out)
     kept = len(read_results(results)) if results.exists() else 0
     again = shlex.join(['harness', *argv, *([] if '--resume' in argv else ['--resume'])])
-    print(f'interrupted: {kept} finished case{"" if kept == 1 else "s"} kept in {results}; to finish the run: '
+    by = '' if signum == signal.SIGINT else f' by {signal.Signals(signum).name}'
+    print(f'interrupted{by}: {kept} finished case{"" if kept == 1 else "s"} kept in {results}; to finish the run: '
           f'{again}', file=sys.stderr)
-    return EXIT_INTERRUPTED
+    return signal_exit_code(signum)
 
 
-def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, out: Path, cache: Path) -> int:
+def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, interruption: Interruption, out: Path,
+            cache: Path) -> int:
     import pytest
     matrix_path = str(args.matrix)
     ini = Path(__file__).parents[1] / 'pytest.ini'
@@ -195,7 +225,7 @@ def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, out: Pa
         pytest_args += ['--harness-shard', args.shard]
     if args.no_timing:
         pytest_args.append('--harness-no-timing')
-    code = int(pytest.main(pytest_args + extra, plugins=[start]))
+    code = int(pytest.main(pytest_args + extra, plugins=[start, interruption]))
     if start.refused:
         return EXIT_USAGE
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED):
@@ -203,7 +233,9 @@ def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, out: Pa
     if args.resume:   # the verdict covers the cases run before the interruption too
         if code == pytest.ExitCode.NO_TESTS_COLLECTED:
             print('nothing left to run: every selected case already has a result')
-        return _exit_code_from_results(out / RESULTS_FILE, start.record.matrix_name)
+        lost = code == pytest.ExitCode.TESTS_FAILED   # a case of this session whose record may not be written
+        return max(_exit_code_from_results(out / RESULTS_FILE, start.record.matrix_name),
+                   EXIT_REGRESSION if lost else EXIT_OK)
     if code == pytest.ExitCode.NO_TESTS_COLLECTED and args.shard:
         print(f'shard {args.shard} holds no case of {matrix_path}')
         return EXIT_OK

@@ -46,6 +46,7 @@ class ShiftedWindowFamily(Family):
     features_nchw = False        # forward_features is (B, C, H, W) rather than (B, H, W, C)
     window_sizes_apply = True
     stages_pad = True            # stage maps need not tile: stage_grid, shifted_window_mask pad as timm does
+    attention = 'windows'
     trigger_kinds = GEOMETRIC + ('window', 'window_rect')
 
     def geometry(self, model: nn.Module) -> Geometry:

@@ -162,7 +162,7 @@ class Family:
             return f'{self.fixed_patch} ({self.name} family)'
         if axis == 'window_sizes' and not self.window_sizes_apply:
             from harness.families import families
-            windowed = [family.name for family in families() if family.window_sizes_apply]
+            windowed = sorted(family.name for family in families() if family.window_sizes_apply)
             return f'the {self.name} family has no window a case can set (window_sizes apply to {", ".join(windowed)})'
         return None
 

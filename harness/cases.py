@@ -23,7 +23,7 @@ class Case:
 
     @property
     def family(self) -> Family:
-        return family_of(self.model.name)
+        return family_of(self.model)
 
     @property
     def target(self) -> Target:
@@ -76,7 +76,7 @@ def iter_cases(matrix: Matrix) -> Iterator[Case]:
         if 'targets' in axes:
             yield from _trigger_cases(model, axes)
             continue
-        family = family_of(model.name)
+        family = family_of(model)
         windows = axes['window_sizes'] if family.window_sizes_apply else (None,)
         patches = axes['patch_sizes'] if family.patch_sizes_apply else (None,)
         for origin, size, patch, window, path in itertools.product(

@@ -4,7 +4,8 @@ Cases are joined by matrix and case id. Each gets two verdicts:
 
 - ``change``, from the statuses and figures: ``regressed`` (ok -> bad, or passed -> unsupported), ``fixed``
   (bad -> ok), ``outputs_changed`` (the same status, but the outputs' fingerprint or a check's figure moved by
-  more than ``outputs_atol``: a numeric change too small for any check's tolerance still shows),
+  more than ``outputs_atol``: a numeric change too small for any check's tolerance still shows; or what the
+  dtype, trainable or features check found differs),
   ``unchanged``, ``new``, ``removed``, or ``not_comparable`` (``error`` or ``resource`` on either side);
 - ``timing_change``, from the raw timed passes, in the manner of asv: ``slower``/``faster`` only when a
   two-sided Mann-Whitney U test is significant at ``alpha`` AND the ratio of medians is beyond ``factor``;

@@ -118,10 +118,12 @@ def feature_errors(model: nn.Module, img_size: tuple[int, int],
     """Where the model's ``feature_info`` disagrees with what ``forward_intermediates`` returned at ``img_size``:
     the number of levels, each level's channels (dim 1 of an NCHW map) and its reduction (each side of the map
     is the input's side over the reduction, rounded up as padding and stride-2 steps round). Nothing to judge
-    without both (None intermediates: no forward_intermediates)."""
+    without both (None intermediates: no forward_intermediates), or where feature_info is not a list of levels
+    naming ``num_chs`` and ``reduction``."""
     info = getattr(model, 'feature_info', None)
-    if not info or intermediate_shapes is None:
-        return []
+    if not isinstance(info, (list, tuple)) or not info or intermediate_shapes is None \
+            or not all(isinstance(level, dict) and {'num_chs', 'reduction'} <= set(level) for level in info):
+        return []   # nothing that states channels and reductions per level
     levels = [(level['num_chs'], level['reduction']) for level in info]
     if len(levels) != len(intermediate_shapes):
         return [f'feature_info lists {len(levels)} levels, forward_intermediates returned {len(intermediate_shapes)}']

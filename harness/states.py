@@ -38,6 +38,11 @@ SCALED_TOLERANCES = ('noop_atol', 'fidelity_weights_atol', 'fidelity_outputs_ato
 SCALED_COSINES = ('parity_min_cosine',)
 
 
+def casts(state: str) -> bool:
+    """Whether the state computes in a dtype other than float32 (its figures carry that dtype's noise)."""
+    return dtype_of(state) != torch.float32
+
+
 def dtype_of(state: str) -> torch.dtype:
     """The dtype a state's model computes in (float32 for the states that do not cast)."""
     return DTYPES.get(state, torch.float32)
@@ -151,9 +156,9 @@ def scaled_tolerances(tol, state: str):
     ``matrices/states.yaml``): bf16 moves resampled tables by one rounding (1.9e-3 in the tensor's own unit) and
     logits by 3.9e-3, fp16 by 2.4e-4 and 4.9e-4 (README, "Model states"). ``reload`` compares the float32 load
     and is not scaled."""
-    resolution = MULTIPLE * unit_roundoff(state)
-    if state not in DTYPES or state == DEFAULT_STATE:
+    if not casts(state):
         return tol
+    resolution = MULTIPLE * unit_roundoff(state)
     changed = {name: max(getattr(tol, name), resolution) for name in SCALED_TOLERANCES if _limit(getattr(tol, name))}
     changed |= {name: min(getattr(tol, name), 1.0 - resolution) for name in SCALED_COSINES
                 if _limit(getattr(tol, name))}

@@ -31,8 +31,10 @@ from harness.noise_floors import MULTIPLE
 STATES = ('fp32', 'bf16', 'fp16', 'frozen', 'train')
 DEFAULT_STATE = 'fp32'
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-# normalisation layers a frozen backbone keeps in eval mode (timm's own norm layers subclass these)
-NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+# normalisation layers a frozen backbone keeps in eval mode: torch's, and every class of timm's norm modules
+# (most subclass torch's; RmsNorm and SimpleNorm do not)
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.RMSNorm)
+TIMM_NORM_MODULES = ('timm.layers.norm', 'timm.layers.norm_act')
 # the tolerances that compare numbers the state's dtype computed (reload compares the fp32 load: not scaled)
 SCALED_TOLERANCES = ('noop_atol', 'fidelity_weights_atol', 'fidelity_outputs_atol', 'parity_atol')
 SCALED_COSINES = ('parity_min_cosine',)
@@ -57,7 +59,7 @@ def apply_state(model: nn.Module, state: str) -> nn.Module:
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         for module in model.modules():
-            if isinstance(module, NORM_LAYERS):
+            if isinstance(module, NORM_LAYERS) or type(module).__module__ in TIMM_NORM_MODULES:
                 module.eval()
     elif state == 'train':
         model.train()

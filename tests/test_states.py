@@ -9,6 +9,7 @@ import functools
 import pytest
 import timm.models.swin_transformer as swin_module
 import torch
+from timm.layers import RmsNorm
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -109,10 +110,10 @@ def test_a_frozen_and_a_training_vit_keep_their_flags(run_matrix):
 
 
 def test_frozen_freezes_parameters_and_norms_and_trains_the_rest():
-    model = states.apply_state(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2), nn.BatchNorm1d(2), nn.Dropout()),
-                               'frozen')
+    model = states.apply_state(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2), nn.BatchNorm1d(2), RmsNorm(2),
+                                             nn.Dropout()), 'frozen')
     assert not any(p.requires_grad for p in model.parameters())
-    assert [m.training for m in model] == [True, False, False, True] and model.training
+    assert [m.training for m in model] == [True, False, False, False, True] and model.training
 
 
 class Dropping(nn.Module):

@@ -103,7 +103,7 @@ def set_input_size(model: nn.Module, kwargs: dict[str, Any]) -> None:
 def _create_pretrained(name: str, checkpoint: Checkpoint, kwargs: dict[str, Any]) -> Built:
     import timm
     overlay = checkpoint.pretrained_cfg_overlay(source_img_size(checkpoint.model))
-    where = f' (loading {checkpoint.file})' if checkpoint.file else ''
+    where = f' (loading {checkpoint.shown_file})' if checkpoint.file else ''
     with _loaded_keys() as keys:
         try:
             model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from harness.families import Size, Target, family_of
 from harness.families.base import Family
@@ -71,19 +71,22 @@ def size_label(size: Window) -> str:
 def expand(matrix: Matrix) -> list[Case]:
     """The cross product of the matrix, minus combinations that do not apply (a window size for a ViT, a patch
     size for a CNN)."""
-    cases = []
+    return list(iter_cases(matrix))
+
+
+def iter_cases(matrix: Matrix) -> Iterator[Case]:
+    """:func:`expand`'s cases one at a time: counting them need not hold them (``harness.limits.MAX_CASES``)."""
     for model in matrix.models:
         axes = matrix.axes_for(model)
         if 'targets' in axes:
-            cases += _trigger_cases(model, axes)
+            yield from _trigger_cases(model, axes)
             continue
         family = family_of(model.name)
         windows = axes['window_sizes'] if family.window_sizes_apply else (None,)
         patches = axes['patch_sizes'] if family.patch_sizes_apply else (None,)
         for origin, size, patch, window, state, path in itertools.product(
                 axes['origins'], axes['sizes'], patches, windows, axes['states'], axes['paths']):
-            cases.append(Case(model, origin, size, patch, window, path, state))
-    return cases
+            yield Case(model, origin, size, patch, window, path, state)
 
 
 def _trigger_cases(model: ModelSpec, axes: dict[str, tuple]) -> list[Case]:

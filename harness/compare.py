@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.results import RESULTS_FILE, read_results
-from harness.run_record import RUN_FILE, RunRecord, read_run_record
+from harness.results import RESULTS_FILE, read_run_results
+from harness.run_record import RUN_FILE, RunRecord, check_finished, read_run_record
 
 OK = ('passed', 'xfailed', 'unsupported')
 BAD = ('failed', 'xpassed')
@@ -87,14 +87,18 @@ class CaseComparison:
 
 
 def load_side(path: Path) -> Side:
-    """A run folder (results.jsonl and, from issue 6 on, run.json) or a results.jsonl file."""
+    """A run folder (results.jsonl and, from issue 6 on, run.json) or a results.jsonl file, of a finished run:
+    results cut short, empty or garbage, a run.json without an end time, are refused (a CI gate must not pass on
+    a broken run). A shard's run.json alone stands for a shard that held no case (harness ab --shard)."""
     results = path / RESULTS_FILE if path.is_dir() else path
-    has_run = (results.parent / RUN_FILE).exists()
-    if not results.is_file() and not has_run:   # a run.json alone: a run (or shard) that held no case
+    run = read_run_record(results.parent) if (results.parent / RUN_FILE).exists() else None
+    if not results.is_file() and not (run and run.shard):
         raise CompareError(f'{path}: no {RESULTS_FILE} there; expected a run folder or a results file written by '
                            f'harness run')
-    records = {(r.get('matrix', ''), r['case_id']): r for r in read_results(results)} if results.is_file() else {}
-    return Side(str(path), read_run_record(results.parent) if has_run else None, records)
+    if run is not None:
+        check_finished(results.parent, run)
+    records = {(r.get('matrix', ''), r['case_id']): r for r in read_run_results(results)} if results.is_file() else {}
+    return Side(str(path), run, records)
 
 
 def compare(base: Side, new: Side, spec: CompareSpec) -> list[CaseComparison]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.atomic_file import write_atomically
 from harness.compare import CHANGES, TIMING_CHANGES, CaseComparison, CompareSpec, Side, shared_shift
 
 # the tables of compare.md, worst first: (title, the column that selects the cases, its value)
@@ -28,6 +29,10 @@ TIMING_COLUMNS = {'case_id': 'case', 'ratio': 'ratio', 'p_value': 'p', 'detail':
 class CompareFiles:
     markdown: Path
     json: Path
+
+    @classmethod
+    def in_folder(cls, out_dir: Path) -> CompareFiles:
+        return cls(out_dir / 'compare.md', out_dir / 'compare.json')
 
 
 def summary_line(comparisons: list[CaseComparison]) -> str:
@@ -69,9 +74,9 @@ def to_json(base: Side, new: Side, spec: CompareSpec, comparisons: list[CaseComp
 def write_compare(out_dir: Path, base: Side, new: Side, spec: CompareSpec,
                   comparisons: list[CaseComparison]) -> CompareFiles:
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = CompareFiles(out_dir / 'compare.md', out_dir / 'compare.json')
-    files.markdown.write_text(render_markdown(base, new, spec, comparisons))
-    files.json.write_text(json.dumps(to_json(base, new, spec, comparisons), indent=2) + '\n')
+    files = CompareFiles.in_folder(out_dir)
+    write_atomically(files.markdown, render_markdown(base, new, spec, comparisons))
+    write_atomically(files.json, json.dumps(to_json(base, new, spec, comparisons), indent=2) + '\n')
     return files
 
 

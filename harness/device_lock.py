@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from harness.atomic_file import write_atomically
+
 if TYPE_CHECKING:   # imported by the plugin in the xdist controller, which must not wait for torch
     import torch
 
@@ -102,28 +104,26 @@ def _machine_timing_lock(lock_dir: Path, device: torch.device, holder: Holder, o
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            current = _read_holder(holder_file)
+            current = read_holder(holder_file)
             if current is None or current.pid != holder.pid:   # the run's own workers take turns silently
                 say(f'waiting for the {device} timing lock held by '
                     + (current.describe() if current else 'another process'))
             fcntl.flock(lock, fcntl.LOCK_EX)
-        _write_holder(holder_file, holder, out_dir)
+        write_holder(holder_file, holder, out_dir)
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _write_holder(path: Path, holder: Holder, out_dir: Path) -> None:
+def write_holder(path: Path, holder: Holder, out_dir: Path) -> None:
     """Replace the holder file in one step, so a waiting run never reads half of it."""
     since = datetime.datetime.now().astimezone().isoformat(timespec='seconds')
     record = HolderRecord(holder.pid, holder.command, str(out_dir), since)
-    temporary = path.with_name(f'{path.name}.{os.getpid()}')
-    temporary.write_text(json.dumps(asdict(record)))
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps(asdict(record)))
 
 
-def _read_holder(path: Path) -> HolderRecord | None:
+def read_holder(path: Path) -> HolderRecord | None:
     try:
         return HolderRecord(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):

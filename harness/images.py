@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from harness import faults
+
 BASE_SIZE = 512      # images are drawn once at this size and resized to every size a case needs
 NUM_DISCS = 1500
 MIN_RADIUS, MAX_RADIUS = 4.0, 160.0
@@ -28,11 +30,24 @@ def dead_leaves(num_images: int, seed: int, cache_dir: Path | None = None) -> to
         return _drawn(num_images, seed)
     path = cache_dir / 'images' / f'dead-leaves-v{DRAWING_VERSION}-{num_images}-{seed}.safetensors'
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f'.{path.name}.{os.getpid()}')
-        save_file({'images': _drawn(num_images, seed)}, str(staging))
-        os.replace(staging, path)
+        drawn = _drawn(num_images, seed)
+        try:
+            _cached(drawn, path)
+        except Exception as e:   # noqa: BLE001 - safetensors wraps the OSError
+            if not faults.is_disk_full(e):
+                raise
+            return drawn   # the cache saves time only: a full disk costs the next run the drawing again
     return load_file(str(path))['images']
+
+
+def _cached(drawn: torch.Tensor, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f'.{path.name}.{os.getpid()}')
+    try:
+        save_file({'images': drawn}, str(staging))
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def _drawn(num_images: int, seed: int) -> torch.Tensor:

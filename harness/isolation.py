@@ -2,36 +2,30 @@
 
 Cases always run in pytest-xdist worker processes. A case that kills its worker (a segfault, an abort, the
 kernel's out-of-memory killer) is recorded by the controller as ``error`` with a ``crash:`` reason, and xdist
-starts a replacement worker for the cases left. A case that runs past ``--case-timeout`` is recorded by its
-own worker's watchdog as ``error`` with a ``timeout:`` reason, and the watchdog then ends the worker the same
-way. A record is written once: the controller records a crash only when the worker wrote nothing for it.
+starts a replacement worker for the cases left. A case that runs past ``--case-timeout`` is ended by a watchdog
+(:mod:`harness.watchdog`) and recorded as ``error`` with a ``timeout:`` reason, by its own worker or, when the
+worker could not, here; its worker is replaced the same way. A record is written once: the controller records
+a crash only when the worker wrote nothing for it.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
-import sys
-import threading
-import time
-import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable
 
 import pytest
 from xdist.scheduler import LoadGroupScheduling
 
 from harness.results import RESULTS_FILE, CaseResult, append_result
+from harness.watchdog import WorkerWatchdog, worker_pid, worker_popen
 
 if TYPE_CHECKING:   # the controller imports this module before its workers start: nothing that imports torch
     from harness.cases import Case
     from harness.matrix import Matrix
     from harness.pipeline import RunOptions
 
-TIMEOUT_EXIT_STATUS = 70   # what a worker ended by its watchdog exits with (EX_SOFTWARE)
-STACK_FRAMES = 4           # innermost frames of a hung case that its timeout record shows
 RUN_REFUSED = pytest.StashKey[bool]()   # set by harness.run_start when the run did not start: no case may run
 
 
@@ -81,28 +75,28 @@ class CrashRecorder:
 
     The controller collects no items, so the case is found in its matrix and recorded with the options the
     workers use. Records that this run wrote before (from the offset the results file had when it started:
-    ``--resume`` keeps older ones) are left alone: the worker may have recorded the case before it died.
+    ``--resume`` keeps older ones) are left alone: the worker may have recorded the case before it died. A
+    worker that died past its case's deadline was ended by a watchdog: the reason says ``timeout:``.
     """
 
-    def __init__(self, out_dir: Path, rootpath: Path, options_for: Callable[[Matrix], RunOptions]):
+    def __init__(self, out_dir: Path, rootpath: Path, options_for: Callable[[Matrix], RunOptions],
+                 watchdog: WorkerWatchdog):
         self.out_dir = out_dir
         self.rootpath = rootpath
         self.options_for = options_for
+        self.watchdog = watchdog
         results = out_dir / RESULTS_FILE
         self.results_offset = results.stat().st_size if results.exists() else 0
-        self.started: dict[str, float] = {}   # node id -> monotonic time its case started
-
-    def pytest_runtest_logstart(self, nodeid: str) -> None:
-        self.started[nodeid] = time.monotonic()
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport) -> None:
         matrix, case = self._case_of(crashitem)
         record = self._record_of_this_run(matrix.name, case.case_id)
+        ended = _worker_end(report.node)   # waits for the worker to exit: a dump it wrote is whole
+        timeout = self.watchdog.timeout_reason(crashitem, worker_pid(report.node))
         if record is None:
-            duration = time.monotonic() - self.started.get(crashitem, time.monotonic())
-            reason = f'crash: the worker process died while running this case ({_worker_end(report.node)})'
-            result = error_result(case, matrix, self.options_for(matrix), reason, duration)
+            reason = timeout or f'crash: the worker process died while running this case ({ended})'
+            result = error_result(case, matrix, self.options_for(matrix), reason, self.watchdog.elapsed(crashitem))
             append_result(self.out_dir, result)
             record = {'status': result.status, 'reason': result.reason}
         report.longrepr = f"{record['status']}: {record['reason']}"   # what the terminal shows for the case
@@ -137,7 +131,7 @@ class CrashRecorder:
 
 def _worker_end(node) -> str:
     """How the worker ended, e.g. ``killed by SIGSEGV``, as far as execnet tells."""
-    popen = getattr(getattr(node.gateway, '_io', None), 'popen', None)   # execnet's popen gateways keep it
+    popen = worker_popen(node)
     try:
         status = popen.wait(timeout=10) if popen is not None else None
     except subprocess.TimeoutExpired:
@@ -148,38 +142,6 @@ def _worker_end(node) -> str:
         name = signal.Signals(-status).name
         return f'killed by {name}' + (': perhaps the kernel\'s out-of-memory killer' if name == 'SIGKILL' else '')
     return f'exit status {status}'
-
-
-@contextlib.contextmanager
-def deadline(seconds: float, on_timeout: Callable[[str], None]) -> Iterator[None]:
-    """Run the body under a watchdog: past ``seconds``, call ``on_timeout`` with the body's innermost stack
-    frames, then end the process. 0 means no deadline.
-
-    A hung case may be stuck where no exception reaches it (a sleep, a deadlock in a native library), so the
-    watchdog thread records it itself and ends the worker with ``os._exit``; xdist then replaces the worker.
-    The lock makes finishing and expiring exclusive: a case is never recorded twice.
-    """
-    if not seconds:
-        yield
-        return
-    lock, finished, body = threading.Lock(), threading.Event(), threading.get_ident()
-
-    def expire() -> None:
-        with lock:
-            if finished.is_set():
-                return
-            on_timeout(''.join(traceback.format_stack(sys._current_frames()[body], limit=STACK_FRAMES)))
-            os._exit(TIMEOUT_EXIT_STATUS)
-
-    watchdog = threading.Timer(seconds, expire)
-    watchdog.daemon = True
-    watchdog.start()
-    try:
-        yield
-    finally:
-        with lock:
-            finished.set()
-        watchdog.cancel()
 
 
 def error_result(case: Case, matrix: Matrix, options: RunOptions, reason: str, duration_s: float) -> CaseResult:

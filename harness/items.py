@@ -3,8 +3,7 @@
 Each item runs :func:`harness.pipeline.run_case`, appends its record to ``results.jsonl`` at once, and then
 reports the status to pytest: ``unsupported`` as a skip, ``xfailed`` as an xfail, ``failed``/``xpassed``/
 ``error``/``resource`` as a failure whose message is the reason (no traceback: the reason is the finding).
-A case that overruns ``--harness-case-timeout`` is recorded by its own worker's watchdog
-(:func:`harness.isolation.deadline`).
+A case that overruns ``--harness-case-timeout`` is ended by the watchdogs of :mod:`harness.watchdog`.
 """
 from __future__ import annotations
 
@@ -15,15 +14,17 @@ from typing import Callable
 import pytest
 import torch
 
+from harness import faults
 from harness.cache import default_cache_dir
 from harness.cases import Case, expand, in_shard
 from harness.device_lock import Holder
-from harness.isolation import deadline, error_result
+from harness.isolation import error_result
 from harness.matrix import Matrix, MatrixError, load_matrix
 from harness.pipeline import CheckpointWork, RunOptions, run_case
 from harness.plugin import TIMING_OPTIONS, UNSUPPORTED_PREFIX
-from harness.results import append_result
+from harness.results import RESULTS_FILE, CaseResult, append_result
 from harness.run_start import StartRefused, check_release, hand_over, start_request
+from harness.watchdog import deadline, timeout_reason
 
 
 class CaseFailed(Exception):
@@ -68,7 +69,7 @@ class CaseItem(pytest.Item):
     def runtest(self) -> None:
         with deadline(self.config.getoption('--harness-case-timeout'), self._record_timeout):
             result = run_case(self.case, self.work)
-        append_result(Path(self.config.getoption('--harness-out')), result)
+        _recorded(Path(self.config.getoption('--harness-out')), result)
         for name in ('status', 'reason', 'parity_max_abs_diff', 'fidelity_weights_max_abs_diff', 'time_median_ms'):
             self.user_properties.append((name, getattr(result, name)))
         if result.status == 'unsupported':
@@ -80,7 +81,7 @@ class CaseItem(pytest.Item):
 
     def _record_timeout(self, stack: str) -> None:
         seconds = self.config.getoption('--harness-case-timeout')
-        reason = f'timeout: the case ran longer than {seconds:g} s; it was at\n{stack}'
+        reason = timeout_reason(seconds, f'it was at\n{stack}')
         append_result(Path(self.config.getoption('--harness-out')),
                       error_result(self.case, self.matrix, self.work.options, reason, seconds))
 
@@ -91,6 +92,17 @@ class CaseItem(pytest.Item):
 
     def reportinfo(self):
         return self.path, None, self.case_id
+
+
+def _recorded(out: Path, result: CaseResult) -> None:
+    """``result`` appended to the run's results; a full disk is the case's one-line error, not a traceback."""
+    try:
+        append_result(out, result)
+    except OSError as e:
+        if not faults.is_disk_full(e):
+            raise
+        raise CaseFailed(f'error: disk full: the record of this case ({result.status}) could not be written to '
+                         f'{out / RESULTS_FILE}: {e}') from None
 
 
 def run_options(config: pytest.Config, matrix: Matrix) -> RunOptions:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +19,11 @@ from typing import Any, Iterator
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from harness.checkpoints.vetting import checkpoint_file_problem
-from harness.families import family_of, unclaimed_reason
+from harness.families import Target, family_of, unclaimed_reason
 from harness.families.base import meta_model, native_geometry
 from harness.image_tree import ImageTreeError, read_image_tree
+from harness.limits import (FORWARD_MEMORY_BUDGET, MAX_CASES, MAX_NUM_IMAGES, MAX_PROBLEMS_SHOWN, cut, forward_bytes,
+                            gib, is_int as _is_int, is_number as _is_number, shown, yaml11_float as _as_float)
 from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
 from harness.origins import ORIGINS, FILE_ORIGIN
 from harness.results import CHECKS, DTYPES, PRECISIONS
@@ -40,7 +43,10 @@ class MatrixError(ValueError):
     def __init__(self, path: Path | str, problems: list[str]):
         self.path = str(path)
         self.problems = problems
-        super().__init__(f'{self.path}: invalid matrix\n' + '\n'.join(f'  - {p}' for p in problems))
+        shown_problems = [cut(p) for p in problems[:MAX_PROBLEMS_SHOWN]]
+        if len(problems) > MAX_PROBLEMS_SHOWN:
+            shown_problems.append(f'... and {len(problems) - MAX_PROBLEMS_SHOWN} more')
+        super().__init__(f'{self.path}: invalid matrix\n' + '\n'.join(f'  - {p}' for p in shown_problems))
 
 
 @dataclass(frozen=True)
@@ -239,8 +245,13 @@ def load_matrix(path: str | Path, known_models: list[str] | None = None) -> Matr
 
 
 def _check_unique_cases(matrix: Matrix) -> None:
-    """Results and --resume key on case ids: a repeated entry (or two files with one name) must not collide."""
-    from harness.cases import expand   # cases builds on this module
+    """Results and --resume key on case ids: a repeated entry (or two files with one name) must not collide.
+    Counted first: at most :data:`~harness.limits.MAX_CASES` are expanded."""
+    from harness.cases import expand, iter_cases   # cases builds on this module
+    if sum(1 for _ in itertools.islice(iter_cases(matrix), MAX_CASES + 1)) > MAX_CASES:
+        raise MatrixError(matrix.path, [f'cases: more than {MAX_CASES} cases (models x origins x sizes x patch sizes '
+                                        f'x window sizes x paths); the limit is {MAX_CASES} (MAX_CASES): split the '
+                                        f'matrix or run it in shards of several files'])
     repeated = [case_id for case_id, n in Counter(c.case_id for c in expand(matrix)).items() if n > 1]
     if repeated:
         raise MatrixError(matrix.path, [f'cases: {len(repeated)} case ids appear more than once (e.g. {repeated[0]!r});'
@@ -271,7 +282,7 @@ class _Validator:
                 self.error(key, f'missing; expected {TOP_LEVEL_KEYS[key]}')
         name = self.raw.get('name', self.path.stem)
         if not isinstance(name, str):
-            self.error('name', f'expected a string, got {name!r}')
+            self.error('name', f'expected a string, got {shown(name)}')
         elif name_problem(name):
             self.error('name', name_problem(name))
         axes = self._axes([m for m in models if 'origins' not in dict(m.axes)])
@@ -317,14 +328,14 @@ class _Validator:
         if value is None:
             return []
         if not isinstance(value, list):
-            self.error(key, f'expected {TOP_LEVEL_KEYS[key]}, got {value!r}')
+            self.error(key, f'expected {TOP_LEVEL_KEYS[key]}, got {shown(value)}')
             return []
         return value
 
     def _int(self, key: str, default: int, minimum: int = 0) -> int:
         value = self.raw.get(key, default)
         if not _is_int(value) or value < minimum:
-            self.error(key, f'expected an int >= {minimum}, got {value!r}')
+            self.error(key, f'expected an int >= {minimum}, got {shown(value)}')
             return default
         return value
 
@@ -334,7 +345,7 @@ class _Validator:
             if _is_int(v) and v > 0:
                 values.append(v)
             else:
-                self.error(f'{key}[{i}]', f'expected a positive int, got {v!r}')
+                self.error(f'{key}[{i}]', f'expected a positive int, got {shown(v)}')
         return values
 
     def _size(self, where: str, value: Any) -> Size | None:
@@ -342,7 +353,7 @@ class _Validator:
             return value, value
         if isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value):
             return value[0], value[1]
-        self.error(where, f'expected a positive int (square) or [H, W], got {value!r}')
+        self.error(where, f'expected a positive int (square) or [H, W], got {shown(value)}')
         return None
 
     def _window(self, where: str, value: Any) -> Window | None:
@@ -361,7 +372,8 @@ class _Validator:
         self.problems += child.problems
         by_path = section.get('per_path') or {}
         if not isinstance(by_path, dict):
-            self.error('tolerances.per_path', f'expected a mapping of a path in {list(PATHS)} to limits, got {by_path!r}')
+            self.error('tolerances.per_path', f'expected a mapping of a path in {list(PATHS)} to limits, '
+                                              f'got {shown(by_path)}')
             by_path = {}
         per_path = []
         for path, limits in by_path.items():
@@ -379,7 +391,7 @@ class _Validator:
     def _section(self, key: str, cls: type):
         value = self.raw.get(key) or {}
         if not isinstance(value, dict):
-            self.error(key, f'expected a mapping, got {value!r}')
+            self.error(key, f'expected a mapping, got {shown(value)}')
             return cls()
         defaults = cls()
         fields = cls.__dataclass_fields__
@@ -392,7 +404,7 @@ class _Validator:
             if isinstance(v, str) and (isinstance(default, float) or default is None):
                 v = _as_float(v)   # YAML 1.1 reads 1e-3 (no dot) as a string
             if not _same_kind(v, default):
-                self.error(f'{key}.{k}', f'expected {_kind_name(default)}, got {v!r}')
+                self.error(f'{key}.{k}', f'expected {_kind_name(default)}, got {shown(v)}')
                 continue
             kwargs[k] = v
         return cls(**kwargs)
@@ -427,7 +439,7 @@ class _Validator:
         kinds = None if value == 'auto' else value
         if kinds is not None and (not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) for k in kinds)):
             self.error(f'{where}.targets', f'expected auto or a list of trigger names from {list(family.trigger_kinds)}'
-                                           f' ({family.name} family), got {value!r}')
+                                           f' ({family.name} family), got {shown(value)}')
             return []
         replaced = [key for key in ('sizes', 'patch_sizes', 'window_sizes') if key in entry]
         if replaced:
@@ -476,7 +488,7 @@ class _Validator:
                 patterns.append((where, entry))
             elif not isinstance(entry, dict) or not isinstance(entry.get('name'), str):
                 self.error(where, f'expected a model name, a mapping with a string "name", or {{pattern: "swinv2_*", '
-                                  f'...}}; got {entry!r}')
+                                  f'...}}; got {shown(entry)}')
             else:
                 yield where, entry, None
         for where, entry in patterns:
@@ -487,7 +499,7 @@ class _Validator:
                 continue
             names = fnmatch.filter(self._known_models(), entry['pattern'])
             if not names:
-                self.error(f'{where}.pattern', f'{entry["pattern"]!r} matches no timm model')
+                self.error(f'{where}.pattern', f'{shown(entry["pattern"])} matches no timm model')
             for name in names:
                 yield f'{where} ({name})', {'name': name, **{k: v for k, v in entry.items() if k != 'pattern'}}, \
                     entry['pattern']
@@ -506,7 +518,7 @@ class _Validator:
         try:
             spec = SpecifierSet(str(entry['timm']))
         except InvalidSpecifier:
-            self.error(f'{where}.timm', f'expected a version specifier such as ">=1.0.20", got {entry["timm"]!r}')
+            self.error(f'{where}.timm', f'expected a version specifier such as ">=1.0.20", got {shown(entry["timm"])}')
             return False
         import timm
         if spec.contains(timm.__version__, prereleases=True):
@@ -521,15 +533,15 @@ class _Validator:
         if self.known_models is not None and name not in self.known_models:
             close = difflib.get_close_matches(name, self.known_models, n=3, cutoff=0.6)
             hint = f'; did you mean {", ".join(close)}?' if close else ''
-            self.error(where, f'unknown timm model {name!r}{hint}')
+            self.error(where, f'unknown timm model {shown(name)}{hint}')
             return None
         if family_of(name) is None:
-            self.error(where, f'{name!r} is in no family the harness supports: {unclaimed_reason(name)} '
+            self.error(where, f'{shown(name)} is in no family the harness supports: {unclaimed_reason(name)} '
                               f'(harness coverage lists every architecture)')
             return None
         alias = entry.get('label')
         if alias is not None and not isinstance(alias, str):
-            self.error(f'{where}.label', f'expected a string, got {alias!r}')
+            self.error(f'{where}.label', f'expected a string, got {shown(alias)}')
             return None
         overrides = {k: v for k, v in entry.items() if k not in ('name', 'label', 'timm', 'targets') and k not in AXES}
         if 'img_size' in overrides:
@@ -554,7 +566,7 @@ class _Validator:
             elif isinstance(entry, str) and entry in ORIGINS and entry != FILE_ORIGIN:
                 origin = OriginSpec(entry)
             else:
-                self.error(where, f'unknown origin {entry!r}; expected one of {sorted(ORIGINS)} or {{file: PATH}}')
+                self.error(where, f'unknown origin {shown(entry)}; expected one of {sorted(ORIGINS)} or {{file: PATH}}')
                 continue
             if origin is None:
                 continue
@@ -578,7 +590,7 @@ class _Validator:
             return None
         num_classes = entry.get('num_classes')
         if num_classes is not None and (not _is_int(num_classes) or num_classes < 0):
-            self.error(f'{where}.num_classes', f'expected an int >= 0, got {num_classes!r}')
+            self.error(f'{where}.num_classes', f'expected an int >= 0, got {shown(num_classes)}')
             return None
         return OriginSpec(FILE_ORIGIN, file=str(file), num_classes=num_classes,
                           custom_load=bool(entry.get('custom_load', False)))
@@ -590,7 +602,7 @@ class _Validator:
         if value is None:
             return None
         if not isinstance(value, str):
-            self.error('images', f'expected {TOP_LEVEL_KEYS["images"]}, got {value!r}')
+            self.error('images', f'expected {TOP_LEVEL_KEYS["images"]}, got {shown(value)}')
             return None
         folder = Path(value) if Path(value).is_absolute() else self.path.parent / value
         try:
@@ -608,7 +620,7 @@ class _Validator:
             if p in PATHS:
                 paths.append(p)
             else:
-                self.error(f'paths[{i}]', f'unknown path {p!r}; expected one of {list(PATHS)}')
+                self.error(f'paths[{i}]', f'unknown path {shown(p)}; expected one of {list(PATHS)}')
         return tuple(paths)
 
     def _states(self) -> tuple[str, ...]:
@@ -630,7 +642,7 @@ class _Validator:
         """The `timing:` section, each key checked against what it accepts (null: the device's default)."""
         section = self.raw.get('timing') or {}
         if not isinstance(section, dict):
-            self.error('timing', f'expected a mapping, got {section!r}')
+            self.error('timing', f'expected a mapping, got {shown(section)}')
             return TimingConfig()
         expected = {
             'enabled': ('true or false', lambda v: isinstance(v, bool)),
@@ -657,14 +669,15 @@ class _Validator:
             if key in ('budget_s', 'median_rse', 'max_cv', 'precision') and isinstance(value, str):
                 value = _as_float(value)   # YAML 1.1 reads 1e1 (no dot) as a string
             if key == 'precision' and _is_number(value):   # the key's meaning before issue 9
-                self.error('timing.precision', f'expected one of {list(PRECISIONS)}, got {value!r}: the fraction '
-                                               f'that ends timing is now timing.median_rse (median_rse: {value!r})')
+                self.error('timing.precision', f'expected one of {list(PRECISIONS)}, got {shown(value)}: the fraction '
+                                               f'that ends timing is now timing.median_rse '
+                                               f'(median_rse: {shown(value)})')
                 continue
             what, accepts = expected[key]
             if accepts(value):
                 accepted[key] = value
             else:
-                self.error(f'timing.{key}', f'expected {what}, got {value!r}')
+                self.error(f'timing.{key}', f'expected {what}, got {shown(value)}')
         return TimingConfig(**accepted)
 
     def _check_sizes_fit(self, where: str, model: ModelSpec, sizes: tuple[Size, ...], patch_sizes: tuple) -> None:
@@ -672,9 +685,23 @@ class _Validator:
         family = family_of(model.name)
         for size in sizes:
             for patch in patch_sizes:
-                problem = family.size_problem(model, size, patch)
+                problem = family.size_problem(model, size, patch) or self._memory_problem(family, model, size, patch)
                 if problem:
                     self.error(f'{where} {list(size)}', f'{model.label}: {problem}')
+
+    def _memory_problem(self, family, model: ModelSpec, size: Size, patch_size: int | None) -> str | None:
+        """A size whose forward pass is estimated (:func:`harness.limits.forward_bytes`, from the model's
+        meta-device geometry) to need more than :data:`~harness.limits.FORWARD_MEMORY_BUDGET`: refused before a
+        tensor of that size is made."""
+        images = self.raw.get('num_images')
+        images = images if _is_int(images) and 1 <= images <= MAX_NUM_IMAGES else Matrix.num_images
+        geometry = family.expected_geometry(native_geometry(family, model), Target(size, patch_size))
+        need = forward_bytes(geometry, family.attention, images)
+        if need <= FORWARD_MEMORY_BUDGET:
+            return None
+        return (f'its forward pass of {images} images at {size[0]}x{size[1]} is estimated to need {gib(need)} '
+                f'({geometry.grid_size[0]}x{geometry.grid_size[1]} cells, {family.attention} attention); the budget '
+                f'is {gib(FORWARD_MEMORY_BUDGET)} (FORWARD_MEMORY_BUDGET)')
 
     def _expectations(self, models: list[ModelSpec]) -> list[Expectation]:
         expectations = []
@@ -701,7 +728,7 @@ class _Validator:
                 elif k in ('model', 'label') and v not in (names if k == 'model' else labels):
                     # an entry that names no model of the matrix would silently never match
                     hint = ' (that is a label: match it with `label:`)' if k == 'model' and v in labels else ''
-                    self.error(f'{where}.match.{k}', f'{v!r} is no {"timm model" if k == "model" else "label"} of '
+                    self.error(f'{where}.match.{k}', f'{shown(v)} is no {"timm model" if k == "model" else "label"} of '
                                                      f'this matrix{hint}; expected one of '
                                                      f'{sorted(names if k == "model" else labels)}')
                 else:
@@ -711,14 +738,15 @@ class _Validator:
                 try:
                     spec = SpecifierSet(str(entry['timm']))
                 except InvalidSpecifier:
-                    self.error(f'{where}.timm', f'expected a version specifier such as "<1.0.3", got {entry["timm"]!r}')
+                    self.error(f'{where}.timm', f'expected a version specifier such as "<1.0.3", '
+                                                f'got {shown(entry["timm"])}')
             expectations.append(Expectation(tuple(sorted(match.items())), entry['reason'], checks, spec))
         return expectations
 
     def _expected_checks(self, where: str, value: Any) -> tuple[str, ...]:
         if not isinstance(value, list) or not value or any(v not in CHECKS for v in value):
             self.error(f'{where}.checks', f'expected a non-empty list of the checks the cases fail, from '
-                                          f'{list(CHECKS)}; got {value!r}')
+                                          f'{list(CHECKS)}; got {shown(value)}')
             return ()
         return tuple(value)
 
@@ -743,14 +771,6 @@ def window_value(size: Size) -> Window:
     return size[0] if size[0] == size[1] else (size[0], size[1])
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _same_kind(value: Any, default: Any) -> bool:
     if isinstance(default, bool):
         return isinstance(value, bool)
@@ -759,13 +779,6 @@ def _same_kind(value: Any, default: Any) -> bool:
     if isinstance(default, float) or default is None:
         return (isinstance(value, (int, float)) and not isinstance(value, bool)) or value is None
     return isinstance(value, type(default))
-
-
-def _as_float(text: str) -> float | str:
-    try:
-        return float(text)
-    except ValueError:
-        return text
 
 
 def _kind_name(default: Any) -> str:

@@ -5,10 +5,16 @@ at once. Every problem is one line that names the file (and the line, where YAML
 """
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from harness.limits import (MAX_MATRIX_BYTES, BoundedComposer, BoundExceeded, cut, expansion_problem, fields_problem,
+                            shown)
+from harness.limits import name_problem  # noqa: F401 - where harness.commands and harness.matrix import it
 
 
 class MatrixFileError(ValueError):
@@ -16,12 +22,13 @@ class MatrixFileError(ValueError):
 
     def __init__(self, path: Path | str, problem: str):
         self.path = str(path)
-        self.problem = problem
-        super().__init__(f'{self.path}: {problem}')
+        self.problem = cut(problem)
+        super().__init__(f'{self.path}: {self.problem}')
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key repeated in one mapping (PyYAML silently keeps the last)."""
+class _UniqueKeyLoader(BoundedComposer, yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (PyYAML silently keeps the last), and composes
+    within the bounds of :class:`harness.limits.BoundedComposer`."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         first_line: dict[Any, int] = {}
@@ -35,44 +42,91 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 break
             if repeated:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f'duplicate key {key!r} (first at line {first_line[key] + 1}); '
+                    None, None, f'duplicate key {shown(key)} (first at line {first_line[key] + 1}); '
                                 f'each key may appear once per mapping', key_node.start_mark)
             first_line[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
 
 def read_matrix_file(path: Path) -> dict:
-    """The top-level mapping of a matrix file; :class:`MatrixFileError` for anything that is not one."""
-    if not path.exists():
-        raise MatrixFileError(path, 'file not found')
-    if path.is_dir():
-        raise MatrixFileError(path, 'is a directory; expected a YAML matrix file such as matrices/smoke.yaml')
+    """The top-level mapping of a matrix file; :class:`MatrixFileError` for anything that is not one, or that
+    breaks a bound of :mod:`harness.limits` (checked before a value is constructed, then on the mapping)."""
+    text = _matrix_text(path)
+    loader = _UniqueKeyLoader(text)
     try:
-        text = path.read_bytes().decode('utf-8')
-    except UnicodeDecodeError as e:
-        raise MatrixFileError(path, f'not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); '
-                                    f'expected a YAML matrix file') from None
-    except OSError as e:
-        raise MatrixFileError(path, f'cannot be read ({e.strerror}); expected a readable YAML matrix file') from None
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)   # noqa: S506 - a SafeLoader subclass
+        root = loader.get_single_node()
+        problem = expansion_problem(root) if root is not None else None
+        if problem:
+            raise MatrixFileError(path, problem)
+        raw = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as e:
         raise MatrixFileError(path, f'not valid YAML{_at(e)}: {_yaml_problem(e)}') from None
     except yaml.reader.ReaderError as e:   # a control character: YAML text may not hold one
         raise MatrixFileError(path, f'not YAML text: control character #x{e.character:04x} at offset {e.position}; '
                                     f'expected a YAML matrix file') from None
+    except BoundExceeded as e:
+        raise MatrixFileError(path, str(e)) from None
+    finally:
+        loader.dispose()
     if not isinstance(raw, dict):
         raise MatrixFileError(path, f'expected a mapping at the top level, got {type(raw).__name__}')
+    problem = fields_problem(raw)
+    if problem:
+        raise MatrixFileError(path, problem)
     return raw
 
 
-def name_problem(name: str) -> str | None:
-    """Why a matrix ``name`` cannot be used, else None: it becomes the folder ``reports/<name>``, so it must
-    stay a single plain folder name."""
-    if not name or name.startswith('.') or any(sep in name for sep in ('/', '\\', '\0')):
-        return (f"expected a plain folder name (no '/' or '\\', not empty, not starting with '.'), got {name!r}; "
-                f"the name becomes the folder reports/<name>")
-    return None
+def _matrix_text(path: Path) -> str:
+    """The file's text, read only once ``fstat`` shows a regular file within :data:`MAX_MATRIX_BYTES`, and then
+    at most one byte more (a file that grows meanwhile is refused too): ``/dev/zero`` or a FIFO is never read.
+    Opened without blocking, so a FIFO with no writer is refused rather than waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise MatrixFileError(path, 'file not found') from None
+    except IsADirectoryError:
+        raise MatrixFileError(path, _DIRECTORY) from None
+    except OSError as e:
+        raise MatrixFileError(path, _unreadable(e)) from None
+    try:
+        status = os.fstat(fd)
+        if stat.S_ISDIR(status.st_mode):
+            raise MatrixFileError(path, _DIRECTORY)
+        if not stat.S_ISREG(status.st_mode):
+            raise MatrixFileError(path, 'is not a regular file (a device, FIFO or socket); expected a YAML matrix file')
+        if status.st_size > MAX_MATRIX_BYTES:
+            raise MatrixFileError(path, _too_big(f'{status.st_size} bytes'))
+        data = _read_at_most(fd, MAX_MATRIX_BYTES + 1)
+    except OSError as e:
+        raise MatrixFileError(path, _unreadable(e)) from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_MATRIX_BYTES:
+        raise MatrixFileError(path, _too_big(f'more than {MAX_MATRIX_BYTES} bytes'))
+    try:
+        return data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise MatrixFileError(path, f'not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); '
+                                    f'expected a YAML matrix file') from None
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks, size = [], 0
+    while size < limit and (chunk := os.read(fd, limit - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b''.join(chunks)
+
+
+_DIRECTORY = 'is a directory; expected a YAML matrix file such as matrices/smoke.yaml'
+
+
+def _unreadable(error: OSError) -> str:
+    return f'cannot be read ({error.strerror}); expected a readable YAML matrix file'
+
+
+def _too_big(size: str) -> str:
+    return f'{size}; the limit is {MAX_MATRIX_BYTES} bytes for a matrix file (MAX_MATRIX_BYTES)'
 
 
 def _at(error: yaml.MarkedYAMLError) -> str:

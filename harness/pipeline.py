@@ -131,11 +131,17 @@ class CheckpointWork:
         key = (case.model, case.origin)
         if key != self._key:
             self._key, self._native, self._create_runs = key, None, {}
-            checkpoint = checkpoint_for(case.model, case.origin, self.matrix.seed, self.options.cache_dir)
             try:
+                checkpoint = checkpoint_for(case.model, case.origin, self.matrix.seed, self.options.cache_dir,
+                                            self.options.say)
                 self._native = load_native(checkpoint, case, self.images, self.options.device, self.image_tree)
-            except (LoadFailed, ResizeFailed, checks.ForwardFailed, Unsupported) as e:
+            except (LoadFailed, ResizeFailed, checks.ForwardFailed, Unsupported, CheckpointError) as e:
                 self._native = e
+            except Exception as e:   # noqa: BLE001 - every case of the checkpoint is told why, not only the first
+                if faults.is_out_of_memory(e) or faults.is_disk_full(e):
+                    self._key = None   # a limit of the machine: the next case tries again
+                    raise
+                self._native = CheckpointError(f'it could not be loaded at its own configuration: {harness_fault(e)}')
         if isinstance(self._native, Exception):
             raise self._native
         return self._native
@@ -251,9 +257,16 @@ def run_case(case: Case, work: CheckpointWork) -> CaseResult:
         if faults.is_out_of_memory(e):
             result.status, result.reason = 'resource', f'out of memory: {faults.describe(e, limit=3)}'
         else:
-            result.status = 'error'
-            result.reason = f'{type(e).__name__}: {e}\n{traceback.format_exc(limit=-3)}'
+            result.status, result.reason = 'error', harness_fault(e)
     return finished(result, time.monotonic() - started)
+
+
+def harness_fault(error: Exception) -> str:
+    """The reason of a case stopped by the harness's own fault (its ``error``, never timm's ``failed``): a full
+    disk in one line, anything else with the innermost frames of its traceback."""
+    if faults.is_disk_full(error):
+        return f'disk full: {faults.describe(error, limit=1)}'
+    return f'{type(error).__name__}: {error}\n{traceback.format_exc(limit=-3)}'
 
 
 def finished(result: CaseResult, duration_s: float) -> CaseResult:

@@ -49,8 +49,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption('--harness-shard', type=parse_shard, default=None, metavar='K/N',
                     help='only shard K of N (1-based); a checkpoint\'s cases stay in one shard')
     group.addoption('--harness-case-timeout', type=float, default=0, metavar='SECONDS',
-                    help='record a case running longer as error and end its process (0 = no limit; meant for '
-                         'xdist workers, which are replaced)')
+                    help='record a case running longer as error and end its process, even one stuck holding the '
+                         'GIL or stopped (0 = no limit; meant for xdist workers, which are replaced)')
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -62,10 +62,16 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption('--harness-out') and hasattr(config, 'workerinput'):   # an xdist worker
+        from harness.interruption import stop_on_sigterm
+        stop_on_sigterm()
     if config.getoption('--harness-out') and not hasattr(config, 'workerinput'):   # not in an xdist worker
         from harness.isolation import CrashRecorder
+        from harness.watchdog import WorkerWatchdog
         out = Path(config.getoption('--harness-out'))
-        recorder = CrashRecorder(out, config.rootpath, functools.partial(_run_options, config))
+        watchdog = WorkerWatchdog(config.getoption('--harness-case-timeout'))
+        config.pluginmanager.register(watchdog, 'harness-watchdog')
+        recorder = CrashRecorder(out, config.rootpath, functools.partial(_run_options, config), watchdog)
         config.pluginmanager.register(recorder, 'harness-crash-recorder')
         progress = ProgressReporter(config, config.getoption('--harness-progress-interval'))
         config.pluginmanager.register(progress, 'harness-progress')

@@ -16,6 +16,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness import results
+from harness.atomic_file import write_atomically
 from harness.repro import REPRODUCIBLE, repro_command
 from harness.report_html import HtmlInputs, render_html
 from harness.results import INT_FIELDS, STATUSES, UNEXPECTED, path_rank
@@ -46,6 +47,11 @@ class ReportFiles:
     csv: Path           # all records, one row per case, every field
     summary_csv: Path   # the status summary table: (model, origin) x path
     html: Path          # report.html: the same, with plots, in one file that opens from disk
+
+    @classmethod
+    def in_folder(cls, out_dir: Path) -> ReportFiles:
+        return cls(markdown=out_dir / 'report.md', csv=out_dir / 'results.csv', summary_csv=out_dir / 'summary.csv',
+                   html=out_dir / 'report.html')
 
 
 # --- loading -------------------------------------------------------------------------------------------------
@@ -320,22 +326,22 @@ def render_markdown(view: pd.DataFrame, summary: pd.DataFrame, results_path: Pat
 
 
 def write_report(results_path: Path, out_dir: Path) -> ReportFiles:
-    """Read results.jsonl and write <out_dir>/report.md, report.html, results.csv and summary.csv (overwriting
-    them). report.html describes the run with the run.json beside ``results_path``, when there is one."""
+    """Read results.jsonl and write <out_dir>/report.md, report.html, results.csv and summary.csv (each replaced
+    whole: a reader, or a run killed mid-write, never meets half a file). report.html describes the run with the
+    run.json beside ``results_path``, when there is one."""
     results_path, out_dir = Path(results_path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = ReportFiles(markdown=out_dir / 'report.md', csv=out_dir / 'results.csv',
-                        summary_csv=out_dir / 'summary.csv', html=out_dir / 'report.html')
+    files = ReportFiles.in_folder(out_dir)
     frame = results.load(results_path)
-    _csv_frame(frame).to_csv(files.csv, index=False)
+    write_atomically(files.csv, _csv_frame(frame).to_csv(index=False))
     view = _view(frame)
     summary = summary_frame(view) if len(view) else pd.DataFrame(columns=['model', 'origin'])
-    summary.to_csv(files.summary_csv, index=False)
-    files.markdown.write_text(render_markdown(view, summary, results_path))
+    write_atomically(files.summary_csv, summary.to_csv(index=False))
+    write_atomically(files.markdown, render_markdown(view, summary, results_path))
     try:
         run = read_run_record(results_path.parent)
     except RunRecordError:   # the results are still worth a report; the environment then comes from them
         run = None
     timing = timing_table(view) if len(view) else None
-    files.html.write_text(render_html(HtmlInputs(frame, summary, timing, results_path, run)))
+    write_atomically(files.html, render_html(HtmlInputs(frame, summary, timing, results_path, run)))
     return files

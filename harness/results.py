@@ -9,11 +9,14 @@ import dataclasses
 import datetime
 import fcntl
 import json
+import functools
 import logging
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
 if TYPE_CHECKING:   # pandas is imported by load() alone: the pytest controller imports this module
     import pandas as pd
@@ -133,13 +136,25 @@ class CaseResult:
 
 def append_result(out_dir: Path, result: CaseResult) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / RESULTS_FILE, 'ab+') as f:
+    with open(out_dir / RESULTS_FILE, 'ab+', buffering=0) as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            f.write(_line_start(f) + result.to_json().encode() + b'\n')
-            f.flush()
+            _append_whole(f, _line_start(f) + result.to_json().encode() + b'\n')
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _append_whole(f: BinaryIO, data: bytes) -> None:
+    """``data`` appended whole or not at all: a write refused part way (a full disk) is cut off again and
+    raised, so the file never ends in part of a record."""
+    size = f.seek(0, os.SEEK_END)
+    left = memoryview(data)
+    try:
+        while left:
+            left = left[f.write(left):]
+    except OSError:
+        f.truncate(size)
+        raise
 
 
 def _line_start(f: BinaryIO) -> bytes:
@@ -186,12 +201,22 @@ class ResultsFileError(ValueError):
     """A results file that cannot be trusted (garbage before its last line); ``str()`` is ``<file>:<line>: ...``."""
 
 
-def read_results(path: Path) -> list[dict[str, Any]]:
-    """All records of a results file; the last record of a case wins (a resumed run may repeat one)."""
+def read_results(path: Path, whole: bool = False) -> list[dict[str, Any]]:
+    """All records of a results file; the last record of a case wins (a resumed run may repeat one). ``whole``:
+    a last line cut short is refused too, as is a file without a record (:func:`read_run_results`)."""
     by_case: dict[tuple[str, str], dict[str, Any]] = {}
-    for record in _records(path):
+    for record in _records(path, whole):
         by_case[record.get('matrix', ''), record['case_id']] = record
+    if whole and not by_case:
+        raise ResultsFileError(f'{path}: holds no record; expected the results of a harness run, one JSON record per '
+                               f'line')
     return list(by_case.values())
+
+
+def read_run_results(path: Path) -> list[dict[str, Any]]:
+    """The records of a run that a command judges or joins (compare, merge): a run killed mid-write (a last line
+    cut short) or a file holding no record (empty, garbage) is not a run to pass a CI gate on."""
+    return read_results(path, whole=True)
 
 
 INT_FIELDS = ('patch_size', 'batch_size', 'batch_size_used', 'timing_repeats', 'accuracy_images', 'flops_per_image')
@@ -251,15 +276,19 @@ def finished_case_ids(path: Path, matrix_name: str) -> set[str]:
     return {r['case_id'] for r in read_results(path) if r.get('status') != 'error' and r.get('matrix') == matrix_name}
 
 
-def _records(path: Path) -> Iterator[dict[str, Any]]:
-    """The records in file order. A last line that is not a record was cut short by a crash: skipped, with a
-    warning. Anything else that is not a record raises :class:`ResultsFileError` naming ``file:line``."""
+def _records(path: Path, whole: bool = False) -> Iterator[dict[str, Any]]:
+    """The records in file order. A last line that is not JSON was cut short by a crash: skipped, with a warning
+    (unless ``whole``). Anything else that is not a record, and a record with a field CaseResult cannot hold
+    (:func:`record_problem`), raises :class:`ResultsFileError` naming ``file:line``."""
     lines = [(number, line) for number, line in enumerate(path.read_bytes().split(b'\n'), 1) if line.strip()]
     for number, line in lines:
         record, problem = _parsed_record(line)
         if problem is None:
+            wrong = record_problem(record)
+            if wrong:
+                raise ResultsFileError(f'{path}:{number}: {wrong}')
             yield record
-        elif number == lines[-1][0]:
+        elif number == lines[-1][0] and not whole:
             _logger.warning('%s:%d: last line is not a whole record (%s), as when a crash cuts a write short; '
                             'skipped it', path, number, problem)
         else:
@@ -276,6 +305,56 @@ def _parsed_record(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
     if not isinstance(record, dict) or not isinstance(record.get('case_id'), str):
         return None, 'a JSON value without a "case_id"'
     return renamed_fields(record), None
+
+
+def record_problem(record: dict[str, Any]) -> str | None:
+    """The first field of a record that CaseResult could not hold, as ``<field>: expected <type>, got <value>``;
+    None for a sound record. ``status`` must be one of :data:`STATUSES`. Fields a record lacks (older
+    harnesses) and fields CaseResult lacks (newer ones) pass."""
+    if record.get('status') not in STATUSES:
+        got = json.dumps(record['status'])[:80] if 'status' in record else 'none'
+        return f'status: expected one of {", ".join(STATUSES)}, got {got}'
+    checks = _field_checks()
+    for name, value in record.items():
+        check = checks.get(name)
+        if check is not None and not check[0](value):
+            return f'{name}: expected {check[1]}, got {json.dumps(value)[:80]}'
+    return None
+
+
+@functools.cache
+def _field_checks() -> dict[str, tuple[Callable[[Any], bool], str]]:
+    """CaseResult's fields: name -> (whether a JSON value fits its type, the type as declared)."""
+    hints = typing.get_type_hints(CaseResult)
+    return {f.name: (_check_of(hints[f.name]), str(f.type)) for f in dataclasses.fields(CaseResult)}
+
+
+_EXACT_TYPES = {str: (str,), int: (int,), float: (int, float), bool: (bool,), type(None): (type(None),)}
+
+
+def _check_of(hint: Any) -> Callable[[Any], bool]:
+    """A fast test of whether a JSON value fits ``hint`` (an int fits a float; a bool is no number): built once
+    per field, since a large results file has thousands of records with lists of hundreds of timings."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return lambda value: True
+    if origin in (typing.Union, types.UnionType):   # plain arms by one set lookup, such as float | None
+        plain = frozenset(kind for arm in args if arm in _EXACT_TYPES for kind in _EXACT_TYPES[arm])
+        others = [_check_of(arm) for arm in args if arm not in _EXACT_TYPES]
+        if not others:
+            return lambda value: type(value) in plain
+        return lambda value: type(value) in plain or any(arm(value) for arm in others)
+    if origin is list and args[0] in _EXACT_TYPES:   # a list of timings: its items' types, counted in C
+        exact = frozenset(_EXACT_TYPES[args[0]])
+        return lambda value: type(value) is list and exact.issuperset(map(type, value))
+    if origin is list:
+        item = _check_of(args[0])
+        return lambda value: type(value) is list and all(item(v) for v in value)
+    if origin is dict:
+        item = _check_of(args[1])
+        return lambda value: type(value) is dict and all(item(v) for v in value.values())
+    exact = frozenset(_EXACT_TYPES[hint])   # type(), not isinstance(): True is an int to isinstance
+    return lambda value: type(value) in exact
 
 
 def renamed_fields(record: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.atomic_file import write_atomically
 from harness.results import renamed_fields
 
 if TYPE_CHECKING:   # the real imports are deferred: the command line reads run.json before importing torch
@@ -148,11 +149,15 @@ def read_run_record(out_dir: Path) -> RunRecord | None:
 
 def write_run_record(out_dir: Path, record: RunRecord) -> Path:
     """Write run.json whole or not at all: a crash mid-write must not leave a file --resume cannot read."""
-    path = out_dir / RUN_FILE
-    partial = path.with_name(f'.{RUN_FILE}.partial')
-    partial.write_text(json.dumps(dataclasses.asdict(record), indent=2) + '\n')
-    partial.replace(path)
-    return path
+    return write_atomically(out_dir / RUN_FILE, json.dumps(dataclasses.asdict(record), indent=2) + '\n')
+
+
+def check_finished(out_dir: Path, record: RunRecord) -> None:
+    """Refuse a run that did not finish (killed, or still running): its run.json has no end time. A run.json
+    from before end times were recorded (schema 1) cannot say, and passes."""
+    if record.results_schema >= 2 and not record.finished_at:
+        raise RunRecordError(f'{out_dir / RUN_FILE}: finished_at is empty: the run did not finish (killed, or still '
+                             f'running); expected a finished run (finish it with --resume)')
 
 
 def differences(old: RunRecord, new: RunRecord) -> list[str]:

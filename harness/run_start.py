@@ -9,7 +9,8 @@ the workers must import both to run cases, so the controller imports neither: th
 start request (:data:`START_REQUEST`) does these checks while it collects the matrix's cases
 (:func:`check_release`, :func:`hand_over`) and hands the run's record to the controller. There
 :class:`RunStart` makes the run folder ready (run.json written, an earlier run's results moved aside, or
-``--resume`` checked against the run it continues) before xdist hands out the first case. A problem on either
+``--resume`` checked against the run it continues) once the selection holds a case, before xdist hands out the
+first. A problem on either
 side stops the run there, with no case run: the command line says it in one line and exits 2.
 
 The command line does the checks that need neither before pytest starts (:mod:`harness.cli`).
@@ -29,6 +30,7 @@ from harness import timm_versions
 from harness.image_tree import ImageTree, ImageTreeError, check_readable, class_indices, read_image_tree
 from harness.isolation import RUN_REFUSED
 from harness.results import RESULTS_FILE, ResultsFileError, set_aside
+from harness.run_folder import remove_reports
 from harness.run_record import RUN_FILE, RunRecord, RunRecordError, describe_run, differences, read_run_record, \
     write_run_record
 
@@ -102,8 +104,12 @@ class RunStart:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids) -> None:
-        """The describing worker has collected: ready the folder for its run, before xdist hands out a case."""
+        """The describing worker has collected: ready the folder for its run, before xdist hands out a case.
+        A selection of no case (``-k`` matching nothing) leaves the folder as it was: the run ends there, exit 2.
+        (A shard of no case is a run: ``harness merge`` needs its run.json; a --resume's is checked.)"""
         if node is not self._starter or self.refused is not None:
+            return
+        if not ids and not (self.args.resume or self.args.shard):
             return
         record = read_run_record(self._handoff)
         capture = self._config.pluginmanager.getplugin('capturemanager')
@@ -188,18 +194,21 @@ def _real_weights_classes(matrix: Matrix) -> dict[str, int]:
 
 def start_run_folder(out: Path, record: RunRecord, resume: bool) -> None:
     """Make ``out`` hold this run alone. --resume continues the run recorded there, if it is the same run; a
-    plain run moves an earlier run's results aside. Then run.json describes the run whose results are there."""
+    plain run moves an earlier run's results aside. Either removes the reports there (:func:`remove_reports`).
+    Then run.json describes the run whose results are there."""
     previous = read_run_record(out)
-    if not resume:
-        moved = set_aside(out, previous.started() if previous else None)
-        if moved:
-            print(f'previous results moved to {moved}')
-    elif previous is not None:
+    if resume and previous is not None:
         changed = differences(previous, record)
         if changed:
             raise StartRefused(f'{out / RUN_FILE}: cannot --resume a different run: {"; ".join(changed)}; run '
                                f'without --resume to start over (the old results are kept aside) or use another '
                                f'--out')
+    remove_reports(out)   # of the results before this run; it writes its own when it ends
+    if not resume:
+        moved = set_aside(out, previous.started() if previous else None)
+        if moved:
+            print(f'previous results moved to {moved}')
+    elif previous is not None:
         return   # the original run.json stays: its start time names these results when a re-run moves them aside
     elif (out / RESULTS_FILE).exists():
         _logger.warning('%s: no %s (a folder from an older harness): resuming without checking that timm, '

@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -92,11 +93,19 @@ def _publish(staging: Path, target: Path) -> None:
 
 
 def rerun_with(version: str, site_dir: Path, argv: list[str]) -> int:
-    """Run ``harness <argv>`` in a child process that imports timm from ``site_dir``."""
+    """Run ``harness <argv>`` in a child process that imports timm from ``site_dir``; its exit code (128 + N if
+    signal N ended it, as a shell says). A SIGTERM sent to this process alone (``docker stop``, ``kill PID``)
+    is passed on: the child ends its run as on its own SIGTERM, with a report."""
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(site_dir), env.get('PYTHONPATH')]))
     env[REEXEC_ENV] = version
-    return subprocess.run([sys.executable, '-m', 'harness.cli', *argv], env=env).returncode
+    child = subprocess.Popen([sys.executable, '-m', 'harness.cli', *argv], env=env)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum))
+    try:
+        code = child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 128 - code if code < 0 else code
 
 
 def check_imported_release() -> str | None:

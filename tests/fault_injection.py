@@ -3,12 +3,14 @@
 ``harness run MATRIX -p tests.fault_injection`` loads it in the controller and in every xdist worker (their
 PYTHONPATH must reach the repository). The environment, which workers inherit, says what goes wrong:
 
-- ``HARNESS_FAULT``: ``segfault``, ``hang`` or ``out_of_memory``
+- ``HARNESS_FAULT``: ``segfault``, ``hang`` (a sleep in Python), ``native_hang`` (a C call that holds the GIL,
+  which no Python thread can interrupt), ``stop`` (the worker sends itself SIGSTOP) or ``out_of_memory``
 - ``HARNESS_FAULT_SIZE``: the side of the square input at which every patch embedding misbehaves (checks
   and timing alike: every ViT forward pass goes through it)
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import time
@@ -26,11 +28,19 @@ def hang() -> None:
     time.sleep(3600)
 
 
+def native_hang() -> None:
+    ctypes.PyDLL(None).sleep(3600)   # libc's sleep through PyDLL, which keeps the GIL for the call
+
+
+def stop() -> None:
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
 def out_of_memory() -> None:
     torch.empty(2 ** 42)   # 16 TiB: the CPU allocator raises "can't allocate memory"
 
 
-FAULTS = {fault.__name__: fault for fault in (segfault, hang, out_of_memory)}
+FAULTS = {fault.__name__: fault for fault in (segfault, hang, native_hang, stop, out_of_memory)}
 
 
 def pytest_configure(config) -> None:

@@ -187,10 +187,15 @@ def test_exit_code(was, now, base_ms, new_ms, code):
 
 # --- the command ----------------------------------------------------------------------------------------------
 
-def write_run(folder, statuses: dict[str, str], timm_version: str) -> None:
+FINISHED_AT = '2026-12-07T08:00:00+00:00'   # compare takes finished runs only
+
+
+def write_run(folder, statuses: dict[str, str], timm_version: str, **run_fields) -> None:
+    """A finished run's folder holding a record of each case (``run_fields``: more of its run.json)."""
     folder.mkdir()
-    write_run_record(folder, RunRecord(results_schema=2, timm_version=timm_version, device='cpu',
-                                       device_name='Test CPU, 2 threads'))
+    write_run_record(folder, RunRecord(**{'results_schema': 2, 'timm_version': timm_version, 'device': 'cpu',
+                                          'device_name': 'Test CPU, 2 threads', 'finished_at': FINISHED_AT,
+                                          **run_fields}))
     for case_id, status in statuses.items():
         append_result(folder, CaseResult(case_id=case_id, matrix='m', model='vit', origin='timm', img_size=[64, 64],
                                          patch_size=None, window_size=None, path=case_id.rsplit('-', 1)[1],

@@ -18,8 +18,9 @@ import pytest
 import torch
 
 from harness.device_lock import Holder, timing_lock
+from harness.watchdog import GRACE_S
 from tests.conftest import REPO
-from tests.fault_injection import FAULT_ENV, SIZE_ENV
+from tests.fault_injection import FAULT_ENV, SIZE_ENV, native_hang
 from tests.test_cli import harness, records
 
 FAULT_MATRIX = '''
@@ -31,6 +32,9 @@ paths: [create]
 '''
 FAULTY_SIZE = 42   # the first case: the others run after it, in a replacement worker when it killed its own
 CASE_TIMEOUT_S = 10   # past a tiny case whose checkpoint is cached (seconds on a loaded 2-core machine)
+
+STUCK_TIMEOUT_S = 3   # FAULT_MATRIX's cases took 0.7-1.0 s each, synthesis included, at a load average of 15 on 2 cores
+STUCK_SIZE = 56   # the middle case: the one before warms the cache, the one after runs in a replacement worker
 
 LOCK_MATRIX = '''
 name: locks
@@ -46,10 +50,10 @@ OTHER_RUN = Holder(pid=os.getpid(), command='harness run matrices/other.yaml')
 @pytest.fixture
 def inject(monkeypatch):
     """Run the harness with the fault-injection plugin reachable by its workers, and ``fault`` at FAULTY_SIZE."""
-    def set_fault(fault: str) -> None:
+    def set_fault(fault: str, size: int = FAULTY_SIZE) -> None:
         monkeypatch.setenv('PYTHONPATH', os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')])))
         monkeypatch.setenv(FAULT_ENV, fault)
-        monkeypatch.setenv(SIZE_ENV, str(FAULTY_SIZE))
+        monkeypatch.setenv(SIZE_ENV, str(size))
     return set_fault
 
 
@@ -74,6 +78,32 @@ def test_a_faulty_case_is_recorded_and_every_other_case_runs(fault, status, reas
     assert faulty['model'] == 'vit_small_patch14_dinov2' and faulty['timm_version'] and faulty['device'] == 'cpu'
     assert {r['status'] for r in by_size.values()} == {'passed'}
     assert (out / 'report.md').exists()
+
+
+@pytest.mark.parametrize('fault, how', [
+    pytest.param('native_hang', 'a native call held the GIL, so faulthandler ended its worker; it was at (most '
+                                'recent call first)\n  File "' + str(REPO / 'tests' / 'fault_injection.py') + '", '
+                                f'line {native_hang.__code__.co_firstlineno + 1} in native_hang\n', id='native_hang'),
+    pytest.param('stop', 'its worker was stopped or stuck where no watchdog of its own could end it, so the harness '
+                         'killed it (SIGKILL)', id='stop'),
+])
+def test_a_case_stuck_where_no_python_thread_runs_is_ended_at_its_deadline(fault, how, inject, write_matrix, tmp_path,
+                                                                           cache_dir):
+    """A C call holding the GIL (the worker's Python watchdog thread cannot run: faulthandler's C thread ends the
+    worker) and a stopped worker (nothing in it runs: the controller kills it) each cost the case, not the run."""
+    inject(fault, STUCK_SIZE)
+    out = tmp_path / 'out'
+    done = harness('run', write_matrix(FAULT_MATRIX), '--out', out, '--cache', cache_dir, '--no-timing',
+                   '--case-timeout', STUCK_TIMEOUT_S, '-p', 'tests.fault_injection', timeout_s=120)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    by_size = {r['img_size'][0]: r for r in records(out)}
+    assert sorted(by_size) == [42, 56, 70] and len(records(out)) == 3
+    stuck = by_size.pop(STUCK_SIZE)
+    assert stuck['status'] == 'error', stuck
+    assert stuck['reason'].startswith(f'timeout: the case ran longer than {STUCK_TIMEOUT_S} s; {how}'), stuck['reason']
+    # ended by the second watchdog (deadline + GRACE_S) or the third (+ 2 GRACE_S), not by the fault's 3600 s
+    assert STUCK_TIMEOUT_S <= stuck['duration_s'] < STUCK_TIMEOUT_S + 2 * GRACE_S + 5, stuck['duration_s']
+    assert {r['status'] for r in by_size.values()} == {'passed'}
 
 
 def test_n_0_is_a_usage_error(write_matrix, tmp_path):

@@ -691,3 +691,54 @@ def test_expect_entries_name_models_of_the_matrix_by_timm_name_or_label(tmp_path
     problem(err, 'expect[0].match.model', "'wide' is no timm model of this matrix", 'match it with `label:`')
     _, err = error_of(tmp_path, text.replace('{label: wide}', '{label: narrow}'), known_models)
     problem(err, 'expect[0].match.label', "'narrow' is no label of this matrix", "'wide'")
+
+
+# --- bounds that need a model (harness.limits): estimated forward memory, cases, what errors quote ---------------
+
+TINY_VIT = '{name: vit_tiny_patch16_224, embed_dim: 32, depth: 1, num_heads: 2}'
+TINY_SWIN = '{name: swin_tiny_patch4_window7_224, embed_dim: 32, depths: [1, 1, 1, 1], num_heads: [1, 1, 1, 1]}'
+
+
+@pytest.mark.parametrize('model, size, num_images, gib', [
+    (TINY_VIT, 4096, 4, 64.0),    # 65,536 patches, each attending to all: 4 B x 4 x 65,536 x (32 + 65,536)
+    (TINY_VIT, 2048, 32, 32.1),   # 16,384 patches: 4.0 GiB for 4 images, too much for 32
+])
+def test_a_case_estimated_to_need_more_memory_than_the_budget_is_refused(tmp_path, known_models, model, size,
+                                                                        num_images, gib):
+    """100000x100000 passed 8 GB in 45 s before any check; a size within MAX_SIDE can still need terabytes."""
+    from harness.limits import FORWARD_MEMORY_BUDGET
+    text = f'name: m\nmodels: [{model}]\norigins: [timm]\nsizes: [{size}]\nnum_images: {num_images}\n'
+    path, err = error_of(tmp_path, text, known_models)
+    line = problem(err, f'sizes [{size}, {size}]', f'is estimated to need {gib} GiB', 'FORWARD_MEMORY_BUDGET')
+    assert f'the budget is {FORWARD_MEMORY_BUDGET / 2 ** 30:.1f} GiB' in line and f'{num_images} images' in line
+
+
+@pytest.mark.parametrize('model, size, num_images', [
+    (TINY_VIT, 2048, 4),    # 4.0 GiB
+    (TINY_SWIN, 4096, 4),   # windowed attention: 1,048,576 patches attend to 49 each, 2.8 GiB
+])
+def test_a_case_within_the_memory_budget_loads(tmp_path, known_models, model, size, num_images):
+    text = f'name: m\nmodels: [{model}]\norigins: [timm]\nsizes: [{size}]\nnum_images: {num_images}\n'
+    assert load(tmp_path, text, known_models).sizes == ((size, size),)
+
+
+def test_the_number_of_cases_is_bounded(tmp_path, known_models, monkeypatch):
+    """Counted before the cases are held: 6 cases load under a limit of 6 and are refused under 5."""
+    import harness.matrix
+    text = MINIMAL.replace('sizes: [224]', 'sizes: [224, 448]')   # 2 sizes x 3 paths
+    monkeypatch.setattr(harness.matrix, 'MAX_CASES', 6)
+    assert len(expand(load(tmp_path, text, known_models))) == 6
+    monkeypatch.setattr(harness.matrix, 'MAX_CASES', 5)
+    _, err = error_of(tmp_path, text, known_models)
+    problem(err, 'cases', 'more than 5 cases', 'the limit is 5 (MAX_CASES)')
+
+
+def test_errors_quote_a_short_prefix_and_list_a_bounded_number_of_problems(tmp_path, known_models):
+    from harness.limits import MAX_PROBLEMS_SHOWN, QUOTE_CHARS
+    _, err = error_of(tmp_path, MINIMAL + f'timing: {{dtype: {"f" * 4000}}}\n', known_models)
+    assert len(problem(err, 'timing.dtype', f"{'f' * QUOTE_CHARS!r}... (4000 characters)")) < 200
+    forty_bad_sizes = 'sizes: [' + ', '.join(['-1'] * 40) + ']'
+    _, err = error_of(tmp_path, MINIMAL.replace('sizes: [224]', forty_bad_sizes), known_models)
+    assert len(err.problems) == 40
+    lines = str(err).splitlines()
+    assert len(lines) == 1 + MAX_PROBLEMS_SHOWN + 1 and lines[-1] == f'  - ... and {40 - MAX_PROBLEMS_SHOWN} more'

@@ -458,6 +458,13 @@ def classic_vit_layout(model: nn.Module) -> tuple[StateDict, StateDict]:
     return {k: v.contiguous() for k, v in saved.items()}, expected
 
 
+def _save_pickle(contents: Any, path: Path) -> None:
+    """``torch.save`` through a Python file: a write refused (a full disk) then raises with its ``OSError`` as
+    the context, which :func:`harness.faults.is_disk_full` finds (torch's own writer says 'unexpected pos')."""
+    with open(path, 'wb') as f:
+        torch.save(contents, f)
+
+
 # --- the layouts by origin ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -466,7 +473,7 @@ class Layout:
     with the timm state dict a correct loader must recover; it needs no real weights, so matrix validation
     runs it on a meta-device model to find a layout that does not fit before anything is synthesized."""
     convert: Callable[[nn.Module], tuple[Any, StateDict]]
-    save: Callable[[Any, Path], None] = torch.save
+    save: Callable[[Any, Path], None] = _save_pickle
 
     def write(self, model: nn.Module, path: Path) -> StateDict:
         contents, expected = self.convert(model)

@@ -1,13 +1,21 @@
 """Checkpoints for cases: synthesized once, cached on disk, described for the build stage.
 
-A cache entry is a folder holding the checkpoint in its origin's layout, the timm state dict a correct
+A synthesized entry is a folder holding the checkpoint in its origin's layout, the timm state dict a correct
 loader must recover from it (``reference.safetensors``) and ``meta.json``. The folder name hashes
 everything that determines the bytes (model, overrides, origin, seed, timm release, torch release and the
-harness's own synthesis version), so a change in any of them never reuses a stale file. Entries are
-written to a temporary folder and renamed into place, so concurrent xdist workers never see half a file.
+harness's own synthesis version), so a change in any of them never reuses a stale file.
+
+A user's file (``{file: PATH}``) is copied into the cache under the sha256 of its bytes, and that copy is vetted
+and is the only file timm and the harness's reference read: timm reads its file again at every build, so PATH
+itself, replaced after the matrix was vetted, would be loaded unvetted (a pickle payload ran under timm 1.0.11).
+
+Entries are written to a temporary folder with their checksums (:mod:`harness.checkpoints.integrity`) and
+renamed into place, so concurrent xdist workers never see half a file; an entry whose files no longer match
+its checksums is rebuilt, and the run is told.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,16 +23,19 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from harness.checkpoints.integrity import checksum_problem, copy_hashing, sha256_of, write_checksums
+from harness.checkpoints.vetting import checkpoint_file_problem
 from harness.families import to_size
 from harness.matrix import ModelSpec, OriginSpec
 from harness.origins import FILE_ORIGIN, HUB_ORIGIN, ORIGINS
 
-SYNTHESIS_VERSION = 3   # bump when synthesize.py or a layout writer changes what it writes
+SYNTHESIS_VERSION = 4   # bump when synthesize.py, a layout writer or the entry's files (4: sha256.json) change
+USER_FILES = 'files'   # the copies of users' files, under checkpoints/ in the cache
 
 
 class CheckpointError(RuntimeError):
@@ -42,6 +53,12 @@ class Checkpoint:
     interpolation: str                   # how timm's loader for this layout resamples at create time
     antialias: bool
     reference_file: Path | None = None   # synthesized only: the state dict the loader must recover
+    user_file: Path | None = None        # a user's file as the matrix names it (``file`` is its vetted copy)
+
+    @property
+    def shown_file(self) -> Path | None:
+        """The file as messages name it: the user's path, not the cache copy's."""
+        return self.user_file or self.file
 
     def pretrained_cfg_overlay(self, source_img_size: tuple[int, int] | None) -> dict[str, Any] | None:
         """What timm needs to load a local file as if it were the pretrained tag.
@@ -63,14 +80,60 @@ class Checkpoint:
         return load_file(str(self.reference_file)) if self.reference_file else None
 
 
-def checkpoint_for(model: ModelSpec, origin: OriginSpec, seed: int, cache_dir: Path) -> Checkpoint:
-    """The checkpoint a case loads from, synthesizing (and caching) it when the origin is synthesized."""
+def checkpoint_for(model: ModelSpec, origin: OriginSpec, seed: int, cache_dir: Path,
+                   say: Callable[[str], None] = print) -> Checkpoint:
+    """The checkpoint a case loads from: a user's file as its vetted copy in the cache, a synthesized one made (and
+    cached) on first use; ``say`` tells the run of a corrupted cache entry rebuilt."""
     if origin.name == HUB_ORIGIN:
         return Checkpoint(model, HUB_ORIGIN, None, None, False, 'bicubic', True)
     if origin.name == FILE_ORIGIN:
-        return Checkpoint(model, FILE_ORIGIN, Path(origin.file), origin.num_classes, origin.custom_load,
-                          *loader_resampling(origin))
-    return _synthesized(model, origin.name, seed, cache_dir)
+        user_file = Path(origin.file)
+        return Checkpoint(model, FILE_ORIGIN, vetted_copy(user_file, origin.custom_load, cache_dir, say),
+                          origin.num_classes, origin.custom_load, *loader_resampling(origin), user_file=user_file)
+    return _synthesized(model, origin.name, seed, cache_dir, say)
+
+
+def vetted_copy(path: Path, custom_load: bool, cache_dir: Path, say: Callable[[str], None] = print) -> Path:
+    """The copy of the user's file ``path`` in the cache (``checkpoints/files/<sha256>-<suffix>/``), made on
+    first use, its checksum verified and its contents vetted now: what timm loads is what was vetted, whatever
+    happens to ``path`` after. A file that no longer passes vetting is a :class:`CheckpointError`."""
+    root = cache_dir / 'checkpoints' / USER_FILES
+    try:
+        entry = _user_entry(root, sha256_of(path), path)
+    except OSError as e:
+        raise CheckpointError(f'{path} could not be read when its cases ran: {e}') from None
+    entry = _sound(entry, lambda: _store_copy(root, path), say, f'copying {path} again')
+    copy = entry / _copy_name(path)
+    problem = checkpoint_file_problem(copy, custom_load)
+    if problem:
+        raise CheckpointError(f'{path} (as read when its cases ran, copied to {copy}) {problem}')
+    return copy
+
+
+def _sound(entry: Path, make: Callable[[], Path], say: Callable[[str], None], again: str) -> Path:
+    """``entry`` where it is there and its files match their checksums; else ``make()``'s, said where the entry
+    was there (corrupted)."""
+    problem = checksum_problem(entry) if entry.exists() else None
+    if problem:
+        say(f'checkpoint cache: {entry} {problem}; {again}')
+    return make() if problem or not entry.exists() else entry
+
+
+def _user_entry(root: Path, digest: str, path: Path) -> Path:
+    return root / f'{digest}-{path.suffix.lstrip(".") or "none"}'
+
+
+def _copy_name(path: Path) -> str:
+    """The suffix is kept: timm and the vetting read a file by its suffix (.safetensors, .npz)."""
+    return f'checkpoint{path.suffix}'
+
+
+def _store_copy(root: Path, path: Path) -> Path:
+    """Copy ``path`` into the cache under the sha256 of the bytes copied; the entry's folder."""
+    with _staging(root) as staging:
+        digest = copy_hashing(path, staging / _copy_name(path))
+        (staging / _copy_name(path)).chmod(0o444)   # a copy is never written again
+        return _renamed_into_place(staging, _user_entry(root, digest, path))
 
 
 def loader_resampling(origin: OriginSpec) -> tuple[str, bool]:
@@ -88,23 +151,21 @@ def source_img_size(model: ModelSpec) -> tuple[int, int] | None:
     return to_size(size) if size is not None else None
 
 
-def _synthesized(model: ModelSpec, origin_name: str, seed: int, cache_dir: Path) -> Checkpoint:
+def _synthesized(model: ModelSpec, origin_name: str, seed: int, cache_dir: Path,
+                 say: Callable[[str], None]) -> Checkpoint:
     origin = ORIGINS[origin_name]
     entry = cache_dir / 'checkpoints' / f'{model.name}-{origin_name}-{_cache_key(model, origin_name, seed)}'
-    if not (entry / 'meta.json').exists():
-        _write_entry(entry, model, origin_name, seed)
+    entry = _sound(entry, lambda: _write_entry(entry, model, origin_name, seed), say, 'synthesizing it again')
     meta = json.loads((entry / 'meta.json').read_text())
     return Checkpoint(model, origin_name, entry / origin.filename, meta['num_classes'], origin.custom_load,
                       origin.interpolation, origin.antialias, reference_file=entry / 'reference.safetensors')
 
 
-def _write_entry(entry: Path, model: ModelSpec, origin_name: str, seed: int) -> None:
+def _write_entry(entry: Path, model: ModelSpec, origin_name: str, seed: int) -> Path:
     from harness.checkpoints.layouts import LAYOUTS, LayoutError
     from harness.checkpoints.synthesize import seeded_model
 
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix='.staging-', dir=entry.parent))
-    try:
+    with _staging(entry.parent) as staging:
         source = seeded_model(model.name, model.kwargs, seed)
         try:
             expected = LAYOUTS[origin_name].write(source, staging / ORIGINS[origin_name].filename)
@@ -114,12 +175,36 @@ def _write_entry(entry: Path, model: ModelSpec, origin_name: str, seed: int) -> 
         meta = {'model': model.name, 'overrides': dict(model.overrides), 'origin': origin_name, 'seed': seed,
                 'num_classes': source.num_classes}
         (staging / 'meta.json').write_text(json.dumps(meta, indent=1, default=list))
-        try:
-            os.rename(staging, entry)
-        except OSError:
-            pass   # another worker won the race; its entry is identical
+        return _renamed_into_place(staging, entry)
+
+
+@contextlib.contextmanager
+def _staging(parent: Path) -> Iterator[Path]:
+    """A temporary folder beside the cache entries, removed on the way out (renamed into place or not)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix='.staging-', dir=parent))
+    try:
+        yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _renamed_into_place(staging: Path, entry: Path) -> Path:
+    """``staging``, its checksums written, renamed to ``entry``; a corrupted entry there is set aside first. Where
+    another worker renamed its own in meanwhile, that one (identical, by the key) is kept."""
+    write_checksums(staging)
+    if entry.exists() and checksum_problem(entry):
+        aside = Path(tempfile.mkdtemp(prefix='.corrupt-', dir=entry.parent))
+        with contextlib.suppress(OSError):   # another worker set it aside first
+            os.rename(entry, aside / entry.name)
+        shutil.rmtree(aside, ignore_errors=True)
+    try:
+        os.rename(staging, entry)
+    except OSError:
+        if not entry.exists():
+            raise
+        # another worker won the race; its entry is identical
+    return entry
 
 
 def _cache_key(model: ModelSpec, origin_name: str, seed: int) -> str:

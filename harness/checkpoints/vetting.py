@@ -3,8 +3,10 @@
 A ``.pth`` is a pickle, and unpickling can run arbitrary code; some timm releases load pretrained files with
 ``weights_only=False``. So every user file is read here first the safe way (``torch.load(weights_only=True)``,
 which refuses any pickle that would import or call something outside torch's allow-list; safetensors and
-``.npz`` without pickles), and refused if that fails. timm then loads the original, unchanged file, so its
-real layout handling is still what is tested. Missing, empty, truncated and foreign files are refused too.
+``.npz`` with every array read without pickles), and refused if that fails. timm then loads the file's bytes
+unchanged, so its real layout handling is still what is tested: the copy of them in the cache that was vetted
+again when its cases ran (:func:`harness.checkpoints.store.vetted_copy`), never the user's path, which may have
+changed since. Missing, empty, truncated and foreign files are refused too.
 :func:`read_checkpoint` reads a vetted file's contents the same safe way, for the harness's own reference.
 """
 from __future__ import annotations
@@ -63,8 +65,12 @@ def _safetensors_problem(path: Path) -> str | None:
 
 
 def _npz_problem(path: Path) -> str | None:
+    """Every array is read: ``np.load`` opens the archive lazily, and an object array (a pickle, which could
+    hold a callable) is refused only when it is read."""
     try:
         with np.load(path, allow_pickle=False) as arrays:
+            for name in arrays.files:
+                arrays[name]
             return None if arrays.files else 'holds no arrays'
     except ValueError as e:   # numpy's word for an array that needs pickle
         return f'refused: it holds pickled objects, and the harness never unpickles a checkpoint ({e})'

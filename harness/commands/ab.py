@@ -5,10 +5,10 @@ import argparse
 from pathlib import Path
 
 from harness.cache import default_cache_dir
-from harness.commands.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, UsageError,
-                                     compare_runs, default_out, positive_int, shard, timm_source, write_report,
-                                     writable_out)
+from harness.commands.common import (EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, UsageError, compare_runs, default_out,
+                                     owned_out, positive_int, shard, timm_source, write_report, writable_out)
 from harness.compare import CompareSpec
+from harness.interruption import STOPPED_EXIT_CODES
 from harness.matrix_file import read_matrix_file
 from harness.results import RESULTS_FILE
 
@@ -24,7 +24,8 @@ rounds are added to each run's results; <out>/compare.md and compare.json follow
 example:
   harness ab matrices/smoke.yaml --base 1.0.30 --new 1.0.31 --out reports/ab
 
-exit codes: as harness compare (0 nothing regressed or got slower, 1 otherwise), 2 bad input, 130 interrupted
+exit codes: as harness compare (0 nothing regressed or got slower, 1 otherwise), 2 bad input, 130 interrupted,
+143 terminated (SIGTERM)
 """
 
 
@@ -45,17 +46,23 @@ def add_parser(commands) -> None:
 
 
 def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
-    from harness.ab import AbError, interleave, record_samples, release, run_checks, timed_cases
     raw = read_matrix_file(args.matrix)
     out = writable_out(args.out, default_out(args.matrix, raw, '-ab'), 'from the matrix name')
     cache = args.cache or default_cache_dir()
+    with owned_out(out, '--out'):
+        return _ab(args, out, cache)
+
+
+def _ab(args: argparse.Namespace, out: Path, cache: Path) -> int:
+    from harness.ab import AbError, interleave, record_samples, release, run_checks, timed_cases
     try:
         releases = [release('base', args.base, out, cache), release('new', args.new, out, cache)]
     except AbError as e:
         raise UsageError(str(e)) from None
     codes = run_checks(args.matrix, releases, cache, args.shard)
-    if EXIT_INTERRUPTED in codes:
-        return EXIT_INTERRUPTED
+    stopped = [code for code in codes if code in STOPPED_EXIT_CODES]   # Ctrl-C or SIGTERM
+    if stopped:
+        return stopped[0]
     if any(code not in (EXIT_OK, EXIT_REGRESSION) for code in codes):
         return EXIT_USAGE   # the run said why, in one line
     timing = interleave(args.matrix, releases, timed_cases(releases), args.rounds, cache)

@@ -6,8 +6,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from harness.atomic_file import write_atomically
 from harness.cache import default_cache_dir
-from harness.commands.common import EXIT_OK, UsageError, default_out, timm_release, writable_out
+from harness.commands.common import (EXIT_OK, UsageError, default_out, keyword_expression, owned_out, timm_release,
+                                     writable_out)
 from harness.matrix_file import read_matrix_file
 
 DESCRIPTION = """\
@@ -31,7 +33,8 @@ def add_parser(commands) -> None:
                                  description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     bisect.set_defaults(handler=main)
     bisect.add_argument('matrix', type=Path, help='YAML matrix')
-    bisect.add_argument('-k', metavar='EXPR', help='the cases to follow, a pytest -k expression (default: all)')
+    bisect.add_argument('-k', metavar='EXPR', type=keyword_expression,
+                        help='the cases to follow, a pytest -k expression (default: all)')
     bisect.add_argument('--good', required=True, type=timm_release, metavar='VERSION',
                         help='a release whose outcome is the good one (older for a regression, newer for a fix)')
     bisect.add_argument('--bad', required=True, type=timm_release, metavar='VERSION',
@@ -57,12 +60,13 @@ def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
         print(f'bisect: timm {version}: {_status_counts(statuses)}', flush=True)
         return statuses
 
-    try:
-        listed = [v.strip() for v in args.releases.split(',')] if args.releases else index_releases(cache)
-        result = bisect(between(listed, args.good, args.bad), outcome)
-    except BisectError as e:
-        raise UsageError(str(e)) from None
-    (out / 'bisect.json').write_text(json.dumps(to_json(result), indent=2) + '\n')
+    with owned_out(out, '--out'):
+        try:
+            listed = [v.strip() for v in args.releases.split(',')] if args.releases else index_releases(cache)
+            result = bisect(between(listed, args.good, args.bad), outcome)
+        except BisectError as e:
+            raise UsageError(str(e)) from None
+        write_atomically(out / 'bisect.json', json.dumps(to_json(result), indent=2) + '\n')
     untested = f' (untested between them: {", ".join(result.untested)})' if result.untested else ''
     print(f'bisect: the outcome changes between timm {result.older} ({_status_counts(result.older_statuses)}) and '
           f'{result.newer} ({_status_counts(result.newer_statuses)}){untested}; {len(result.tested)} releases '

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from packaging.version import InvalidVersion, Version
 
-from harness import timm_versions
+from harness import faults, timm_versions
 from harness.compare import CompareError, CompareSpec, compare, exit_code, load_side, shared_shift
 from harness.matrix_file import name_problem
 
@@ -23,8 +24,10 @@ EXIT_CODES = """\
 exit codes:
   0    every case as expected (passed, xfailed, unsupported)
   1    some case failed, xpassed, error or resource
-  2    bad input or usage, before any case runs
-  130  interrupted (results kept, report written)
+  2    bad input or usage, before any case runs (the output folder left as it was), or the output folder
+       in use by another harness command
+  130  interrupted by Ctrl-C: finished results kept, report written, a line says how to --resume
+  143  terminated by SIGTERM (CI cancellation, timeout, docker stop): as 130
 """
 
 
@@ -68,6 +71,21 @@ def shard(text: str) -> str:
         parse_shard(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def keyword_expression(text: str) -> str:
+    """``-k``: an expression pytest can match case ids with, checked before anything starts (a worker meeting a
+    malformed one would end the run in an INTERNALERROR traceback)."""
+    from _pytest.mark.expression import Expression   # the parser pytest's -k uses; not public API
+    try:
+        Expression.compile(text.strip())   # pytest strips leading space; an empty expression selects all
+    except SyntaxError as e:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a pytest -k expression: at column {e.offset}: '
+                                         f'{e.msg}') from None
+    if '=' in text:   # outside a string only in name(key=value): -k matches names, so pytest refuses these
+        raise argparse.ArgumentTypeError(f'{text!r}: -k expressions match names and take no call parameters '
+                                         f'(name(key=value))')
     return text
 
 
@@ -134,6 +152,19 @@ def check_writable(out: Path, flag: str) -> None:
                          f'expected a writable folder') from None
 
 
+@contextlib.contextmanager
+def owned_out(out: Path, flag: str) -> Iterator[None]:
+    """Hold the output folder for the body (:mod:`harness.run_folder`): a second command writing it is refused."""
+    from harness.device_lock import Holder
+    from harness.run_folder import FolderInUse, owning
+    try:
+        with owning(out, Holder.this_process()):
+            yield
+    except FolderInUse as e:
+        raise UsageError(f'{flag}: {out} is {e}; expected a folder no other harness command is writing: wait for '
+                         f'it to end or use another folder') from None
+
+
 def in_release_already() -> bool:
     """Whether this process is the child that ``--timm`` started (it imports the requested release)."""
     return bool(os.environ.get(timm_versions.REEXEC_ENV))
@@ -158,7 +189,14 @@ def write_report(results: Path, out: Path) -> None:
     from harness.report import write_report as write
     if not results.exists():
         return
-    files = write(results, out)
+    try:
+        files = write(results, out)
+    except OSError as e:
+        if not faults.is_disk_full(e):
+            raise
+        print(f'error: disk full: the report could not be written in {out} ({e}); the results it would report are '
+              f'in {results}', file=sys.stderr)
+        return
     print(f'report: {files.markdown}, with plots: {files.html}  (tables as CSV: {files.csv}, {files.summary_csv})')
 
 

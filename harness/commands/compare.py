@@ -31,7 +31,8 @@ examples:
 exit codes:
   0    nothing regressed or got slower
   1    some case regressed, got slower, or became an error
-  2    bad input or usage
+  2    bad input or usage, or a side that is not a finished run: results empty, garbage or cut short, a
+       record with an unknown status or a wrong-typed field, a run.json without finished_at
 """
 
 

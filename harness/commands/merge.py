@@ -4,15 +4,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.commands.common import EXIT_OK, UsageError, check_writable, write_report
+from harness.commands.common import EXIT_OK, UsageError, check_writable, owned_out, write_report
 from harness.results import RESULTS_FILE
 
 EPILOG = """\
 example:
   harness merge reports/vit reports/vit-shard-*
 
-exit codes: 0 merged; 2 the shards are not one run (run.json differ in timm, torch, device, dtype, batch size or \
-matrix) or share a case"""
+exit codes:
+  0    merged
+  2    the shards are not the whole of one finished run: their run.json differ in timm, torch, device, dtype,
+       batch size or matrix; a shard K of N is missing or given twice, or the N differ (N is read from each
+       shard's run.json); a folder is no shard, or a shard did not finish; results cut short, empty or not
+       records; a case is in two shards"""
 
 
 def add_parser(commands) -> None:
@@ -26,10 +30,11 @@ def add_parser(commands) -> None:
 def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
     from harness.merge import MergeError, merge_runs
     check_writable(args.out, 'OUT')
-    try:
-        merged = merge_runs(args.out, args.shards, ['harness', *argv])
-    except MergeError as e:
-        raise UsageError(str(e)) from None
-    print(f'merged {merged} cases from {len(args.shards)} shards into {args.out / RESULTS_FILE}')
-    write_report(args.out / RESULTS_FILE, args.out)
+    with owned_out(args.out, 'OUT'):
+        try:
+            merged = merge_runs(args.out, args.shards, ['harness', *argv])
+        except MergeError as e:
+            raise UsageError(str(e)) from None
+        print(f'merged {merged} cases from {len(args.shards)} shards into {args.out / RESULTS_FILE}')
+        write_report(args.out / RESULTS_FILE, args.out)
     return EXIT_OK

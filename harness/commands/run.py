@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 from harness.cache import default_cache_dir
-from harness.commands.common import (EXIT_CODES, EXIT_INTERRUPTED, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, UsageError,
-                                     bounded_float, compare_runs, default_out, in_release_already, positive_int,
-                                     rerun_in_release, shard, timm_source, usage_error, write_report,
+from harness.commands.common import (EXIT_CODES, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, UsageError, bounded_float,
+                                     compare_runs, default_out, in_release_already, keyword_expression, owned_out,
+                                     positive_int, rerun_in_release, shard, timm_source, usage_error, write_report,
                                      writable_out)
 from harness.compare import CompareSpec
 from harness.image_tree import ImageTreeError, read_image_tree
+from harness.interruption import Interruption, signal_exit_code
 from harness.matrix_file import read_matrix_file
 from harness.plugin import TIMING_OPTIONS
 from harness.results import DTYPES, PRECISIONS, RESULTS_FILE, UNEXPECTED, read_results
@@ -24,9 +25,10 @@ EPILOG = """\
 Any other option is passed to pytest (e.g. --junitxml=results.xml, -x, --maxfail=3).
 
 One output folder holds one run: run.json records what it ran with, and a plain re-run moves the previous
-results.jsonl aside as results.<its start time>.jsonl. --resume continues the run recorded there and refuses
-when timm, torch, the device, dtype, precision, compile, channels-last, batch size, the matrix content or
-the --images set differ.
+results.jsonl aside as results.<its start time>.jsonl and removes the reports there (it writes its own at the
+end). While a run holds its folder, another command writing it is refused; -k matching no case leaves it as it
+was. --resume continues the run recorded there and refuses when timm, torch, the device, dtype, precision,
+compile, channels-last, batch size, the matrix content or the --images set differ.
 
 examples:
   harness run matrices/smoke.yaml
@@ -59,14 +61,16 @@ def add_parser(commands) -> None:
     run.add_argument('--out', type=Path, metavar='DIR',
                      help='folder for run.json, results.jsonl and the report, created if needed '
                           '(default: reports/<matrix name>)')
-    run.add_argument('-k', metavar='EXPR', help='only cases whose id matches the pytest -k expression')
+    run.add_argument('-k', metavar='EXPR', type=keyword_expression,
+                     help='only cases whose id matches the pytest -k expression')
     run.add_argument('-n', metavar='N', type=workers,
                      help='worker processes (pytest-xdist), a number >= 1 or "auto" (default: 1); cases always run '
                           'in workers, so a case that crashes or hangs loses only itself')
     run.add_argument('--case-timeout', type=bounded_float(lambda v: v >= 0, 'seconds >= 0 (0 = no limit)'),
                      default=900, metavar='SECONDS',
                      help='record a case still running after this long as error (timeout:) and go on with a fresh '
-                          'worker (default: 900; 0 = no limit)')
+                          'worker, also when it is stuck in a native call holding the GIL (ended 2 s later) or its '
+                          'worker was stopped (killed 4 s later) (default: 900; 0 = no limit)')
     run.add_argument('--shard', type=shard, metavar='K/N',
                      help="only the K-th of N shards of the cases (1-based, deterministic; a checkpoint's cases stay "
                           "in one shard), for splitting a matrix over CI jobs; harness merge joins the results")
@@ -115,56 +119,60 @@ def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
             raise UsageError(f'--images: {e}') from None
 
     cache = args.cache or default_cache_dir()
-    if args.timm and not in_release_already():
-        return rerun_in_release(args.timm, cache, argv)
-
-    start = RunStart(args, argv, out)
-    exit_code = _run_cases(args, extra, start, out, cache)
-    if start.refused:
-        raise start.refused
-    if start.record is not None:
-        mark_finished(out)
-    if exit_code is None:
-        return _interrupted(out, argv)
-    if exit_code in (EXIT_OK, EXIT_REGRESSION):
-        write_report(out / RESULTS_FILE, out)
-        if args.baseline:
-            return compare_runs(args.baseline, out, out, CompareSpec())
-    return exit_code
+    if in_release_already():   # the --timm child: the process the user started holds the folder
+        return _run(args, extra, argv, out, cache)
+    with owned_out(out, '--out'):
+        if args.timm:
+            return rerun_in_release(args.timm, cache, argv)
+        return _run(args, extra, argv, out, cache)
 
 
-def _run_cases(args: argparse.Namespace, extra: list[str], start: RunStart, out: Path, cache: Path) -> int | None:
-    """_pytest's exit code, or None when Ctrl-C stopped the run: pytest reports an interrupt as 2, which
-    would read as bad input. Under xdist the workers get the signal too; this process notes it."""
-    interrupted = False
+def _run(args: argparse.Namespace, extra: list[str], argv: list[str], out: Path, cache: Path) -> int:
+    start, interruption = RunStart(args, argv, out), Interruption()
+    with interruption.handling():
+        exit_code = _run_cases(args, extra, start, interruption, out, cache)
+        if start.refused:
+            raise start.refused
+        if start.record is not None:
+            mark_finished(out)
+        if exit_code is None and start.record is None:   # the folder is as it was: nothing to report
+            print('interrupted before any case ran', file=sys.stderr)
+            return signal_exit_code(interruption.signum or signal.SIGINT)
+        if exit_code is None:
+            return _interrupted(out, argv, interruption.signum or signal.SIGINT)
+        if exit_code in (EXIT_OK, EXIT_REGRESSION):
+            write_report(out / RESULTS_FILE, out)
+            if args.baseline:
+                return compare_runs(args.baseline, out, out, CompareSpec())
+        return exit_code
 
-    def note_interrupt(signum, frame):
-        nonlocal interrupted
-        interrupted = True
-        signal.default_int_handler(signum, frame)
 
-    previous = signal.signal(signal.SIGINT, note_interrupt)
+def _run_cases(args: argparse.Namespace, extra: list[str], start: RunStart, interruption: Interruption, out: Path,
+               cache: Path) -> int | None:
+    """_pytest's exit code, or None when Ctrl-C or SIGTERM stopped the run: pytest reports an interrupt as 2,
+    which would read as bad input."""
     try:
-        code = _pytest(args, extra, start, out, cache)
+        with interruption.cases_running():
+            code = _pytest(args, extra, start, interruption, out, cache)
     except KeyboardInterrupt:   # one that came before pytest's session could catch it
         return None
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    return None if interrupted else code
+    return None if interruption.signum is not None else code
 
 
-def _interrupted(out: Path, argv: list[str]) -> int:
-    """After Ctrl-C: the finished cases are recorded; report them and say how to finish the run."""
+def _interrupted(out: Path, argv: list[str], signum: int) -> int:
+    """After Ctrl-C or SIGTERM: the finished cases are recorded; report them and say how to finish the run."""
     results = out / RESULTS_FILE
     write_report(results, out)
     kept = len(read_results(results)) if results.exists() else 0
     again = shlex.join(['harness', *argv, *([] if '--resume' in argv else ['--resume'])])
-    print(f'interrupted: {kept} finished case{"" if kept == 1 else "s"} kept in {results}; to finish the run: '
+    by = '' if signum == signal.SIGINT else f' by {signal.Signals(signum).name}'
+    print(f'interrupted{by}: {kept} finished case{"" if kept == 1 else "s"} kept in {results}; to finish the run: '
           f'{again}', file=sys.stderr)
-    return EXIT_INTERRUPTED
+    return signal_exit_code(signum)
 
 
-def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, out: Path, cache: Path) -> int:
+def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, interruption: Interruption, out: Path,
+            cache: Path) -> int:
     import pytest
     matrix_path = str(args.matrix)
     ini = Path(__file__).parents[1] / 'pytest.ini'
@@ -195,7 +203,7 @@ def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, out: Pa
         pytest_args += ['--harness-shard', args.shard]
     if args.no_timing:
         pytest_args.append('--harness-no-timing')
-    code = int(pytest.main(pytest_args + extra, plugins=[start]))
+    code = int(pytest.main(pytest_args + extra, plugins=[start, interruption]))
     if start.refused:
         return EXIT_USAGE
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED):
@@ -203,7 +211,9 @@ def _pytest(args: argparse.Namespace, extra: list[str], start: RunStart, out: Pa
     if args.resume:   # the verdict covers the cases run before the interruption too
         if code == pytest.ExitCode.NO_TESTS_COLLECTED:
             print('nothing left to run: every selected case already has a result')
-        return _exit_code_from_results(out / RESULTS_FILE, start.record.matrix_name)
+        lost = code == pytest.ExitCode.TESTS_FAILED   # a case of this session whose record may not be written
+        return max(_exit_code_from_results(out / RESULTS_FILE, start.record.matrix_name),
+                   EXIT_REGRESSION if lost else EXIT_OK)
     if code == pytest.ExitCode.NO_TESTS_COLLECTED and args.shard:
         print(f'shard {args.shard} holds no case of {matrix_path}')
         return EXIT_OK

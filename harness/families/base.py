@@ -37,6 +37,9 @@ class Family:
                                            # outputs with dynamic_reference, and its weights and derived tensors
     same_model_as_create: tuple[str, ...] = ()   # paths that build what create builds (NaFlexVit's dynamic):
                                                  # their parity with create would compare a model with itself
+    attention: str = 'global'              # what one position attends to: 'global' (every position), 'windows'
+                                           # (its window), 'none'; sizes the forward-memory estimate
+                                           # (harness.limits.forward_bytes)
     trigger_kinds: tuple[str, ...] = GEOMETRIC   # the geometry changes that exercise its resize code, from
                                            # harness.triggers.KINDS: what `targets: auto` expands into ('img_pad':
                                            # its oracle models dynamic_img_pad, so sizes need not tile)

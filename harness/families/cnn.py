@@ -39,6 +39,7 @@ def feature_layout(model: nn.Module) -> str:
 @register_family
 class CnnFamily(Family):
     name = 'cnn'
+    attention = 'none'
     trigger_kinds = ()   # nothing resampled: no resize code to trigger
     category = 'nothing_to_resample'
     rank = 10

@@ -40,6 +40,7 @@ class EfficientVitGeometry(Geometry):
 @register_family
 class EfficientVitMsraFamily(Family):
     name = 'efficientvit_msra'
+    attention = 'windows'   # cascaded group attention within each stage's window
     model_classes = ('timm.models.efficientvit_msra.EfficientVitMsra',)
     origins = ('timm', 'hub', 'file')
     paths = ('create', 'set_input_size')

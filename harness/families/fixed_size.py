@@ -13,6 +13,7 @@ from harness.families.base import Family
 @register_family
 class FixedSizeFamily(Family):
     name = 'fixed_size'
+    attention = 'none'      # its only size is its own: nothing attends beyond what it was built for
     trigger_kinds = ()   # takes only its own size
     category = 'fixed_size'
     rank = 20

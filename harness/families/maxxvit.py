@@ -31,6 +31,7 @@ _PARTITIONS = ('attn_block', 'attn_grid')   # module names of MaxViT's window an
 @register_family
 class MaxxVitFamily(RelPosModules, CnnFamily):
     name = 'maxxvit'
+    attention = 'windows'   # block and grid partitions
     trigger_kinds = GEOMETRIC
     category = 'oracle'
     rank = 0

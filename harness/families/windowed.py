@@ -45,6 +45,7 @@ class ShiftedWindowFamily(Family):
     stages_attr = 'layers'       # the model's sequence of stages
     features_nchw = False        # forward_features is (B, C, H, W) rather than (B, H, W, C)
     window_sizes_apply = True
+    attention = 'windows'
     trigger_kinds = GEOMETRIC + ('window', 'window_rect')
 
     def geometry(self, model: nn.Module) -> Geometry:

@@ -18,6 +18,7 @@ from harness import checks, states
 from harness.cases import expand
 from harness.compare import CompareSpec, status_change
 from harness.matrix import MatrixError, Tolerances, load_matrix
+from tests.conftest import REPO
 
 TINY_VIT = '''
 name: vit
@@ -231,3 +232,21 @@ def test_compare_shows_a_finding_that_changed():
     base = {'status': 'failed', 'dtype_changes': ['t is float32, was bfloat16'], 'device': 'cpu'}
     change, detail = status_change(base, {'status': 'failed', 'device': 'cpu'}, CompareSpec())
     assert change == 'outputs_changed' and detail == "dtype_changes ['t is float32, was bfloat16'] -> []"
+
+
+# --- the shipped states matrix on a release with the bugs ----------------------------------------------------
+
+@pytest.mark.slow
+def test_the_states_matrix_flags_timm_1_0_30(tmp_path, release_cache):
+    """matrices/states.yaml's set_input_size cases on timm 1.0.30: the bf16 hybrid crashes, Swin's resized table
+    comes back float32, frozen tensors train again, Swin's feature_info keeps the old strides."""
+    from tests.test_cli import harness, records
+    done = harness('run', REPO / 'matrices' / 'states.yaml', '--timm', '1.0.30', '--no-timing', '-q',
+                   '-k', 'set_input_size', '--out', tmp_path, '--cache', release_cache)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    failed = {r['case_id']: r['failed_checks'] for r in records(tmp_path) if r['status'] == 'failed'}
+    assert failed['vit_tiny_r_s16_p8_224-timm-96x96-bf16-set_input_size'] == ['resize']
+    assert 'dtype' in failed['swin_tiny_patch4_window7_224-timm-96x96-patch4-window2-bf16-set_input_size']
+    assert failed['vit_tiny_patch16_224-timm-96x96-patch16-frozen-set_input_size'] == ['trainable']
+    assert 'trainable' in failed['vit_tiny_r_s16_p8_224-timm-96x96-frozen-set_input_size']
+    assert 'features' in failed['swin_tiny_patch4_window7_224-timm-96x96-patch2-window4-frozen-set_input_size']

@@ -80,6 +80,7 @@ class Snapshot:
 
 
 def snapshot(model: nn.Module, state: str) -> Snapshot:
+    """What ``model``, put in ``state``, is before its resize."""
     tensors = {name: (t.dtype, str(t.device)) for name, t in (*model.named_parameters(), *model.named_buffers())}
     device = next((d for _, d in tensors.values()), 'cpu')
     return Snapshot(tensors, {name: p.requires_grad for name, p in model.named_parameters()},
@@ -154,10 +155,10 @@ def scaled_tolerances(tol, state: str):
     A float32 limit is at least :data:`harness.noise_floors.MULTIPLE` float32 roundings (its resolution, the
     float32 unit roundoff); a dtype that rounds coarser moves that resolution to its own unit roundoff: each limit
     on numbers the dtype holds or computes is at least ``MULTIPLE`` roundings of the dtype (bf16 10 x 2^-8 =
-    0.039, fp16 10 x 2^-11 = 0.0049; a cosine's distance from 1 likewise). Measured on timm 1.0.31 (CPU,
-    ``matrices/states.yaml``): bf16 moves resampled tables by one rounding (1.9e-3 in the tensor's own unit) and
-    logits by 3.9e-3, fp16 by 2.4e-4 and 4.9e-4 (README, "Model states"). ``reload`` compares the float32 load
-    and is not scaled."""
+    0.039, fp16 10 x 2^-11 = 0.0049; a cosine's distance from 1 likewise). Measured on timm 1.0.31 (CPU): over
+    ``matrices/states.yaml`` bf16 moves resampled tables by up to 4.8e-3 in the tensor's own unit (about one
+    rounding) and logits by up to 7.8e-3; fp16 (a tiny ViT and Swin) by 2.4e-4 and 4.9e-4 (README, "Model
+    states"). ``reload`` compares the float32 load and is not scaled."""
     if not casts(state):
         return tol
     resolution = MULTIPLE * unit_roundoff(state)

@@ -247,7 +247,7 @@ def run_case(case: Case, work: CheckpointWork) -> CaseResult:
             _time(case, model, work, result)   # timing's own dtype and precision say how a timed model is cast
         if case.path == 'create':
             work.release_create_model(case)
-        judge(result, states.scaled_tolerances(matrix.tolerances.for_path(case.path, options.device.type), case.state),
+        judge(result, _case_tolerances(matrix.tolerances, case.path, options.device.type, case.state),
               expectation_for(case, matrix, timm.__version__), unsupported)
     except Unsupported as e:
         result.status, result.reason = 'unsupported', str(e)
@@ -267,6 +267,11 @@ def harness_fault(error: Exception) -> str:
     if faults.is_disk_full(error):
         return f'disk full: {faults.describe(error, limit=1)}'
     return f'{type(error).__name__}: {error}\n{traceback.format_exc(limit=-3)}'
+
+
+def _case_tolerances(tol: Tolerances, path: str, device_type: str, state: str) -> Tolerances:
+    """The limits a case of ``path`` in ``state`` on ``device_type`` is judged against."""
+    return states.scaled_tolerances(tol.for_path(path, device_type), state)
 
 
 def finished(result: CaseResult, duration_s: float) -> CaseResult:
@@ -474,8 +479,7 @@ def _parity(case: Case, native: Native, outputs: checks.Outputs, create: PathRun
     result.parity_cosine = checks.min_cosine(outputs.logits, create.outputs.logits)
     result.parity_note = documented_difference(case, native) or (
         'not judged: the create path fails fidelity (its own case reports it)'
-        if fidelity_failures(create.figures, states.scaled_tolerances(tol.for_path('create', result.device), case.state))
-        else None)
+        if fidelity_failures(create.figures, _case_tolerances(tol, 'create', result.device, case.state)) else None)
 
 
 def documented_difference(case: Case, native: Native) -> str | None:

@@ -25,7 +25,7 @@ class Case:
 
     @property
     def family(self) -> Family:
-        return family_of(self.model.name)
+        return family_of(self.model)
 
     @property
     def target(self) -> Target:
@@ -39,7 +39,7 @@ class Case:
 
     @property
     def case_id(self) -> str:
-        """Readable and unique within a matrix, e.g. ``vit_base_patch16_clip_224-open_clip-224x224-patch8-create``;
+        """Readable and unique within a matrix, e.g. ``vit_base_patch16_clip_224-to-patch8-open_clip-224x224-patch8-create``;
         a state other than the default comes before the path (``...-224x224-bf16-set_input_size``)."""
         parts = [self.model.label, self.origin_label, f'{self.img_size[0]}x{self.img_size[1]}']
         if self.patch_size is not None:
@@ -81,7 +81,7 @@ def iter_cases(matrix: Matrix) -> Iterator[Case]:
         if 'targets' in axes:
             yield from _trigger_cases(model, axes)
             continue
-        family = family_of(model.name)
+        family = family_of(model)
         windows = axes['window_sizes'] if family.window_sizes_apply else (None,)
         patches = axes['patch_sizes'] if family.patch_sizes_apply else (None,)
         for origin, size, patch, window, state, path in itertools.product(

@@ -25,6 +25,7 @@ from harness.plugin import TIMING_OPTIONS, UNSUPPORTED_PREFIX
 from harness.results import RESULTS_FILE, CaseResult, append_result
 from harness.run_start import StartRefused, check_release, hand_over, start_request
 from harness.watchdog import deadline, timeout_reason
+from harness.timing import use_threads
 
 
 class CaseFailed(Exception):
@@ -111,6 +112,7 @@ def run_options(config: pytest.Config, matrix: Matrix) -> RunOptions:
     timing = matrix.timing.for_run(device, enabled=not config.getoption('--harness-no-timing'),
                                    **{name: config.getoption(f'--harness-{name.replace("_", "-")}')
                                       for name in TIMING_OPTIONS})
+    use_threads(timing)
     cache = config.getoption('--harness-cache') or default_cache_dir()
     images = config.getoption('--harness-images') or matrix.images   # the command line's over the matrix's
     return RunOptions(device=torch.device(device), cache_dir=Path(cache),

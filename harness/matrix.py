@@ -136,7 +136,9 @@ class Tolerances:
 # CPU time is scarce (a ViT-B pass at 384 takes about a second on 2 cores): timing stops once the median is known
 # to 2%, and the budget is a cap that leaves room for the floor of timed passes. GPU passes take milliseconds:
 # the budget is filled, and the many samples make comparisons between releases sharper.
-DEVICE_TIMING_DEFAULTS = {'cpu': {'batch_size': 1, 'budget_s': 10.0, 'median_rse': 0.02},
+# threads: torch's intra-op threads in each worker. One on CPU: a pass on 2 threads of a shared 2-core machine
+# waits for whichever core is busy (benchmarks/threads.py; README: Timing); on CUDA torch's own default
+DEVICE_TIMING_DEFAULTS = {'cpu': {'batch_size': 1, 'budget_s': 10.0, 'median_rse': 0.02, 'threads': 1},
                           'cuda': {'batch_size': 8, 'budget_s': 5.0, 'median_rse': 0.0}}
 
 
@@ -161,6 +163,7 @@ class TimingConfig:
     min_repeats: int = 7            # fewer timed passes cannot reach p < 0.002 in a rank test (7 vs 7: 0.0006)
     median_rse: float | None = None # relative standard error of the median that ends timing early; 0: never
     max_cv: float = 0.05            # a case whose passes vary more (std / mean) is recorded as not stable
+    threads: int | None = None      # torch.set_num_threads in each worker; None on CUDA: torch's default
 
     def for_run(self, device_type: str, enabled: bool = True, **overrides: Any) -> 'TimingConfig':
         """What a run times with: the command line's settings (``batch_size=``, ``dtype=``, ...; None keeps the
@@ -290,6 +293,7 @@ class _Validator:
             merged = {**axes, **dict(model.axes)}
             if 'targets' in merged:   # derived from sizes the model takes (harness.triggers)
                 continue
+            self._check_axes_apply(i, model, merged)
             where = f'models[{i}].sizes' if 'sizes' in dict(model.axes) else 'sizes'
             self._check_sizes_fit(where, model, merged['sizes'], merged['patch_sizes'])
         matrix = Matrix(
@@ -435,7 +439,7 @@ class _Validator:
         if 'targets' not in entry:
             return [model]
         from harness.triggers import NoTriggers, triggers
-        value, family = entry['targets'], family_of(model.name)
+        value, family = entry['targets'], family_of(model)
         kinds = None if value == 'auto' else value
         if kinds is not None and (not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) for k in kinds)):
             self.error(f'{where}.targets', f'expected auto or a list of trigger names from {list(family.trigger_kinds)}'
@@ -467,7 +471,7 @@ class _Validator:
             dataclasses.replace(model, alias=None, axes=())
         if source:
             try:
-                native_geometry(family_of(model.name), spec)
+                native_geometry(family_of(model), spec)
             except Exception as e:   # noqa: BLE001 - the variant is the harness's, its failure the release's
                 self.error(f'{where}.targets', f'timm cannot build the {name} variant of {model.label} '
                                                f'({dict(source)}): {type(e).__name__}: {e}')
@@ -550,8 +554,12 @@ class _Validator:
             if size and not isinstance(overrides['img_size'], int):
                 overrides['img_size'] = list(size)
         model = ModelSpec.of(name, overrides)
+        if family_of(model) is None:   # its overrides build a class of no family (e.g. use_naflex)
+            self.error(where, f'{name!r} with {dict(model.overrides)} is in no family the harness supports: '
+                              f'{unclaimed_reason(model)}')
+            return None
         try:
-            native_geometry(family_of(name), model)
+            native_geometry(family_of(model), model)
         except Exception as e:   # noqa: BLE001 - any constructor complaint is the user's to fix
             self.error(where, f'timm cannot build {name} with {dict(model.overrides)}: {type(e).__name__}: {e}')
             return None
@@ -659,6 +667,8 @@ class _Validator:
                            'budget) or null', lambda v: v is None or (_is_number(v) and 0 <= v < 1)),
             'max_cv': ('a fraction > 0 (0.05: passes whose std / mean exceeds 5% are not stable)',
                        lambda v: _is_number(v) and v > 0),
+            'threads': ("an int >= 1 (torch's intra-op threads per worker) or null",
+                        lambda v: v is None or (_is_int(v) and v >= 1)),
         }
         accepted = {}
         for key, value in section.items():
@@ -680,9 +690,21 @@ class _Validator:
                 self.error(f'timing.{key}', f'expected {what}, got {shown(value)}')
         return TimingConfig(**accepted)
 
+    def _check_axes_apply(self, index: int, model: ModelSpec, axes: dict[str, tuple]) -> None:
+        """A patch or window axis the model's family cannot apply is an error naming why, not a case dropped."""
+        for axis in ('patch_sizes', 'window_sizes'):
+            if axes[axis] == (None,):
+                continue
+            problem = family_of(model).axis_problem(axis, model)
+            if problem:
+                own = axis in dict(model.axes)
+                fix = f'drop models[{index}].{axis}' if own else f'set {axis} per model entry instead'
+                self.error(f'models[{index}].{axis}' if own else axis,
+                           f'{model.label}: {axis} {[_axis_value(v) for v in axes[axis]]} do not apply: {problem}; {fix}')
+
     def _check_sizes_fit(self, where: str, model: ModelSpec, sizes: tuple[Size, ...], patch_sizes: tuple) -> None:
         """An impossible size (one a model's patch grid cannot tile) is a matrix error, not a case failure."""
-        family = family_of(model.name)
+        family = family_of(model)
         for size in sizes:
             for patch in patch_sizes:
                 problem = family.size_problem(model, size, patch) or self._memory_problem(family, model, size, patch)
@@ -755,7 +777,7 @@ def _origin_problem(origin: OriginSpec, model: ModelSpec) -> str | None:
     """Why a model cannot come from an origin: another family's origin, or a file layout with no place for
     the model's tensors (found on a meta-device build, before anything is synthesized)."""
     from harness.checkpoints.layouts import LAYOUTS
-    family = family_of(model.name)
+    family = family_of(model)
     if origin.name != FILE_ORIGIN and origin.name not in family.origins:
         return (f'origin {origin.name!r} does not apply to {model.name!r} '
                 f'({family.name} family; its origins are {list(family.origins)})')
@@ -764,6 +786,11 @@ def _origin_problem(origin: OriginSpec, model: ModelSpec) -> str | None:
     if problem:
         return f'the {origin.name} layout does not fit {model.label}: {problem}'
     return None
+
+
+def _axis_value(value: Window) -> Any:
+    """An axis value as the matrix spells it: an int, or [h, w]."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def window_value(size: Size) -> Window:

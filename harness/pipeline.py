@@ -44,7 +44,7 @@ from harness.matrix import Matrix, TimingConfig, Tolerances, Window, window_valu
 from harness.origins import ORIGINS
 from harness.results import CaseResult
 from harness.states import DEFAULT_STATE
-from harness.timing import Timing, time_forward
+from harness.timing import Timing, cpu_cores, time_forward
 from harness.verdict import fidelity_failures, judge
 
 # set_input_size and dynamic_img_size resample with timm's defaults; at create time the origin's loader may not
@@ -457,12 +457,25 @@ def _worst_tensor_diff(path: str, case: Case, native: Native, model: nn.Module, 
                     **family.expected_derived_tensors(expected_weights, case.model, native.geometry, computed)}
         diffs.append(checks.state_dict_diff(actual, expected))
     if not family.resamples_per_forward:
-        actual = family.forward_tensors(model, computed)
-        expected = family.expected_forward_tensors(expected_weights, case.model, native.geometry, computed)
-        if actual or expected:
-            diffs.append(checks.state_dict_diff(actual, expected, strict=True))
+        try:
+            actual = family.forward_tensors(model, computed)
+        except (RuntimeError, AssertionError) as e:
+            diffs.append(_unfit_for_expected_geometry(e))
+        else:
+            expected = family.expected_forward_tensors(expected_weights, case.model, native.geometry, computed)
+            if actual or expected:
+                diffs.append(checks.state_dict_diff(actual, expected, strict=True))
     # first of equals wins: a stored tensor, not the forward tensor computed from it, is named as the cause
     return max(diffs, key=lambda d: math.inf if math.isnan(d.max_abs_diff) else d.max_abs_diff, default=None)
+
+
+def _unfit_for_expected_geometry(error: Exception) -> checks.TensorDiff:
+    """timm's own step raised on a blank input of the expected geometry: the model's tensors do not fit it (a
+    pos-embed left at its old length by a resize that ignored the patch). A difference as large as can be, named
+    with what timm raised: timm's fault, which shapes usually names too, not the harness's."""
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return checks.TensorDiff(math.inf, f'forward tensors at the expected geometry ({type(error).__name__}: '
+                                       f'{message[:200]})')
 
 
 def _parity(case: Case, native: Native, outputs: checks.Outputs, create: PathRun, tol: Tolerances,
@@ -530,6 +543,8 @@ def record_timing(result: CaseResult, timing: Timing, rounds: list[int]) -> None
     result.timing_repeats, result.timing_budget_s = timing.repeats, timing.budget_s
     result.timing_median_rse = timing.median_rse
     result.time_samples_ms, result.time_sample_rounds = list(timing.samples_ms), list(rounds)
+    result.load_average_start, result.load_average_end = timing.load_average
+    result.cpu_cores = cpu_cores()
     result.achieved_tflops = achieved_tflops(result.flops_per_image, timing.images_per_s)
     result.device_peak_tflops = peak_tflops(result.device_name, result.dtype,
                                             tf32=torch.get_float32_matmul_precision() != 'highest')

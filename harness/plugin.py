@@ -25,7 +25,7 @@ from harness.results import DTYPES, PRECISIONS, RESULTS_FILE, finished_case_ids
 
 UNSUPPORTED_PREFIX = 'unsupported: '
 # timing settings the command line sets over the matrix's, each as --harness-<name with dashes> (None: not set)
-TIMING_OPTIONS = ('batch_size', 'dtype', 'precision', 'compile', 'channels_last', 'max_cv')
+TIMING_OPTIONS = ('batch_size', 'dtype', 'precision', 'compile', 'channels_last', 'max_cv', 'threads')
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,6 +41,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption('--harness-compile', action='store_true', default=None, help='time through torch.compile')
     group.addoption('--harness-channels-last', action='store_true', default=None, help='time in channels-last')
     group.addoption('--harness-max-cv', type=float, default=None, help="timing stability limit (matrix's default)")
+    group.addoption('--harness-threads', type=int, default=None, help="torch's threads per worker (matrix's default)")
     group.addoption('--harness-progress-interval', type=float, default=PROGRESS_INTERVAL_S, metavar='SECONDS',
                     help='seconds between progress lines (cases done, elapsed, estimate of the time left)')
     group.addoption('--harness-no-timing', action='store_true', help='run the checks only')

@@ -1,12 +1,14 @@
 """Render a results.jsonl as a markdown report plus CSVs.
 
-The CSVs keep every figure at full precision; the markdown formats them for reading. Every table that holds
+The CSVs keep every figure at full precision; the markdown formats them for reading, with its prose, lists and
+reasons wrapped to a 100-column terminal (the wide figure tables cannot be). Every table that holds
 figures says how they were measured: the header lists the timm/torch versions, device, dtype, batch size and
 timing budget, and when cases disagree on any of those, the per-case tables carry a column for it.
 """
 from __future__ import annotations
 
 import json
+import textwrap
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +21,9 @@ from harness import results
 from harness.atomic_file import write_atomically
 from harness.repro import REPRODUCIBLE, repro_command
 from harness.report_html import HtmlInputs, render_html
-from harness.results import INT_FIELDS, STATUSES, UNEXPECTED, path_rank
+from harness.results import INT_FIELDS, STATUSES, UNEXPECTED, path_rank, unsupported_groups
 from harness.run_record import RunRecordError, read_run_record
+
 IDENTITY = ('model', 'origin', 'img_size', 'patch_size', 'window_size', 'path')
 MEASURED = {'timm_version': 'timm', 'torch_version': 'torch', 'device_label': 'device', 'dtype': 'dtype',
             'precision': 'precision (amp: autocast; cast: weights and inputs in the dtype)',
@@ -33,9 +36,10 @@ HEADERS = {'device_label': 'device', 'time_median_ms': 'median ms', 'time_iqr_ms
            'timing_repeats': 'timed passes', 'batch_size_used': 'batch used', 'achieved_tflops': 'TFLOP/s',
            'peak_fraction': 'of peak', 'flops_per_image': 'GFLOP/image',
            'images_per_s': 'images/s', 'peak_memory_mb': 'peak memory MB', 'parity_note': 'parity not judged',
-           'accuracy_top1_native': 'top-1 native', 'accuracy_top1': 'top-1', 'accuracy_images': 'labelled images'}
+           'accuracy_top1_native': 'top-1 native',
+           'drift_cosine': 'drift cosine (recorded)', 'drift_top1_agreement': 'drift top-1 agreement (recorded)', 'accuracy_top1': 'top-1', 'accuracy_images': 'labelled images'}
 PRECISION_WORDS = {'amp': 'under autocast', 'cast': 'with weights and inputs cast to the dtype'}
-REASON_CHARS = 120
+WIDTH = 100   # report.md's prose, lists and reasons fit a terminal this wide
 NULL = '—'
 
 Formatter = Callable[[Any], str]
@@ -106,8 +110,13 @@ def _size(value: Any) -> str:
 
 
 def _reason(value: Any) -> str:
-    text = ' '.join(_text(value).split())
-    return text if len(text) <= REASON_CHARS else text[:REASON_CHARS - 1] + '…'
+    return ' '.join(_text(value).split())
+
+
+def _wrap(text: str, indent: str = '', first: str = '') -> str:
+    """``text`` wrapped to WIDTH columns; words longer than a line (paths, case ids) are kept whole."""
+    return textwrap.fill(text, WIDTH, initial_indent=first or indent, subsequent_indent=indent,
+                         break_long_words=False, break_on_hyphens=False)
 
 
 def _view(frame: pd.DataFrame) -> pd.DataFrame:
@@ -117,7 +126,7 @@ def _view(frame: pd.DataFrame) -> pd.DataFrame:
         view[column] = view[column].map(_text)
     view['img_size'] = view['img_size'].map(_size)
     view['failed_checks'] = view['failed_checks'].map(lambda v: ', '.join(v) if isinstance(v, list) and v else NULL)
-    view['reason'] = view['reason'].map(_reason)
+    view['reason'] = view['reason'].map(_reason)   # whole: the failures list wraps it
     view['device_label'] = [_text(d) + (f' ({n})' if not _is_null(n) and n else '')
                             for d, n in zip(view['device'], view['device_name'])]
     return view
@@ -191,12 +200,31 @@ def _summary(summary: pd.DataFrame) -> list[str]:
 
 
 def _failures(view: pd.DataFrame) -> list[str]:
-    unexpected = view[view['status'].isin(UNEXPECTED)]
-    xfailed = view[view['status'] == 'xfailed']
-    tables = [(title, _table(_cells(rows, dict.fromkeys(columns, str)))) for title, rows, columns in (
-        ('Unexpected: failed, error, xpassed', unexpected, ('case_id', 'status', 'failed_checks', 'reason')),
-        ('Expected failures (xfailed)', xfailed, ('case_id', 'reason'))) if len(rows)]
-    return ['## Failures', *(f'\n### {title}\n\n{table}' for title, table in tables)] if tables else []
+    """Each unexpected and xfailed case with its failed checks and its whole reason, wrapped."""
+    lists = [(title, '\n'.join(_failure(r) for r in rows.to_dict('records'))) for title, rows in (
+        ('Unexpected: failed, error, xpassed, resource', view[view['status'].isin(UNEXPECTED)]),
+        ('Expected failures (xfailed)', view[view['status'] == 'xfailed'])) if len(rows)]
+    return ['## Failures', *(f'\n### {title}\n\n{items}' for title, items in lists)] if lists else []
+
+
+def _failure(record: dict) -> str:
+    """'- **failed** `case-id` (parity)' and the reason below it, indented, whole."""
+    checks = f' ({record["failed_checks"]})' if record['failed_checks'] != NULL else ''
+    return f'- **{record["status"]}** `{record["case_id"]}`{checks}\n' + _wrap(record['reason'], indent='  ')
+
+
+def _unsupported(frame: pd.DataFrame) -> list[str]:
+    """Why cases are unsupported, one line per reason with its case count and paths."""
+    groups = unsupported_groups(frame)
+    if not groups:
+        return []
+    count = sum(len(g.case_ids) for g in groups)
+    intro = (f'{_cases(count)} unsupported: this timm release cannot make the call their path needs, and every '
+             f'check that could run held. By reason (each case\'s own reason, with the checks that held, is in '
+             f'results.csv):')
+    return ['## Unsupported', '', _wrap(intro), '',
+            *(_wrap(f'{g.why} ({_cases(len(g.case_ids))}; {", ".join(g.paths)})', indent='  ', first='- ')
+              for g in groups)]
 
 
 def _reproduce(view: pd.DataFrame, run_dir: Path) -> list[str]:
@@ -204,8 +232,9 @@ def _reproduce(view: pd.DataFrame, run_dir: Path) -> list[str]:
     cases = view[view['status'].isin(REPRODUCIBLE)]['case_id']
     if cases.empty:
         return []
-    return ['### Reproduce upstream', '', 'Each command writes a script that needs only torch and timm and exits 1 '
-            'while the failure reproduces (README: *Reporting a bug upstream*):', '', '```bash',
+    return ['### Reproduce upstream', '', _wrap('Each command writes a script that needs only torch and timm and '
+                                                'exits 1 while the failure reproduces (README: *Reporting a bug '
+                                                'upstream*):'), '', '```bash',
             *(repro_command(run_dir, case_id) for case_id in cases), '```']
 
 
@@ -220,14 +249,17 @@ def _drift(view: pd.DataFrame) -> list[str]:
     figures = {'status': str, 'drift_cosine': _number('.4f'), 'drift_top1_agreement': _number('.4f'), **accuracy,
                'fidelity_weights_max_abs_diff': _sci, 'fidelity_outputs_max_abs_diff': _sci,
                'parity_max_abs_diff': _sci, 'parity_cosine': _number('.4f'), 'parity_note': _parity_not_judged}
-    intro = ('Parity figures are judged only between paths that compute the same model and both pass fidelity; '
-             'the last column says why a row\'s were recorded, not judged (`parity_note` in the CSV has the '
-             'details).')
+    intro = ('Drift (the pooled-feature cosine and top-1 agreement of the target-size model with the native-size '
+             'one) is recorded, not judged: a low drift figure beside `passed` is not a failure, unless the matrix '
+             'sets `drift_min_cosine` or `drift_min_top1` (a case failing them lists `drift` among its failed '
+             'checks). Parity figures are judged only between paths that compute the same model and both pass '
+             'fidelity; the last column says why a row\'s were recorded, not judged (`parity_note` in the CSV has '
+             'the details).')
     if has_accuracy:
         intro += (' Drift is agreement with the native-size model on the synthetic image set; top-1 is accuracy on '
                   'the labelled images at the native size and at the target, recorded for real weights (hub, '
                   f'file) only: {NULL} for synthesized ones, whose accuracy means nothing.')
-    return ['## Drift and fidelity', '', intro, '', _table(_cells(view, {**_identity(), **figures, **_varying(view)}))]
+    return ['## Drift and fidelity', '', _wrap(intro), '', _table(_cells(view, {**_identity(), **figures, **_varying(view)}))]
 
 
 def _parity_not_judged(note: Any) -> str:
@@ -251,7 +283,19 @@ def _timing_caption(view: pd.DataFrame) -> str:
     if over:
         caption += (f' {_cases(over)} took longer than the budget: the minimum number of timed passes alone '
                     f'exceeded it.')
-    return caption
+    return caption + _busy(view)
+
+
+def _busy(view: pd.DataFrame) -> str:
+    """' **Busy machine**: ...' when cases were timed while the load average exceeded the cores: other work
+    then waited for a core, so those timings are slower and vary more than the machine alone gives."""
+    loads = view[['load_average_start', 'load_average_end']].apply(pd.to_numeric, errors='coerce').max(axis=1)
+    busy = (loads > pd.to_numeric(view['cpu_cores'], errors='coerce')).fillna(False).astype(bool)
+    if not busy.any():
+        return ''
+    return (f' **Busy machine**: {_cases(int(busy.sum()))} of {len(view)} timed while the 1-minute load average '
+            f'(up to {loads[busy].max():.1f}) exceeded the {_distinct(view.loc[busy, "cpu_cores"])} cores: other '
+            f'work shared the CPU, so those timings are slower and vary more than this machine alone gives.')
 
 
 def _how_timed(view: pd.DataFrame) -> str:
@@ -314,14 +358,14 @@ def _timing(view: pd.DataFrame) -> list[str]:
     if table is None:
         return ['## Timing', '', 'No timing figures recorded.']
     caption, cells = table
-    return ['## Timing', '', caption, '', _table(cells)]
+    return ['## Timing', '', _wrap(caption), '', _table(cells)]
 
 
 def render_markdown(view: pd.DataFrame, summary: pd.DataFrame, results_path: Path) -> str:
     if view.empty:
         return f'# Resize regression report\n\nNo results recorded in `{results_path}`.\n'
     sections = [_header(view, results_path), _totals(view), _summary(summary), _failures(view),
-                _reproduce(view, results_path.parent), _drift(view), _timing(view)]
+                _reproduce(view, results_path.parent), _unsupported(view), _drift(view), _timing(view)]
     return '\n\n'.join('\n'.join(lines) for lines in sections if lines) + '\n'
 
 

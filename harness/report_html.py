@@ -2,8 +2,8 @@
 
 Sections: the status grid (model × origin × path), plots of throughput and drift against input size for each
 model (one line per path), the distribution of every timed case's passes, the timing table (percentiles,
-CV, FLOPs, TFLOP/s and the fraction of the device's peak), failures with their full reasons, and the run's
-environment (run.json when it is beside the results).
+CV, FLOPs, TFLOP/s and the fraction of the device's peak), failures with their full reasons, the unsupported
+cases grouped by reason, and the run's environment (run.json when it is beside the results).
 
 The plots are drawn by pygal, which writes SVG itself, and inlined: no script (pygal's tooltip script, which
 it would load from elsewhere, is turned off), no stylesheet or font from elsewhere, so the file reads the same
@@ -23,7 +23,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from harness.repro import REPRODUCIBLE, repro_command
-from harness.results import UNEXPECTED, path_rank
+from harness.results import UNEXPECTED, path_rank, unsupported_groups
 from harness.run_record import RunRecord
 
 
@@ -59,7 +59,7 @@ def render_html(inputs: HtmlInputs) -> str:
     body = [f'<h1>Resize regression report: {_esc(names)}</h1>', _totals(frame)]
     if not frame.empty:
         body += [_summary_grid(inputs.summary), _plots(frame), _distributions(frame), _timing_table(inputs.timing),
-                 _failures(frame, inputs.results_path.parent)]
+                 _failures(frame, inputs.results_path.parent), _unsupported(frame)]
     body.append(_environment(frame, inputs.run, inputs.results_path))
     return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<title>{_esc(names)}: resize regression report</title>\n<style>{STYLE}</style>\n</head>\n<body>\n'
@@ -102,7 +102,8 @@ def _plots(frame: pd.DataFrame) -> str:
     return ('<h2>Throughput and drift against input size</h2>\n<p>Throughput is the median over origins of '
             'images per second (the batch over the median pass); a hollow marker: timing not stable (CV above '
             'its limit). Drift is the pooled-feature cosine of the resized model to the native-size one, one '
-            'line per origin and path.</p>\n' + '\n'.join(figures))
+            'line per origin and path: recorded, not judged, unless the matrix sets <code>drift_min_cosine</code> '
+            'or <code>drift_min_top1</code>.</p>\n' + '\n'.join(figures))
 
 
 def _distributions(frame: pd.DataFrame) -> str:
@@ -136,6 +137,20 @@ def _failures(frame: pd.DataFrame, run_dir: Path) -> str:
             for r in shown.to_dict('records')]
     return ('<h2>Failures</h2>\n<table><thead><tr><th>case</th><th>status</th><th>failed checks</th>'
             '<th>reason (in full)</th><th>reproduce upstream</th></tr></thead><tbody>\n' + '\n'.join(rows) + '\n</tbody></table>')
+
+
+def _unsupported(frame: pd.DataFrame) -> str:
+    """One row per reason the release could not make a path's call: how many cases, their paths, their ids."""
+    groups = unsupported_groups(frame)
+    if not groups:
+        return ''
+    rows = [f'<tr><td>{len(g.case_ids)}</td><td>{_esc(", ".join(g.paths))}</td><td><pre>{_esc(g.why)}</pre></td>'
+            f'<td><details><summary>{len(g.case_ids)} case ids</summary><pre>{_esc(chr(10).join(g.case_ids))}'
+            '</pre></details></td></tr>' for g in groups]
+    return (f'<h2>Unsupported</h2>\n<p>{sum(len(g.case_ids) for g in groups)} cases unsupported: this timm release '
+            'cannot make the call their path needs, and every check that could run held.</p>\n'
+            '<table><thead><tr><th>cases</th><th>paths</th><th>reason</th><th>which</th></tr></thead><tbody>\n'
+            + '\n'.join(rows) + '\n</tbody></table>')
 
 
 def _repro_cell(record: dict, run_dir: Path) -> str:

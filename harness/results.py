@@ -29,6 +29,7 @@ CHECKS = ('load', 'reload', 'resize', 'dtype', 'trainable', 'shapes', 'features'
 DTYPES = ('fp32', 'bf16', 'fp16')   # the timing dtypes
 PRECISIONS = ('amp', 'cast')        # how a reduced dtype is applied: autocast, or weights and inputs cast to it
 RESULTS_FILE = 'results.jsonl'
+HELD = '; ran and held: '   # an unsupported case's reason: why, then this, then the checks that ran and held
 # fields older records carry under another name: old name -> current name
 RENAMED_FIELDS = {'timing_precision': 'timing_median_rse'}   # issue 9: `precision` now means amp or cast
 
@@ -124,6 +125,9 @@ class CaseResult:
     timing_median_rse: float | None = None             # median's relative standard error that ends timing early
     time_samples_ms: list[float] | None = None         # every timed pass, in the order they ran
     time_sample_rounds: list[int] | None = None        # the timing round of each (harness ab alternates rounds)
+    load_average_start: float | None = None            # the machine's 1-minute load average as timing started
+    load_average_end: float | None = None              # and as it ended: above cpu_cores, other work waited
+    cpu_cores: int | None = None                       # the cores the worker could run on
     # work: floating-point operations (a multiply-add counts 2) and how close to the device's peak they ran
     flops_per_image: int | None = None                 # one forward pass, counted by torch.utils.flop_counter
     achieved_tflops: float | None = None               # flops_per_image * images_per_s / 1e12
@@ -219,7 +223,8 @@ def read_run_results(path: Path) -> list[dict[str, Any]]:
     return read_results(path, whole=True)
 
 
-INT_FIELDS = ('patch_size', 'batch_size', 'batch_size_used', 'timing_repeats', 'accuracy_images', 'flops_per_image')
+INT_FIELDS = ('patch_size', 'batch_size', 'batch_size_used', 'timing_repeats', 'accuracy_images', 'flops_per_image',
+              'cpu_cores')
 
 
 def load(path: str | Path) -> pd.DataFrame:
@@ -248,6 +253,27 @@ def _defaults() -> dict[str, Any]:
         factory = f.default_factory if f.default_factory is not dataclasses.MISSING else None
         out[f.name] = factory() if factory else (None if f.default is dataclasses.MISSING else f.default)
     return out
+
+
+def unsupported_why(reason: Any) -> str:
+    """An unsupported case's reason without the checks that ran and held: what cases unsupported for the same
+    cause share."""
+    return ' '.join(str(reason).split(HELD)[0].split())
+
+
+@dataclass(frozen=True)
+class UnsupportedGroup:
+    why: str                  # the reason its cases share (:func:`unsupported_why`)
+    case_ids: list[str]
+    paths: list[str]          # the build paths among them, in the matrix's order
+
+
+def unsupported_groups(frame: pd.DataFrame) -> list[UnsupportedGroup]:
+    """The unsupported cases of a :func:`load` frame grouped by reason, the largest group first."""
+    rows = frame[frame['status'] == 'unsupported']
+    groups = [UnsupportedGroup(str(why), list(cases['case_id']), sorted(set(cases['path']), key=path_rank))
+              for why, cases in rows.groupby(rows['reason'].map(unsupported_why), sort=False)]
+    return sorted(groups, key=lambda g: -len(g.case_ids))
 
 
 def path_rank(path: Any) -> tuple[int, str]:

@@ -31,7 +31,8 @@ RESULTS_SCHEMA = 2
 # settings a resumed run must share with the run it continues, and how a message names them
 MUST_MATCH = {'timm_version': 'timm', 'torch_version': 'torch', 'device': 'device', 'dtype': 'dtype',
               'precision': 'precision', 'compile': 'compile', 'channels_last': 'channels-last',
-              'batch_size': 'batch size', 'matrix_sha256': 'matrix content (sha256)',
+              'batch_size': 'batch size', 'cpu_threads': 'threads (--threads)',
+              'matrix_sha256': 'matrix content (sha256)',
               'images_sha256': 'labelled images (sha256 of their paths and sizes)'}
 
 

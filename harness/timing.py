@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class Timing:
     max_cv: float                   # passes that vary more than this (std / mean) are not stable
     batch_size_used: int            # batch_size, halved until a pass fitted in memory
     peak_memory_mb: float | None    # CUDA only: torch's allocator peak; CPU has no per-model equivalent
+    load_average: tuple[float | None, float | None] = (None, None)   # the machine's, as timing started and ended
 
     @property
     def repeats(self) -> int:
@@ -81,6 +83,29 @@ class Timing:
         return self.batch_size_used / (self.median_ms / 1000)
 
 
+def load_average() -> float | None:
+    """The machine's 1-minute load average (runnable processes, averaged), None where the system has none.
+    Above the number of cores, other work was waiting for a core: timings then run slow and vary."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity), which a load average is compared with."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # not Linux
+        return os.cpu_count() or 1
+
+
+def use_threads(config: TimingConfig) -> None:
+    """torch's intra-op threads in this process as ``config`` (resolved for the device) sets them."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+
+
 def time_forward(model: nn.Module, img_size: tuple[int, int], config: TimingConfig, device: torch.device) -> Timing:
     """Time ``model`` on a batch at ``img_size``: ``config.warmup`` passes, then timed passes while another
     one still fits in ``config.budget_s`` (counted from the first warm-up pass) and the median is less precise
@@ -91,13 +116,14 @@ def time_forward(model: nn.Module, img_size: tuple[int, int], config: TimingConf
     config = config.for_device(device.type)
     forward_model = prepared(model, config)
     batch_size = config.batch_size
+    load_at_start = load_average()
     with torch.inference_mode(), cudnn_benchmark():
         while True:
             try:
                 samples_ms, peak = _timed_passes(forward_model, _inputs(batch_size, img_size, config, device),
                                                  config, device)
                 return Timing(tuple(samples_ms), config.batch_size, config.budget_s, config.median_rse,
-                              config.max_cv, batch_size, peak)
+                              config.max_cv, batch_size, peak, (load_at_start, load_average()))
             except Exception as e:   # noqa: BLE001 - out of memory is retried at a smaller batch, anything else raised
                 if batch_size == 1 or not faults.is_out_of_memory(e):
                     raise

@@ -24,7 +24,7 @@ from harness.cases import Case, expand
 from harness.flops import flops_per_image
 from harness.matrix import TimingConfig, load_matrix
 from harness.pipeline import CheckpointWork, RunOptions
-from harness.timing import time_forward
+from harness.timing import time_forward, use_threads
 from harness.timm_versions import check_imported_release
 
 
@@ -39,6 +39,7 @@ def main() -> None:
     device = torch.device(settings['device'])
     options = RunOptions(device=device, cache_dir=Path(settings['cache']), out_dir=Path(settings['out']),
                          timing=TimingConfig(**settings['round_timing']))
+    use_threads(options.timing.for_device(device.type))
     work = CheckpointWork(matrix, options)
     current: tuple[str, torch.nn.Module, int] | None = None   # case id, its model, its FLOPs per image
     for line in sys.stdin:

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from harness.matrix import Expectation, Tolerances
-from harness.results import CaseResult
+from harness.results import HELD, CaseResult
 
 # the recorded figures each check rests on: any of them NaN or infinite fails the check, tolerance or not
 FIGURES = {
@@ -92,7 +92,7 @@ def judge(result: CaseResult, tol: Tolerances, expectation: Expectation | None,
     why = '; '.join(f'{check}: {detail}' for check, detail in failures)
     if unsupported is not None:
         if not failures:
-            result.status, result.reason = 'unsupported', f'{unsupported}; ran and held: {_listed(held(result))}'
+            result.status, result.reason = 'unsupported', f'{unsupported}{HELD}{_listed(held(result))}'
             return
         why += f' (the {result.path} path itself is unsupported: {unsupported})'
     if expectation is None:

@@ -46,7 +46,7 @@ def test_help_lists_every_command_and_option():
         assert command in top.stdout and harness(command, '--help').returncode == 0
     run = harness('run', '--help')
     for option in ('--timm', '--device', '--out', '-k', '-n', '--resume', '--batch-size', '--dtype', '--no-timing',
-                   '--shard', '--baseline'):
+                   '--shard', '--baseline', '--threads'):
         assert option in run.stdout
     assert 'exit codes' in harness('compare', '--help').stdout
     assert harness().returncode == 2
@@ -63,11 +63,15 @@ def test_invalid_matrix_exits_2_naming_file_and_entry(write_matrix, cache_dir):
 def test_run_writes_results_report_and_junit(write_matrix, tmp_path, cache_dir):
     out = tmp_path / 'out'
     done = harness('run', write_matrix(TWO_ORIGINS), '--out', out, '--cache', cache_dir, '-n', '2',
-                   '--junitxml', tmp_path / 'junit.xml')
+                   '--junitxml', tmp_path / 'junit.xml', '--threads', '2')
     assert done.returncode == 0, done.stdout[-3000:]
     results = records(out)
     assert len(results) == 4 and {r['status'] for r in results} == {'passed'}
     assert REQUIRED_FIELDS <= set(results[0])
+    assert json.loads((out / 'run.json').read_text())['cpu_threads'] == 2   # the tests' own default is 1
+    assert all(r['device_name'].endswith(', 2 threads') and r['cpu_cores'] >= 1 for r in results)
+    assert all(isinstance(r['load_average_start'], float) and isinstance(r['load_average_end'], float)
+               for r in results)
     assert {r['origin'] for r in results} == {'timm', 'dinov2'}
     assert all(r['img_size'] == [42, 42] and r['device'] == 'cpu' for r in results)
     report = (out / 'report.md').read_text()

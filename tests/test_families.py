@@ -87,10 +87,9 @@ def test_cnn_cases_check_shapes_drift_and_load_and_nothing_else(run_matrix):
         models: [{CNN}]
         origins: [timm]
         sizes: [160, [96, 224]]
-        patch_sizes: [8]
         paths: [create, set_input_size, dynamic]
         ''')
-    assert len(results) == 6   # a patch size does not apply to a CNN: no patch8 cases
+    assert len(results) == 6
     for size in ('160x160', '96x224'):
         create = results[f'{CNN}-timm-{size}-create']
         assert create.status == 'passed', create.reason

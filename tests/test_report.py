@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from harness.report import write_report
-from harness.results import RESULTS_FILE, CaseResult, append_result
+from harness.results import HELD, RESULTS_FILE, CaseResult, append_result
 
 MEASURED = dict(timm_version='1.0.9', torch_version='2.4.1+cpu', device='cpu', device_name='Test CPU',
                 dtype='fp32', batch_size=4, timing_repeats=5, timing_budget_s=2.0)
@@ -87,16 +87,54 @@ def test_summary_cells_per_model_origin_path(report):
     assert re.split(r'\s*\|\s*', _row(summary, 'hub'))[1:-1] == ['vit_tiny', 'hub', '1 error', '—', '1 xfailed']
 
 
-def test_failures_list_unexpected_and_xfailed_with_reasons(report):
+def _item(section: str, case_id: str) -> str:
+    """The list item of ``case_id``: its line and the indented reason lines below it."""
+    match = re.search(rf'^- \*\*\w+\*\* `{re.escape(case_id)}`.*?(?=^- |^#|\Z)', section, re.S | re.M)
+    assert match, f'no item for {case_id} in:\n{section}'
+    return match.group(0)
+
+
+def test_failures_list_unexpected_and_xfailed_with_whole_reasons(report):
     _, md = report
     failures = _section(md, 'Failures')
-    failed = _row(failures, 'vit_tiny-synthetic-256x256-set_input_size')
-    assert '| failed ' in failed and '| parity ' in failed
-    assert 'parity max abs diff 0.5 > atol 0.001 \\| see logs' in failed   # pipe escaped, table intact
-    assert 'x' * 200 not in failed and '…' in failed                         # reason truncated
-    assert '| error ' in _row(failures, 'vit_tiny-hub-224x224-create')
-    assert 'dynamic img size unsupported for hub weights' in _row(failures, 'vit_tiny-hub-224x224-dynamic')
+    failed = _item(failures, 'vit_tiny-synthetic-256x256-set_input_size')
+    assert failed.startswith('- **failed** `vit_tiny-synthetic-256x256-set_input_size` (parity)\n')
+    assert ' '.join(failed.split('\n', 1)[1].split()) == 'parity max abs diff 0.5 > atol 0.001 | see logs ' + 'x' * 200
+    assert '- **error** `vit_tiny-hub-224x224-create`\n  RuntimeError: boom' in failures
+    assert 'dynamic img size unsupported for hub weights' in _item(failures, 'vit_tiny-hub-224x224-dynamic')
     assert 'synthetic-224x224-create' not in failures
+
+
+def test_prose_and_lists_fit_100_columns(report):
+    """Every line outside the figure tables and the commands to copy fits 100 columns, unless it is one word (a
+    path) too long."""
+    _, md = report
+    prose = re.sub(r'^```.*?^```', '', md, flags=re.S | re.M)
+    long = [line for line in prose.splitlines() if len(line) > 100 and not line.startswith('|')
+            and len(line.split()) > 1]
+    assert long == []
+    assert any(len(line) > 100 for line in md.splitlines())   # the 200-x reason: one word, kept whole
+
+
+def test_unsupported_reasons_grouped(tmp_path):
+    """Cases unsupported for the same cause share a line, whatever checks each ran; the largest group first."""
+    why = 'dynamic_img_size changes only the input size; this case also changes the patch or window size'
+    cases = [_case('vit_tiny', 'synthetic', 'dynamic', size=size, status='unsupported',
+                   reason=f'{why}{HELD}load (native size){", reload" * (size[0] == 64)}')
+             for size in ((64, 64), (96, 96), (64, 128))]
+    cases += [_case('swin_tiny', 'synthetic', path, status='unsupported', reason='SwinTransformer has no '
+                    'set_input_size in this timm release') for path in ('set_input_size', 'dynamic')]
+    for case in [*cases, CASES[0]]:
+        append_result(tmp_path, case)
+    md = write_report(tmp_path / RESULTS_FILE, tmp_path / 'report').markdown.read_text()
+    section = _section(md, 'Unsupported')
+    assert section.startswith('## Unsupported\n\n5 cases unsupported: ')
+    items = re.findall(r'^- (.*(?:\n  .*)*)', section, re.M)
+    assert [' '.join(item.split()) for item in items] == [
+        f'{why} (3 cases; dynamic)',
+        'SwinTransformer has no set_input_size in this timm release (2 cases; set_input_size, dynamic)']
+    assert '## Unsupported' not in write_report(tmp_path / RESULTS_FILE, tmp_path / 'report').markdown.read_text() \
+        .replace('## Unsupported', '', 1)
 
 
 def test_no_failures_section_when_all_pass(tmp_path):
@@ -114,6 +152,7 @@ def test_drift_table_formats_figures_and_nulls(report):
     nulls = _row(drift, 'hub', 'create')
     assert nulls.count('| — ') == 8   # window_size, six null figures and no parity note
     assert 'parity not judged' in drift
+    assert 'drift cosine (recorded)' in drift and 'is recorded, not judged' in ' '.join(drift.split())
     assert _row(drift, 'hub', 'dynamic').endswith('| documented difference          |')
     assert rect.endswith('| the create path fails fidelity |')
 
@@ -123,7 +162,7 @@ def test_timing_caption_says_cpu(report):
     timing = _section(md, 'Timing')
     assert '**CPU timings**' in timing
     assert ('Device cpu (Test CPU); dtype fp32; batch size 4; budget 2.0 s per case for warm-up and timed passes '
-            'together; median and IQR over 5 timed passes per case.') in timing
+            'together; median and IQR over 5 timed passes per case.') in ' '.join(timing.split())
     assert '| 12.35 ' in _row(timing, '224x320')
     assert 'hub-224x224-create' not in timing and '| hub ' in timing   # untimed error case left out
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.report import write_report
-from harness.results import RESULTS_FILE, CaseResult, append_result
+from harness.results import HELD, RESULTS_FILE, CaseResult, append_result
 from harness.run_record import RunRecord, write_run_record
 
 LONG_REASON = ('parity: max abs diff 0.5 > atol 0.001 between set_input_size and create\n'
@@ -112,6 +112,7 @@ def test_report_html_is_self_contained_with_plots(report):
     assert len(svgs) == 6   # throughput and drift for each model, and each model's timing distribution
     plots = report[report.index('Throughput and drift'):report.index('Timing distributions')]
     assert all(text in plots for text in ('images/s', 'cosine to native', '64x64', '64x128', 'set_input_size'))
+    assert 'recorded, not judged' in plots
     ids = re.findall(r'\sid="([^"]+)"', report)
     assert len(ids) == len(set(ids))   # inline SVGs share one document: no id twice
 
@@ -145,3 +146,21 @@ def test_report_html_of_no_results(tmp_path):
     (tmp_path / RESULTS_FILE).write_text('')
     html = Path(write_report(tmp_path / RESULTS_FILE, tmp_path).html).read_text()
     assert '0 cases' in html and '<svg' not in html
+
+
+def test_report_html_groups_unsupported_reasons(tmp_path):
+    """One row per reason, with its count, paths and case ids; the checks each case held do not split a group."""
+    why = 'dynamic_img_size changes only the input size; this case also changes the patch or window size'
+    cases = [_case('vit_tiny', 'dynamic', size, [10.0], status='unsupported', reason=f'{why}{HELD}{held}')
+             for size, held in (((64, 64), 'load'), ((64, 128), 'load, reload'))]
+    cases.append(_case('swin_tiny', 'set_input_size', (64, 64), [10.0], status='unsupported',
+                       reason='SwinTransformer has no set_input_size in this timm release'))
+    for case in cases:
+        append_result(tmp_path, case)
+    html = write_report(tmp_path / RESULTS_FILE, tmp_path).html.read_text()
+    section = html[html.index('<h2>Unsupported</h2>'):html.index('<h2>Environment</h2>')]
+    rows = section.split('<tr>')[2:]
+    assert len(rows) == 2 and '3 cases unsupported' in section
+    assert rows[0].startswith('<td>2</td><td>dynamic</td><td><pre>dynamic_img_size changes only')
+    assert 'vit_tiny-timm-64x64-dynamic\nvit_tiny-timm-64x128-dynamic' in rows[0]
+    assert rows[1].startswith('<td>1</td><td>set_input_size</td><td><pre>SwinTransformer has no set_input_size')

@@ -111,6 +111,36 @@ def test_zero_budget_runs_exactly_min_repeats():
     assert all(ms > 0 for ms in timing.samples_ms)
 
 
+def test_timing_records_the_machines_load_as_it_starts_and_ends(monkeypatch):
+    loads = iter([(3.5, 1.0, 1.0), (7.25, 2.0, 1.0)])
+    monkeypatch.setattr(harness.timing.os, 'getloadavg', lambda: next(loads))
+    timing = time_forward(tiny_model(), SIZE, config(min_repeats=2), CPU)
+    assert timing.load_average == (3.5, 7.25)
+    result = timed_case('create', list(timing.samples_ms), 0.0)
+    record_timing(result, timing, [1] * timing.repeats)
+    assert (result.load_average_start, result.load_average_end) == (3.5, 7.25) and result.cpu_cores >= 1
+
+
+# --- threads ----------------------------------------------------------------------------------------------
+
+def test_threads_default_to_one_on_cpu_and_follow_the_command_line():
+    assert TimingConfig().for_run('cpu').threads == 1
+    assert TimingConfig().for_run('cuda').threads is None            # torch's own default
+    assert TimingConfig(threads=2).for_run('cpu').threads == 2       # the matrix's
+    assert TimingConfig(threads=2).for_run('cpu', threads=3).threads == 3   # the command line's over it
+
+
+def test_use_threads_sets_torchs_intra_op_threads():
+    before = torch.get_num_threads()
+    try:
+        harness.timing.use_threads(TimingConfig(threads=before + 1))
+        assert torch.get_num_threads() == before + 1
+        harness.timing.use_threads(TimingConfig())                   # None: left as it is
+        assert torch.get_num_threads() == before + 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_budget_larger_than_needed_gives_more_samples():
     timing = time_forward(tiny_model(), SIZE, config(budget_s=0.5, min_repeats=7), CPU)
     assert timing.repeats == len(timing.samples_ms) > 7
@@ -285,7 +315,7 @@ def test_for_device_fills_unset_values(device, batch_size, budget_s, median_rse)
 
 @pytest.mark.parametrize('device', ['cpu', 'cuda'])
 def test_for_device_keeps_values_that_are_set(device):
-    chosen = TimingConfig(batch_size=4, budget_s=0.0, median_rse=0.0)   # 0 is a setting, not "unset"
+    chosen = TimingConfig(batch_size=4, budget_s=0.0, median_rse=0.0, threads=3)   # 0 is a setting, not "unset"
     assert chosen.for_device(device) == chosen
 
 
@@ -302,13 +332,13 @@ sizes: [224]
 def test_timing_section_accepts_every_key(write_matrix):
     matrix = load_matrix(write_matrix(MINIMAL + 'timing: {enabled: false, batch_size: null, dtype: fp16, warmup: 0, '
                                                 'budget_s: 1e1, min_repeats: 9, median_rse: 0.01, precision: cast, '
-                                                'compile: true, channels_last: true, max_cv: 0.1}\n'))
+                                                'compile: true, channels_last: true, max_cv: 0.1, threads: 2}\n'))
     assert matrix.timing == TimingConfig(enabled=False, batch_size=None, dtype='fp16', warmup=0, budget_s=10.0,
                                          min_repeats=9, median_rse=0.01, precision='cast', compile=True,
-                                         channels_last=True, max_cv=0.1)
+                                         channels_last=True, max_cv=0.1, threads=2)
     assert {f.name for f in dataclasses.fields(TimingConfig)} == {
         'enabled', 'batch_size', 'dtype', 'warmup', 'budget_s', 'min_repeats', 'median_rse', 'precision', 'compile',
-        'channels_last', 'max_cv'}
+        'channels_last', 'max_cv', 'threads'}
 
 
 def test_timing_section_absent_leaves_device_defaults(write_matrix):
@@ -335,6 +365,8 @@ def test_timing_section_absent_leaves_device_defaults(write_matrix):
     ('{warmup: -1}', 'timing.warmup', ('expected an int >= 0', 'got -1')),
     ('{dtype: fp64}', 'timing.dtype', ("expected one of ['fp32', 'bf16', 'fp16']", "got 'fp64'")),
     ('{enabled: 1}', 'timing.enabled', ('expected true or false', 'got 1')),
+    ('{threads: 0}', 'timing.threads', ("expected an int >= 1 (torch's intra-op threads per worker) or null",
+                                        'got 0')),
     ('{repeats: 5}', 'timing.repeats', ('unknown key', "'budget_s'", "'min_repeats'", 'timed passes now follow')),
     ('[1]', 'timing', ('expected a mapping', 'got [1]')),
 ])
@@ -365,18 +397,37 @@ def timed_case(path: str, samples_ms: list[float], budget_s: float, median_rse: 
                       timing_median_rse=median_rse, time_samples_ms=samples_ms)
 
 
+def _flat(text: str) -> str:
+    """report.md's text with its wrapping undone."""
+    return ' '.join(text.split())
+
+
 def test_report_says_how_timing_was_measured(tmp_path):
     append_result(tmp_path, timed_case('create', [10.0] * 31, budget_s=2.0))
     append_result(tmp_path, timed_case('dynamic', [400.0] * 7, budget_s=2.0))   # 2.8 s: the floor won
     md = write_report(tmp_path / RESULTS_FILE, tmp_path).markdown.read_text()
     timing = md[md.index('## Timing'):]
     assert ('Device cpu (Test CPU); dtype fp32; batch size 1; budget 2.0 s per case for warm-up and timed passes '
-            'together; median and IQR over 7–31 timed passes per case. Timed eager.') in timing
-    assert '1 case took longer than the budget' in timing
+            'together; median and IQR over 7–31 timed passes per case. Timed eager.') in _flat(timing)
+    assert '1 case took longer than the budget' in _flat(timing)
     rows = [[cell.strip() for cell in line.split('|')[1:-1]] for line in timing.splitlines() if line.startswith('|')]
     passes = rows[0].index('timed passes')
     assert [row[passes] for row in rows[2:]] == ['31', '7']
     assert '- timing budget (s per case): 2.0' in md.splitlines()
+
+
+def test_report_says_when_timings_were_taken_on_a_busy_machine(tmp_path):
+    quiet = dataclasses.replace(timed_case('create', [10.0] * 7, budget_s=2.0), load_average_start=0.5,
+                                load_average_end=1.9, cpu_cores=2)
+    append_result(tmp_path, quiet)
+    md = write_report(tmp_path / RESULTS_FILE, tmp_path).markdown.read_text()
+    assert 'Busy machine' not in md                                # load below the cores: not busy
+    append_result(tmp_path, dataclasses.replace(timed_case('dynamic', [10.0] * 7, budget_s=2.0),
+                                                load_average_start=1.5, load_average_end=14.24, cpu_cores=2))
+    files = write_report(tmp_path / RESULTS_FILE, tmp_path)
+    assert ('**Busy machine**: 1 case of 2 timed while the 1-minute load average (up to 14.2) exceeded the 2 '
+            'cores') in _flat(files.markdown.read_text())
+    assert '<b>Busy machine</b>: 1 case of 2 timed' in _flat(files.html.read_text())
 
 
 def test_report_says_when_timing_ended_on_median_rse(tmp_path):
@@ -384,7 +435,7 @@ def test_report_says_when_timing_ended_on_median_rse(tmp_path):
     append_result(tmp_path, timed_case('dynamic', [400.0] * 7, budget_s=10.0, median_rse=0.02))
     md = write_report(tmp_path / RESULTS_FILE, tmp_path).markdown.read_text()
     assert ('budget 10.0 s per case for warm-up and timed passes together, ended once the median was known to 2% '
-            '(standard error); median and IQR over 7–12 timed passes per case. Timed eager.') in md
+            '(standard error); median and IQR over 7–12 timed passes per case. Timed eager.') in _flat(md)
     assert "- timing median RSE (the median's relative standard error that ends timing; 0: none): 0.02" in md
 
 
@@ -396,5 +447,5 @@ def test_report_says_how_the_passes_ran(tmp_path):
                                                 timing_stable=True))
     md = write_report(tmp_path / RESULTS_FILE, tmp_path).markdown.read_text()
     assert ('Timed through torch.compile, with weights and inputs cast to the dtype; 1 case not stable (CV above '
-            '0.05).') in md
+            '0.05).') in _flat(md)
     assert '- precision (amp: autocast; cast: weights and inputs in the dtype): cast' in md.splitlines()

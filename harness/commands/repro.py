@@ -19,9 +19,9 @@ The script exits 1 when the failure reproduces (naming the check, also when anot
 case passes, 125 when the case cannot be built or tested on that timm release: git bisect run's codes.
 
 example:
-  harness repro reports/vit-0.9.16 vit_base_patch16_clip_224-open_clip-224x224-patch8-create
-  python repro_vit_base_patch16_clip_224-open_clip-224x224-patch8-create.py
-  PYTHONPATH=~/.cache/timm-harness/timm/1.0.3 python repro_vit_base_patch16_clip_224-open_clip-224x224-patch8-create.py
+  harness repro reports/vit-0.9.16 vit_base_patch16_clip_224-to-patch8-open_clip-224x224-patch8-create
+  python repro_vit_base_patch16_clip_224-to-patch8-open_clip-224x224-patch8-create.py
+  PYTHONPATH=~/.cache/timm-harness/timm/1.0.3 python repro_vit_base_patch16_clip_224-to-patch8-open_clip-224x224-patch8-create.py
 
 exit codes: 0 written; 2 bad input (no such run or case, or a case that did not fail)
 """

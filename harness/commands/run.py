@@ -6,7 +6,9 @@ import shlex
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
+from harness import one_model
 from harness.cache import default_cache_dir
 from harness.commands.common import (EXIT_CODES, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, UsageError, bounded_float,
                                      compare_runs, default_out, in_release_already, keyword_expression, owned_out,
@@ -52,7 +54,7 @@ def add_parser(commands) -> None:
     run = commands.add_parser('run', help='run a matrix (then write its report)', epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     run.set_defaults(handler=main, takes_pytest_options=True)
-    run.add_argument('matrix', type=Path, help='YAML matrix, e.g. matrices/smoke.yaml')
+    run.add_argument('matrix', type=Path, nargs='?', help='YAML matrix, e.g. matrices/smoke.yaml (or --model)')
     run.add_argument('--timm', metavar='VERSION', type=timm_source,
                      help='run against this timm release from PyPI, or a timm wheel file or source tree (a folder '
                           'holding timm/), installed in an isolated cached folder (default: the installed timm)')
@@ -94,6 +96,9 @@ def add_parser(commands) -> None:
     run.add_argument('--max-cv', type=bounded_float(lambda v: v > 0, 'a fraction > 0'), metavar='FRACTION',
                      help="a case whose timed passes vary more than this (std / mean) is recorded as not stable "
                           "(timing_stable: false) (default: the matrix's, else 0.05)")
+    run.add_argument('--threads', type=positive_int, metavar='N',
+                     help="torch's intra-op threads per worker (default: the matrix's timing.threads, else 1 on CPU "
+                          "for timing stability, torch's default on CUDA; run.json records it as cpu_threads)")
     run.add_argument('--no-timing', action='store_true', help='run the checks only')
     run.add_argument('--images', type=Path, metavar='DIR',
                      help="labelled images, DIR/<class>/<image> with each class folder named by its index (207) or "
@@ -102,11 +107,12 @@ def add_parser(commands) -> None:
     run.add_argument('--cache', type=Path, metavar='DIR',
                      help='cache for synthesized checkpoints and timm releases (default: ~/.cache/timm-harness)')
     run.add_argument('-q', '--quiet', action='store_true', help='one character per case instead of one line')
+    one_model.add_arguments(run)
 
 
 def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
-    raw = read_matrix_file(args.matrix)
-    out = writable_out(args.out, default_out(args.matrix, raw), 'from the matrix name')
+    single = one_model.from_arguments(args)
+    out = _out(args, single)
     if args.baseline and not (args.baseline / RESULTS_FILE).is_file():
         raise UsageError(f'--baseline: {args.baseline} holds no {RESULTS_FILE}; expected the folder of an earlier '
                          f'harness run')
@@ -120,11 +126,27 @@ def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
 
     cache = args.cache or default_cache_dir()
     if in_release_already():   # the --timm child: the process the user started holds the folder
-        return _run(args, extra, argv, out, cache)
+        return _run(args, extra, argv, _with_matrix(args, single, out), cache)
     with owned_out(out, '--out'):
+        _with_matrix(args, single, out)
         if args.timm:
             return rerun_in_release(args.timm, cache, argv)
         return _run(args, extra, argv, out, cache)
+
+
+def _out(args: argparse.Namespace, single: dict[str, Any] | None) -> Path:
+    """The run's folder, checked writable: named after the matrix, or with --model after the model."""
+    if single is None:
+        return writable_out(args.out, default_out(args.matrix, read_matrix_file(args.matrix)), 'from the matrix name')
+    return writable_out(args.out, default_out(Path('--model'), single), 'from the model name')
+
+
+def _with_matrix(args: argparse.Namespace, single: dict[str, Any] | None, out: Path) -> Path:
+    """With --model, the one-model matrix written into the run's folder (once the run owns it) and
+    ``args.matrix`` pointed at it; ``out``, for chaining."""
+    if single is not None:
+        args.matrix = one_model.write_matrix(single, out)
+    return out
 
 
 def _run(args: argparse.Namespace, extra: list[str], argv: list[str], out: Path, cache: Path) -> int:

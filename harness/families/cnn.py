@@ -47,6 +47,7 @@ class CnnFamily(Family):
     paths = ('create',)
     checks = ('load', 'reload', 'dtype', 'trainable', 'shapes', 'features', 'finite', 'drift')
     patch_sizes_apply = False
+    fixed_patch = 'a CNN has no patch embedding: its stride is fixed'
     stores_geometry = False
 
     def claim(self, probe):

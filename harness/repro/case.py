@@ -52,7 +52,7 @@ def repro_case(found: CaseSource) -> ReproCase:
                         window_value(to_size(window)) if window is not None else None)
         case = Case(model, _origin(record['origin'], found.matrix_problem), target.img_size, target.patch_size,
                     target.window_size, record['path'], record.get('state') or DEFAULT_STATE)
-    family = family_of(case.model.name)
+    family = family_of(case.model)
     source = native_geometry(family, case.model) if family else None
     computed = family.computed_geometry(source, case.target, case.path) if family else None
     resampling = loader_resampling(case.origin) if case.path == 'create' else AFTER_LOAD_RESAMPLING

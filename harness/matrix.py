@@ -27,10 +27,11 @@ from harness.limits import (FORWARD_MEMORY_BUDGET, MAX_CASES, MAX_NUM_IMAGES, MA
 from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
 from harness.origins import ORIGINS, FILE_ORIGIN
 from harness.results import CHECKS, DTYPES, PRECISIONS
+from harness.states import DEFAULT_STATE, STATES
 
 PATHS = ('create', 'set_input_size', 'dynamic')
-AXES = ('origins', 'sizes', 'patch_sizes', 'window_sizes', 'paths')   # a model entry may set its own
-EXPECT_MATCH_KEYS = ('model', 'label', 'origin', 'img_size', 'patch_size', 'window_size', 'path')
+AXES = ('origins', 'sizes', 'patch_sizes', 'window_sizes', 'paths', 'states')   # a model entry may set its own
+EXPECT_MATCH_KEYS = ('model', 'label', 'origin', 'img_size', 'patch_size', 'window_size', 'path', 'state')
 
 Size = tuple[int, int]
 Window = int | Size   # a window size: square (int) or rectangular (h, w)
@@ -204,6 +205,7 @@ class Matrix:
     patch_sizes: tuple[int | None, ...] = (None,)
     window_sizes: tuple[Window | None, ...] = (None,)
     paths: tuple[str, ...] = PATHS
+    states: tuple[str, ...] = (DEFAULT_STATE,)
     seed: int = 0
     num_images: int = 4
     images: str | None = None    # labelled images for top-1 accuracy with real weights (harness.image_tree)
@@ -226,6 +228,7 @@ TOP_LEVEL_KEYS = {
               '{pattern: GLOB, <overrides and axes shared by every match>}',
     'origins': 'a list of origin names or {file: PATH}', 'sizes': 'a list of sizes (int or [H, W])',
     'patch_sizes': 'a list of ints', 'window_sizes': 'a list of window sizes (int or [H, W])', 'paths': f'a subset of {list(PATHS)}',
+    'states': f'a list of model states from {list(STATES)} (default [{DEFAULT_STATE}])',
     'seed': 'an int', 'num_images': 'an int', 'tolerances': 'a mapping', 'timing': 'a mapping',
     'images': 'a folder of labelled images, <folder>/<class index or ImageNet synset>/<image>',
     'expect': 'a list of {match: {...}, checks: [...], reason: ...}',
@@ -312,6 +315,7 @@ class _Validator:
             'window_sizes': tuple(window for i, raw in enumerate(self._list('window_sizes'))
                                   if (window := self._window(f'window_sizes[{i}]', raw))) or (None,),
             'paths': self._paths(),
+            'states': self._states(),
         }
 
     def _model_axes(self, where: str, model: ModelSpec, entry: dict) -> tuple[tuple[str, Any], ...]:
@@ -626,6 +630,21 @@ class _Validator:
             else:
                 self.error(f'paths[{i}]', f'unknown path {shown(p)}; expected one of {list(PATHS)}')
         return tuple(paths)
+
+    def _states(self) -> tuple[str, ...]:
+        if 'states' not in self.raw:
+            return (DEFAULT_STATE,)
+        states, raw = [], self._list('states')
+        for i, state in enumerate(raw):
+            if state not in STATES:
+                self.error(f'states[{i}]', f'unknown state {state!r}; expected one of {list(STATES)}')
+            elif state in states:
+                self.error(f'states[{i}]', f'{state!r} is listed twice')
+            else:
+                states.append(state)
+        if raw == [] and isinstance(self.raw['states'], list):
+            self.error('states', f'expected {TOP_LEVEL_KEYS["states"]}, got an empty list')
+        return tuple(states)
 
     def _timing(self) -> TimingConfig:
         """The `timing:` section, each key checked against what it accepts (null: the device's default)."""

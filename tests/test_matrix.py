@@ -175,7 +175,7 @@ def test_expectation_matches(tmp_path, known_models):
     m = load(tmp_path, FULL, known_models)
     first, second = m.expect
     fields = {'model': VIT, 'label': VIT, 'origin': 'timm', 'img_size': (224, 448), 'patch_size': 16,
-              'window_size': None, 'path': 'dynamic'}
+              'window_size': None, 'path': 'dynamic', 'state': 'fp32'}
     assert first.matches(fields, '1.0.2')
     assert first.matches(fields, '1.0.2rc1')            # pre-releases count (PEP 440 keeps 1.0.3.dev0 out of <1.0.3)
     assert not first.matches(fields, '1.0.3.dev0')
@@ -223,10 +223,10 @@ def test_model_axes_replace_the_matrix_axes_for_that_model_only(tmp_path, known_
 
     assert m.axes_for(vit) == {'origins': (OriginSpec('timm'), OriginSpec('big_vision')),
                                'sizes': ((224, 224), (224, 448)), 'patch_sizes': (16, 8),
-                               'window_sizes': (None,), 'paths': ('create', 'set_input_size')}
+                               'window_sizes': (None,), 'paths': ('create', 'set_input_size'), 'states': ('fp32',)}
     assert m.axes_for(swin) == {'origins': (OriginSpec('microsoft'),), 'sizes': ((256, 256),),
                                 'patch_sizes': (4,), 'window_sizes': (7, 8),
-                                'paths': ('create', 'set_input_size')}   # paths inherited
+                                'paths': ('create', 'set_input_size'), 'states': ('fp32',)}   # paths inherited
     # the matrix's own axes are untouched
     assert m.origins == (OriginSpec('timm'), OriginSpec('big_vision')) and m.sizes == ((224, 224), (224, 448))
 

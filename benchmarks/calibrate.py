@@ -6,7 +6,8 @@ Runs each matrix (default: every shipped one, ``matrices/*.yaml``) with ``harnes
 installed timm release, reads ``results.jsonl`` and takes, per path and figure (reload, noop, fidelity weights
 (on ``dynamic``: the forward-time tensors), fidelity outputs, parity and parity cosine as 1 - cosine), the largest
 value over the cases that ``passed``: a case with an ``expect`` entry (a real timm defect: ``xfailed``) or any
-other status does not count, nor a parity figure that was not judged (``parity_note``). The floors, the case
+other status does not count, nor a case in a half-precision state (``bf16``, ``fp16``: judged at its dtype's
+resolution, :func:`harness.states.scaled_tolerances`), nor a parity figure that was not judged (``parity_note``). The floors, the case
 that set each, and how they were measured (timm, torch, device, date, matrices) go to
 ``harness/noise_floors.json`` under the device type, replacing that device type's entry; the default
 tolerances are derived from them (``harness.noise_floors``: ``MULTIPLE`` x the floor). Prints the table that
@@ -32,7 +33,7 @@ import timm
 import torch
 
 from common import HARNESS, REPO, cache_dir, default_device, wall_s, EXIT_CASES_FAILED
-from harness import noise_floors
+from harness import noise_floors, states
 from harness.matrix import PATHS
 from harness.results import load
 
@@ -77,8 +78,8 @@ def measure(rows: list[dict]) -> dict[str, dict[str, dict]]:
     """``{path: {figure: {value, case, cases}}}``: each figure's largest value over the passed cases."""
     floors: dict[str, dict[str, dict]] = {}
     for row in rows:
-        if row['status'] != 'passed':
-            continue
+        if row['status'] != 'passed' or states.casts(row.get('state') or states.DEFAULT_STATE):
+            continue   # a half-precision case is judged at its dtype's resolution (harness.states), not a floor
         for figure in noise_floors.FIGURE_TOLERANCES:
             if figure.startswith('parity') and not _missing(row.get('parity_note')):
                 continue

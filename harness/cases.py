@@ -10,6 +10,7 @@ from harness.families import Size, Target, family_of
 from harness.families.base import Family
 from harness.matrix import Expectation, Matrix, ModelSpec, OriginSpec, Window
 from harness.origins import FILE_ORIGIN
+from harness.states import DEFAULT_STATE
 
 
 @dataclass(frozen=True)
@@ -20,10 +21,11 @@ class Case:
     patch_size: int | None
     window_size: Window | None
     path: str
+    state: str = DEFAULT_STATE   # what the model is before it is resized (harness.states)
 
     @property
     def family(self) -> Family:
-        return family_of(self.model.name)
+        return family_of(self.model)
 
     @property
     def target(self) -> Target:
@@ -37,12 +39,15 @@ class Case:
 
     @property
     def case_id(self) -> str:
-        """Readable and unique within a matrix, e.g. ``vit_base_patch16_clip_224-to-patch8-open_clip-224x224-patch8-create``."""
+        """Readable and unique within a matrix, e.g. ``vit_base_patch16_clip_224-to-patch8-open_clip-224x224-patch8-create``;
+        a state other than the default comes before the path (``...-224x224-bf16-set_input_size``)."""
         parts = [self.model.label, self.origin_label, f'{self.img_size[0]}x{self.img_size[1]}']
         if self.patch_size is not None:
             parts.append(f'patch{self.patch_size}')
         if self.window_size is not None:
             parts.append(f'window{size_label(self.window_size)}')
+        if self.state != DEFAULT_STATE:
+            parts.append(self.state)
         parts.append(self.path)
         return '-'.join(parts)
 
@@ -55,7 +60,7 @@ class Case:
         """What ``expect`` entries in a matrix match against."""
         return {'model': self.model.name, 'label': self.model.label, 'origin': self.origin.name,
                 'img_size': self.img_size, 'patch_size': self.patch_size, 'window_size': self.window_size,
-                'path': self.path}
+                'path': self.path, 'state': self.state}
 
 
 def size_label(size: Window) -> str:
@@ -76,18 +81,18 @@ def iter_cases(matrix: Matrix) -> Iterator[Case]:
         if 'targets' in axes:
             yield from _trigger_cases(model, axes)
             continue
-        family = family_of(model.name)
+        family = family_of(model)
         windows = axes['window_sizes'] if family.window_sizes_apply else (None,)
         patches = axes['patch_sizes'] if family.patch_sizes_apply else (None,)
-        for origin, size, patch, window, path in itertools.product(
-                axes['origins'], axes['sizes'], patches, windows, axes['paths']):
-            yield Case(model, origin, size, patch, window, path)
+        for origin, size, patch, window, state, path in itertools.product(
+                axes['origins'], axes['sizes'], patches, windows, axes['states'], axes['paths']):
+            yield Case(model, origin, size, patch, window, path, state)
 
 
 def _trigger_cases(model: ModelSpec, axes: dict[str, tuple]) -> list[Case]:
     """A trigger set's cases (``targets:``, :mod:`harness.triggers`): each target on the paths that reach it."""
-    return [Case(model, origin, t.target.img_size, t.target.patch_size, t.target.window_size, path)
-            for origin, t in itertools.product(axes['origins'], axes['targets'])
+    return [Case(model, origin, t.target.img_size, t.target.patch_size, t.target.window_size, path, state)
+            for origin, t, state in itertools.product(axes['origins'], axes['targets'], axes['states'])
             for path in axes['paths'] if path in t.paths]
 
 

@@ -44,10 +44,23 @@ class ForwardFailed(Exception):
         self.error = error
 
 
-@torch.no_grad()
 def forward_outputs(model: nn.Module, inputs: torch.Tensor) -> Outputs:
-    """One forward pass: ``forward_intermediates`` where the model has it (it returns the final features too,
-    so intermediate shapes cost no second pass), else ``forward_features``; then the head on its features."""
+    """One forward pass in eval mode, without gradients (every module's ``training`` flag put back after: a
+    model resized in training mode keeps it): ``forward_intermediates`` where the model has it (it returns the
+    final features too, so intermediate shapes cost no second pass), else ``forward_features``; then the head
+    on its features. Eval mode makes the outputs a function of the weights and geometry: a training-mode pass
+    drops paths at random and normalises with the batch's statistics."""
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            return _forward_outputs(model, inputs)
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def _forward_outputs(model: nn.Module, inputs: torch.Tensor) -> Outputs:
     step, intermediates = 'forward_features', None
     try:
         if hasattr(model, 'forward_intermediates'):
@@ -98,6 +111,32 @@ def shape_errors(outputs: Outputs, expected: dict[str, Any]) -> list[str]:
         if shape != want:
             errors.append(f'{name}: got {_fmt(shape)}, expected {_fmt(want)}')
     return errors
+
+
+def feature_errors(model: nn.Module, img_size: tuple[int, int],
+                   intermediate_shapes: list[tuple[int, ...]] | None) -> list[str]:
+    """Where the model's ``feature_info`` disagrees with what ``forward_intermediates`` returned at ``img_size``:
+    the number of levels, each level's channels (dim 1 of an NCHW map) and its reduction (each side of the map
+    is the input's side over the reduction, rounded up as padding and stride-2 steps round). Nothing to judge
+    without both (None intermediates: no forward_intermediates), or where feature_info is not a list of levels
+    naming ``num_chs`` and ``reduction``."""
+    info = getattr(model, 'feature_info', None)
+    if not isinstance(info, (list, tuple)) or not info or intermediate_shapes is None \
+            or not all(isinstance(level, dict) and {'num_chs', 'reduction'} <= set(level) for level in info):
+        return []   # nothing that states channels and reductions per level
+    levels = [(level['num_chs'], level['reduction']) for level in info]
+    if len(levels) != len(intermediate_shapes):
+        return [f'feature_info lists {len(levels)} levels, forward_intermediates returned {len(intermediate_shapes)}']
+    errors = []
+    for i, ((channels, reduction), shape) in enumerate(zip(levels, intermediate_shapes)):
+        if len(shape) != 4:
+            continue   # a token sequence (output_fmt NLC) carries no map to measure
+        want = (channels, -(-img_size[0] // reduction), -(-img_size[1] // reduction))
+        if tuple(shape[1:]) != want:
+            got = f'{shape[1]} channels at {shape[2]}x{shape[3]}'
+            errors.append(f'level {i}: feature_info says {channels} channels at reduction {reduction} '
+                          f'({want[1]}x{want[2]} at {img_size[0]}x{img_size[1]}), forward_intermediates gave {got}')
+    return summarised(errors)
 
 
 def geometry_errors(family: Family, model: nn.Module, expected: Geometry) -> list[str]:
@@ -178,6 +217,11 @@ def mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def top1_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.argmax(dim=1) == b.argmax(dim=1)).float().mean().item()
+
+
+def summarised(items: list[str], shown: int = 6) -> list[str]:
+    """The first ``shown`` findings, and how many more there are (a whole model's flags can flip at once)."""
+    return items if len(items) <= shown else [*items[:shown], f'... and {len(items) - shown} more']
 
 
 def _fmt(value: Any) -> str:

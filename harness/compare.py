@@ -4,7 +4,8 @@ Cases are joined by matrix and case id. Each gets two verdicts:
 
 - ``change``, from the statuses and figures: ``regressed`` (ok -> bad, or passed -> unsupported), ``fixed``
   (bad -> ok), ``outputs_changed`` (the same status, but the outputs' fingerprint or a check's figure moved by
-  more than ``outputs_atol``: a numeric change too small for any check's tolerance still shows),
+  more than ``outputs_atol``: a numeric change too small for any check's tolerance still shows; or what the
+  dtype, trainable or features check found differs),
   ``unchanged``, ``new``, ``removed``, or ``not_comparable`` (``error`` or ``resource`` on either side);
 - ``timing_change``, from the raw timed passes, in the manner of asv: ``slower``/``faster`` only when a
   two-sided Mann-Whitney U test is significant at ``alpha`` AND the ratio of medians is beyond ``factor``;
@@ -42,6 +43,8 @@ FAILING_TIMING_CHANGES = ('slower',)
 CHECK_FIGURES = ('native_max_abs_diff', 'noop_max_abs_diff', 'fidelity_weights_max_abs_diff',
                  'fidelity_outputs_max_abs_diff',
                  'parity_max_abs_diff', 'parity_cosine', 'drift_cosine', 'drift_top1_agreement')
+# what the dtype, trainable and features checks found: a list that differs between the runs is an outputs change
+CHECK_FINDINGS = ('dtype_changes', 'trainable_changes', 'feature_errors')
 # what two timings must share to be compared, and what a record from before a setting existed was timed with
 TIMING_SETTINGS = ('device_name', 'dtype', 'precision', 'compile', 'channels_last', 'batch_size', 'batch_size_used',
                    'torch_version')
@@ -151,6 +154,8 @@ def moved_outputs(base: dict, new: dict, atol: float) -> list[str]:
     only counts as moved). Fingerprints are compared only between the same device type."""
     moved = [f'{name} {_shown(base.get(name))} -> {_shown(new.get(name))}' for name in CHECK_FIGURES
              if _moved(base.get(name), new.get(name), atol)]
+    moved += [f'{name} {_shown(base.get(name) or [])} -> {_shown(new.get(name) or [])}' for name in CHECK_FINDINGS
+              if (base.get(name) or []) != (new.get(name) or [])]
     old_print, new_print = base.get('output_fingerprint'), new.get('output_fingerprint')
     if old_print and new_print and base.get('device') == new.get('device') and old_print != new_print:
         if old_print.get('digest') != new_print.get('digest'):

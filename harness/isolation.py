@@ -10,6 +10,7 @@ a crash only when the worker wrote nothing for it.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -74,8 +75,8 @@ class CrashRecorder:
     """Registered in the xdist controller: records the case a worker died running.
 
     The controller collects no items, so the case is found in its matrix and recorded with the options the
-    workers use. Records that this run wrote before (from the offset the results file had when it started:
-    ``--resume`` keeps older ones) are left alone: the worker may have recorded the case before it died. A
+    workers use. Records that this run wrote before (from the offset the results file had when it started,
+    where it is still that file: ``--resume`` keeps older ones; a re-run moves them aside) are left alone: the worker may have recorded the case before it died. A
     worker that died past its case's deadline was ended by a watchdog: the reason says ``timeout:``.
     """
 
@@ -86,7 +87,9 @@ class CrashRecorder:
         self.options_for = options_for
         self.watchdog = watchdog
         results = out_dir / RESULTS_FILE
-        self.results_offset = results.stat().st_size if results.exists() else 0
+        # where this run's records start, in the file there now: a run that moves it aside later (a re-run)
+        # writes a new file, whose records are all this run's
+        self.results_start = (results.stat().st_ino, results.stat().st_size) if results.exists() else None
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport) -> None:
@@ -117,7 +120,8 @@ class CrashRecorder:
         if not results.exists():
             return None
         with open(results) as f:
-            f.seek(self.results_offset)
+            inode = os.fstat(f.fileno()).st_ino
+            f.seek(self.results_start[1] if self.results_start and self.results_start[0] == inode else 0)
             lines = f.read().splitlines()
         for line in reversed(lines):
             try:

@@ -25,11 +25,11 @@ from harness.limits import (FORWARD_MEMORY_BUDGET, MAX_CASES, MAX_NUM_IMAGES, MA
                             gib, is_int as _is_int, is_number as _is_number, shown, yaml11_float as _as_float)
 from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
 from harness.origins import ORIGINS, FILE_ORIGIN
-from harness.results import CHECKS, DTYPES, PRECISIONS
+from harness.results import CHECKS, DEFAULT_STATE, DTYPES, PRECISIONS, STATES
 
 PATHS = ('create', 'set_input_size', 'dynamic')
-AXES = ('origins', 'sizes', 'patch_sizes', 'window_sizes', 'paths')   # a model entry may set its own
-EXPECT_MATCH_KEYS = ('model', 'label', 'origin', 'img_size', 'patch_size', 'window_size', 'path')
+AXES = ('origins', 'sizes', 'patch_sizes', 'window_sizes', 'paths', 'states')   # a model entry may set its own
+EXPECT_MATCH_KEYS = ('model', 'label', 'origin', 'img_size', 'patch_size', 'window_size', 'path', 'state')
 
 Size = tuple[int, int]
 Window = int | Size   # a window size: square (int) or rectangular (h, w)
@@ -208,6 +208,7 @@ class Matrix:
     patch_sizes: tuple[int | None, ...] = (None,)
     window_sizes: tuple[Window | None, ...] = (None,)
     paths: tuple[str, ...] = PATHS
+    states: tuple[str, ...] = (DEFAULT_STATE,)
     seed: int = 0
     num_images: int = 4
     images: str | None = None    # labelled images for top-1 accuracy with real weights (harness.image_tree)
@@ -230,6 +231,7 @@ TOP_LEVEL_KEYS = {
               '{pattern: GLOB, <overrides and axes shared by every match>}',
     'origins': 'a list of origin names or {file: PATH}', 'sizes': 'a list of sizes (int or [H, W])',
     'patch_sizes': 'a list of ints', 'window_sizes': 'a list of window sizes (int or [H, W])', 'paths': f'a subset of {list(PATHS)}',
+    'states': f'a list of model states from {list(STATES)} (default [{DEFAULT_STATE}])',
     'seed': 'an int', 'num_images': 'an int', 'tolerances': 'a mapping', 'timing': 'a mapping',
     'images': 'a folder of labelled images, <folder>/<class index or ImageNet synset>/<image>',
     'expect': 'a list of {match: {...}, checks: [...], reason: ...}',
@@ -315,6 +317,7 @@ class _Validator:
             merged = {**axes, **dict(model.axes)}
             if 'targets' in merged:   # derived from sizes the model takes (harness.triggers)
                 continue
+            self._check_axes_apply(i, model, merged)
             where = f'models[{i}].sizes' if 'sizes' in dict(model.axes) else 'sizes'
             self._check_sizes_fit(where, model, merged['sizes'], merged['patch_sizes'])
         matrix = Matrix(
@@ -336,6 +339,7 @@ class _Validator:
             'window_sizes': tuple(window for i, raw in enumerate(self._list('window_sizes'))
                                   if (window := self._window(f'window_sizes[{i}]', raw))) or (None,),
             'paths': self._paths(),
+            'states': self._states(),
         }
 
     def _model_axes(self, where: str, model: ModelSpec, entry: dict) -> tuple[tuple[str, Any], ...]:
@@ -459,7 +463,7 @@ class _Validator:
         if 'targets' not in entry:
             return [model]
         from harness.triggers import NoTriggers, triggers
-        value, family = entry['targets'], family_of(model.name)
+        value, family = entry['targets'], family_of(model)
         kinds = None if value == 'auto' else value
         if kinds is not None and (not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) for k in kinds)):
             self.error(f'{where}.targets', f'expected auto or a list of trigger names from {list(family.trigger_kinds)}'
@@ -491,7 +495,7 @@ class _Validator:
             dataclasses.replace(model, alias=None, axes=())
         if source:
             try:
-                _native_geometry(family_of(model.name), spec)
+                _native_geometry(family_of(model), spec)
             except Exception as e:   # noqa: BLE001 - the variant is the harness's, its failure the release's
                 self.error(f'{where}.targets', f'timm cannot build the {name} variant of {model.label} '
                                                f'({dict(source)}): {type(e).__name__}: {e}')
@@ -574,8 +578,12 @@ class _Validator:
             if size and not isinstance(overrides['img_size'], int):
                 overrides['img_size'] = list(size)
         model = ModelSpec.of(name, overrides)
+        if family_of(model) is None:   # its overrides build a class of no family (e.g. use_naflex)
+            self.error(where, f'{name!r} with {dict(model.overrides)} is in no family the harness supports: '
+                              f'{unclaimed_reason(model)}')
+            return None
         try:
-            _native_geometry(family_of(name), model)
+            _native_geometry(family_of(model), model)
         except Exception as e:   # noqa: BLE001 - any constructor complaint is the user's to fix
             self.error(where, f'timm cannot build {name} with {dict(model.overrides)}: {type(e).__name__}: {e}')
             return None
@@ -647,6 +655,21 @@ class _Validator:
                 self.error(f'paths[{i}]', f'unknown path {shown(p)}; expected one of {list(PATHS)}')
         return tuple(paths)
 
+    def _states(self) -> tuple[str, ...]:
+        if 'states' not in self.raw:
+            return (DEFAULT_STATE,)
+        states, raw = [], self._list('states')
+        for i, state in enumerate(raw):
+            if state not in STATES:
+                self.error(f'states[{i}]', f'unknown state {state!r}; expected one of {list(STATES)}')
+            elif state in states:
+                self.error(f'states[{i}]', f'{state!r} is listed twice')
+            else:
+                states.append(state)
+        if raw == [] and isinstance(self.raw['states'], list):
+            self.error('states', f'expected {TOP_LEVEL_KEYS["states"]}, got an empty list')
+        return tuple(states)
+
     def _timing(self) -> TimingConfig:
         """The `timing:` section, each key checked against what it accepts (null: the device's default)."""
         section = self.raw.get('timing') or {}
@@ -691,9 +714,21 @@ class _Validator:
                 self.error(f'timing.{key}', f'expected {what}, got {shown(value)}')
         return TimingConfig(**accepted)
 
+    def _check_axes_apply(self, index: int, model: ModelSpec, axes: dict[str, tuple]) -> None:
+        """A patch or window axis the model's family cannot apply is an error naming why, not a case dropped."""
+        for axis in ('patch_sizes', 'window_sizes'):
+            if axes[axis] == (None,):
+                continue
+            problem = family_of(model).axis_problem(axis, model)
+            if problem:
+                own = axis in dict(model.axes)
+                fix = f'drop models[{index}].{axis}' if own else f'set {axis} per model entry instead'
+                self.error(f'models[{index}].{axis}' if own else axis,
+                           f'{model.label}: {axis} {[_axis_value(v) for v in axes[axis]]} do not apply: {problem}; {fix}')
+
     def _check_sizes_fit(self, where: str, model: ModelSpec, sizes: tuple[Size, ...], patch_sizes: tuple) -> None:
         """An impossible size (one a model's patch grid cannot tile) is a matrix error, not a case failure."""
-        family = family_of(model.name)
+        family = family_of(model)
         for size in sizes:
             for patch in patch_sizes:
                 problem = family.size_problem(model, size, patch) or self._memory_problem(family, model, size, patch)
@@ -766,7 +801,7 @@ def _origin_problem(origin: OriginSpec, model: ModelSpec) -> str | None:
     """Why a model cannot come from an origin: another family's origin, or a file layout with no place for
     the model's tensors (found on a meta-device build, before anything is synthesized)."""
     from harness.checkpoints.layouts import LAYOUTS
-    family = family_of(model.name)
+    family = family_of(model)
     if origin.name != FILE_ORIGIN and origin.name not in family.origins:
         return (f'origin {origin.name!r} does not apply to {model.name!r} '
                 f'({family.name} family; its origins are {list(family.origins)})')
@@ -776,6 +811,11 @@ def _origin_problem(origin: OriginSpec, model: ModelSpec) -> str | None:
     if problem:
         return f'the {origin.name} layout does not fit {model.label}: {problem}'
     return None
+
+
+def _axis_value(value: Window) -> Any:
+    """An axis value as the matrix spells it: an int, or [h, w]."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def window_value(size: Size) -> Window:

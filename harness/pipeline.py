@@ -5,7 +5,8 @@ the checkpoint loaded at its own configuration (:func:`load_native`) and, per ta
 built and checked on its own (:func:`evaluate_path`), which the create case reports and the other paths'
 parity compares with. Each case is then a row of plain functions of their inputs:
 
-evaluate_path (build → forward → shapes → finite → fidelity) → parity → drift → timing → verdict.
+evaluate_path (state → build → dtype, trainable → forward → shapes, features → finite → fidelity) → parity →
+drift → timing → verdict. A case's state (:mod:`harness.states`) is applied to the model before it is resized.
 
 With a user's labelled images (``--images``) and real weights (``hub`` or ``file``), the native model's top-1
 accuracy is computed once per checkpoint too (:class:`NativeAccuracy`), and each case's after drift.
@@ -28,7 +29,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from harness import checks, faults, images
+from harness import checks, faults, images, states
 from harness.accuracy import LabelledImages, labelled_images, top1_accuracy
 from harness.build import Built, LoadFailed, ResizeFailed, Unsupported, build_native, build_path, set_input_size
 from harness.cases import Case, expectation_for
@@ -42,6 +43,7 @@ from harness.image_tree import ImageTree, read_image_tree
 from harness.matrix import Matrix, TimingConfig, Tolerances, Window, window_value
 from harness.origins import ORIGINS
 from harness.results import CaseResult
+from harness.states import DEFAULT_STATE
 from harness.timing import Timing, cpu_cores, time_forward
 from harness.verdict import fidelity_failures, judge
 
@@ -95,6 +97,9 @@ class PathFigures:
     fidelity_weights_max_abs_diff: float | None = None
     fidelity_worst_tensor: str | None = None
     fidelity_outputs_max_abs_diff: float | None = None
+    dtype_changes: list[str] = field(default_factory=list)
+    trainable_changes: list[str] = field(default_factory=list)
+    feature_errors: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -119,7 +124,7 @@ class CheckpointWork:
         self.image_tree = read_image_tree(options.images) if options.images else None
         self._key: tuple | None = None
         self._native: Native | Exception | None = None
-        self._create_runs: dict[Target, PathRun] = {}
+        self._create_runs: dict[tuple[Target, str], PathRun] = {}   # by target and state
 
     def native(self, case: Case) -> Native:
         """The case's checkpoint loaded at its own configuration (a failure to load is remembered too)."""
@@ -142,14 +147,17 @@ class CheckpointWork:
         return self._native
 
     def create_run(self, case: Case, native: Native) -> PathRun:
-        if case.target not in self._create_runs:
-            self._create_runs[case.target] = evaluate_path('create', case, native, self.images, self.options.device)
-        return self._create_runs[case.target]
+        """The create path at the case's target, in the case's state (parity compares a path with create in the
+        same state)."""
+        key = (case.target, case.state)
+        if key not in self._create_runs:
+            self._create_runs[key] = evaluate_path('create', case, native, self.images, self.options.device)
+        return self._create_runs[key]
 
-    def release_create_model(self, target: Target) -> None:
+    def release_create_model(self, case: Case) -> None:
         """The create case has used its model: keep only its figures and outputs, for the other paths' parity."""
-        if target in self._create_runs:
-            self._create_runs[target].model = None
+        if (case.target, case.state) in self._create_runs:
+            self._create_runs[case.target, case.state].model = None
 
     def parked_while_timing(self, timed: nn.Module) -> contextlib.AbstractContextManager[None]:
         """The models held here other than ``timed`` (the native model, create models not yet timed), moved off
@@ -200,11 +208,13 @@ def native_accuracy(checkpoint: Checkpoint, model: nn.Module, size: tuple[int, i
 
 
 def model_inputs(model: nn.Module, size: tuple[int, int], image_set: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The image set at ``size``, normalised as the model's pretrained config says."""
+    """The image set at ``size``, normalised as the model's pretrained config says, in the dtype of the model's
+    first floating parameter (a model cast to bf16 takes bf16 images, as a user feeds it)."""
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     batch = images.normalized(images.resized(image_set, size),
                               cfg.get('mean', (0.485, 0.456, 0.406)), cfg.get('std', (0.229, 0.224, 0.225)))
-    return batch.to(device)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), batch.dtype)
+    return batch.to(device, dtype=dtype)
 
 
 def new_result(case: Case, matrix: Matrix, options: RunOptions) -> CaseResult:
@@ -213,6 +223,7 @@ def new_result(case: Case, matrix: Matrix, options: RunOptions) -> CaseResult:
     return CaseResult(
         case_id=case.case_id, matrix=matrix.name, model=case.model.label, origin=case.origin_label,
         img_size=list(case.img_size), patch_size=case.patch_size, window_size=_listed(case.window_size), path=case.path,
+        state=case.state,
         model_name=case.model.name, model_overrides=case.model.kwargs,
         timm_version=timm.__version__, torch_version=torch.__version__, device=options.device.type,
         device_name=device_name(options.device), dtype=options.timing.dtype, precision=options.timing.precision,
@@ -226,16 +237,17 @@ def run_case(case: Case, work: CheckpointWork) -> CaseResult:
     result = new_result(case, matrix, options)
     started = time.monotonic()
     try:
-        never = case.family.unsupported(case.model.name)   # the model cannot take another size at all
-        if never:
+        never = case.family.unsupported(case.model.name) \
+            or states.device_problem(case.state, options.device.type)   # the model cannot take another size at all,
+        if never:                                                        # or the device cannot compute in the state
             raise Unsupported(never)
         with checks_lock(options.out_dir, options.device):
             model, unsupported = _checks(case, work, result)
-        if model is not None and options.timing.enabled:
-            _time(case, model, work, result)
+        if model is not None and options.timing.enabled and case.state == DEFAULT_STATE:
+            _time(case, model, work, result)   # timing's own dtype and precision say how a timed model is cast
         if case.path == 'create':
-            work.release_create_model(case.target)
-        judge(result, matrix.tolerances.for_path(case.path, options.device.type),
+            work.release_create_model(case)
+        judge(result, _case_tolerances(matrix.tolerances, case.path, options.device.type, case.state),
               expectation_for(case, matrix, timm.__version__), unsupported)
     except Unsupported as e:
         result.status, result.reason = 'unsupported', str(e)
@@ -255,6 +267,11 @@ def harness_fault(error: Exception) -> str:
     if faults.is_disk_full(error):
         return f'disk full: {faults.describe(error, limit=1)}'
     return f'{type(error).__name__}: {error}\n{traceback.format_exc(limit=-3)}'
+
+
+def _case_tolerances(tol: Tolerances, path: str, device_type: str, state: str) -> Tolerances:
+    """The limits a case of ``path`` in ``state`` on ``device_type`` is judged against."""
+    return states.scaled_tolerances(tol.for_path(path, device_type), state)
 
 
 def finished(result: CaseResult, duration_s: float) -> CaseResult:
@@ -285,8 +302,9 @@ def _checks(case: Case, work: CheckpointWork, result: CaseResult) -> tuple[nn.Mo
         result.shape_errors = [f'native size: {e}']
         return None, None
     _record_source(case, native, result)
-    if native.accuracy is not None:
-        result.accuracy_images, result.accuracy_top1_native = len(native.accuracy.images.files), native.accuracy.top1
+    accuracy = native.accuracy if case.state == DEFAULT_STATE else None   # measured on the fp32 model in eval mode
+    if accuracy is not None:
+        result.accuracy_images, result.accuracy_top1_native = len(accuracy.images.files), accuracy.top1
     if case.path == 'set_input_size':
         _noop(case, native, work.images, work.options.device, result)
     run = work.create_run(case, native) if case.path == 'create' else \
@@ -302,8 +320,8 @@ def _checks(case: Case, work: CheckpointWork, result: CaseResult) -> tuple[nn.Mo
     result.output_fingerprint = checks.fingerprint(run.outputs)
     result.drift_cosine = checks.mean_cosine(run.outputs.pooled, native.outputs.pooled)
     result.drift_top1_agreement = checks.top1_agreement(run.outputs.logits, native.outputs.logits)
-    if native.accuracy is not None:
-        result.accuracy_top1 = top1_accuracy(run.model, case.img_size, native.accuracy.images, work.options.device)
+    if accuracy is not None:
+        result.accuracy_top1 = top1_accuracy(run.model, case.img_size, accuracy.images, work.options.device)
     return run.model, None
 
 
@@ -321,7 +339,9 @@ def _noop(case: Case, native: Native, image_set: torch.Tensor, device: torch.dev
     """``set_input_size(img_size=<its own size>)``, called as users call it, must change neither the model's
     stored configuration (a window it was not asked to change) nor its outputs. A release without
     ``set_input_size`` runs no noop (its figures stay None)."""
-    model = copy.deepcopy(native.built.model)
+    model = states.apply_state(copy.deepcopy(native.built.model), case.state)
+    inputs = model_inputs(model, native.geometry.img_size, image_set, device)
+    before = native.outputs if case.state == DEFAULT_STATE else checks.forward_outputs(model, inputs)
     try:
         set_input_size(model, {'img_size': native.geometry.img_size})
     except Unsupported:
@@ -332,19 +352,31 @@ def _noop(case: Case, native: Native, image_set: torch.Tensor, device: torch.dev
     if case.family.stores_geometry:
         result.noop_changes = checks.geometry_errors(case.family, model, native.geometry)
     try:
-        outputs = checks.forward_outputs(model, model_inputs(model, native.geometry.img_size, image_set, device))
+        outputs = checks.forward_outputs(model, inputs)
     except checks.ForwardFailed as e:
         result.noop_changes.append(f'then {e}')
         return
-    result.noop_max_abs_diff = checks.max_abs_diff(outputs.logits, native.outputs.logits)
+    result.noop_max_abs_diff = checks.max_abs_diff(outputs.logits, before.logits)
 
 
 def evaluate_path(path: str, case: Case, native: Native, image_set: torch.Tensor, device: torch.device) -> PathRun:
-    """Build ``path`` at the case's target and check it on its own: load, resize, shapes, finite, fidelity."""
+    """Build ``path`` at the case's target in the case's state and check it on its own: load, resize, dtype,
+    trainable, shapes, features, finite, fidelity.
+
+    ``set_input_size`` resizes a copy of the native model put in the state; ``create`` and ``dynamic`` build a
+    model and put it in the state after (create resamples while it loads, before any user can; dynamic resizes
+    in the forward pass). The dtype and trainable checks compare the model after the resize (set_input_size:
+    before it is moved to the device, which would hide a tensor the resize left elsewhere; the others: after
+    the forward pass) with the model in its state before."""
     figures = PathFigures()
     family, source = case.family, native.geometry
+    start = native.built
+    if path == 'set_input_size' and case.state != DEFAULT_STATE:
+        start = Built(states.apply_state(copy.deepcopy(native.built.model), case.state),
+                      native.built.missing_keys, native.built.unexpected_keys)
+    before = states.snapshot(start.model, case.state) if path == 'set_input_size' else None
     try:
-        built = build_path(path, native.checkpoint, family, source, case.target, native.built)
+        built = build_path(path, native.checkpoint, family, source, case.target, start)
     except Unsupported as e:
         return PathRun(None, None, figures, unsupported=str(e))
     except LoadFailed as e:
@@ -354,7 +386,12 @@ def evaluate_path(path: str, case: Case, native: Native, image_set: torch.Tensor
         figures.resize_error = str(e)
         return PathRun(None, None, figures)
     figures.missing_keys, figures.unexpected_keys = built.missing_keys, built.unexpected_keys
-    model = built.model.to(device)
+    if path == 'set_input_size':
+        _state_changes(before, built.model, figures)
+        model = built.model.to(device)
+    else:
+        model = states.apply_state(built.model.to(device), case.state)
+        before = states.snapshot(model, case.state)
     inputs = model_inputs(model, case.img_size, image_set, device)
     try:
         outputs = checks.forward_outputs(model, inputs)
@@ -366,6 +403,9 @@ def evaluate_path(path: str, case: Case, native: Native, image_set: torch.Tensor
         else:
             figures.shape_errors = [str(e)]
         return PathRun(None, None, figures)
+    if path != 'set_input_size':
+        _state_changes(before, model, figures)
+    figures.feature_errors = checks.feature_errors(model, case.img_size, outputs.intermediate_shapes)
     expected = family.expected_geometry(source, case.target)
     figures.shape_errors = checks.shape_errors(outputs, family.expected_shapes(expected, len(image_set)))
     if path != 'dynamic' and family.stores_geometry:   # dynamic stores nothing resized: the source's stays
@@ -373,6 +413,11 @@ def evaluate_path(path: str, case: Case, native: Native, image_set: torch.Tensor
     figures.nonfinite_outputs = checks.nonfinite(outputs)
     _fidelity(path, case, native, model, outputs, inputs, figures)
     return PathRun(model, outputs, figures)
+
+
+def _state_changes(before: states.Snapshot, model: nn.Module, figures: PathFigures) -> None:
+    figures.dtype_changes = states.dtype_changes(before, model)
+    figures.trainable_changes = states.trainable_changes(before, model)
 
 
 def _fidelity(path: str, case: Case, native: Native, model: nn.Module, outputs: checks.Outputs,
@@ -384,12 +429,18 @@ def _fidelity(path: str, case: Case, native: Native, model: nn.Module, outputs: 
     interpolation, antialias = family.create_resampling(case.model.name, checkpoint) if path == 'create' \
         else AFTER_LOAD_RESAMPLING
     computed = family.computed_geometry(native.geometry, case.target, path)
-    expected_weights = family.resample_state_dict(native.reference, native.geometry, computed, interpolation,
-                                                  antialias)
+    try:
+        expected_weights = family.resample_state_dict(native.reference, native.geometry, computed, interpolation,
+                                                      antialias)
+    except ValueError as e:   # the oracles refuse a tensor that does not fit the geometry they are given
+        figures.fidelity_weights_max_abs_diff = math.inf
+        figures.fidelity_worst_tensor = f'the checkpoint as the model built at its own configuration reads it ({e})'
+        return
     # what is resampled per forward is never stored: compare outputs with a model that computes our resample
     if path == 'dynamic' or family.resamples_per_forward:
-        reference = family.dynamic_reference(native.built.model, case.model, native.geometry, computed,
-                                             expected_weights).to(inputs.device)
+        reference = states.apply_state(family.dynamic_reference(native.built.model, case.model, native.geometry,
+                                                                computed, expected_weights).to(inputs.device),
+                                       case.state)
         want = checks.forward_outputs(reference, inputs)
         figures.fidelity_outputs_max_abs_diff = checks.max_abs_diff(outputs.logits, want.logits)
     worst = _worst_tensor_diff(path, case, native, model, computed, expected_weights)
@@ -411,12 +462,25 @@ def _worst_tensor_diff(path: str, case: Case, native: Native, model: nn.Module, 
                     **family.expected_derived_tensors(expected_weights, case.model, native.geometry, computed)}
         diffs.append(checks.state_dict_diff(actual, expected))
     if not family.resamples_per_forward:
-        actual = family.forward_tensors(model, computed)
-        expected = family.expected_forward_tensors(expected_weights, case.model, native.geometry, computed)
-        if actual or expected:
-            diffs.append(checks.state_dict_diff(actual, expected, strict=True))
+        try:
+            actual = family.forward_tensors(model, computed)
+        except (RuntimeError, AssertionError) as e:
+            diffs.append(_unfit_for_expected_geometry(e))
+        else:
+            expected = family.expected_forward_tensors(expected_weights, case.model, native.geometry, computed)
+            if actual or expected:
+                diffs.append(checks.state_dict_diff(actual, expected, strict=True))
     # first of equals wins: a stored tensor, not the forward tensor computed from it, is named as the cause
     return max(diffs, key=lambda d: math.inf if math.isnan(d.max_abs_diff) else d.max_abs_diff, default=None)
+
+
+def _unfit_for_expected_geometry(error: Exception) -> checks.TensorDiff:
+    """timm's own step raised on a blank input of the expected geometry: the model's tensors do not fit it (a
+    pos-embed left at its old length by a resize that ignored the patch). A difference as large as can be, named
+    with what timm raised: timm's fault, which shapes usually names too, not the harness's."""
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return checks.TensorDiff(math.inf, f'forward tensors at the expected geometry ({type(error).__name__}: '
+                                       f'{message[:200]})')
 
 
 def _parity(case: Case, native: Native, outputs: checks.Outputs, create: PathRun, tol: Tolerances,
@@ -433,7 +497,7 @@ def _parity(case: Case, native: Native, outputs: checks.Outputs, create: PathRun
     result.parity_cosine = checks.min_cosine(outputs.logits, create.outputs.logits)
     result.parity_note = documented_difference(case, native) or (
         'not judged: the create path fails fidelity (its own case reports it)'
-        if fidelity_failures(create.figures, tol.for_path('create', result.device)) else None)
+        if fidelity_failures(create.figures, _case_tolerances(tol, 'create', result.device, case.state)) else None)
 
 
 def documented_difference(case: Case, native: Native) -> str | None:

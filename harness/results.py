@@ -24,9 +24,12 @@ if TYPE_CHECKING:   # pandas is imported by load() alone: the pytest controller 
 STATUSES = ('passed', 'failed', 'xfailed', 'xpassed', 'unsupported', 'error', 'resource')
 UNEXPECTED = ('failed', 'xpassed', 'error', 'resource')   # statuses that make `harness run` exit 1
 # names that may appear in a record's ``failed_checks``, in the order the stages run
-CHECKS = ('load', 'reload', 'resize', 'shapes', 'finite', 'noop', 'fidelity', 'parity', 'drift')
+CHECKS = ('load', 'reload', 'resize', 'dtype', 'trainable', 'shapes', 'features', 'finite', 'noop', 'fidelity', 'parity',
+          'drift')
 DTYPES = ('fp32', 'bf16', 'fp16')   # the timing dtypes
 PRECISIONS = ('amp', 'cast')        # how a reduced dtype is applied: autocast, or weights and inputs cast to it
+STATES = ('fp32', 'bf16', 'fp16', 'frozen', 'train')   # a model's state when resized (harness.states)
+DEFAULT_STATE = 'fp32'
 RESULTS_FILE = 'results.jsonl'
 HELD = '; ran and held: '   # an unsupported case's reason: why, then this, then the checks that ran and held
 # fields older records carry under another name: old name -> current name
@@ -46,6 +49,7 @@ class CaseResult:
     patch_size: int | None
     window_size: int | list[int] | None      # an int (square) or [H, W]
     path: str
+    state: str = 'fp32'                      # the state the model was resized in (harness.states)
     model_name: str = ''                                   # the timm name (``model`` is the matrix label)
     model_overrides: dict[str, Any] = field(default_factory=dict)   # constructor overrides of the checkpoint
     source_img_size: list[int] | None = None
@@ -76,8 +80,13 @@ class CaseResult:
     native_max_abs_diff: float | None = None
     native_worst_tensor: str | None = None
     reference_note: str | None = None           # hub, file: the tensors not read back from the file, and why
+    # dtype and trainable: what the resize changed of the state the model was in (harness.states)
+    dtype_changes: list[str] = field(default_factory=list)       # tensors whose dtype or device moved
+    trainable_changes: list[str] = field(default_factory=list)   # requires_grad or training flags that moved
     # shapes
     shape_errors: list[str] = field(default_factory=list)
+    # features: feature_info against what forward_intermediates returned at the case's size
+    feature_errors: list[str] = field(default_factory=list)
     # finite
     nonfinite_outputs: list[str] = field(default_factory=list)   # outputs holding NaN or Inf
     # noop (set_input_size cases): set_input_size(img_size=<the model's own size>) must change nothing

@@ -45,8 +45,14 @@ def failed_checks(result: CaseResult, tol: Tolerances) -> list[tuple[str, str]]:
                                    f'({result.native_worst_tensor})'))
     if result.resize_error:
         failures.append(('resize', _one_line(result.resize_error)))
+    if result.dtype_changes:
+        failures.append(('dtype', f'the resize changed dtypes or devices: {"; ".join(result.dtype_changes)}'))
+    if result.trainable_changes:
+        failures.append(('trainable', f'the resize changed what trains: {"; ".join(result.trainable_changes)}'))
     if result.shape_errors:
         failures.append(('shapes', '; '.join(result.shape_errors)))
+    if result.feature_errors:
+        failures.append(('features', f'feature_info does not describe the maps: {"; ".join(result.feature_errors)}'))
     if result.nonfinite_outputs:
         failures.append(('finite', f'{" and ".join(result.nonfinite_outputs)} hold NaN or Inf'))
     noop_changes = result.noop_changes + ([f'outputs moved by {result.noop_max_abs_diff:.3g} > {tol.noop_atol:g}']

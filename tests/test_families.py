@@ -87,10 +87,9 @@ def test_cnn_cases_check_shapes_drift_and_load_and_nothing_else(run_matrix):
         models: [{CNN}]
         origins: [timm]
         sizes: [160, [96, 224]]
-        patch_sizes: [8]
         paths: [create, set_input_size, dynamic]
         ''')
-    assert len(results) == 6   # a patch size does not apply to a CNN: no patch8 cases
+    assert len(results) == 6
     for size in ('160x160', '96x224'):
         create = results[f'{CNN}-timm-{size}-create']
         assert create.status == 'passed', create.reason
@@ -154,7 +153,8 @@ def test_coverage_command_lists_families_categories_and_reasons():
     rows = {row['architecture']: row for row in table['architectures']}
     assert table['summary'] == ('4 architectures: 1 oracle, 1 nothing_to_resample, 1 fixed_size, 1 unknown; '
                                 '75.0% in a family')
-    assert rows['vit_tiny_patch16_224']['checks'] == 'load reload resize shapes finite noop fidelity parity drift'
+    assert rows['vit_tiny_patch16_224']['checks'] == ('load reload resize dtype trainable shapes features finite noop '
+                                                      'fidelity parity drift')
     assert rows['test_resnet']['module'] == 'resnet' and rows['test_resnet']['paths'] == 'create'
     assert rows['mixer_s16_224']['category'] == 'fixed_size' and 'own input size' in rows['mixer_s16_224']['reason']
     assert rows['mvitv2_tiny']['family'] is None   # pooled tokens, and relative positions resampled at run time

@@ -6,6 +6,7 @@ to every worker; the environment says which fault and at which input size.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -161,3 +162,20 @@ def _wait_for_line(log: Path, start: str, process: subprocess.Popen, timeout_s: 
         assert process.poll() is None, f'the run ended without waiting:\n{log.read_text()[-3000:]}'
         time.sleep(0.5)
     raise AssertionError(f'no line starting {start!r} within {timeout_s} s:\n{log.read_text()[-3000:]}')
+
+
+def test_a_rerun_finds_the_record_its_worker_wrote_before_dying(tmp_path):
+    """A re-run moves the earlier results aside after the crash recorder started: the record a worker wrote in
+    the new file before it died is found (not shadowed by a second, `error` one), and on --resume (the same
+    file) the earlier run's records are not taken for this run's."""
+    from harness.isolation import CrashRecorder
+    from harness.results import RESULTS_FILE
+    results = tmp_path / RESULTS_FILE
+    old = {'matrix': 'm', 'case_id': 'a', 'status': 'failed', 'reason': 'earlier run'}
+    results.write_text(json.dumps(old) + '\n' * 40)   # longer than the new file will be
+    recorder = CrashRecorder(tmp_path, tmp_path, options_for=None, watchdog=None)
+    assert recorder._record_of_this_run('m', 'a') is None   # --resume: the earlier run's record is not this run's
+    results.rename(tmp_path / 'results-earlier.jsonl')   # the re-run sets the old results aside
+    new = {'matrix': 'm', 'case_id': 'a', 'status': 'passed', 'reason': ''}
+    results.write_text(json.dumps(new) + '\n')
+    assert recorder._record_of_this_run('m', 'a') == new

@@ -40,9 +40,17 @@ def test_correct_resizes_pass_every_check(run_matrix):
     assert by_path['dynamic'].fidelity_outputs_max_abs_diff < 1e-4   # nothing stored: outputs compared
 
 
+FEATURE_INFO_AFTER_PATCH_CHANGE = '''
+expect:
+  - {match: {path: set_input_size, patch_size: 8}, checks: [features], reason: ViT feature_info keeps patch 16}
+'''
+
+
 def test_patch_size_change_resamples_kernel(run_matrix):
-    results = run_matrix(tiny(paths='create, set_input_size', patch=8))
-    assert {r.status for r in results.values()} == {'passed'}
+    """(timm 1.0.31 still leaves feature_info at the creation patch after set_input_size(patch_size=8).)"""
+    results = run_matrix(tiny(paths='create, set_input_size', patch=8, extra=FEATURE_INFO_AFTER_PATCH_CHANGE))
+    assert {r.path: (r.status, r.failed_checks) for r in results.values()} == {
+        'create': ('passed', []), 'set_input_size': ('xfailed', ['features'])}
     assert all(r.fidelity_weights_max_abs_diff < 1e-5 for r in results.values())
 
 

@@ -100,10 +100,13 @@ def test_dynamic_img_pad_sizes_are_accepted_where_the_oracle_models_padding(tmp_
     matrix = load(tmp_path, f'  - {{name: {VIT}, {TINY_VIT}, img_size: 64, dynamic_img_pad: true}}', known_models,
                   'sizes: [[72, 84]]\n')
     assert case_ids(matrix)[0] == f'{VIT}-timm-72x84-create'
-    err = matrix_error(tmp_path, '  - {name: eva02_tiny_patch14_224, embed_dim: 32, num_heads: 2, depth: 1, '
-                                 'img_size: 56, dynamic_img_pad: true}', known_models, 'sizes: [64]\n')
-    assert len(err.problems) == 1 and 'multiple of 14x14' in err.problems[0]
-    assert "the eva family's oracle does not model padded inputs" in err.problems[0]
+    eva = load(tmp_path, '  - {name: eva02_tiny_patch14_224, embed_dim: 32, num_heads: 2, depth: 1, img_size: 56, '
+                         'dynamic_img_pad: true}', known_models, 'sizes: [64]\n')
+    assert case_ids(eva)[0] == 'eva02_tiny_patch14_224-timm-64x64-create'
+    err = matrix_error(tmp_path, '  - {name: vit_tiny_r_s16_p8_224, embed_dim: 32, num_heads: 2, depth: 1, '
+                                 'img_size: 64, dynamic_img_pad: true}', known_models, 'sizes: [72]\n')
+    assert len(err.problems) == 1 and 'multiple of 32x32' in err.problems[0]
+    assert "the vit_hybrid family's oracle does not model padded inputs" in err.problems[0]
 
 
 def test_the_padded_grid_is_ceil_and_padding_is_right_and_bottom():

@@ -86,6 +86,21 @@ def test_a_timm_exception_in_set_input_size_fails_resize(run_matrix, monkeypatch
     assert results['create'].status == results['dynamic'].status == 'passed'
 
 
+def test_a_set_input_size_that_ignores_the_patch_fails_not_errors(run_matrix, monkeypatch):
+    """The model keeps its old patch and pos-embed: timm's own `_pos_embed` raises on the expected grid. That is
+    timm's fault (shapes and fidelity), not the harness's (error)."""
+    original = VisionTransformer.set_input_size
+
+    def patch_ignored(self, img_size=None, patch_size=None, **kwargs):
+        original(self, img_size=img_size, **kwargs)
+
+    monkeypatch.setattr(VisionTransformer, 'set_input_size', patch_ignored)
+    r = by_path(run_matrix(tiny(paths='set_input_size', patch=8)))['set_input_size']
+    assert r.status == 'failed' and 'fidelity' in r.failed_checks and 'shapes' in r.failed_checks, r.reason
+    assert r.fidelity_weights_max_abs_diff == math.inf
+    assert r.fidelity_worst_tensor == 'patch_embed.proj.weight'   # the stored tensor named first, as for equals
+
+
 def test_a_create_path_that_cannot_run_leaves_the_other_paths_judged(run_matrix, monkeypatch):
     """Only the model loaded at the target size raises; dynamic still passes, its parity recorded as not judged."""
     original = VisionTransformer.forward_head

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from harness.families.base import Family
+    from harness.matrix import ModelSpec
 
 Size = tuple[int, int]
 
@@ -73,20 +74,46 @@ def families() -> list['Family']:
     return sorted(FAMILIES.values(), key=lambda family: family.rank)
 
 
-def family_of(model_name: str) -> 'Family | None':
-    """The family of a timm model name, or None when no family claims it."""
-    return _claim(model_name)[0]
+def family_of(model: 'str | ModelSpec') -> 'Family | None':
+    """The family of a timm model name, or of a matrix entry (a :class:`~harness.matrix.ModelSpec`): the class
+    its overrides build decides (``use_naflex=True`` builds an EVA or a ViT as a NaFlexVit). None when no
+    family claims it."""
+    return _claim(_claimed_spec(model))[0]
 
 
-def unclaimed_reason(model_name: str) -> str:
-    """Why no family claims ``model_name`` ('' when one does)."""
-    return _claim(model_name)[1]
+def unclaimed_reason(model: 'str | ModelSpec') -> str:
+    """Why no family claims ``model`` ('' when one does)."""
+    return _claim(_claimed_spec(model))[1]
+
+
+def _claimed_spec(model: 'str | ModelSpec') -> 'ModelSpec':
+    """What the claim is decided on: the name alone, unless the entry's overrides build another class than the
+    name's own configuration (or cannot be built: then the name's family, and validation says what timm
+    raised)."""
+    from harness.matrix import ModelSpec
+    if isinstance(model, str) or not model.overrides:
+        return ModelSpec(model if isinstance(model, str) else model.name)
+    return _class_deciding(ModelSpec(model.name, model.overrides))
+
+
+@functools.lru_cache(maxsize=None)   # one entry per model entry's configuration: cases ask on every step
+def _class_deciding(model: 'ModelSpec') -> 'ModelSpec':
+    from harness.matrix import ModelSpec
+    from harness.families.base import meta_model
+    from harness.families.probe import probe
+    own = probe(model.name).model
+    try:
+        built = meta_model(model)
+    except Exception:   # noqa: BLE001 - the matrix validator reports the build failure with the entry
+        built = own
+    return ModelSpec(model.name) if own is None or type(built) is type(own) else \
+        ModelSpec(model.name, model.overrides)
 
 
 @functools.lru_cache(maxsize=64)
-def _claim(model_name: str) -> tuple['Family | None', str]:
+def _claim(model: 'ModelSpec') -> tuple['Family | None', str]:
     from harness.families.probe import probe
-    found = probe(model_name)
+    found = probe(model)
     if found.model is None:
         return None, found.problem
     reasons = []

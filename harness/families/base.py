@@ -31,7 +31,11 @@ class Family:
     paths: tuple[str, ...] = ALL_PATHS     # the build paths that can reach a new size
     checks: tuple[str, ...] = CHECKS       # the checks its cases run
     window_sizes_apply: bool = False       # a matrix's window_sizes axis applies
+    stages_pad: bool = False               # each downsampling stage pads an odd map (Swin's patch merging) and
+                                           # each window attention pads to whole windows: sizes need whole
+                                           # patches only, the oracle follows the padded maps
     patch_sizes_apply: bool = True         # a matrix's patch_sizes axis applies
+    fixed_patch: str = 'its patch size cannot be changed'   # why, where patch_sizes do not apply
     stores_geometry: bool = True           # a resized model stores its new configuration (img_size, grid, ...)
     resamples_per_forward: bool = False    # every forward resamples (NaFlexVit): fidelity compares every path's
                                            # outputs with dynamic_reference, and its weights and derived tensors
@@ -151,18 +155,31 @@ class Family:
         return target.patch_size is None or to_size(target.patch_size) == source.patch_size
 
     # --- validation ----------------------------------------------------------------------------------
+    def axis_problem(self, axis: str, model: 'ModelSpec') -> str | None:
+        """Why a matrix's ``axis`` (``patch_sizes``, ``window_sizes``) cannot apply to ``model``, or None: an
+        axis is applied or refused, never dropped."""
+        if axis == 'patch_sizes' and not self.patch_sizes_apply:
+            return f'{self.fixed_patch} ({self.name} family)'
+        if axis == 'window_sizes' and not self.window_sizes_apply:
+            from harness.families import families
+            windowed = sorted(family.name for family in families() if family.window_sizes_apply)
+            return f'the {self.name} family has no window a case can set (window_sizes apply to {", ".join(windowed)})'
+        return None
+
     def size_problem(self, model: 'ModelSpec', size: Size, patch_size: int | None) -> str | None:
         """Why ``size`` cannot be a target for this model, or None. A model built with ``dynamic_img_pad`` pads
-        any size to whole patches, where the family's oracle models the padding (``img_pad`` trigger)."""
+        any size to whole patches, where the family's oracle models the padding (``img_pad`` trigger); a family
+        whose stages pad their maps (:attr:`stages_pad`) needs whole patches only."""
         source = native_geometry(self, model)
         patch = to_size(patch_size) if patch_size else source.patch_size
-        stride = (patch[0] * self.total_downsample(source), patch[1] * self.total_downsample(source))
+        down = 1 if self.stages_pad else self.total_downsample(source)
+        stride = (patch[0] * down, patch[1] * down)
         pads = bool(model.kwargs.get('dynamic_img_pad'))
         if pads and 'img_pad' in self.trigger_kinds:
             return None
         if size[0] % stride[0] or size[1] % stride[1]:
             return (f'{size[0]}x{size[1]} does not tile into patches of {patch[0]}x{patch[1]}'
-                    + (f' downsampled {self.total_downsample(source)}x' if self.total_downsample(source) > 1 else '')
+                    + (f' downsampled {down}x' if down > 1 else '')
                     + f'; each side must be a multiple of {stride[0]}x{stride[1]}'
                     + (f' (dynamic_img_pad: the {self.name} family\'s oracle does not model padded inputs)'
                        if pads else ''))

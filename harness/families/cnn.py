@@ -45,8 +45,9 @@ class CnnFamily(Family):
     rank = 10
     origins = ('timm', 'hub', 'file')
     paths = ('create',)
-    checks = ('load', 'reload', 'shapes', 'finite', 'drift')
+    checks = ('load', 'reload', 'dtype', 'trainable', 'shapes', 'features', 'finite', 'drift')
     patch_sizes_apply = False
+    fixed_patch = 'a CNN has no patch embedding: its stride is fixed'
     stores_geometry = False
 
     def claim(self, probe):

@@ -45,6 +45,7 @@ class EfficientVitMsraFamily(Family):
     origins = ('timm', 'hub', 'file')
     paths = ('create', 'set_input_size')
     patch_sizes_apply = False
+    fixed_patch = 'its 16x convolutional stem has no patch size to set'
 
     def claim(self, probe):
         why_not = super().claim(probe)

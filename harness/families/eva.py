@@ -33,6 +33,7 @@ from torch import nn
 from harness.families import register_family, to_size
 from harness.families.base import GEOMETRIC, head_kwargs, meta_model, model_carrying
 from harness.families.vit import VitFamily, pos_embed_pass
+from harness.reference.padding import PaddedInput, padded_size
 from harness.reference.rope import RopeConfig, rope_embedding
 
 ROPE_KEY = 'rope.embedding'     # the derived tensor fidelity compares: the embedding the blocks get
@@ -48,7 +49,7 @@ class UnsupportedRope(ValueError):
 @register_family
 class EvaFamily(VitFamily):
     name = 'eva'
-    trigger_kinds = GEOMETRIC + ('patch',)   # its oracle does not model dynamic_img_pad
+    trigger_kinds = GEOMETRIC + ('patch', 'img_pad')
     model_classes = ('timm.models.eva.Eva',)
     origins = ('timm', 'hub', 'file')
 
@@ -87,15 +88,18 @@ class EvaFamily(VitFamily):
 
     def dynamic_reference(self, native, spec, source, computed, weights):
         """The model built at the target size (timm's static path) carrying the harness's resample, its rotary
-        embedding replaced by the harness's own for the target grid."""
-        model = model_carrying(spec.name, {**spec.kwargs, **head_kwargs(native), 'img_size': computed.img_size,
+        embedding replaced by the harness's own for the target grid; built with ``dynamic_img_pad``, at the
+        padded size (whose grid ``computed`` holds) and fed inputs the harness pads."""
+        kwargs = {k: v for k, v in spec.kwargs.items() if k != 'dynamic_img_pad'}
+        size = padded_size(computed.img_size, computed.patch_size) if computed.img_pad else computed.img_size
+        model = model_carrying(spec.name, {**kwargs, **head_kwargs(native), 'img_size': size,
                                            'dynamic_img_size': False},
                                weights)
         config = rope_config(native)
         if config is not None:
             model.rope = FixedRope(rope_embedding(config, computed.grid_size, weights.get(MIXED_FREQS_KEY)),
                                    computed.grid_size)
-        return model.eval()
+        return PaddedInput(model.eval(), computed.patch_size) if computed.img_pad else model.eval()
 
 
 def rope_config(model: nn.Module) -> RopeConfig | None:

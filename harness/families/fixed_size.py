@@ -21,6 +21,7 @@ class FixedSizeFamily(Family):
     paths = ()
     checks = ()
     patch_sizes_apply = False
+    fixed_patch = 'it takes only its own input size'
     stores_geometry = False
 
     def claim(self, probe):

@@ -61,6 +61,8 @@ class NaFlexVitFamily(VitFamily):
     origins = ('timm', 'classic_vit', 'hub', 'file')
     paths = ('create', 'dynamic')
     patch_sizes_apply = False
+    fixed_patch = ('timm changes its patch size only for pre-patchified NaFlex inputs, not for the image '
+                   'batches the harness feeds')
     stores_geometry = False
     resamples_per_forward = True
     same_model_as_create = ('dynamic',)   # both build the source model and feed it target-size images

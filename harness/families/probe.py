@@ -8,14 +8,19 @@ in their ``claim``; :mod:`harness.coverage` reports them for every architecture 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from harness.families import Size
+from harness.families import Size, to_size
+
+if TYPE_CHECKING:
+    from harness.matrix import ModelSpec
 
 PROBE_STEP = 64   # the other size: the own size rounded up to this, plus one step in height and two in width
 
@@ -54,17 +59,24 @@ class Probe:
                 f'input itself)')
 
 
-@functools.lru_cache(maxsize=64)   # bounded: `harness coverage` probes every architecture of a release
-def probe(model_name: str) -> Probe:
-    """The probe of ``model_name`` at its own configuration (no matrix overrides: they do not change its class)."""
-    from harness.families.base import meta_model
+def probe(model: 'str | ModelSpec') -> Probe:
+    """The probe of a model name at its own configuration, or of a matrix entry whose overrides build another
+    class (:func:`harness.families.family_of`), at the size they build it for."""
     from harness.matrix import ModelSpec
+    spec = ModelSpec(model) if isinstance(model, str) else dataclasses.replace(model, alias=None, axes=())
+    return _probe(spec)
+
+
+@functools.lru_cache(maxsize=64)   # bounded: `harness coverage` probes every architecture of a release
+def _probe(spec: 'ModelSpec') -> Probe:
+    from harness.families.base import meta_model
+    model_name = spec.name
     try:
-        model = meta_model(ModelSpec(model_name)).eval()
+        model = meta_model(spec).eval()
     except Exception as e:   # noqa: BLE001 - whatever timm raises, the model is no family's
         return Probe(model_name, None, problem=f'timm cannot build it: {type(e).__name__}: {_first_line(e)}')
     channels, *size = (model.pretrained_cfg or {}).get('input_size', (3, 224, 224))
-    native = (int(size[0]), int(size[1]))
+    native = to_size(spec.kwargs['img_size']) if 'img_size' in spec.kwargs else (int(size[0]), int(size[1]))
     other = (_round_up(native[0]) + PROBE_STEP, _round_up(native[1]) + 2 * PROBE_STEP)
     native_features, error = features_shape(model, channels, native)
     if native_features is None:

@@ -29,6 +29,7 @@ class SwinV2CrFamily(ShiftedWindowFamily):
     stages_attr = 'stages'
     features_nchw = True
     patch_sizes_apply = False
+    fixed_patch = 'its patch embedding takes no other patch size'
 
     def source_geometry(self, model: nn.Module, spec) -> Geometry:
         """A model built without a window (every registered one) chooses its windows by ratio: recorded as

@@ -45,6 +45,7 @@ class ShiftedWindowFamily(Family):
     stages_attr = 'layers'       # the model's sequence of stages
     features_nchw = False        # forward_features is (B, C, H, W) rather than (B, H, W, C)
     window_sizes_apply = True
+    stages_pad = True            # stage maps need not tile: stage_grid, shifted_window_mask pad as timm does
     attention = 'windows'
     trigger_kinds = GEOMETRIC + ('window', 'window_rect')
 
@@ -75,7 +76,7 @@ class ShiftedWindowFamily(Family):
         patch = to_size(target.patch_size) if target.patch_size else source.patch_size
         grid = (target.img_size[0] // patch[0], target.img_size[1] // patch[1])
         config = self._windows_at(source, target, grid)
-        feats = [_stage_grid(grid, i) for i in range(len(source.stage_depths))]
+        feats = [stage_grid(grid, i) for i in range(len(source.stage_depths))]
         windows = tuple(_clamped_window(window, feat) for window, feat in zip(config, feats))
         shifts = tuple(_shift(window, feat) if depth > 1 else (0, 0)
                        for window, feat, depth in zip(config, feats, source.stage_depths))
@@ -112,7 +113,7 @@ class ShiftedWindowFamily(Family):
         model = copy.deepcopy(native)
         model.patch_embed.strict_img_size = False
         for i, stage in enumerate(getattr(model, self.stages_attr)):
-            grid = _stage_grid(computed.grid_size, i)
+            grid = stage_grid(computed.grid_size, i)
             for j, block in enumerate(stage.blocks):
                 shift = computed.shift_sizes[i] if j % 2 else (0, 0)
                 block.dynamic_mask = False
@@ -127,7 +128,7 @@ class ShiftedWindowFamily(Family):
         block forms (:meth:`_windows_in_use`)."""
         masks = {}
         for i, stage in enumerate(getattr(model, self.stages_attr)):
-            grid = _stage_grid(computed.grid_size, i)
+            grid = stage_grid(computed.grid_size, i)
             for j, block in enumerate(stage.blocks):
                 if not any(to_size(block.shift_size)):
                     continue
@@ -145,7 +146,7 @@ class ShiftedWindowFamily(Family):
         a recorder: the cyclic shift is timm's block code, which every reference model runs too."""
         windows = {}
         for i, stage in enumerate(getattr(model, self.stages_attr)):
-            grid = _stage_grid(computed.grid_size, i)
+            grid = stage_grid(computed.grid_size, i)
             for j, block in enumerate(stage.blocks):
                 step = next((getattr(block, name) for name in WINDOW_ATTENTION_STEPS if hasattr(block, name)), None)
                 if step is not None:
@@ -158,7 +159,7 @@ class ShiftedWindowFamily(Family):
         windows every block must form (:func:`shifted_windows`)."""
         tensors = {}
         for i, depth in enumerate(computed.stage_depths):
-            grid, window, shift = _stage_grid(computed.grid_size, i), computed.window_sizes[i], computed.shift_sizes[i]
+            grid, window, shift = stage_grid(computed.grid_size, i), computed.window_sizes[i], computed.shift_sizes[i]
             for j in range(depth):
                 prefix = f'{self.stages_attr}.{i}.blocks.{j}'
                 tensors[f'{prefix}.{WINDOWS_IN_USE}'] = shifted_windows(grid, window, shift if j % 2 else (0, 0))
@@ -169,14 +170,14 @@ class ShiftedWindowFamily(Family):
 
     def expected_shapes(self, geometry: Geometry, batch: int) -> dict[str, Any]:
         stages = range(len(geometry.stage_depths))
-        last = _stage_grid(geometry.grid_size, stages[-1])
+        last = stage_grid(geometry.grid_size, stages[-1])
         features = (batch, geometry.num_features, *last) if self.features_nchw else \
             (batch, *last, geometry.num_features)
         return {
             'forward_features': features,
             'logits': (batch, geometry.num_classes or geometry.num_features),
             'forward_intermediates': [
-                (batch, geometry.stage_channels[i], *_stage_grid(geometry.grid_size, i)) for i in stages],
+                (batch, geometry.stage_channels[i], *stage_grid(geometry.grid_size, i)) for i in stages],
         }
 
     def set_input_size_kwargs(self, target: Target, source: Geometry) -> dict[str, Any]:
@@ -221,7 +222,7 @@ def _recorded_windows(model: nn.Module, windows: tuple[Size, ...], grid: Size) -
     if recorded is not None:
         return tuple(to_size(window) for window in recorded)
     first = windows[0]
-    return tuple(tuple(w if w < f else max(w, w0) for w, f, w0 in zip(window, _stage_grid(grid, i), first))
+    return tuple(tuple(w if w < f else max(w, w0) for w, f, w0 in zip(window, stage_grid(grid, i), first))
                  for i, window in enumerate(windows))
 
 
@@ -255,8 +256,11 @@ def _windows_formed(block: nn.Module, step, grid: Size) -> torch.Tensor:
     return recorder.windows[..., 0].cpu()
 
 
-def _stage_grid(grid: Size, stage: int) -> Size:
-    return grid[0] // 2 ** stage, grid[1] // 2 ** stage
+def stage_grid(grid: Size, stage: int) -> Size:
+    """The feature map of ``stage`` for a ``grid`` of patches: each patch merging pads an odd side by one
+    (``(H + 1) // 2``), so a grid that does not halve evenly (64x72 at patch 4: 16x18, 8x9, 4x5) keeps its
+    last row and column of cells."""
+    return -(-grid[0] // 2 ** stage), -(-grid[1] // 2 ** stage)
 
 
 def _shift(window: Size, feat: Size) -> Size:

@@ -13,6 +13,7 @@ from harness.matrix import MatrixError, ModelSpec, OriginSpec, Tolerances, load_
 from harness.origins import FILE_ORIGIN, ORIGINS
 from harness.pipeline import AFTER_LOAD_RESAMPLING
 from harness.repro.sources import CaseSource, ReproError
+from harness.states import DEFAULT_STATE, scaled_tolerances
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,12 @@ def repro_case(found: CaseSource) -> ReproCase:
         target = Target(to_size(record['img_size']), record.get('patch_size'),
                         window_value(to_size(window)) if window is not None else None)
         case = Case(model, _origin(record['origin'], found.matrix_problem), target.img_size, target.patch_size,
-                    target.window_size, record['path'])
-    family = family_of(case.model.name)
+                    target.window_size, record['path'], record.get('state') or DEFAULT_STATE)
+    family = family_of(case.model)
     source = native_geometry(family, case.model) if family else None
     computed = family.computed_geometry(source, case.target, case.path) if family else None
     resampling = loader_resampling(case.origin) if case.path == 'create' else AFTER_LOAD_RESAMPLING
-    tolerances = tolerances.for_path(case.path, record.get('device') or 'cpu')
+    tolerances = scaled_tolerances(tolerances.for_path(case.path, record.get('device') or 'cpu'), case.state)
     return ReproCase(record, case.model, case.origin, family, source, case.target, computed, tolerances, *resampling)
 
 

@@ -8,6 +8,7 @@ import re
 import torch
 from torch import nn
 
+from harness.families.windowed import stage_grid
 from harness.reference.rel_pos_table import resample_rel_pos_table
 from harness.reference.window_masks import shifted_window_mask
 from harness.repro import steps
@@ -41,8 +42,7 @@ def masked_source_model(native: nn.Module, grids: list, windows: list, shifts: l
 def swin_fidelity(case: ReproCase) -> Snippet:
     source, computed, tol = case.source, case.computed, case.tolerances
     if case.path == 'dynamic':   # windows and tables stay the source's; only the masks follow the input
-        grids = [(computed.grid_size[0] // 2 ** i, computed.grid_size[1] // 2 ** i)
-                 for i in range(len(computed.stage_depths))]
+        grids = [stage_grid(computed.grid_size, i) for i in range(len(computed.stage_depths))]
         lines = ("# per stage: its grid at the target size, its window and shift (the source's)",
                  f'grids = {grids}', f'windows = {list(computed.window_sizes)}',
                  f'shifts = {list(computed.shift_sizes)}',

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import HARNESS, environment
+from common import HARNESS, environment
 
 TINY = '''name: latency
 models: [{name: vit_small_patch14_dinov2, embed_dim: 32, depth: 1, num_heads: 2, img_size: 28}]

@@ -12,6 +12,7 @@ from harness.families.base import Family, native_geometry
 from harness.matrix import MatrixError, ModelSpec, OriginSpec, Tolerances, load_matrix, window_value
 from harness.origins import FILE_ORIGIN, ORIGINS
 from harness.pipeline import AFTER_LOAD_RESAMPLING
+from harness.repro.layouts import WRITERS
 from harness.repro.sources import CaseSource, ReproError
 from harness.states import DEFAULT_STATE, scaled_tolerances
 
@@ -73,6 +74,10 @@ def _matrix_case(found: CaseSource) -> tuple[Case | None, Tolerances]:
 
 
 def _origin(label: str, matrix_problem: str | None) -> OriginSpec:
+    if label in ORIGINS and ORIGINS[label].synthesized and label not in WRITERS:
+        raise ReproError(f'no script for {label} checkpoints yet: a script saves its source checkpoint with a '
+                         f'compact writer of the origin\'s layout, and {label} has none (harness/repro/layouts.py '
+                         f'WRITERS: {", ".join(WRITERS)}); the run\'s report and results.jsonl hold the case')
     if label in ORIGINS and label != FILE_ORIGIN:
         return OriginSpec(label)
     raise ReproError(f'the case loads a checkpoint file ({label}) that only its matrix names, and '

@@ -161,3 +161,22 @@ def test_timm_from_a_source_tree_is_installed_by_content(write_matrix, tmp_path)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     installs = sorted(p.name for p in (cache / 'timm').iterdir())
     assert len(installs) == 2 and all(name.startswith('local-') for name in installs)
+
+
+@pytest.mark.parametrize('flag, value, expected', [
+    ('batch-size', '0', "expected an int >= 1, got '0'"),
+    ('threads', '-1', "expected an int >= 1, got '-1'"),
+    ('max-cv', '0', "expected a fraction > 0, got '0'"),
+    ('case-timeout', 'nan', "expected seconds >= 0 (0 = no limit), got 'nan'"),
+])
+def test_the_plugin_refuses_what_the_command_refuses(flag, value, expected, tmp_path):
+    """`pytest -p harness.plugin --harness-X` and `harness run --X` share their types and bounds
+    (harness.option_types): a batch size of 0 once ran through the plugin and recorded 0 images/s."""
+    matrix = tmp_path / 'm.yaml'
+    matrix.write_text('name: m\nmodels: [vit_tiny_patch16_224]\n')
+    plugin = subprocess.run([sys.executable, '-m', 'pytest', '-p', 'harness.plugin', '-p', 'no:cacheprovider',
+                             f'--harness-{flag}', value, str(matrix), '--harness-out', str(tmp_path / 'out')],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert plugin.returncode == 4 and f'argument --harness-{flag}: {expected}' in plugin.stderr, plugin.stderr
+    command = harness('run', matrix, f'--{flag}', value)
+    assert command.returncode == 2 and f'--{flag}: {expected}' in command.stderr, command.stderr

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from packaging.version import InvalidVersion, Version
 
 from harness import faults, timm_versions
 from harness.compare import CompareError, CompareSpec, compare, exit_code, load_side, shared_shift
 from harness.matrix_file import name_problem
+from harness.option_types import bounded_float, positive_int
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -42,29 +42,6 @@ def usage_error(message: str) -> int:
 
 
 # --- argument types: each says what it expected, in argparse's one-line error --------------------------------
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected an int >= 1, got {text!r}')
-    return value
-
-
-def bounded_float(accepts: Callable[[float], bool], expected: str) -> Callable[[str], float]:
-    """An argparse type: a float that ``accepts`` takes (nan never does), else ``expected <...>, got <text>``."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if math.isnan(value) or not accepts(value):
-            raise argparse.ArgumentTypeError(f'expected {expected}, got {text!r}')
-        return value
-    return parse
-
-
 def shard(text: str) -> str:
     from harness.plugin import parse_shard
     try:

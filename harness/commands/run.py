@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness import one_model
+from harness import one_model, option_types
 from harness.cache import default_cache_dir
-from harness.commands.common import (EXIT_CODES, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, UsageError, bounded_float,
+from harness.commands.common import (EXIT_CODES, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, UsageError,
                                      compare_runs, default_out, in_release_already, keyword_expression, owned_out,
                                      positive_int, rerun_in_release, shard, timm_source, usage_error, write_report,
                                      writable_out)
@@ -75,7 +75,7 @@ def add_parser(commands) -> None:
     run.add_argument('-n', metavar='N', type=workers,
                      help='worker processes (pytest-xdist), a number >= 1 or "auto" (default: 1); cases always run '
                           'in workers, so a case that crashes or hangs loses only itself')
-    run.add_argument('--case-timeout', type=bounded_float(lambda v: v >= 0, 'seconds >= 0 (0 = no limit)'),
+    run.add_argument('--case-timeout', type=option_types.case_timeout_s,
                      default=900, metavar='SECONDS',
                      help='record a case still running after this long as error (timeout:) and go on with a fresh '
                           'worker, also when it is stuck in a native call holding the GIL (ended 2 s later) or its '
@@ -100,7 +100,7 @@ def add_parser(commands) -> None:
                      help='time the model through torch.compile (default mode); compiling is not timed')
     run.add_argument('--channels-last', action='store_true', default=None,
                      help='time with model and inputs in channels-last memory format')
-    run.add_argument('--max-cv', type=bounded_float(lambda v: v > 0, 'a fraction > 0'), metavar='FRACTION',
+    run.add_argument('--max-cv', type=option_types.max_cv, metavar='FRACTION',
                      help="a case whose timed passes vary more than this (std / mean) is recorded as not stable "
                           "(timing_stable: false) (default: the matrix's, else 0.05)")
     run.add_argument('--threads', type=positive_int, metavar='N',

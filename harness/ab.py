@@ -62,11 +62,14 @@ def release(side: str, version: str, out: Path, cache: Path) -> Release:
         raise AbError(f'--{side} {version}: {e}') from None
 
 
-def run_checks(matrix: Path, releases: list[Release], cache: Path, shard: str | None) -> list[int]:
-    """``harness run --no-timing`` for every release at once; their exit codes."""
+def run_checks(matrix: Path, releases: list[Release], cache: Path, shard: str | None,
+               keyword: str | None = None) -> list[int]:
+    """``harness run --no-timing`` for every release at once, on the cases ``keyword`` (``-k``) selects; their
+    exit codes. Only cases that ran are timed (:func:`timed_cases`)."""
     children = [subprocess.Popen([sys.executable, '-m', 'harness.cli', 'run', str(matrix), '--timm', r.source,
                                   '--out', str(r.out), '--cache', str(cache), '--no-timing', '-q',
-                                  *(['--shard', shard] if shard else [])]) for r in releases]
+                                  *(['--shard', shard] if shard else []), *(['-k', keyword] if keyword else [])])
+                for r in releases]
     return [child.wait() for child in children]
 
 

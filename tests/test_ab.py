@@ -8,7 +8,7 @@ import pytest
 import timm
 
 from harness.ab import Release, _alternate
-from tests.test_cli import records
+from tests.test_cli import harness, records
 
 
 class FakeWorker:
@@ -63,3 +63,28 @@ def test_ab_between_two_releases_times_in_interleaved_rounds_and_compares(nightl
     cases = json.loads((ab / 'compare.json').read_text())['cases']
     assert {c['timing_change'] for c in cases} <= {'same', 'noisy', 'faster', 'slower'}
     assert Path(ab / 'compare.md').exists()
+
+
+def test_k_selects_the_same_cases_on_both_releases(tmp_path, monkeypatch):
+    """`harness ab -k` runs each release's checks on the cases -k selects (only those are timed after); a
+    malformed expression is refused before anything starts, as for harness run."""
+    from harness import ab
+    started = []
+
+    class Child:
+        def __init__(self, args):
+            started.append(args)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(ab.subprocess, 'Popen', Child)
+    releases = [Release('base', '1.0.30', tmp_path, tmp_path / 'base'),
+                Release('new', '1.0.31', tmp_path, tmp_path / 'new')]
+    assert ab.run_checks(tmp_path / 'm.yaml', releases, tmp_path, None, 'open_clip and create') == [0, 0]
+    assert all(args[-2:] == ['-k', 'open_clip and create'] for args in started) and len(started) == 2
+    monkeypatch.undo()   # (the module patched is subprocess itself)
+    matrix = tmp_path / 'm.yaml'
+    matrix.write_text('name: m\nmodels: [vit_tiny_patch16_224]\n')
+    refused = harness('ab', matrix, '--base', '1.0.30', '--new', '1.0.31', '-k', 'timm and (')
+    assert refused.returncode == 2 and "-k: 'timm and (' is not a pytest -k expression" in refused.stderr

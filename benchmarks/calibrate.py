@@ -2,16 +2,16 @@
 
     python benchmarks/calibrate.py [MATRIX ...] [-n 2] [--device cpu] [--cache DIR] [--runs DIR] [--reuse] [--dry-run]
 
-Runs each matrix (default: every shipped one, ``matrices/*.yaml``) with ``harness run --no-timing`` on the
-installed timm release, reads ``results.jsonl`` and takes, per path and figure (reload, noop, fidelity weights
-(on ``dynamic``: the forward-time tensors), fidelity outputs, parity and parity cosine as 1 - cosine), the largest
-value over the cases that ``passed``: a case with an ``expect`` entry (a real timm defect: ``xfailed``) or any
-other status does not count, nor a case in a half-precision state (``bf16``, ``fp16``: judged at its dtype's
-resolution, :func:`harness.states.scaled_tolerances`), nor a parity figure that was not judged (``parity_note``). The floors, the case
-that set each, and how they were measured (timm, torch, device, date, matrices) go to
-``harness/noise_floors.json`` under the device type, replacing that device type's entry; the default
-tolerances are derived from them (``harness.noise_floors``: ``MULTIPLE`` x the floor). Prints the table that
-README.md's "Tolerances" section shows.
+Runs each matrix (default: every shipped one, ``matrices/*.yaml``) with ``harness run --no-timing`` on the installed
+timm release, reads ``results.jsonl`` and takes, per path and figure (reload, noop, fidelity weights (on
+``dynamic``: the forward-time tensors), fidelity outputs, parity and parity cosine as 1 - cosine), the largest value
+over the cases that ``passed``: a case with an ``expect`` entry (a real timm defect: ``xfailed``) or any other
+status does not count, nor a case in a half-precision state (``bf16``, ``fp16``: judged at its dtype's resolution,
+:func:`harness.states.scaled_tolerances`), nor a parity figure that was not judged (``parity_note``). The floors,
+the case that set each, and how they were measured (timm, torch, device, date, matrices) go to
+``harness/noise_floors.json`` under the device type, replacing that device type's entry; the default tolerances are
+derived from them (``harness.noise_floors``: ``MULTIPLE`` x the floor). Prints the table that README.md's
+"Tolerances" section shows.
 
 ``--reuse`` reads the results already in ``--runs`` (default ``/tmp/calibrate-runs``) instead of running a
 matrix again; ``--dry-run`` prints without writing. Cases are judged with the tolerances in force when they
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import timm
 import torch
+from common import EXIT_CASES_FAILED, HARNESS, REPO, cache_dir, default_device, wall_s
 
-from common import HARNESS, REPO, cache_dir, default_device, wall_s, EXIT_CASES_FAILED
 from harness import noise_floors, states
 from harness.matrix import PATHS
 from harness.results import load

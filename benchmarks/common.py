@@ -13,10 +13,10 @@ from pathlib import Path
 import timm
 import torch
 
+from harness.cache import default_cache_dir
 from harness.cases import expand
 from harness.checkpoints.store import Checkpoint, checkpoint_for
 from harness.matrix import Matrix
-from harness.cache import default_cache_dir
 
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = [sys.executable, '-m', 'harness.cli']   # `harness`, without the shell shim in front of it

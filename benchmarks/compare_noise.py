@@ -3,11 +3,10 @@ runs of one matrix on one machine, timing on, over at least 20 timed cases.
 
     python benchmarks/compare_noise.py [MATRIX] [--interleaved] [-n 1] [--device cpu] [--cache DIR]
 
-MATRIX defaults to benchmarks/noise.yaml (24 vit_small cases, 70-200 ms CPU passes). Its checkpoints are synthesized first, then `harness run MATRIX`
-runs twice, one after the other, and `harness compare` compares the two; with --interleaved, `harness ab`
-runs the installed timm release against itself instead (timing rounds alternating between two processes).
-Prints the timing verdicts, the spread of the median ratios and the smallest p-value.
-"""
+MATRIX defaults to benchmarks/noise.yaml (24 vit_small cases, 70-200 ms CPU passes). Its checkpoints are synthesized
+first, then `harness run MATRIX` runs twice, one after the other, and `harness compare` compares the two; with
+--interleaved, `harness ab` runs the installed timm release against itself instead (timing rounds alternating
+between two processes). Prints the timing verdicts, the spread of the median ratios and the smallest p-value. """
 from __future__ import annotations
 
 import json
@@ -18,8 +17,8 @@ from collections import Counter
 from pathlib import Path
 
 import timm
-
 from common import EXIT_CASES_FAILED, HARNESS, cache_dir, environment, harness_run_s, matrix_parser, wall_s, warm_cache
+
 from harness.matrix import load_matrix
 
 

@@ -30,9 +30,9 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from common import HARNESS, environment
 from tabulate import tabulate
 
-from common import HARNESS, environment
 from harness.results import RESULTS_FILE, read_results
 
 MODELS = 'vit_base_patch16_224,swin_base_patch4_window7_224'

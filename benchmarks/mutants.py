@@ -152,7 +152,8 @@ MUTANTS: list[Mutant] = [
 
     # --- swin windows, shifts, masks ------------------------------------------------------------------------------
     Mutant('swin-shift-not-reset', 'models/swin_transformer.py',
-           'shift_size = [0 if r <= w else s for r, w, s in zip(self.input_resolution, window_size, target_shift_size)]',
+           'shift_size = [0 if r <= w else s for r, w, s in zip(self.input_resolution, window_size, '
+           'target_shift_size)]',
            'shift_size = list(target_shift_size)',
            'the shift is kept when the window covers the whole feature map', 'swin-window'),
     Mutant('swin-window-not-clamped', 'models/swin_transformer.py',
@@ -206,7 +207,8 @@ MUTANTS: list[Mutant] = [
            '                old_size is not None and old_size != model.patch_embed.grid_size\n'
            '            ):\n                v = resample_abs_pos_embed(\n                    v,\n'
            '                    new_size=model.patch_embed.grid_size,\n                    old_size=old_size,\n'
-           '                    num_prefix_tokens=num_prefix_tokens,\n                    interpolation=interpolation,\n'
+           '                    num_prefix_tokens=num_prefix_tokens,\n'
+           '                    interpolation=interpolation,\n'
            '                    antialias=antialias,\n                    verbose=True,\n'
            '                    align_corners=align_corners,',
            '            if v.shape[1] != model.pos_embed.shape[1]:\n                v = resample_abs_pos_embed(\n'

@@ -23,9 +23,9 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from common import cache_dir, default_device, environment, harness_run_s, wall_s, warm_cache
 from tabulate import tabulate
 
-from common import cache_dir, default_device, environment, harness_run_s, wall_s, warm_cache
 from harness.cases import expand
 from harness.checkpoints.store import source_img_size
 from harness.matrix import PATHS, Matrix, load_matrix

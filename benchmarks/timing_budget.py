@@ -13,9 +13,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from common import REPO, cache_dir, environment, harness_run_s, matrix_parser, warm_cache
 from tabulate import tabulate
 
-from common import REPO, cache_dir, environment, harness_run_s, matrix_parser, warm_cache
 from harness.matrix import load_matrix
 from harness.results import RESULTS_FILE, read_results
 

@@ -39,8 +39,9 @@ class Case:
 
     @property
     def case_id(self) -> str:
-        """Readable and unique within a matrix, e.g. ``vit_base_patch16_clip_224-to-patch8-open_clip-224x224-patch8-create``;
-        a state other than the default comes before the path (``...-224x224-bf16-set_input_size``)."""
+        """Readable and unique within a matrix, e.g.
+        ``vit_base_patch16_clip_224-to-patch8-open_clip-224x224-patch8-create``; a state other than the default
+        comes before the path (``...-224x224-bf16-set_input_size``)."""
         parts = [self.model.label, self.origin_label, f'{self.img_size[0]}x{self.img_size[1]}']
         if self.patch_size is not None:
             parts.append(f'patch{self.patch_size}')

@@ -186,7 +186,7 @@ def timing_change(base: dict, new: dict, spec: CompareSpec) -> tuple[str, float 
               if _setting(base, name) != _setting(new, name)]
     if differ:
         return 'not_comparable', None, None, 'timed differently: ' + ', '.join(differ)
-    from scipy.stats import mannwhitneyu   # here: the command line imports this module before any slow import
+    from scipy.stats import mannwhitneyu  # here: the command line imports this module before any slow import
     ratio = statistics.median(new_samples) / statistics.median(old_samples)
     p_value = float(mannwhitneyu(old_samples, new_samples, alternative='two-sided').pvalue)
     if not _beyond(ratio, spec.factor):

@@ -139,7 +139,7 @@ class CaseConsole:
 
     def summary(self) -> str:
         """``84 cases: 66 passed, 4 xfailed, 14 unsupported in 5m12s, timm 1.0.31``."""
-        import timm   # the release under test: the workers check they import the same (harness.run_start)
+        import timm  # the release under test: the workers check they import the same (harness.run_start)
         counts = ', '.join(f'{self.counts[s]} {s}' for s in STATUSES if self.counts[s])
         total = sum(self.counts.values())
         line = (f'{total} case{"" if total == 1 else "s"}: {counts or "none run"} in '

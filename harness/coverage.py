@@ -41,6 +41,7 @@ class Architecture:
 def classify(name: str) -> Architecture:
     """One architecture's row (its meta build and probes are cached only briefly: a release has 1,000+)."""
     import timm.models
+
     from harness.families import family_of, unclaimed_reason
     module = timm.models.model_entrypoint(name).__module__.rpartition('.')[2]
     family = family_of(name)

@@ -20,7 +20,7 @@ _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    import torch   # here: the controller asks is_disk_full without importing torch
+    import torch  # here: the controller asks is_disk_full without importing torch
     if isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)):
         return True
     text = str(error).lower()

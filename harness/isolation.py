@@ -76,8 +76,9 @@ class CrashRecorder:
 
     The controller collects no items, so the case is found in its matrix and recorded with the options the
     workers use. Records that this run wrote before (from the offset the results file had when it started,
-    where it is still that file: ``--resume`` keeps older ones; a re-run moves them aside) are left alone: the worker may have recorded the case before it died. A
-    worker that died past its case's deadline was ended by a watchdog: the reason says ``timeout:``.
+    where it is still that file: ``--resume`` keeps older ones; a re-run moves them aside) are left alone: the
+    worker may have recorded the case before it died. A worker that died past its case's deadline was ended by a
+    watchdog: the reason says ``timeout:``.
     """
 
     def __init__(self, out_dir: Path, rootpath: Path, options_for: Callable[[Matrix], RunOptions],

@@ -24,8 +24,8 @@ from harness.pipeline import CheckpointWork, RunOptions, run_case
 from harness.plugin import TIMING_OPTIONS, UNSUPPORTED_PREFIX
 from harness.results import RESULTS_FILE, CaseResult, append_result
 from harness.run_start import StartRefused, check_release, hand_over, start_request
-from harness.watchdog import deadline, timeout_reason
 from harness.timing import use_threads
+from harness.watchdog import deadline, timeout_reason
 
 
 class CaseFailed(Exception):

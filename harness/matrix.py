@@ -21,10 +21,21 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from harness.checkpoints.vetting import checkpoint_file_problem
 from harness.families import Target, family_of, unclaimed_reason
 from harness.image_tree import ImageTreeError, read_image_tree
-from harness.limits import (FORWARD_MEMORY_BUDGET, MAX_CASES, MAX_NUM_IMAGES, MAX_PROBLEMS_SHOWN, cut, forward_bytes,
-                            gib, is_int as _is_int, is_number as _is_number, shown, yaml11_float as _as_float)
+from harness.limits import (
+    FORWARD_MEMORY_BUDGET,
+    MAX_CASES,
+    MAX_NUM_IMAGES,
+    MAX_PROBLEMS_SHOWN,
+    cut,
+    forward_bytes,
+    gib,
+    shown,
+)
+from harness.limits import is_int as _is_int
+from harness.limits import is_number as _is_number
+from harness.limits import yaml11_float as _as_float
 from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
-from harness.origins import ORIGINS, FILE_ORIGIN
+from harness.origins import FILE_ORIGIN, ORIGINS
 from harness.results import CHECKS, DEFAULT_STATE, DTYPES, PRECISIONS, STATES
 
 PATHS = ('create', 'set_input_size', 'dynamic')
@@ -230,7 +241,8 @@ TOP_LEVEL_KEYS = {
               'targets: auto or [trigger, ...]} or '
               '{pattern: GLOB, <overrides and axes shared by every match>}',
     'origins': 'a list of origin names or {file: PATH}', 'sizes': 'a list of sizes (int or [H, W])',
-    'patch_sizes': 'a list of ints', 'window_sizes': 'a list of window sizes (int or [H, W])', 'paths': f'a subset of {list(PATHS)}',
+    'patch_sizes': 'a list of ints', 'window_sizes': 'a list of window sizes (int or [H, W])',
+    'paths': f'a subset of {list(PATHS)}',
     'states': f'a list of model states from {list(STATES)} (default [{DEFAULT_STATE}])',
     'seed': 'an int', 'num_images': 'an int', 'tolerances': 'a mapping', 'timing': 'a mapping',
     'images': 'a folder of labelled images, <folder>/<class index or ImageNet synset>/<image>',
@@ -243,7 +255,7 @@ REQUIRED_KEYS = {'name': ('name',), 'models': ('models',), 'origins': ('origins'
 
 
 def _native_geometry(family, model: ModelSpec):
-    from harness.families.base import native_geometry   # torch: not needed by structure_problems' callers
+    from harness.families.base import native_geometry  # torch: not needed by structure_problems' callers
     return native_geometry(family, model)
 
 
@@ -275,7 +287,7 @@ def load_matrix(path: str | Path, known_models: list[str] | None = None) -> Matr
 def _check_unique_cases(matrix: Matrix) -> None:
     """Results and --resume key on case ids: a repeated entry (or two files with one name) must not collide.
     Counted first: at most :data:`~harness.limits.MAX_CASES` are expanded."""
-    from harness.cases import expand, iter_cases   # cases builds on this module
+    from harness.cases import expand, iter_cases  # cases builds on this module
     if sum(1 for _ in itertools.islice(iter_cases(matrix), MAX_CASES + 1)) > MAX_CASES:
         raise MatrixError(matrix.path, [f'cases: more than {MAX_CASES} cases (models x origins x sizes x patch sizes '
                                         f'x window sizes x paths); the limit is {MAX_CASES} (MAX_CASES): split the '
@@ -334,7 +346,8 @@ class _Validator:
         """The case axes in ``self.raw``; ``models`` are the ones the origins must apply to."""
         return {
             'origins': tuple(self._origins(models)),
-            'sizes': tuple(size for i, raw in enumerate(self._list('sizes')) if (size := self._size(f'sizes[{i}]', raw))),
+            'sizes': tuple(size for i, raw in enumerate(self._list('sizes'))
+                           if (size := self._size(f'sizes[{i}]', raw))),
             'patch_sizes': tuple(self._ints('patch_sizes')) or (None,),
             'window_sizes': tuple(window for i, raw in enumerate(self._list('window_sizes'))
                                   if (window := self._window(f'window_sizes[{i}]', raw))) or (None,),
@@ -443,10 +456,10 @@ class _Validator:
         for where, entry, pattern in self._model_entries():
             if not self._for_this_release(where, entry):
                 continue
-            model = self._model(where, entry)
-            if model is None:
+            entry_model = self._model(where, entry)
+            if entry_model is None:
                 continue
-            for model in self._with_triggers(where, model, entry):
+            for model in self._with_triggers(where, entry_model, entry):
                 if model.label in labels:
                     fix = 'narrow the pattern or drop the other entry' if pattern else \
                         'give one of them a distinct `label:`'
@@ -465,7 +478,8 @@ class _Validator:
         from harness.triggers import NoTriggers, triggers
         value, family = entry['targets'], family_of(model)
         kinds = None if value == 'auto' else value
-        if kinds is not None and (not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) for k in kinds)):
+        if kinds is not None and (not isinstance(kinds, list) or not kinds
+                                  or not all(isinstance(k, str) for k in kinds)):
             self.error(f'{where}.targets', f'expected auto or a list of trigger names from {list(family.trigger_kinds)}'
                                            f' ({family.name} family), got {shown(value)}')
             return []
@@ -488,7 +502,8 @@ class _Validator:
         return [spec for (name, source), targets in variants.items()
                 if (spec := self._trigger_variant(where, model, name, source, targets))]
 
-    def _trigger_variant(self, where: str, model: ModelSpec, name: str, source: tuple, targets: list) -> ModelSpec | None:
+    def _trigger_variant(self, where: str, model: ModelSpec, name: str, source: tuple,
+                         targets: list) -> ModelSpec | None:
         """The model entry of one source variant of a trigger set (``source``: the overrides it adds, named
         ``name``), its ``targets`` as its case axis."""
         spec = ModelSpec.of(model.name, {**model.kwargs, **dict(source)}) if source else \
@@ -723,8 +738,9 @@ class _Validator:
             if problem:
                 own = axis in dict(model.axes)
                 fix = f'drop models[{index}].{axis}' if own else f'set {axis} per model entry instead'
+                values = [_axis_value(v) for v in axes[axis]]
                 self.error(f'models[{index}].{axis}' if own else axis,
-                           f'{model.label}: {axis} {[_axis_value(v) for v in axes[axis]]} do not apply: {problem}; {fix}')
+                           f'{model.label}: {axis} {values} do not apply: {problem}; {fix}')
 
     def _check_sizes_fit(self, where: str, model: ModelSpec, sizes: tuple[Size, ...], patch_sizes: tuple) -> None:
         """An impossible size (one a model's patch grid cannot tile) is a matrix error, not a case failure."""

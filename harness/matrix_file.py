@@ -12,9 +12,16 @@ from typing import Any
 
 import yaml
 
-from harness.limits import (MAX_MATRIX_BYTES, BoundedComposer, BoundExceeded, cut, expansion_problem, fields_problem,
-                            shown)
-from harness.limits import name_problem  # noqa: F401 - where harness.commands and harness.matrix import it
+from harness.limits import (
+    MAX_MATRIX_BYTES,
+    BoundedComposer,
+    BoundExceeded,
+    cut,
+    expansion_problem,
+    fields_problem,
+    name_problem,  # noqa: F401 - where harness.commands and harness.matrix import it
+    shown,
+)
 
 
 class MatrixFileError(ValueError):

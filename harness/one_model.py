@@ -14,6 +14,7 @@ import yaml
 
 from harness.commands.common import UsageError
 
+
 def parse_sizes(text: str) -> list[int | list[int]]:
     """``384,224x448`` -> ``[384, [224, 448]]``: square sizes as one number, H x W as two."""
     sizes: list[int | list[int]] = []

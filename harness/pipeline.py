@@ -207,7 +207,8 @@ def native_accuracy(checkpoint: Checkpoint, model: nn.Module, size: tuple[int, i
     return NativeAccuracy(labelled, top1_accuracy(model, size, labelled, device))
 
 
-def model_inputs(model: nn.Module, size: tuple[int, int], image_set: torch.Tensor, device: torch.device) -> torch.Tensor:
+def model_inputs(model: nn.Module, size: tuple[int, int], image_set: torch.Tensor,
+                 device: torch.device) -> torch.Tensor:
     """The image set at ``size``, normalised as the model's pretrained config says, in the dtype of the model's
     first floating parameter (a model cast to bf16 takes bf16 images, as a user feeds it)."""
     cfg = getattr(model, 'pretrained_cfg', None) or {}
@@ -298,7 +299,7 @@ def _checks(case: Case, work: CheckpointWork, result: CaseResult) -> tuple[nn.Mo
         return None, None
     except checks.ForwardFailed as e:
         if faults.is_out_of_memory(e.error):
-            raise e.error
+            raise e.error from None
         result.shape_errors = [f'native size: {e}']
         return None, None
     _record_source(case, native, result)
@@ -397,7 +398,7 @@ def evaluate_path(path: str, case: Case, native: Native, image_set: torch.Tensor
         outputs = checks.forward_outputs(model, inputs)
     except checks.ForwardFailed as e:
         if faults.is_out_of_memory(e.error):
-            raise e.error
+            raise e.error from None
         if faults.raised_while_resampling(e.error):   # dynamic_img_size resamples during the forward pass
             figures.resize_error = str(e)
         else:

@@ -128,5 +128,5 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
 
 
 def _run_options(config: pytest.Config, matrix):
-    from harness.items import run_options   # imports torch: only when a crash is recorded
+    from harness.items import run_options  # imports torch: only when a crash is recorded
     return run_options(config, matrix)

@@ -49,7 +49,8 @@ def check_matrix(matrix_path: Path, keyword: str | None, shard: str | None) -> N
     problems = structure_problems(read_matrix_file(matrix_path))   # a key missing: no need to wait for timm
     if problems:
         raise _usage_error(MatrixError(matrix_path, problems).one_line())
-    import timm   # imported here, once, rather than by each check
+    import timm  # imported here, once, rather than by each check
+
     from harness.cases import expand
     from harness.matrix import load_matrix
     try:
@@ -66,12 +67,12 @@ def check_matrix(matrix_path: Path, keyword: str | None, shard: str | None) -> N
 def selected(keyword: str, case_id: str, file_name: str) -> bool:
     """Whether pytest's ``-k keyword`` selects the case: it matches the names pytest gives its item (the case id,
     the matrix file's name and the item's marker, ``xdist_group``; :class:`_pytest.mark.KeywordMatcher`)."""
-    from _pytest.mark import KeywordMatcher   # pytest's own matching; not public API
+    from _pytest.mark import KeywordMatcher  # pytest's own matching; not public API
     from _pytest.mark.expression import Expression
     return Expression.compile(keyword.strip()).evaluate(KeywordMatcher({case_id, file_name, 'xdist_group'}))
 
 
 
 def _usage_error(message: str) -> Exception:
-    from harness.commands.common import UsageError   # harness.commands imports this module
+    from harness.commands.common import UsageError  # harness.commands imports this module
     return UsageError(message)

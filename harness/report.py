@@ -19,8 +19,8 @@ from tabulate import tabulate
 
 from harness import results
 from harness.atomic_file import write_atomically
-from harness.repro import REPRODUCIBLE, repro_command
 from harness.report_html import HtmlInputs, render_html
+from harness.repro import REPRODUCIBLE, repro_command
 from harness.results import INT_FIELDS, STATUSES, UNEXPECTED, path_rank, unsupported_groups
 from harness.run_record import RunRecordError, read_run_record
 
@@ -37,7 +37,8 @@ HEADERS = {'device_label': 'device', 'time_median_ms': 'median ms', 'time_iqr_ms
            'peak_fraction': 'of peak', 'flops_per_image': 'GFLOP/image',
            'images_per_s': 'images/s', 'peak_memory_mb': 'peak memory MB', 'parity_note': 'parity not judged',
            'accuracy_top1_native': 'top-1 native',
-           'drift_cosine': 'drift cosine (recorded)', 'drift_top1_agreement': 'drift top-1 agreement (recorded)', 'accuracy_top1': 'top-1', 'accuracy_images': 'labelled images'}
+           'drift_cosine': 'drift cosine (recorded)', 'drift_top1_agreement': 'drift top-1 agreement (recorded)',
+           'accuracy_top1': 'top-1', 'accuracy_images': 'labelled images'}
 PRECISION_WORDS = {'amp': 'under autocast', 'cast': 'with weights and inputs cast to the dtype'}
 WIDTH = 100   # report.md's prose, lists and reasons fit a terminal this wide
 NULL = '—'
@@ -259,7 +260,8 @@ def _drift(view: pd.DataFrame) -> list[str]:
         intro += (' Drift is agreement with the native-size model on the synthetic image set; top-1 is accuracy on '
                   'the labelled images at the native size and at the target, recorded for real weights (hub, '
                   f'file) only: {NULL} for synthesized ones, whose accuracy means nothing.')
-    return ['## Drift and fidelity', '', _wrap(intro), '', _table(_cells(view, {**_identity(), **figures, **_varying(view)}))]
+    cells = _cells(view, {**_identity(), **figures, **_varying(view)})
+    return ['## Drift and fidelity', '', _wrap(intro), '', _table(cells)]
 
 
 def _parity_not_judged(note: Any) -> str:

@@ -26,7 +26,6 @@ from harness.repro import REPRODUCIBLE, repro_command
 from harness.results import UNEXPECTED, path_rank, unsupported_groups
 from harness.run_record import RunRecord
 
-
 PATH_COLOURS = {'create': '#1f77b4', 'set_input_size': '#ff7f0e', 'dynamic': '#2ca02c'}
 STATUS_CLASSES = {'failed': 'bad', 'xpassed': 'bad', 'error': 'bad', 'resource': 'bad', 'xfailed': 'expected',
                   'passed': 'good', 'unsupported': 'muted'}   # a summary cell takes the first that it counts
@@ -136,7 +135,8 @@ def _failures(frame: pd.DataFrame, run_dir: Path) -> str:
             f'<td><pre>{_esc(r["reason"])}</pre></td><td>{_repro_cell(r, run_dir)}</td></tr>'
             for r in shown.to_dict('records')]
     return ('<h2>Failures</h2>\n<table><thead><tr><th>case</th><th>status</th><th>failed checks</th>'
-            '<th>reason (in full)</th><th>reproduce upstream</th></tr></thead><tbody>\n' + '\n'.join(rows) + '\n</tbody></table>')
+            '<th>reason (in full)</th><th>reproduce upstream</th></tr></thead><tbody>\n' + '\n'.join(rows)
+            + '\n</tbody></table>')
 
 
 def _unsupported(frame: pd.DataFrame) -> str:

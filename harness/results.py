@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import fcntl
-import json
 import functools
+import json
 import logging
 import os
 import types
@@ -24,8 +24,8 @@ if TYPE_CHECKING:   # pandas is imported by load() alone: the pytest controller 
 STATUSES = ('passed', 'failed', 'xfailed', 'xpassed', 'unsupported', 'error', 'resource')
 UNEXPECTED = ('failed', 'xpassed', 'error', 'resource')   # statuses that make `harness run` exit 1
 # names that may appear in a record's ``failed_checks``, in the order the stages run
-CHECKS = ('load', 'reload', 'resize', 'dtype', 'trainable', 'shapes', 'features', 'finite', 'noop', 'fidelity', 'parity',
-          'drift')
+CHECKS = ('load', 'reload', 'resize', 'dtype', 'trainable', 'shapes', 'features', 'finite', 'noop', 'fidelity',
+          'parity', 'drift')
 DTYPES = ('fp32', 'bf16', 'fp16')   # the timing dtypes
 PRECISIONS = ('amp', 'cast')        # how a reduced dtype is applied: autocast, or weights and inputs cast to it
 STATES = ('fp32', 'bf16', 'fp16', 'frozen', 'train')   # a model's state when resized (harness.states)

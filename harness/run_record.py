@@ -141,7 +141,8 @@ def read_run_record(out_dir: Path) -> RunRecord | None:
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunRecordError(f'{path}: cannot be read as JSON ({e}); expected the run.json harness run writes') from None
+        raise RunRecordError(f'{path}: cannot be read as JSON ({e}); expected the run.json harness run '
+                             f'writes') from None
     if not isinstance(data, dict):
         raise RunRecordError(f'{path}: expected a JSON object, got {type(data).__name__}')
     known = {f.name for f in dataclasses.fields(RunRecord)}

@@ -33,8 +33,15 @@ from harness.image_tree import ImageTree, ImageTreeError, check_readable, class_
 from harness.isolation import RUN_REFUSED
 from harness.results import RESULTS_FILE, ResultsFileError, set_aside
 from harness.run_folder import remove_reports
-from harness.run_record import RUN_FILE, RunRecord, RunRecordError, describe_run, differences, read_run_record, \
-    write_run_record
+from harness.run_record import (
+    RUN_FILE,
+    RunRecord,
+    RunRecordError,
+    describe_run,
+    differences,
+    read_run_record,
+    write_run_record,
+)
 
 if TYPE_CHECKING:
     from harness.matrix import Matrix

@@ -142,7 +142,8 @@ def _rect_source(s: _Sizes) -> tuple[str, tuple[tuple[str, Any], ...], 'ModelSpe
         return None
     from harness.matrix import ModelSpec
     overrides = (('img_size', size),)
-    return f'src{size[0]}x{size[1]}', overrides, ModelSpec.of(s.model.name, {**s.model.kwargs, 'img_size': list(size)}), size
+    model = ModelSpec.of(s.model.name, {**s.model.kwargs, 'img_size': list(size)})
+    return f'src{size[0]}x{size[1]}', overrides, model, size
 
 
 def _transposed(s: _Sizes) -> list[Trigger]:

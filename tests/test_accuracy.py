@@ -181,7 +181,8 @@ def start_run(matrix_path: Path, images: Path | None, out: Path, resume: bool = 
     matrix = load_matrix(matrix_path, known_models=timm.list_models())
     options = RunOptions(device=torch.device('cpu'), cache_dir=out / 'cache', out_dir=out,
                          timing=matrix.timing.for_run('cpu', enabled=False))
-    start_run_folder(out, describe_start(matrix, options, images=images and str(images), argv=[], shard=None), resume=resume)
+    start = describe_start(matrix, options, images=images and str(images), argv=[], shard=None)
+    start_run_folder(out, start, resume=resume)
 
 
 def test_labels_that_fit_no_model_or_unreadable_images_stop_the_start(labelled, write_matrix, tmp_path):

@@ -8,7 +8,6 @@ import time
 from types import SimpleNamespace
 
 import pytest
-
 from packaging.version import Version
 
 from harness.bisect import BisectError, Skip, between, bisect, index_releases

@@ -15,8 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from harness.limits import (MAX_IDENTIFIER_CHARS, MAX_ITEMS, MAX_MATRIX_BYTES, MAX_NUM_IMAGES, MAX_PROBLEM_CHARS,
-                            MAX_SEED, MAX_SIDE, MAX_TEXT_CHARS, MAX_YAML_DEPTH, MAX_YAML_VALUES, QUOTE_CHARS, shown)
+from harness.limits import (
+    MAX_IDENTIFIER_CHARS,
+    MAX_ITEMS,
+    MAX_MATRIX_BYTES,
+    MAX_NUM_IMAGES,
+    MAX_PROBLEM_CHARS,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_TEXT_CHARS,
+    MAX_YAML_DEPTH,
+    MAX_YAML_VALUES,
+    QUOTE_CHARS,
+    shown,
+)
 from harness.matrix_file import MatrixFileError, read_matrix_file
 from tests.test_cli import harness
 from tests.test_inputs import one_error_line

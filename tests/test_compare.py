@@ -6,8 +6,16 @@ import json
 import numpy as np
 import pytest
 
-from harness.compare import (CompareSpec, Side, compare, compare_case, exit_code, round_ratios, status_change,
-                             timing_change)
+from harness.compare import (
+    CompareSpec,
+    Side,
+    compare,
+    compare_case,
+    exit_code,
+    round_ratios,
+    status_change,
+    timing_change,
+)
 from harness.results import CaseResult, append_result
 from harness.run_record import RunRecord, write_run_record
 from tests.test_cli import TWO_ORIGINS, harness

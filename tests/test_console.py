@@ -25,8 +25,8 @@ def test_a_default_run_prints_one_line_per_case_and_names_the_timm_release(write
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]   # the xpassed case
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f'harness run {matrix}: timm {timm.__version__} (')
-    cases = {m['id']: m for line in lines if (m := re.match(r'(?P<status>\w+) +(?P<id>\S+)  \d+\.\d s(  (?P<reason>.+))?$',
-                                                              line))}
+    case_line = r'(?P<status>\w+) +(?P<id>\S+)  \d+\.\d s(  (?P<reason>.+))?$'
+    cases = {m['id']: m for line in lines if (m := re.match(case_line, line))}
     assert sorted(cases) == sorted(IDS)
     assert {i: m['status'] for i, m in cases.items()} == {i: 'xpassed' if i == IDS[2] else 'passed' for i in IDS}
     assert cases[IDS[2]]['reason'] and cases[IDS[0]]['reason'] is None   # a passed case gives no reason

@@ -109,6 +109,7 @@ def test_a_window_not_clamped_to_the_stage_map_fails_shapes(run_matrix, monkeypa
 
 def test_releases_without_set_input_size_leave_it_to_fixed_size(monkeypatch):
     import timm.models.efficientvit_msra as effvit
+
     from harness.families.probe import Probe
     monkeypatch.delattr(effvit.EfficientVitMsra, 'set_input_size')
     model = meta_model(ModelSpec(MODEL))

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 import timm
-import torch
 import timm.models.swin_transformer as swin_module
+import torch
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.swin_transformer_v2 import WindowAttention as V2Attention
 from timm.models.swin_transformer_v2_cr import WindowMultiHeadAttention as CrAttention
 
 from harness.families import family_of
-from harness.reference import cpb
 from harness.families.swin_v2 import cpb_tensors
+from harness.reference import cpb
 
 pytestmark = pytest.mark.filterwarnings('ignore:Using a non-tuple sequence:UserWarning',
                                         'ignore:torch.searchsorted:UserWarning')

@@ -20,8 +20,18 @@ from packaging.specifiers import SpecifierSet
 from safetensors.torch import save_file
 
 from harness.cases import Case, expand, expectation_for
-from harness.matrix import (PATHS, Expectation, Matrix, MatrixError, ModelSpec, OriginSpec, TimingConfig,
-                            Tolerances, load_matrix, structure_problems)
+from harness.matrix import (
+    PATHS,
+    Expectation,
+    Matrix,
+    MatrixError,
+    ModelSpec,
+    OriginSpec,
+    TimingConfig,
+    Tolerances,
+    load_matrix,
+    structure_problems,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / 'matrices').glob('*.yaml'))
@@ -365,7 +375,8 @@ def test_missing_required_keys(tmp_path, known_models):
     ('name: [a]', 'name', ('expected a string',)),
     ('expect: [{match: {bogus: 1}, checks: [load], reason: r}]', 'expect[0].match.bogus', ('unknown field', "'model'")),
     ('expect: [{match: {path: create}}]', 'expect[0]', ('reason',)),
-    ('expect: [{match: {path: create}, checks: [load], reason: r, extra: 1}]', 'expect[0]', ('unknown keys', "'extra'")),
+    ('expect: [{match: {path: create}, checks: [load], reason: r, extra: 1}]', 'expect[0]',
+     ('unknown keys', "'extra'")),
     ('expect: [{match: {img_size: [1, 2, 3]}, checks: [load], reason: r}]', 'expect[0].match.img_size', ('[H, W]',)),
     ('expect: [{match: {path: create}, checks: [load], reason: r, timm: "1.0"}]', 'expect[0].timm',
      ('version specifier', "'1.0'")),

@@ -66,7 +66,7 @@ def test_run_one_model_writes_its_matrix_and_resumes(tmp_path):
 
 def test_python_entry_point_returns_the_results_frame(tmp_path):
     script = ('import harness, json, sys\n'
-              f'frame = harness.run(json.loads(sys.argv[1]), out=sys.argv[2], no_timing=True, q=True)\n'
+              'frame = harness.run(json.loads(sys.argv[1]), out=sys.argv[2], no_timing=True, q=True)\n'
               'print(type(frame).__name__, frame["status"].tolist())\n'
               'try:\n    harness.run({**json.loads(sys.argv[1]), "sizes": [0]}, out=sys.argv[2] + "-bad")\n'
               'except harness.api.HarnessRunError as e:\n    print("raised", e)\n')

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
 import timm.models.vision_transformer as vit_module
+import torch
 from timm.models.vision_transformer import VisionTransformer
 
 TINY_VIT = '''

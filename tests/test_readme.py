@@ -37,7 +37,8 @@ class Example:
     def matrices(self) -> set[str]:
         """The matrices it names: matrices/NAME.yaml, or a run folder reports/NAME-... or reports/NAME."""
         named = set(re.findall(r'matrices/(\w+)\.yaml', self.text))
-        named |= {n for n in re.findall(r'reports/([a-z]+)\b', self.text) if (ROOT / 'matrices' / f'{n}.yaml').is_file()}
+        named |= {n for n in re.findall(r'reports/([a-z]+)\b', self.text)
+                  if (ROOT / 'matrices' / f'{n}.yaml').is_file()}
         return named
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import functools
 import dataclasses
+import functools
 import hashlib
 import io
 import os
@@ -277,11 +277,12 @@ def test_a_user_checkpoint_is_loaded_from_its_file(run_matrix, tmp_path):
 def test_a_user_checkpoint_that_timm_changes_on_load_reproduces_reload(run_matrix, tmp_path):
     """reload of a `{file:}` compares timm's load with the file itself, in the script as in the harness: a Swin
     5x13 window's table, which timm reads as an 8x8 window's on every load."""
-    from tests.test_file_origin import SWIN_5X13, _entry, _save
     from harness.checkpoints.synthesize import seeded_model
+    from tests.test_file_origin import SWIN_5X13, _entry, _save
     name, kwargs = SWIN_5X13
     _save(seeded_model(name, kwargs, seed=0).state_dict(), tmp_path / 'swin.pth')
-    (case,) = run_matrix(f"name: repro-reload\nmodels: [{_entry(name, kwargs)}]\norigins: [{{file: {tmp_path / 'swin.pth'}}}]\n"
+    (case,) = run_matrix(f"name: repro-reload\nmodels: [{_entry(name, kwargs)}]\n"
+                         f"origins: [{{file: {tmp_path / 'swin.pth'}}}]\n"
                          'sizes: [[40, 104]]\npaths: [dynamic]\nnum_images: 2\n').values()
     assert case.status == 'failed' and case.failed_checks == ['reload'], case.reason
     script = tmp_path / 'reload.py'

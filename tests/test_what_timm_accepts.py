@@ -84,7 +84,8 @@ def test_hybrid_patch_sizes_run_set_input_size_with_the_patch(run_matrix, monkey
     monkeypatch.setattr(timm.layers.HybridEmbed, 'set_input_size', recording)
     results = run_matrix(HYBRID_PATCH4)
     assert {r.path: (r.status, r.failed_checks) for r in results.values()} == {
-        'create': ('passed', []), 'set_input_size': ('xfailed', ['features'])}, {k: r.reason for k, r in results.items()}
+        'create': ('passed', []), 'set_input_size': ('xfailed', ['features'])}, \
+        {k: r.reason for k, r in results.items()}
     assert 4 in asked
     for result in results.values():
         assert result.source_patch_size == 8 and result.fidelity_worst_tensor == 'patch_embed.proj.weight'

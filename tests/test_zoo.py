@@ -51,7 +51,8 @@ def test_the_zoo_passes_on_the_current_release(tmp_path, release_cache):
     assert code == 0 and set(statuses) <= {'passed', 'xfailed', 'unsupported'}, statuses
     passed_families = {family_of(case['model_name']).name for case in cases if case['status'] == 'passed'}
     assert passed_families == {family.name for family in families()} - {'fixed_size'}
-    assert all('own input size' in case['reason'] for case in cases if family_of(case['model_name']).name == 'fixed_size')
+    assert all('own input size' in case['reason'] for case in cases
+               if family_of(case['model_name']).name == 'fixed_size')
 
 
 @pytest.mark.slow

@@ -5,12 +5,24 @@ import argparse
 from pathlib import Path
 
 from harness.cache import default_cache_dir
-from harness.commands.common import (EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, UsageError, compare_runs, default_out,
-                                     keyword_expression, owned_out, positive_int, shard, timm_source, write_report,
-                                     writable_out)
+from harness.commands.common import (
+    EXIT_OK,
+    EXIT_REGRESSION,
+    EXIT_USAGE,
+    UsageError,
+    compare_runs,
+    default_out,
+    keyword_expression,
+    owned_out,
+    shard,
+    timm_source,
+    writable_out,
+    write_report,
+)
 from harness.compare import CompareSpec
 from harness.interruption import STOPPED_EXIT_CODES
 from harness.matrix_file import read_matrix_file
+from harness.option_types import positive_int
 from harness.results import RESULTS_FILE
 
 DESCRIPTION = """\

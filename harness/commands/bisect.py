@@ -8,8 +8,15 @@ from pathlib import Path
 
 from harness.atomic_file import write_atomically
 from harness.cache import default_cache_dir
-from harness.commands.common import (EXIT_OK, UsageError, default_out, keyword_expression, owned_out, timm_release,
-                                     writable_out)
+from harness.commands.common import (
+    EXIT_OK,
+    UsageError,
+    default_out,
+    keyword_expression,
+    owned_out,
+    timm_release,
+    writable_out,
+)
 from harness.matrix_file import read_matrix_file
 
 DESCRIPTION = """\

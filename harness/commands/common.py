@@ -16,7 +16,6 @@ from packaging.version import InvalidVersion, Version
 from harness import faults, timm_versions
 from harness.compare import CompareError, CompareSpec, compare, exit_code, load_side, shared_shift
 from harness.matrix_file import name_problem
-from harness.option_types import bounded_float, positive_int
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -54,7 +53,7 @@ def shard(text: str) -> str:
 def keyword_expression(text: str) -> str:
     """``-k``: an expression pytest can match case ids with, checked before anything starts (a worker meeting a
     malformed one would end the run in an INTERNALERROR traceback)."""
-    from _pytest.mark.expression import Expression   # the parser pytest's -k uses; not public API
+    from _pytest.mark.expression import Expression  # the parser pytest's -k uses; not public API
     try:
         Expression.compile(text.strip())   # pytest strips leading space; an empty expression selects all
     except SyntaxError as e:

@@ -5,8 +5,9 @@ import argparse
 import math
 from pathlib import Path
 
-from harness.commands.common import bounded_float, compare_runs, writable_out
+from harness.commands.common import compare_runs, writable_out
 from harness.compare import CompareSpec
+from harness.option_types import bounded_float
 
 DESCRIPTION = """\
 Compare two runs case by case (joined by matrix and case id), in the manner of asv compare.

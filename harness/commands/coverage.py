@@ -42,6 +42,7 @@ def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
     if args.timm and not in_release_already():
         return rerun_in_release(args.timm, cache, argv)
     import timm
+
     from harness import coverage
 
     def say(line: str) -> None:

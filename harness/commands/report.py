@@ -9,7 +9,8 @@ from harness.results import read_results
 
 
 def add_parser(commands) -> None:
-    report = commands.add_parser('report', help='write report.md, report.html, results.csv and summary.csv from results')
+    report = commands.add_parser('report',
+                                 help='write report.md, report.html, results.csv and summary.csv from results')
     report.set_defaults(handler=main)
     report.add_argument('results', type=Path, help='a results.jsonl written by harness run')
     report.add_argument('--out', type=Path, help='output folder (default: the folder holding RESULTS)')

@@ -10,15 +10,30 @@ from typing import Any
 
 from harness import one_model, option_types
 from harness.cache import default_cache_dir
-from harness.commands.common import (EXIT_CODES, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, UsageError,
-                                     compare_runs, default_out, in_release_already, keyword_expression, owned_out,
-                                     positive_int, rerun_in_release, shard, timm_source, usage_error, write_report,
-                                     writable_out)
+from harness.commands.common import (
+    EXIT_CODES,
+    EXIT_OK,
+    EXIT_REGRESSION,
+    EXIT_USAGE,
+    UsageError,
+    compare_runs,
+    default_out,
+    in_release_already,
+    keyword_expression,
+    owned_out,
+    rerun_in_release,
+    shard,
+    timm_source,
+    usage_error,
+    writable_out,
+    write_report,
+)
 from harness.compare import CompareSpec
 from harness.console import PYTEST_QUIET, CaseConsole, release_line
 from harness.image_tree import ImageTreeError, read_image_tree
 from harness.interruption import Interruption, signal_exit_code
 from harness.matrix_file import read_matrix_file
+from harness.option_types import positive_int
 from harness.plugin import TIMING_OPTIONS
 from harness.preflight import check_device, check_matrix
 from harness.results import DTYPES, PRECISIONS, RESULTS_FILE, UNEXPECTED, read_results

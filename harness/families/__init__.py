@@ -98,9 +98,9 @@ def _claimed_spec(model: 'str | ModelSpec') -> 'ModelSpec':
 
 @functools.lru_cache(maxsize=None)   # one entry per model entry's configuration: cases ask on every step
 def _class_deciding(model: 'ModelSpec') -> 'ModelSpec':
-    from harness.matrix import ModelSpec
     from harness.families.base import meta_model
     from harness.families.probe import probe
+    from harness.matrix import ModelSpec
     own = probe(model.name).model
     try:
         built = meta_model(model)

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from harness.reference.patch_kernel import resample_patch_kernel
 from harness.families import Geometry, Size, Target, to_size
+from harness.reference.patch_kernel import resample_patch_kernel
 from harness.results import CHECKS
 
 if TYPE_CHECKING:

@@ -25,7 +25,6 @@ from torch import nn
 from harness.families import Geometry, Size, Target, register_family, to_size
 from harness.families.base import Family
 
-
 # classes whose forward_features are tokens (B, prefix + h * w, C) on the last feature map's grid
 TOKEN_OUTPUTS = ('Xcit', 'Twins')
 

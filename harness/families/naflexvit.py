@@ -13,9 +13,10 @@ aspect-preserving or not (:mod:`harness.reference.naflex_pos_embed`). So:
   resamples per batch);
 * ``set_input_size`` does not exist: ``unsupported``.
 
-Fidelity, on every path: the loaded state dict against the checkpoint; what timm adds as position embedding at two probe grids (:data:`PROBE_GRIDS`, a wide and a
-tall one) against the harness's resample; and the logits at the target against a NaFlexVit built with its
-table at the target grid (so timm adds it as it is) carrying the harness's resample.
+Fidelity, on every path: the loaded state dict against the checkpoint; what timm adds as position embedding at two
+probe grids (:data:`PROBE_GRIDS`, a wide and a tall one) against the harness's resample; and the logits at the
+target against a NaFlexVit built with its table at the target grid (so timm adds it as it is) carrying the harness's
+resample.
 
 Not expressed through the three paths: NaFlex mode proper (pre-patchified ``patches`` / ``patch_coord`` /
 ``patch_valid`` dicts from the NaFlex collator, a different grid per image in one batch, padding tokens
@@ -94,7 +95,8 @@ class NaFlexVitFamily(VitFamily):
         """NaFlexVit with its tables at the target grid (so timm adds them as they are, aspect preserving or
         not), carrying the harness's resample of the checkpoint's tables."""
         tables = _tables_at(source.table, weights, computed.grid_size) if source.table.kind else {}
-        kwargs = {**spec.kwargs, **head_kwargs(native), 'pos_embed_grid_size': computed.grid_size, 'pos_embed_ar_preserving': False}
+        kwargs = {**spec.kwargs, **head_kwargs(native), 'pos_embed_grid_size': computed.grid_size,
+                  'pos_embed_ar_preserving': False}
         return model_carrying(spec.name, kwargs, {**weights, **tables})
 
     def derived_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:

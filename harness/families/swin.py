@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 
-from harness.reference.rel_pos_table import resample_rel_pos_table
 from harness.families import register_family
 from harness.families.windowed import ShiftedWindowFamily
+from harness.reference.rel_pos_table import resample_rel_pos_table
 
 _TABLE_KEY = re.compile(r'layers\.(\d+)\.blocks\.\d+\.attn\.relative_position_bias_table$')
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.reference import cpb
 from harness.families import Geometry, Size, register_family, to_size
 from harness.families.base import meta_model
 from harness.families.windowed import ShiftedWindowFamily
+from harness.reference import cpb
 
 
 @register_family

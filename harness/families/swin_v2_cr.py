@@ -14,9 +14,9 @@ import dataclasses
 import torch
 from torch import nn
 
-from harness.reference import cpb
 from harness.families import Geometry, register_family
 from harness.families.windowed import ShiftedWindowFamily
+from harness.reference import cpb
 
 DEFAULT_WINDOW_RATIO = 8   # SwinTransformerV2Cr's default window_ratio
 

@@ -15,11 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.reference.padding import PaddedInput, padded_size
-from harness.reference.pos_embed import resample_pos_embed
 from harness.families import Geometry, Target, register_family, to_size
 from harness.families.base import GEOMETRIC, Family, head_kwargs, model_carrying, timm_class
-
+from harness.reference.padding import PaddedInput, padded_size
+from harness.reference.pos_embed import resample_pos_embed
 
 PREFIX_TOKENS = ('cls_token', 'dist_token', 'reg_token')   # in the order _pos_embed puts them before the patches
 POS_EMBED_ADDED = 'pos_embed as _pos_embed adds it'   # the forward tensor: what the tokens get, prefix included

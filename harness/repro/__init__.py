@@ -14,7 +14,6 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-
 REPRODUCIBLE = ('failed', 'xfailed')   # the statuses harness repro writes a script for
 
 

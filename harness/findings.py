@@ -1,0 +1,304 @@
+"""Findings: the failed cases of a run (or the regressed ones of a compare) grouped by root cause.
+
+One timm defect (a loader that guesses a square window) fails dozens of cases across models and paths; a finding
+is one such cause: the cases that share a :class:`Signature` (family, failed check, the tensor that differs with
+its block and stage indices erased, and the trigger: what the case changed of its source geometry). The build
+path is not part of it: the same defect read through ``create`` and ``set_input_size`` is one finding, whose
+``paths`` list both. A finding's id is a short hash of its signature, so the same defect has the same id in every
+run and a nightly can tell a new finding from one still open.
+
+Nothing here imports torch or timm, except the family lookup (:func:`family_name`), done once per model name.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from harness.results import CHECKS, path_rank, unsupported_why
+from harness.repro import repro_command
+
+SCHEMA = 1
+FINDINGS_JSON, FINDINGS_MD = 'findings.json', 'findings.md'
+FINDING_STATUSES = ('failed', 'xpassed')   # a run's cases that are findings (error and resource are the harness's)
+# the check that failed -> the record field naming what differs (a tensor, or the first error of a list)
+DIFFERING_FIELD = {'reload': 'native_worst_tensor', 'fidelity': 'fidelity_worst_tensor', 'load': 'load_error',
+                   'resize': 'resize_error', 'shapes': 'shape_errors', 'features': 'feature_errors',
+                   'finite': 'nonfinite_outputs', 'noop': 'noop_changes', 'dtype': 'dtype_changes',
+                   'trainable': 'trainable_changes'}
+_INDEX = re.compile(r'(?<=\.)\d+(?=\.|$)')   # `layers.2.blocks.1.attn` -> `layers.*.blocks.*.attn`
+_NUMBER = re.compile(r'\d+')                 # sizes in an error message: `(7, 7)` and `(8, 8)` read alike
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What the cases of one finding share."""
+    family: str
+    check: str        # the first check that failed (in the order they run), or the status (xpassed, unsupported)
+    differs: str      # the tensor that differs, its indices erased; or the error, its numbers erased
+    trigger: str      # what the case changed of its source geometry, e.g. 'transposed grid + window change'
+
+    def id(self) -> str:
+        text = json.dumps(dataclasses.astuple(self))
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+@dataclass
+class Finding:
+    id: str
+    title: str
+    signature: Signature
+    representative: str             # the case id of the smallest case
+    repro: str                      # the harness repro command of the representative
+    architectures: list[str]        # timm model names
+    paths: list[str]
+    case_ids: list[str]
+    first_seen: str | None = None   # the release a compare's new side ran, when every case of it regressed there
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A case to group: its record, and whether a compare says it regressed."""
+    record: dict[str, Any]
+    regressed: bool = False
+
+
+# --- a case's signature -----------------------------------------------------------------------------------------
+def first_failed_check(record: dict[str, Any]) -> str:
+    checks = [check for check in CHECKS if check in (record.get('failed_checks') or [])]
+    return checks[0] if checks else str(record.get('status'))
+
+
+def normalised(name: str) -> str:
+    """A tensor name with its block and stage indices erased (``layers.*.blocks.*.attn.relative_position_index``);
+    an error message with its numbers erased too, since they are the case's sizes."""
+    name = ' '.join(str(name).split())
+    if ' ' not in name:
+        return _INDEX.sub('*', name)
+    return _NUMBER.sub('N', name)[:160]
+
+
+def differing(record: dict[str, Any], check: str) -> str:
+    """What differs, for the check that failed: the worst tensor, the first error, or the reason."""
+    if check == 'load' and not record.get('load_error'):
+        keys = (record.get('missing_keys') or []) + (record.get('unexpected_keys') or [])
+        return normalised(keys[0]) if keys else ''
+    value = record.get(DIFFERING_FIELD.get(check, ''))
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if value:
+        return normalised(value)
+    return normalised(unsupported_why(record.get('reason') or '')) if check not in CHECKS else ''
+
+
+def _hw(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def trigger(record: dict[str, Any]) -> str:
+    """What the case changed of its source geometry, as the trigger kinds (:mod:`harness.triggers`) name it;
+    '' where its record does not say its source (records of an older harness)."""
+    parts = [_grid_trigger(_hw(record.get('source_img_size')), _hw(record.get('img_size')))]
+    source_patch, patch = record.get('source_patch_size'), record.get('patch_size')
+    if source_patch is not None and patch is not None and source_patch != patch:
+        parts.append('patch change')
+    parts.append(_window_trigger(_hw(record.get('source_window_size')), _hw(record.get('window_size'))))
+    return ' + '.join(part for part in parts if part)
+
+
+def _grid_trigger(source: tuple[int, int] | None, target: tuple[int, int] | None) -> str:
+    if source is None or target is None or source == target:
+        return ''
+    if source[0] != source[1]:
+        return 'transposed grid' if target == source[::-1] else 'rectangular source grid'
+    return 'rectangular grid' if target[0] != target[1] else ''
+
+
+def _window_trigger(source: tuple[int, int] | None, target: tuple[int, int] | None) -> str:
+    if source is not None and source[0] != source[1]:
+        return 'rectangular source window'
+    if source is None or target is None or source == target:
+        return ''
+    return 'rectangular window' if target[0] != target[1] else 'window change'
+
+
+def signature(record: dict[str, Any], family: str) -> Signature:
+    check = first_failed_check(record)
+    return Signature(family, check, differing(record, check), trigger(record))
+
+
+# --- grouping ---------------------------------------------------------------------------------------------------
+def model_name(record: dict[str, Any]) -> str:
+    return str(record.get('model_name') or record.get('model') or '')
+
+
+@functools.lru_cache(maxsize=None)
+def family_name(name: str) -> str:
+    """The family claiming a timm model name (a meta-device build: done once per name); 'unclaimed' if none."""
+    from harness.families import family_of
+    try:
+        family = family_of(name)
+    except Exception:   # noqa: BLE001 - a name this timm does not know still groups, under its own name
+        family = None
+    return family.name if family else 'unclaimed'
+
+
+def _size_key(record: dict[str, Any]) -> tuple:
+    h, w = _hw(record.get('img_size')) or (0, 0)
+    return h * w, str(record.get('case_id'))
+
+
+def group(cases: Iterable[Failed], run_dir: Path | str, family: Callable[[str], str] = family_name,
+          new_release: str | None = None) -> list[Finding]:
+    """The findings among ``cases``, the largest first (ties by id): the same list whatever the cases' order."""
+    by_signature: dict[Signature, list[Failed]] = {}
+    for case in cases:
+        by_signature.setdefault(signature(case.record, family(model_name(case.record))), []).append(case)
+    findings = [_finding(sig, members, run_dir, new_release) for sig, members in by_signature.items()]
+    return sorted(findings, key=lambda f: (-len(f.case_ids), f.id))
+
+
+def _finding(sig: Signature, members: list[Failed], run_dir: Path | str, new_release: str | None) -> Finding:
+    records = sorted((m.record for m in members), key=_size_key)
+    first = records[0]
+    return Finding(
+        id=sig.id(), title=title(sig), signature=sig, representative=first['case_id'],
+        repro=repro_command(run_dir, first['case_id']),
+        architectures=sorted({model_name(r) for r in records}),
+        paths=sorted({str(r.get('path')) for r in records}, key=path_rank),
+        case_ids=sorted(r['case_id'] for r in records),
+        first_seen=new_release if new_release and all(m.regressed for m in members) else None)
+
+
+def title(sig: Signature) -> str:
+    """e.g. ``swin: fidelity fails on a transposed grid at layers.*.blocks.*.attn.relative_position_index``."""
+    on = f' on a {sig.trigger}' if sig.trigger else ''
+    at = f' at {sig.differs}' if sig.differs else ''
+    verb = sig.check if sig.check in ('xpassed', 'unsupported') else f'{sig.check} fails'
+    return f'{sig.family}: {verb}{on}{at}'
+
+
+# --- output -----------------------------------------------------------------------------------------------------
+@dataclass
+class FindingsReport:
+    source: str                       # the run or compare folder
+    kind: str                         # 'run' or 'compare'
+    cases: int                        # failed (or regressed) cases grouped
+    findings: list[Finding] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return f'{len(self.findings)} finding{"s" * (len(self.findings) != 1)} from {self.cases} failed cases'
+
+    def to_json(self) -> str:
+        body = {'schema': SCHEMA, 'source': self.source, 'kind': self.kind, 'cases': self.cases,
+                'findings': [dataclasses.asdict(f) for f in self.findings]}
+        return json.dumps(body, indent=2) + '\n'
+
+    def to_markdown(self) -> str:
+        lines = [f'# Findings: {self.source}', '', f'**{self.summary()}**', '']
+        for finding in self.findings:
+            lines += markdown_finding(finding)
+        return '\n'.join(lines)
+
+
+def markdown_finding(finding: Finding) -> list[str]:
+    """One finding as markdown: its title, then what it affects and how to reproduce it."""
+    seen = f'; first seen in timm {finding.first_seen}' if finding.first_seen else ''
+    return [f'## {finding.title}', '',
+            f'- id: `{finding.id}`{seen}',
+            f'- {len(finding.case_ids)} cases on {", ".join(finding.paths)}; architectures: '
+            + ', '.join(finding.architectures),
+            f'- representative: `{finding.representative}`; reproduce: `{finding.repro}`', '']
+
+
+# --- input ------------------------------------------------------------------------------------------------------
+class FindingsInputError(ValueError):
+    """A folder that is neither a run nor a compare; ``str()`` names the file and what was expected."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """What to group: the cases, the run folder their repro commands name, and a compare's new release."""
+    kind: str
+    cases: list[Failed]
+    run_dir: Path
+    new_release: str | None = None
+
+
+def read_source(path: Path) -> Source:
+    """A run folder (or its results.jsonl): its failed and xpassed cases. A compare folder (compare.json): the
+    new side's failed and xpassed cases and the cases it regressed (passed -> unsupported too)."""
+    from harness.compare_report import CompareFiles
+    from harness.results import RESULTS_FILE, read_results
+    compare_json = CompareFiles.in_folder(path if path.is_dir() else path.parent).json
+    if compare_json.is_file() and (path.is_dir() or path == compare_json):
+        return _compare_source(compare_json)
+    results = path / RESULTS_FILE if path.is_dir() else path
+    if not results.is_file():
+        raise FindingsInputError(f'{path}: neither {RESULTS_FILE} nor compare.json there; expected a run folder '
+                                 f'(harness run) or a compare folder (harness compare)')
+    cases = [Failed(r) for r in read_results(results) if r.get('status') in FINDING_STATUSES]
+    return Source('run', cases, results.parent)
+
+
+def _compare_source(compare_json: Path) -> Source:
+    from harness.results import RESULTS_FILE, read_results
+    body = _json_object(compare_json)
+    new = body.get('new')
+    if not isinstance(new, dict) or not isinstance(new.get('label'), str) or not isinstance(body.get('cases'), list):
+        raise FindingsInputError(f'{compare_json}: expected "new": {{"label": <run folder>}} and "cases": [...], as '
+                                 f'harness compare writes')
+    run_dir = _new_side_folder(compare_json, new['label'])
+    records = {(r.get('matrix', ''), r['case_id']): r for r in read_results(run_dir / RESULTS_FILE)}
+    regressed = {(c.get('matrix', ''), c.get('case_id')) for c in body['cases']
+                 if isinstance(c, dict) and c.get('change') == 'regressed'}
+    cases = [Failed(record, key in regressed) for key, record in records.items()
+             if key in regressed or record.get('status') in FINDING_STATUSES]
+    release = (new.get('run') or {}).get('timm_version') if isinstance(new.get('run'), dict) else None
+    return Source('compare', cases, run_dir, release or None)
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise FindingsInputError(f'{path}: not readable JSON ({e}); expected the compare.json harness compare '
+                                 f'writes') from None
+    if not isinstance(body, dict):
+        raise FindingsInputError(f'{path}: expected a JSON object, as harness compare writes')
+    return body
+
+
+def _new_side_folder(compare_json: Path, label: str) -> Path:
+    """The new side's run folder: its label as given to harness compare (relative to where it ran), else
+    relative to the compare folder."""
+    from harness.results import RESULTS_FILE
+    for candidate in (Path(label), compare_json.parent / label):
+        folder = candidate if candidate.is_dir() else candidate.parent
+        if (folder / RESULTS_FILE).is_file():
+            return folder
+    raise FindingsInputError(f'{compare_json}: new.label: {label!r} holds no {RESULTS_FILE} (from here or from '
+                             f'{compare_json.parent}); expected the new run\'s folder')
+
+
+def findings_of(path: Path, family: Callable[[str], str] | None = None) -> FindingsReport:
+    """The findings of a run or compare folder; ``family`` maps a model name to its family (default:
+    :func:`family_name`)."""
+    source = read_source(path)
+    return FindingsReport(str(path), source.kind, len(source.cases),
+                          group(source.cases, source.run_dir, family or family_name, source.new_release))
+
+
+def write_findings(report: FindingsReport, out: Path) -> tuple[Path, Path]:
+    from harness.atomic_file import write_atomically
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomically(out / FINDINGS_JSON, report.to_json())
+    write_atomically(out / FINDINGS_MD, report.to_markdown())
+    return out / FINDINGS_JSON, out / FINDINGS_MD

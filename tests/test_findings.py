@@ -1,0 +1,137 @@
+"""harness findings: failed cases grouped by root cause, from hand-made records (no timm run)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from harness import cli, findings
+from harness.results import CaseResult, append_result
+from harness.run_record import RunRecord, write_run_record
+
+SWINS = ('swin_tiny_patch4_window7_224', 'swin_small_patch4_window7_224', 'swin_base_patch4_window7_224')
+FAMILIES = {name: 'swin' for name in SWINS} | {'vit_tiny_patch16_224': 'vit'}
+TABLE = 'layers.{}.blocks.{}.attn.relative_position_index'
+
+
+def _family(name: str) -> str:
+    return FAMILIES[name]
+
+
+def _case(model: str, path: str, status: str = 'failed', check: str = 'fidelity', stage: int = 0,
+          img_size=(64, 48), source=(48, 64), **fields) -> CaseResult:
+    """A failed case of a model resized from ``source`` (a transposed grid by default)."""
+    return CaseResult(case_id=f'{model}-timm-{img_size[0]}x{img_size[1]}-{path}-{check}', matrix='m', model=model,
+                      origin='timm', img_size=list(img_size), patch_size=4, window_size=7, path=path,
+                      model_name=model, source_img_size=list(source), source_patch_size=4, source_window_size=7,
+                      status=status, failed_checks=[check] if status == 'failed' else [],
+                      fidelity_worst_tensor=TABLE.format(stage, stage + 1), timm_version='1.0.31', **fields)
+
+
+def _run(run_dir: Path, cases: list[CaseResult]) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_run_record(run_dir, RunRecord(timm_version='1.0.31', argv=['harness', 'run', 'm.yaml']))
+    for case in cases:
+        append_result(run_dir, case)
+    return run_dir
+
+
+def _swin_cases() -> list[CaseResult]:
+    """6 fidelity failures of the same table, 3 Swin models x 2 paths, in different stages; a passed case."""
+    cases = [_case(model, path, stage=n) for n, model in enumerate(SWINS) for path in ('create', 'set_input_size')]
+    return cases + [_case('vit_tiny_patch16_224', 'create', status='passed')]
+
+
+def test_one_cause_across_models_and_paths_is_one_finding(tmp_path):
+    report = findings.findings_of(_run(tmp_path, _swin_cases()), _family)
+    assert report.cases == 6 and len(report.findings) == 1
+    finding = report.findings[0]
+    assert finding.architectures == sorted(SWINS)
+    assert finding.paths == ['create', 'set_input_size'] and len(finding.case_ids) == 6
+    assert finding.signature == findings.Signature('swin', 'fidelity', TABLE.format('*', '*'), 'transposed grid')
+    assert finding.title == f'swin: fidelity fails on a transposed grid at {TABLE.format("*", "*")}'
+    assert finding.representative in finding.case_ids
+    assert finding.repro == f'harness repro {tmp_path} {finding.representative}'
+
+
+def test_another_check_or_trigger_is_another_finding(tmp_path):
+    other_check = _case(SWINS[0], 'create', check='parity')
+    square = dataclasses.replace(_case(SWINS[1], 'create', img_size=(64, 64), source=(48, 48)),
+                                 case_id='square-window', window_size=[4, 4])
+    report = findings.findings_of(_run(tmp_path, _swin_cases() + [other_check, square]), _family)
+    assert [len(f.case_ids) for f in report.findings] == [6, 1, 1]
+    signatures = {(f.signature.check, f.signature.trigger) for f in report.findings}
+    assert signatures == {('fidelity', 'transposed grid'), ('parity', 'transposed grid'),
+                          ('fidelity', 'window change')}
+
+
+def test_ids_are_stable_and_independent_of_case_order(tmp_path):
+    cases = _swin_cases() + [_case(SWINS[0], 'dynamic', check='parity')]
+    first = findings.findings_of(_run(tmp_path / 'a', cases), _family)
+    random.Random(0).shuffle(cases)
+    again = findings.findings_of(_run(tmp_path / 'b', cases), _family)
+    assert [f.id for f in first.findings] == [f.id for f in again.findings]
+    assert [f.case_ids for f in first.findings] == [f.case_ids for f in again.findings]
+    assert findings.findings_of(tmp_path / 'a', _family).to_json() == first.to_json()
+    assert first.findings[0].id == findings.Signature('swin', 'fidelity', TABLE.format('*', '*'),
+                                                      'transposed grid').id()
+
+
+@pytest.mark.parametrize('source, target, window, expected', [
+    ((48, 64), (64, 48), (7, 7), 'transposed grid'),
+    ((48, 64), (64, 64), (7, 7), 'rectangular source grid'),
+    ((48, 48), (64, 48), (7, 7), 'rectangular grid'),
+    ((48, 48), (64, 64), (4, 7), 'rectangular window'),
+    ((48, 48), (48, 48), (4, 4), 'window change'),
+])
+def test_trigger_names_what_the_case_changed_of_its_source(source, target, window, expected):
+    record = {'source_img_size': list(source), 'img_size': list(target), 'source_window_size': 7,
+              'window_size': list(window), 'source_patch_size': 16, 'patch_size': 16}
+    assert findings.trigger(record) == expected
+    assert findings.trigger({**record, 'source_window_size': [4, 7], 'window_size': [4, 7]}).endswith(
+        'rectangular source window')
+    assert 'patch change' in findings.trigger({**record, 'patch_size': 8})
+
+
+def test_errors_group_with_their_sizes_erased():
+    one = {'status': 'failed', 'failed_checks': ['resize'], 'resize_error': 'shape (7, 7) does not match (8, 4)'}
+    two = {**one, 'resize_error': 'shape (12, 12) does not match (6, 3)'}
+    assert findings.signature(one, 'swin') == findings.signature(two, 'swin')
+    assert findings.normalised('stages.3.blocks.10.attn.rel_pos') == 'stages.*.blocks.*.attn.rel_pos'
+
+
+def test_the_command_writes_findings_and_exits_1(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(findings, 'family_name', _family)
+    run_dir = _run(tmp_path / 'run', _swin_cases())
+    assert cli.main(['findings', str(run_dir), '--out', str(tmp_path / 'out')]) == 1
+    assert 'findings: 1 finding from 6 failed cases' in capsys.readouterr().out
+    body = json.loads((tmp_path / 'out' / 'findings.json').read_text())
+    assert body['schema'] == 1 and body['findings'][0]['architectures'] == sorted(SWINS)
+    assert 'harness repro' in (tmp_path / 'out' / 'findings.md').read_text()
+    clean = _run(tmp_path / 'clean', [_case(SWINS[0], 'create', status='passed')])
+    assert cli.main(['findings', str(clean)]) == 0 and (clean / 'findings.json').is_file()
+
+
+def test_a_compare_says_where_a_regression_first_appears(tmp_path, monkeypatch):
+    base = _run(tmp_path / 'base', [_case(SWINS[0], 'create', status='passed')])
+    new = _run(tmp_path / 'new', [_case(SWINS[0], 'create')])
+    assert cli.main(['compare', str(base), str(new), '--out', str(tmp_path / 'cmp')]) == 1
+    report = findings.findings_of(tmp_path / 'cmp', _family)
+    assert report.kind == 'compare' and [f.first_seen for f in report.findings] == ['1.0.31']
+    assert report.findings[0].repro.startswith(f'harness repro {new}')
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    (tmp_path / 'empty').mkdir()
+    (tmp_path / 'cmp').mkdir()
+    (tmp_path / 'cmp' / 'compare.json').write_text('{"new": {"label": "gone"}, "cases": []}')
+    (tmp_path / 'garbage').mkdir()
+    (tmp_path / 'garbage' / 'results.jsonl').write_text('not json\n{"case_id": "x", "status": "passed"}\n')
+    for folder, says in (('nowhere', 'no such folder'), ('empty', 'neither results.jsonl nor compare.json'),
+                         ('cmp', 'new.label'), ('garbage', 'results.jsonl:1')):
+        assert cli.main(['findings', str(tmp_path / folder)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('error: ') and says in err and len(err.strip().splitlines()) == 1, err

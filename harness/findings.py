@@ -33,6 +33,8 @@ DIFFERING_FIELD = {'reload': 'native_worst_tensor', 'fidelity': 'fidelity_worst_
                    'trainable': 'trainable_changes'}
 _INDEX = re.compile(r'(?<=\.)\d+(?=\.|$)')   # `layers.2.blocks.1.attn` -> `layers.*.blocks.*.attn`
 _NUMBER = re.compile(r'\d+')                 # sizes in an error message: `(7, 7)` and `(8, 8)` read alike
+_RAISED = re.compile(r'\b\w*(?:Error|Exception|Warning): .*')
+_FILE = re.compile(r'/\S+')                  # a file named in an error: a cache path, a temporary folder
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class Signature:
     family: str
     check: str        # the first check that failed (in the order they run), or the status (xpassed, unsupported)
     differs: str      # the tensor that differs, its indices erased; or the error, its numbers erased
-    trigger: str      # what the case changed of its source geometry, e.g. 'transposed grid + window change'
+    trigger: str      # what the case changed of its source geometry, e.g. 'transposed grid'
 
     def id(self) -> str:
         text = json.dumps(dataclasses.astuple(self))
@@ -80,7 +82,8 @@ def normalised(name: str) -> str:
     name = ' '.join(str(name).split())
     if ' ' not in name:
         return _INDEX.sub('*', name)
-    return _NUMBER.sub('N', name)[:160]
+    raised = _RAISED.search(name)   # what timm raised, without the harness's call that led to it
+    return _NUMBER.sub('N', _FILE.sub('FILE', raised.group(0) if raised else name))[:160]
 
 
 def differing(record: dict[str, Any], check: str) -> str:
@@ -103,14 +106,14 @@ def _hw(value: Any) -> tuple[int, int] | None:
 
 
 def trigger(record: dict[str, Any]) -> str:
-    """What the case changed of its source geometry, as the trigger kinds (:mod:`harness.triggers`) name it;
-    '' where its record does not say its source (records of an older harness)."""
-    parts = [_grid_trigger(_hw(record.get('source_img_size')), _hw(record.get('img_size')))]
+    """What the case changed of its source geometry, as the trigger kinds (:mod:`harness.triggers`) name it:
+    the window's change if any (a window read wrongly fails every size it is resized to), else the patch's,
+    else the grid's; '' for none, or where the record does not say its source (an older harness)."""
     source_patch, patch = record.get('source_patch_size'), record.get('patch_size')
-    if source_patch is not None and patch is not None and source_patch != patch:
-        parts.append('patch change')
-    parts.append(_window_trigger(_hw(record.get('source_window_size')), _hw(record.get('window_size'))))
-    return ' + '.join(part for part in parts if part)
+    kinds = (_window_trigger(_hw(record.get('source_window_size')), _hw(record.get('window_size'))),
+             'patch change' if source_patch is not None and patch is not None and source_patch != patch else '',
+             _grid_trigger(_hw(record.get('source_img_size')), _hw(record.get('img_size'))))
+    return next(filter(None, kinds), '')
 
 
 def _grid_trigger(source: tuple[int, int] | None, target: tuple[int, int] | None) -> str:
@@ -232,23 +235,25 @@ class Source:
     new_release: str | None = None
 
 
-def read_source(path: Path) -> Source:
+def read_source(path: Path, xfailed: bool = False) -> Source:
     """A run folder (or its results.jsonl): its failed and xpassed cases. A compare folder (compare.json): the
-    new side's failed and xpassed cases and the cases it regressed (passed -> unsupported too)."""
+    new side's failed and xpassed cases and the cases it regressed (passed -> unsupported too). ``xfailed``:
+    the xfailed cases too (the defects a matrix already marks as known)."""
+    statuses = FINDING_STATUSES + ('xfailed',) * xfailed
     from harness.compare_report import CompareFiles
     from harness.results import RESULTS_FILE, read_results
     compare_json = CompareFiles.in_folder(path if path.is_dir() else path.parent).json
     if compare_json.is_file() and (path.is_dir() or path == compare_json):
-        return _compare_source(compare_json)
+        return _compare_source(compare_json, statuses)
     results = path / RESULTS_FILE if path.is_dir() else path
     if not results.is_file():
         raise FindingsInputError(f'{path}: neither {RESULTS_FILE} nor compare.json there; expected a run folder '
                                  f'(harness run) or a compare folder (harness compare)')
-    cases = [Failed(r) for r in read_results(results) if r.get('status') in FINDING_STATUSES]
+    cases = [Failed(r) for r in read_results(results) if r.get('status') in statuses]
     return Source('run', cases, results.parent)
 
 
-def _compare_source(compare_json: Path) -> Source:
+def _compare_source(compare_json: Path, statuses: tuple[str, ...]) -> Source:
     from harness.results import RESULTS_FILE, read_results
     body = _json_object(compare_json)
     new = body.get('new')
@@ -260,7 +265,7 @@ def _compare_source(compare_json: Path) -> Source:
     regressed = {(c.get('matrix', ''), c.get('case_id')) for c in body['cases']
                  if isinstance(c, dict) and c.get('change') == 'regressed'}
     cases = [Failed(record, key in regressed) for key, record in records.items()
-             if key in regressed or record.get('status') in FINDING_STATUSES]
+             if key in regressed or record.get('status') in statuses]
     release = (new.get('run') or {}).get('timm_version') if isinstance(new.get('run'), dict) else None
     return Source('compare', cases, run_dir, release or None)
 
@@ -288,10 +293,10 @@ def _new_side_folder(compare_json: Path, label: str) -> Path:
                              f'{compare_json.parent}); expected the new run\'s folder')
 
 
-def findings_of(path: Path, family: Callable[[str], str] | None = None) -> FindingsReport:
-    """The findings of a run or compare folder; ``family`` maps a model name to its family (default:
-    :func:`family_name`)."""
-    source = read_source(path)
+def findings_of(path: Path, family: Callable[[str], str] | None = None, xfailed: bool = False) -> FindingsReport:
+    """The findings of a run or compare folder (:func:`read_source`); ``family`` maps a model name to its
+    family (default: :func:`family_name`)."""
+    source = read_source(path, xfailed)
     return FindingsReport(str(path), source.kind, len(source.cases),
                           group(source.cases, source.run_dir, family or family_name, source.new_release))
 

@@ -15,6 +15,8 @@ def add_parser(commands) -> None:
     findings.add_argument('source', type=Path, metavar='RUN_OR_COMPARE',
                           help='a run folder (results.jsonl) or a compare folder (compare.json)')
     findings.add_argument('--out', type=Path, help='output folder (default: RUN_OR_COMPARE)')
+    findings.add_argument('--xfailed', action='store_true',
+                          help='group the xfailed cases too: the defects the matrices mark as known')
 
 
 def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
@@ -25,7 +27,7 @@ def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
     out = args.out or (args.source if args.source.is_dir() else args.source.parent)
     check_writable(out, '--out' if args.out else f'{out} (the default --out, the input folder)')
     try:
-        report = findings_of(args.source)
+        report = findings_of(args.source, xfailed=args.xfailed)
     except FindingsInputError as e:
         raise UsageError(str(e)) from None
     json_path, markdown = write_findings(report, out)

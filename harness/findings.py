@@ -16,6 +16,7 @@ import functools
 import hashlib
 import json
 import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -31,6 +32,7 @@ DIFFERING_FIELD = {'reload': 'native_worst_tensor', 'fidelity': 'fidelity_worst_
                    'resize': 'resize_error', 'shapes': 'shape_errors', 'features': 'feature_errors',
                    'finite': 'nonfinite_outputs', 'noop': 'noop_changes', 'dtype': 'dtype_changes',
                    'trainable': 'trainable_changes'}
+ERROR_CHARS = 80   # of an error in a signature: enough to tell errors apart, short enough for a title
 _INDEX = re.compile(r'(?<=\.)\d+(?=\.|$)')   # `layers.2.blocks.1.attn` -> `layers.*.blocks.*.attn`
 _NUMBER = re.compile(r'\d+')                 # sizes in an error message: `(7, 7)` and `(8, 8)` read alike
 _RAISED = re.compile(r'\b\w*(?:Error|Exception|Warning): .*')
@@ -83,7 +85,7 @@ def normalised(name: str) -> str:
     if ' ' not in name:
         return _INDEX.sub('*', name)
     raised = _RAISED.search(name)   # what timm raised, without the harness's call that led to it
-    return _NUMBER.sub('N', _FILE.sub('FILE', raised.group(0) if raised else name))[:160]
+    return _NUMBER.sub('N', _FILE.sub('FILE', raised.group(0) if raised else name))[:ERROR_CHARS]
 
 
 def differing(record: dict[str, Any], check: str) -> str:
@@ -205,20 +207,24 @@ class FindingsReport:
         return json.dumps(body, indent=2) + '\n'
 
     def to_markdown(self) -> str:
-        lines = [f'# Findings: {self.source}', '', f'**{self.summary()}**', '']
+        return '\n'.join([f'# Findings: {self.source}', '', *self.markdown_section('##')])
+
+    def markdown_section(self, heading: str) -> list[str]:
+        """The summary line, then each finding under a ``heading`` (``##``) of its own."""
+        lines = [f'**{self.summary()}**', '']
         for finding in self.findings:
-            lines += markdown_finding(finding)
-        return '\n'.join(lines)
+            lines += markdown_finding(finding, heading)
+        return lines
 
 
-def markdown_finding(finding: Finding) -> list[str]:
-    """One finding as markdown: its title, then what it affects and how to reproduce it."""
+def markdown_finding(finding: Finding, heading: str = '##') -> list[str]:
+    """One finding as markdown: its title, then what it affects and how to reproduce it, in 100 columns."""
     seen = f'; first seen in timm {finding.first_seen}' if finding.first_seen else ''
-    return [f'## {finding.title}', '',
-            f'- id: `{finding.id}`{seen}',
-            f'- {len(finding.case_ids)} cases on {", ".join(finding.paths)}; architectures: '
-            + ', '.join(finding.architectures),
-            f'- representative: `{finding.representative}`; reproduce: `{finding.repro}`', '']
+    affects = (f'- {len(finding.case_ids)} cases on {", ".join(finding.paths)}, architectures: '
+               + ', '.join(finding.architectures))
+    return [f'{heading} {finding.title}', '', f'- id `{finding.id}`{seen}',
+            textwrap.fill(affects, 100, subsequent_indent='  ', break_long_words=False, break_on_hyphens=False),
+            f'- representative: `{finding.representative}`, reproduced by:', '', '```bash', finding.repro, '```', '']
 
 
 # --- input ------------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from tabulate import tabulate
 
 from harness import results
 from harness.atomic_file import write_atomically
+from harness.findings import FINDING_STATUSES, findings_of
 from harness.report_html import HtmlInputs, render_html
 from harness.repro import REPRODUCIBLE, repro_command
 from harness.results import INT_FIELDS, STATUSES, UNEXPECTED, path_rank, unsupported_groups
@@ -200,6 +201,14 @@ def _summary(summary: pd.DataFrame) -> list[str]:
     return ['## Summary: status per model × origin × path', '', _table(summary)]
 
 
+def _findings(view: pd.DataFrame, results_path: Path) -> list[str]:
+    """The failed and xpassed cases grouped by root cause (:mod:`harness.findings`), when there are any."""
+    if not view['status'].isin(FINDING_STATUSES).any():
+        return []
+    report = findings_of(results_path)
+    return ['## Findings', '', *report.markdown_section('###')]
+
+
 def _failures(view: pd.DataFrame) -> list[str]:
     """Each unexpected and xfailed case with its failed checks and its whole reason, wrapped."""
     lists = [(title, '\n'.join(_failure(r) for r in rows.to_dict('records'))) for title, rows in (
@@ -366,7 +375,8 @@ def _timing(view: pd.DataFrame) -> list[str]:
 def render_markdown(view: pd.DataFrame, summary: pd.DataFrame, results_path: Path) -> str:
     if view.empty:
         return f'# Resize regression report\n\nNo results recorded in `{results_path}`.\n'
-    sections = [_header(view, results_path), _totals(view), _summary(summary), _failures(view),
+    sections = [_header(view, results_path), _totals(view), _findings(view, results_path), _summary(summary),
+                _failures(view),
                 _reproduce(view, results_path.parent), _unsupported(view), _drift(view), _timing(view)]
     return '\n\n'.join('\n'.join(lines) for lines in sections if lines) + '\n'
 

@@ -140,3 +140,15 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
         assert cli.main(['findings', str(tmp_path / folder)]) == 2
         err = capsys.readouterr().err
         assert err.startswith('error: ') and says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_report_md_leads_with_the_findings(tmp_path, monkeypatch):
+    from harness.report import write_report
+    monkeypatch.setattr(findings, 'family_name', _family)
+    run_dir = _run(tmp_path, _swin_cases())
+    markdown = write_report(run_dir / 'results.jsonl', run_dir).markdown.read_text()
+    assert markdown.index('## Findings') < markdown.index('## Summary') < markdown.index('## Failures')
+    assert '**1 finding from 6 failed cases**' in markdown
+    assert f'### swin: fidelity fails on a transposed grid at {TABLE.format("*", "*")}' in markdown
+    clean = _run(tmp_path / 'clean', [_case(SWINS[0], 'create', status='passed')])
+    assert '## Findings' not in write_report(clean / 'results.jsonl', clean).markdown.read_text()

@@ -85,7 +85,7 @@ def normalised(name: str) -> str:
     if ' ' not in name:
         return _INDEX.sub('*', name)
     raised = _RAISED.search(name)   # what timm raised, without the harness's call that led to it
-    return _NUMBER.sub('N', _FILE.sub('FILE', raised.group(0) if raised else name))[:ERROR_CHARS]
+    return _NUMBER.sub('N', _FILE.sub('FILE', raised.group(0) if raised else name))[:ERROR_CHARS].rstrip()
 
 
 def differing(record: dict[str, Any], check: str) -> str:
@@ -183,9 +183,10 @@ def _finding(sig: Signature, members: list[Failed], run_dir: Path | str, new_rel
 
 
 def title(sig: Signature) -> str:
-    """e.g. ``swin: fidelity fails on a transposed grid at layers.*.blocks.*.attn.relative_position_index``."""
+    """e.g. ``swin: fidelity fails on a transposed grid at layers.*.blocks.*.attn.relative_position_index``, or
+    ``swin: resize fails on a rectangular source window: ValueError: Cannot infer ...``."""
     on = f' on a {sig.trigger}' if sig.trigger else ''
-    at = f' at {sig.differs}' if sig.differs else ''
+    at = (f': {sig.differs}' if ' ' in sig.differs else f' at {sig.differs}') if sig.differs else ''
     verb = sig.check if sig.check in ('xpassed', 'unsupported') else f'{sig.check} fails'
     return f'{sig.family}: {verb}{on}{at}'
 

@@ -103,6 +103,7 @@ def test_errors_group_with_their_sizes_erased():
     two = {**one, 'resize_error': 'create_model(window_size=(4, 6)) raised: ValueError: table 63 (loading /x/b2.pth)'}
     assert findings.signature(one, 'swin') == findings.signature(two, 'swin')
     assert findings.signature(one, 'swin').differs == 'ValueError: table N (loading FILE'
+    assert findings.title(findings.signature(one, 'swin')) == 'swin: resize fails: ValueError: table N (loading FILE'
     assert findings.normalised('stages.3.blocks.10.attn.rel_pos') == 'stages.*.blocks.*.attn.rel_pos'
 
 

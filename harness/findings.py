@@ -7,7 +7,8 @@ path is not part of it: the same defect read through ``create`` and ``set_input_
 ``paths`` list both. A finding's id is a short hash of its signature, so the same defect has the same id in every
 run and a nightly can tell a new finding from one still open.
 
-Nothing here imports torch or timm, except the family lookup (:func:`family_name`), done once per model name.
+Nothing here imports torch or timm, except the family lookup (:func:`family_name`), done once per model
+configuration.
 """
 from __future__ import annotations
 
@@ -144,13 +145,20 @@ def model_name(record: dict[str, Any]) -> str:
     return str(record.get('model_name') or record.get('model') or '')
 
 
+def family_name(record: dict[str, Any]) -> str:
+    """The family claiming a case's model: by its timm name, and by its overrides where they build another class
+    (``use_naflex=True``); 'unclaimed' when none does. A meta-device build, once per model configuration."""
+    overrides = record.get('model_overrides') or {}
+    return _family_name(model_name(record), json.dumps(overrides, sort_keys=True))
+
+
 @functools.lru_cache(maxsize=None)
-def family_name(name: str) -> str:
-    """The family claiming a timm model name (a meta-device build: done once per name); 'unclaimed' if none."""
+def _family_name(name: str, overrides_json: str) -> str:
     from harness.families import family_of
+    from harness.matrix import ModelSpec
     try:
-        family = family_of(name)
-    except Exception:   # noqa: BLE001 - a name this timm does not know still groups, under its own name
+        family = family_of(ModelSpec.of(name, json.loads(overrides_json)))
+    except Exception:   # noqa: BLE001 - a name this timm does not know still groups, under 'unclaimed'
         family = None
     return family.name if family else 'unclaimed'
 
@@ -160,12 +168,12 @@ def _size_key(record: dict[str, Any]) -> tuple:
     return h * w, str(record.get('case_id'))
 
 
-def group(cases: Iterable[Failed], run_dir: Path | str, family: Callable[[str], str] = family_name,
+def group(cases: Iterable[Failed], run_dir: Path | str, family: Callable[[dict[str, Any]], str] = family_name,
           new_release: str | None = None) -> list[Finding]:
     """The findings among ``cases``, the largest first (ties by id): the same list whatever the cases' order."""
     by_signature: dict[Signature, list[Failed]] = {}
     for case in cases:
-        by_signature.setdefault(signature(case.record, family(model_name(case.record))), []).append(case)
+        by_signature.setdefault(signature(case.record, family(case.record)), []).append(case)
     findings = [_finding(sig, members, run_dir, new_release) for sig, members in by_signature.items()]
     return sorted(findings, key=lambda f: (-len(f.case_ids), f.id))
 
@@ -300,9 +308,10 @@ def _new_side_folder(compare_json: Path, label: str) -> Path:
                              f'{compare_json.parent}); expected the new run\'s folder')
 
 
-def findings_of(path: Path, family: Callable[[str], str] | None = None, xfailed: bool = False) -> FindingsReport:
-    """The findings of a run or compare folder (:func:`read_source`); ``family`` maps a model name to its
-    family (default: :func:`family_name`)."""
+def findings_of(path: Path, family: Callable[[dict[str, Any]], str] | None = None,
+                xfailed: bool = False) -> FindingsReport:
+    """The findings of a run or compare folder (:func:`read_source`); ``family`` names a record's family
+    (default: :func:`family_name`)."""
     source = read_source(path, xfailed)
     return FindingsReport(str(path), source.kind, len(source.cases),
                           group(source.cases, source.run_dir, family or family_name, source.new_release))

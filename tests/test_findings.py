@@ -17,8 +17,8 @@ FAMILIES = {name: 'swin' for name in SWINS} | {'vit_tiny_patch16_224': 'vit'}
 TABLE = 'layers.{}.blocks.{}.attn.relative_position_index'
 
 
-def _family(name: str) -> str:
-    return FAMILIES[name]
+def _family(record: dict) -> str:
+    return FAMILIES[record['model_name']]
 
 
 def _case(model: str, path: str, status: str = 'failed', check: str = 'fidelity', stage: int = 0,
@@ -141,6 +141,14 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
         assert cli.main(['findings', str(tmp_path / folder)]) == 2
         err = capsys.readouterr().err
         assert err.startswith('error: ') and says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_family_is_the_one_the_overrides_build():
+    """use_naflex=True builds a ViT name as a NaFlexVit: a finding of that family, not of the ViT's."""
+    record = {'model_name': 'vit_tiny_patch16_224', 'model_overrides': {'use_naflex': True, 'depth': 1}}
+    assert findings.family_name(record) == 'naflexvit'
+    assert findings.family_name({**record, 'model_overrides': {'depth': 1}}) == 'vit'
+    assert findings.family_name({'model_name': 'no_such_model', 'model_overrides': {}}) == 'unclaimed'
 
 
 def test_report_md_leads_with_the_findings(tmp_path, monkeypatch):

@@ -297,15 +297,17 @@ def _json_object(path: Path) -> dict[str, Any]:
 
 
 def _new_side_folder(compare_json: Path, label: str) -> Path:
-    """The new side's run folder: its label as given to harness compare (relative to where it ran), else
-    relative to the compare folder."""
+    """The new side's run folder: its label as given to harness compare, relative to where that ran: here, else
+    the compare folder or a folder above it (``harness compare reports/a reports/b --out reports/ab`` run in
+    another folder)."""
     from harness.results import RESULTS_FILE
-    for candidate in (Path(label), compare_json.parent / label):
+    folder = compare_json.parent.resolve()
+    for candidate in (Path(label), *(above / label for above in (folder, *folder.parents))):
         folder = candidate if candidate.is_dir() else candidate.parent
         if (folder / RESULTS_FILE).is_file():
             return folder
-    raise FindingsInputError(f'{compare_json}: new.label: {label!r} holds no {RESULTS_FILE} (from here or from '
-                             f'{compare_json.parent}); expected the new run\'s folder')
+    raise FindingsInputError(f'{compare_json}: new.label: {label!r} holds no {RESULTS_FILE} (from here, from '
+                             f'{compare_json.parent} or a folder above it); expected the new run\'s folder')
 
 
 def findings_of(path: Path, family: Callable[[dict[str, Any]], str] | None = None,

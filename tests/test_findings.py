@@ -130,6 +130,18 @@ def test_a_compare_says_where_a_regression_first_appears(tmp_path, monkeypatch):
     assert report.findings[0].repro.startswith(f'harness repro {new}')
 
 
+def test_a_compare_made_elsewhere_finds_its_new_run(tmp_path, monkeypatch):
+    """`harness compare reports/base reports/new --out reports/cmp` run in tmp_path, findings read from another
+    folder: the relative label is found from the compare folder's parents."""
+    _run(tmp_path / 'reports' / 'base', [_case(SWINS[0], 'create', status='passed')])
+    _run(tmp_path / 'reports' / 'new', [_case(SWINS[0], 'create')])
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(['compare', 'reports/base', 'reports/new', '--out', 'reports/cmp']) == 1
+    monkeypatch.chdir(tmp_path / 'reports' / 'base')
+    report = findings.findings_of(tmp_path / 'reports' / 'cmp' / 'compare.json', _family)
+    assert [len(f.case_ids) for f in report.findings] == [1] and report.kind == 'compare'
+
+
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     (tmp_path / 'empty').mkdir()
     (tmp_path / 'cmp').mkdir()

@@ -279,10 +279,16 @@ def _compare_source(compare_json: Path, statuses: tuple[str, ...]) -> Source:
     records = {(r.get('matrix', ''), r['case_id']): r for r in read_results(run_dir / RESULTS_FILE)}
     regressed = {(c.get('matrix', ''), c.get('case_id')) for c in body['cases']
                  if isinstance(c, dict) and c.get('change') == 'regressed'}
-    cases = [Failed(record, key in regressed) for key, record in records.items()
-             if key in regressed or record.get('status') in statuses]
+    cases = compare_cases(records, regressed, statuses)
     release = (new.get('run') or {}).get('timm_version') if isinstance(new.get('run'), dict) else None
     return Source('compare', cases, run_dir, release or None)
+
+
+def compare_cases(records: dict[tuple[str, str], dict[str, Any]], regressed: set[tuple[str, str]],
+                  statuses: tuple[str, ...] = FINDING_STATUSES) -> list[Failed]:
+    """The cases of a compare's new side to group: those it regressed and those of ``statuses``."""
+    return [Failed(record, key in regressed) for key, record in records.items()
+            if key in regressed or record.get('status') in statuses]
 
 
 def _json_object(path: Path) -> dict[str, Any]:

@@ -208,7 +208,7 @@ class FindingsReport:
     findings: list[Finding] = field(default_factory=list)
 
     def summary(self) -> str:
-        return f'{len(self.findings)} finding{"s" * (len(self.findings) != 1)} from {self.cases} failed cases'
+        return f'{counted(len(self.findings), "finding")} from {counted(self.cases, "failed case")}'
 
     def to_json(self) -> str:
         body = {'schema': SCHEMA, 'source': self.source, 'kind': self.kind, 'cases': self.cases,
@@ -216,20 +216,24 @@ class FindingsReport:
         return json.dumps(body, indent=2) + '\n'
 
     def to_markdown(self) -> str:
-        return '\n'.join([f'# Findings: {self.source}', '', *self.markdown_section('##')])
+        return '\n'.join([f'# Findings: {self.source}', '', *self.markdown_section('##')]) + '\n'
 
     def markdown_section(self, heading: str) -> list[str]:
         """The summary line, then each finding under a ``heading`` (``##``) of its own."""
         lines = [f'**{self.summary()}**', '']
         for finding in self.findings:
             lines += markdown_finding(finding, heading)
-        return lines
+        return lines[:-1]   # without the last blank line: the caller separates sections
+
+
+def counted(n: int, noun: str) -> str:
+    return f'{n} {noun}{"s" * (n != 1)}'
 
 
 def markdown_finding(finding: Finding, heading: str = '##') -> list[str]:
     """One finding as markdown: its title, then what it affects and how to reproduce it, in 100 columns."""
     seen = f'; first seen in timm {finding.first_seen}' if finding.first_seen else ''
-    affects = (f'- {len(finding.case_ids)} cases on {", ".join(finding.paths)}, architectures: '
+    affects = (f'- {counted(len(finding.case_ids), "case")} on {", ".join(finding.paths)}, architectures: '
                + ', '.join(finding.architectures))
     return [f'{heading} {finding.title}', '', f'- id `{finding.id}`{seen}',
             textwrap.fill(affects, 100, subsequent_indent='  ', break_long_words=False, break_on_hyphens=False),

@@ -20,7 +20,7 @@ def add_parser(commands) -> None:
 
 
 def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
-    from harness.findings import FindingsInputError, findings_of, write_findings
+    from harness.findings import FindingsInputError, counted, findings_of, write_findings
     if not args.source.exists():
         raise UsageError(f'{args.source}: no such folder; expected a run folder (harness run) or a compare folder '
                          f'(harness compare)')
@@ -33,6 +33,6 @@ def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
     json_path, markdown = write_findings(report, out)
     print(f'findings: {report.summary()}')
     for finding in report.findings:
-        print(f'  {finding.id}  {len(finding.case_ids):>3} cases  {finding.title}')
+        print(f'  {finding.id}  {counted(len(finding.case_ids), "case"):>9}  {finding.title}')
     print(f'report: {markdown}  (for machines: {json_path})')
     return EXIT_REGRESSION if report.findings else EXIT_OK

@@ -42,7 +42,7 @@ def records(out: Path) -> list[dict]:
 def test_help_lists_every_command_and_option():
     top = harness('--help')
     assert top.returncode == 0
-    for command in ('run', 'report', 'compare', 'ab', 'bisect', 'merge', 'coverage', 'repro'):
+    for command in ('run', 'report', 'compare', 'ab', 'bisect', 'merge', 'coverage', 'repro', 'findings'):
         assert command in top.stdout and harness(command, '--help').returncode == 0
     run = harness('run', '--help')
     for option in ('--timm', '--device', '--out', '-k', '-n', '--resume', '--batch-size', '--dtype', '--no-timing',

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from harness.results import CHECKS, path_rank, unsupported_why
 from harness.repro import repro_command
+from harness.results import CHECKS, path_rank, unsupported_why
 
 SCHEMA = 1
 FINDINGS_JSON, FINDINGS_MD = 'findings.json', 'findings.md'

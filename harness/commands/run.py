@@ -152,7 +152,8 @@ def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
 
     cache = args.cache or default_cache_dir()
     if in_release_already():   # the --timm child: the process the user started holds the folder
-        return _run(args, extra, argv, _with_matrix(args, single, out), cache)
+        _with_matrix(args, single, out)
+        return _run(args, extra, argv, out, cache)
     with owned_out(out, '--out'):
         _with_matrix(args, single, out)
         if args.timm:
@@ -167,12 +168,11 @@ def _out(args: argparse.Namespace, single: dict[str, Any] | None) -> Path:
     return writable_out(args.out, default_out(Path('--model'), single), 'from the model name')
 
 
-def _with_matrix(args: argparse.Namespace, single: dict[str, Any] | None, out: Path) -> Path:
+def _with_matrix(args: argparse.Namespace, single: dict[str, Any] | None, out: Path) -> None:
     """With --model, the one-model matrix written into the run's folder (once the run owns it) and
-    ``args.matrix`` pointed at it; ``out``, for chaining."""
+    ``args.matrix`` pointed at it."""
     if single is not None:
         args.matrix = one_model.write_matrix(single, out)
-    return out
 
 
 def _run(args: argparse.Namespace, extra: list[str], argv: list[str], out: Path, cache: Path) -> int:

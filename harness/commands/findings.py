@@ -7,10 +7,24 @@ from pathlib import Path
 
 from harness.commands.common import EXIT_OK, EXIT_REGRESSION, UsageError, check_writable
 
+DESCRIPTION = """\
+Group the failed cases of a run, or the regressed cases of a compare, by root cause: one finding per family,
+failed check, differing tensor (block indices as *) and trigger (rectangular source window, transposed grid,
+patch change, ...), each with a stable id, the architectures and cases it covers, and the harness repro command
+of its smallest case. Writes findings.json and findings.md.
+
+examples:
+  harness findings reports/zoo-swin --xfailed
+  harness findings reports/vit-0.9.16
+
+exit codes: 0 no finding, 1 findings, 2 bad input
+"""
+
 
 def add_parser(commands) -> None:
     findings = commands.add_parser('findings', help='group the failed cases of a run, or the regressed cases of a '
-                                   'compare, by root cause: findings.json and findings.md')
+                                   'compare, by root cause: findings.json and findings.md',
+                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     findings.set_defaults(handler=main)
     findings.add_argument('source', type=Path, metavar='RUN_OR_COMPARE',
                           help='a run folder (results.jsonl) or a compare folder (compare.json)')

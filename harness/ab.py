@@ -90,17 +90,19 @@ def interleave(matrix: Path, releases: list[Release], case_ids: list[str], round
     import torch
 
     from harness.device_lock import Holder, timing_lock
-    from harness.matrix import load_matrix
+    from harness.matrix import Selection, load_matrix
     base_run = read_run_record(releases[0].out)
-    timing = load_matrix(matrix).timing.for_run(base_run.device, batch_size=base_run.batch_size,
-                                                dtype=base_run.dtype)
+    selection = Selection.of_run(base_run.shard, base_run.full_size)
+    timing = load_matrix(matrix, selection=selection).timing.for_run(
+        base_run.device, batch_size=base_run.batch_size, dtype=base_run.dtype)
     if not timing.enabled:
         return None
     # each round: a share of the budget and of the minimum passes; it ends early, like a whole case, once its
     # own median is known to median_rse
     round_timing = dataclasses.replace(timing, budget_s=timing.budget_s / rounds,
                                        min_repeats=math.ceil(timing.min_repeats / rounds))
-    settings = {'matrix': str(matrix), 'device': base_run.device, 'cache': str(cache),
+    settings = {'matrix': str(matrix), 'shard': base_run.shard, 'full_size': base_run.full_size,
+                'device': base_run.device, 'cache': str(cache),
                 'round_timing': dataclasses.asdict(round_timing)}
     workers = {r.side: _Worker(r, settings) for r in releases}
     device = torch.device(base_run.device)

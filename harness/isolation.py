@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable
 import pytest
 from xdist.scheduler import LoadGroupScheduling
 
+from harness.matrix import Selection
 from harness.results import RESULTS_FILE, CaseResult, append_result
 from harness.watchdog import WorkerWatchdog, worker_pid, worker_popen
 
@@ -82,9 +83,10 @@ class CrashRecorder:
     """
 
     def __init__(self, out_dir: Path, rootpath: Path, options_for: Callable[[Matrix], RunOptions],
-                 watchdog: WorkerWatchdog):
+                 watchdog: WorkerWatchdog, selection: Selection):
         self.out_dir = out_dir
         self.rootpath = rootpath
+        self.selection = selection
         self.options_for = options_for
         self.watchdog = watchdog
         results = out_dir / RESULTS_FILE
@@ -110,7 +112,7 @@ class CrashRecorder:
         from harness.cases import expand
         from harness.matrix import load_matrix
         file = nodeid.split('::', 1)[0]
-        matrix = load_matrix(self.rootpath / file)   # validated by the workers already
+        matrix = load_matrix(self.rootpath / file, selection=self.selection)   # validated by the workers already
         for case in expand(matrix):
             if nodeid in (f'{file}::{case.case_id}', f'{file}::{case.case_id}@{case.group}'):
                 return matrix, case

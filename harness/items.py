@@ -21,7 +21,7 @@ from harness.device_lock import Holder
 from harness.isolation import error_result
 from harness.matrix import Matrix, MatrixError, load_matrix
 from harness.pipeline import CheckpointWork, RunOptions, run_case
-from harness.plugin import TIMING_OPTIONS, UNSUPPORTED_PREFIX
+from harness.plugin import TIMING_OPTIONS, UNSUPPORTED_PREFIX, selection
 from harness.results import RESULTS_FILE, CaseResult, append_result
 from harness.run_start import StartRefused, check_release, hand_over, start_request
 from harness.timing import use_threads
@@ -39,18 +39,14 @@ class MatrixFile(pytest.File):
         try:
             if request:
                 check_release(request)
-            matrix = load_matrix(self.path, known_models=timm.list_models())
+            matrix = load_matrix(self.path, known_models=timm.list_models(), selection=selection(self.config))
             options = run_options(self.config, matrix)
             if request:
                 hand_over(request, matrix, options)
         except (MatrixError, StartRefused) as e:
             raise self.CollectError(str(e)) from None
         work = CheckpointWork(matrix, options)
-        cases = expand(matrix)
-        shard = self.config.getoption('--harness-shard')
-        if shard:
-            cases = in_shard(cases, *shard)
-        for case in cases:
+        for case in in_shard(expand(matrix), matrix.selection):
             item = CaseItem.from_parent(self, name=case.case_id, case=case, matrix=matrix, work=work)
             item.add_marker(pytest.mark.xdist_group(case.group))
             yield item

@@ -34,7 +34,7 @@ from harness.accuracy import LabelledImages, labelled_images, top1_accuracy
 from harness.build import Built, LoadFailed, ResizeFailed, Unsupported, build_native, build_path, set_input_size
 from harness.cases import Case, expectation_for
 from harness.checkpoints.source import checkpoint_source
-from harness.checkpoints.store import Checkpoint, CheckpointError, checkpoint_for
+from harness.checkpoints.store import Checkpoint, CheckpointError, checkpoint_for, discard_if_disposable
 from harness.device_lock import Holder, checks_lock, timing_lock
 from harness.device_peaks import peak_tflops
 from harness.families import Geometry, Target
@@ -125,15 +125,17 @@ class CheckpointWork:
         self._key: tuple | None = None
         self._native: Native | Exception | None = None
         self._create_runs: dict[tuple[Target, str], PathRun] = {}   # by target and state
+        self._checkpoint: Checkpoint | None = None
 
     def native(self, case: Case) -> Native:
         """The case's checkpoint loaded at its own configuration (a failure to load is remembered too)."""
         key = (case.model, case.origin)
         if key != self._key:
-            self._key, self._native, self._create_runs = key, None, {}
+            discard_if_disposable(self._checkpoint)
+            self._key, self._native, self._create_runs, self._checkpoint = key, None, {}, None
             try:
-                checkpoint = checkpoint_for(case.model, case.origin, self.matrix.seed, self.options.cache_dir,
-                                            self.options.say)
+                checkpoint = self._checkpoint = checkpoint_for(case.model, case.origin, self.matrix.seed,
+                                                               self.options.cache_dir, self.options.say)
                 self._native = load_native(checkpoint, case, self.images, self.options.device, self.image_tree)
             except (LoadFailed, ResizeFailed, checks.ForwardFailed, Unsupported, CheckpointError) as e:
                 self._native = e

@@ -59,6 +59,12 @@ class Family:
         """Why every case of this model is ``unsupported``, or None."""
         return None
 
+    def miniatures(self, model: nn.Module) -> tuple[dict[str, Any], ...]:
+        """Constructor overrides that shrink ``model`` (its meta build at its own configuration) in depth, width
+        and heads, most shrunk first: the zoo sweep (:mod:`harness.zoo`) takes the first whose geometry equals
+        the real one in everything resizing depends on. None by default: the family's models run as they are."""
+        return ()
+
     # --- reading and predicting geometry -------------------------------------------------------------
     def geometry(self, model: nn.Module) -> Geometry:
         """Geometry read off a built model."""

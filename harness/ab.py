@@ -31,7 +31,7 @@ from harness.run_record import read_run_record, write_run_record
 from harness.timm_versions import REEXEC_ENV, TimmInstallError, installed_timm
 
 if TYPE_CHECKING:
-    from harness.matrix import TimingConfig
+    from harness.timing_config import TimingConfig
 
 SIDES = ('base', 'new')
 UNTIMED_STATUSES = ('error', 'unsupported')   # no model to time

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
+from harness.vocabulary import PATHS
+
 if TYPE_CHECKING:   # pandas is imported by load() alone: the pytest controller imports this module
     import pandas as pd
 
@@ -280,7 +282,6 @@ def unsupported_groups(frame: pd.DataFrame) -> list[UnsupportedGroup]:
 
 def path_rank(path: Any) -> tuple[int, str]:
     """Build paths in the matrix's order (create, set_input_size, dynamic), then any other by name."""
-    from harness.matrix import PATHS
     return (PATHS.index(path), '') if path in PATHS else (len(PATHS), str(path))
 
 

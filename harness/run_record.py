@@ -23,7 +23,8 @@ if TYPE_CHECKING:   # the real imports are deferred: the command line reads run.
     import torch
 
     from harness.image_tree import ImageTree
-    from harness.matrix import Matrix, TimingConfig
+    from harness.matrix import Matrix
+    from harness.timing_config import TimingConfig
 
 RUN_FILE = 'run.json'
 # the layout of run.json and results.jsonl; 1 for folders written before this field (issue 7)

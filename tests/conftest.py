@@ -24,8 +24,9 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 
 from harness.cases import expand
-from harness.matrix import TimingConfig, load_matrix
+from harness.matrix import load_matrix
 from harness.pipeline import CheckpointWork, RunOptions, run_case
+from harness.timing_config import TimingConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

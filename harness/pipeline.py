@@ -11,7 +11,7 @@ drift → timing → verdict. A case's state (:mod:`harness.states`) is applied 
 With a user's labelled images (``--images``) and real weights (``hub`` or ``file``), the native model's top-1
 accuracy is computed once per checkpoint too (:class:`NativeAccuracy`), and each case's after drift.
 
-Nothing here decides pass or fail except the final call to :func:`harness.verdict.judge`.
+Nothing here decides pass or fail except the final call to :func:`harness.case.verdict.judge`.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from torch import nn
 from harness import checks, faults, images, states
 from harness.accuracy import LabelledImages, labelled_images, top1_accuracy
 from harness.build import Built, LoadFailed, ResizeFailed, Unsupported, build_native, build_path, set_input_size
+from harness.case.verdict import fidelity_failures, judge
 from harness.cases import Case, expectation_for
 from harness.checkpoints.source import checkpoint_source
 from harness.checkpoints.store import Checkpoint, CheckpointError, checkpoint_for
@@ -45,7 +46,6 @@ from harness.origins import ORIGINS
 from harness.results import CaseResult
 from harness.states import DEFAULT_STATE
 from harness.timing import Timing, cpu_cores, time_forward
-from harness.verdict import fidelity_failures, judge
 
 # set_input_size and dynamic_img_size resample with timm's defaults; at create time the origin's loader may not
 AFTER_LOAD_RESAMPLING = ('bicubic', True)

@@ -19,6 +19,7 @@ from tabulate import tabulate
 
 from harness import results
 from harness.atomic_file import write_atomically
+from harness.case.check_registry import REGISTRY, Check, registered
 from harness.findings import FINDING_STATUSES, findings_of
 from harness.report_html import HtmlInputs, render_html
 from harness.repro import REPRODUCIBLE, repro_command
@@ -36,10 +37,8 @@ HEADERS = {'device_label': 'device', 'time_median_ms': 'median ms', 'time_iqr_ms
            'time_p90_ms': 'p90 ms', 'time_p99_ms': 'p99 ms', 'time_cv': 'CV', 'timing_stable': 'stable',
            'timing_repeats': 'timed passes', 'batch_size_used': 'batch used', 'achieved_tflops': 'TFLOP/s',
            'peak_fraction': 'of peak', 'flops_per_image': 'GFLOP/image',
-           'images_per_s': 'images/s', 'peak_memory_mb': 'peak memory MB', 'parity_note': 'parity not judged',
-           'accuracy_top1_native': 'top-1 native',
-           'drift_cosine': 'drift cosine (recorded)', 'drift_top1_agreement': 'drift top-1 agreement (recorded)',
-           'accuracy_top1': 'top-1', 'accuracy_images': 'labelled images'}
+           'images_per_s': 'images/s', 'peak_memory_mb': 'peak memory MB', 'accuracy_top1_native': 'top-1 native',
+           'accuracy_top1': 'top-1', 'accuracy_images': 'labelled images'}   # a check's columns: _check_headers
 PRECISION_WORDS = {'amp': 'under autocast', 'cast': 'with weights and inputs cast to the dtype'}
 WIDTH = 100   # report.md's prose, lists and reasons fit a terminal this wide
 NULL = '—'
@@ -135,7 +134,14 @@ def _view(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _cells(view: pd.DataFrame, columns: dict[str, Formatter]) -> pd.DataFrame:
-    return pd.DataFrame({HEADERS.get(c, c): view[c].map(fmt) for c, fmt in columns.items()})
+    headers = {**HEADERS, **_check_headers()}
+    return pd.DataFrame({headers.get(c, c): view[c].map(fmt) for c, fmt in columns.items()})
+
+
+def _check_headers() -> dict[str, str]:
+    """The headers of the registered checks' columns: a figure's own, a note's '<check> not judged'."""
+    return {**{f.field: f.header for check in registered() for f in check.figures if f.header},
+            **{check.note: f'{check.name} not judged' for check in registered() if check.note}}
 
 
 def _table(cells: pd.DataFrame) -> str:
@@ -256,9 +262,9 @@ def _drift(view: pd.DataFrame) -> list[str]:
     has_accuracy = view['accuracy_top1_native'].notna().any()
     accuracy = {'accuracy_top1_native': _number('.4f'), 'accuracy_top1': _number('.4f'),
                 'accuracy_images': _number('d')} if has_accuracy else {}
-    figures = {'status': str, 'drift_cosine': _number('.4f'), 'drift_top1_agreement': _number('.4f'), **accuracy,
-               'fidelity_weights_max_abs_diff': _sci, 'fidelity_outputs_max_abs_diff': _sci,
-               'parity_max_abs_diff': _sci, 'parity_cosine': _number('.4f'), 'parity_note': _parity_not_judged}
+    drift = REGISTRY['drift']   # first, beside the accuracy it is read with
+    figures = {'status': str, **_check_columns([drift]), **accuracy,
+               **_check_columns([c for c in registered() if c is not drift])}
     intro = ('Drift (the pooled-feature cosine and top-1 agreement of the target-size model with the native-size '
              'one) is recorded, not judged: a low drift figure beside `passed` is not a failure, unless the matrix '
              'sets `drift_min_cosine` or `drift_min_top1` (a case failing them lists `drift` among its failed '
@@ -273,8 +279,16 @@ def _drift(view: pd.DataFrame) -> list[str]:
     return ['## Drift and fidelity', '', _wrap(intro), '', _table(cells)]
 
 
-def _parity_not_judged(note: Any) -> str:
-    """The gist of a parity note: "documented difference", "the create path fails fidelity", ..."""
+def _check_columns(checks: list[Check]) -> dict[str, Formatter]:
+    """The checks' figures that have a column in the drift and fidelity table, then the notes saying why a
+    check's figures were recorded and not judged."""
+    columns = {f.field: _sci if f.column == 'sci' else _number(f.column)
+               for check in checks for f in check.figures if f.column}
+    return {**columns, **{check.note: _not_judged for check in checks if check.note}}
+
+
+def _not_judged(note: Any) -> str:
+    """The gist of a note: "documented difference", "the create path fails fidelity", ..."""
     if _is_null(note):
         return NULL
     gist = str(note).removeprefix('not judged: ')

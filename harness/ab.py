@@ -138,7 +138,7 @@ def _alternate(releases: list[Release], workers: dict[str, _Worker], case_ids: l
 
 def record_samples(r: Release, rounds: int, timing: TimingConfig) -> int:
     """Append each timed case's record again, with its interleaved samples; the number of cases timed."""
-    from harness.pipeline import record_timing
+    from harness.case.timed import record_timing
     from harness.timing import Timing
     fields = {f.name for f in dataclasses.fields(CaseResult)}
     timed = 0

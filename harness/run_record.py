@@ -88,7 +88,7 @@ def describe_run(matrix: Matrix, device: torch.device, timing: TimingConfig, arg
     import timm
     import torch
 
-    from harness.pipeline import device_name
+    from harness.case.runner import device_name
     return RunRecord(
         results_schema=RESULTS_SCHEMA, timm_version=timm.__version__, torch_version=torch.__version__,
         harness_version=_harness_version(), harness_commit=_harness_commit(), cuda_version=torch.version.cuda,

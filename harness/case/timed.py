@@ -16,6 +16,7 @@ from harness.timing import Timing, cpu_cores, time_forward
 
 
 def time_case(case: Case, model: nn.Module, work: CheckpointWork, result: CaseResult) -> None:
+    """Time the case's model in one go and record its timing and work figures on ``result``."""
     options = work.options
     with timing_lock(options.out_dir, options.device, options.cache_dir, options.holder, options.say), \
             work.parked_while_timing(model):

@@ -72,13 +72,12 @@ def held(result: CaseResult) -> list[str]:
     """The checks that ran on the checkpoint's own model, for a case whose path could not be built (they held
     when the case has no failures): the load and outputs at the native size always, reload and noop when their
     figures were recorded."""
-    ran = ['load (native size)']
-    if result.native_max_abs_diff is not None:
-        ran.append('reload')
-    ran.append('finite (native size)')
-    if result.noop_max_abs_diff is not None:
-        ran.append('noop')
-    return ran
+    return ['load (native size)', *_recorded(result, 'reload'), 'finite (native size)', *_recorded(result, 'noop')]
+
+
+def _recorded(result: CaseResult, name: str) -> list[str]:
+    """[name] when the check recorded its figures, else []."""
+    return [name] if all(getattr(result, f.field) is not None for f in REGISTRY[name].figures) else []
 
 
 def _note_unjudged(result: CaseResult, failures: list[tuple[str, str]]) -> None:

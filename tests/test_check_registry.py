@@ -75,3 +75,9 @@ def test_a_registered_checks_column_is_in_the_drift_and_fidelity_table(toy_check
     cells = dict(zip([c.strip() for c in header.split('|')], [c.strip() for c in row.split('|')]))
     assert (cells['toy CV'], cells['parity not judged']) == ('0.250', '—')
     assert list(cells).index('toy CV') > list(cells).index('parity_cosine')   # registered last, shown last
+
+
+def test_a_repro_snippet_for_a_name_that_is_not_a_check_is_refused():
+    from harness.repro.snippets import register_snippet
+    with pytest.raises(ValueError, match="a snippet for 'relaod', which is not a check"):
+        register_snippet('relaod')

@@ -31,7 +31,7 @@ from harness.run_record import read_run_record, write_run_record
 from harness.timm_versions import REEXEC_ENV, TimmInstallError, installed_timm
 
 if TYPE_CHECKING:
-    from harness.matrix import TimingConfig
+    from harness.timing_config import TimingConfig
 
 SIDES = ('base', 'new')
 UNTIMED_STATUSES = ('error', 'unsupported')   # no model to time
@@ -140,7 +140,7 @@ def _alternate(releases: list[Release], workers: dict[str, _Worker], case_ids: l
 
 def record_samples(r: Release, rounds: int, timing: TimingConfig) -> int:
     """Append each timed case's record again, with its interleaved samples; the number of cases timed."""
-    from harness.pipeline import record_timing
+    from harness.case.timed import record_timing
     from harness.timing import Timing
     fields = {f.name for f in dataclasses.fields(CaseResult)}
     timed = 0

@@ -24,9 +24,9 @@ from harness.results import RESULTS_FILE, CaseResult, append_result
 from harness.watchdog import WorkerWatchdog, worker_pid, worker_popen
 
 if TYPE_CHECKING:   # the controller imports this module before its workers start: nothing that imports torch
+    from harness.case.work import RunOptions
     from harness.cases import Case
     from harness.matrix import Matrix
-    from harness.pipeline import RunOptions
 
 RUN_REFUSED = pytest.StashKey[bool]()   # set by harness.run_start when the run did not start: no case may run
 
@@ -153,7 +153,7 @@ def _worker_end(node) -> str:
 
 def error_result(case: Case, matrix: Matrix, options: RunOptions, reason: str, duration_s: float) -> CaseResult:
     """The record of a case the harness could not finish (crash, timeout)."""
-    from harness.pipeline import finished, new_result
+    from harness.case.runner import finished, new_result
     result = new_result(case, matrix, options)
     result.status, result.reason = 'error', reason
     return finished(result, duration_s)

@@ -18,14 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
+from harness.case.check_registry import REGISTRY
+from harness.vocabulary import PATHS
+
 if TYPE_CHECKING:   # pandas is imported by load() alone: the pytest controller imports this module
     import pandas as pd
 
 STATUSES = ('passed', 'failed', 'xfailed', 'xpassed', 'unsupported', 'error', 'resource')
 UNEXPECTED = ('failed', 'xpassed', 'error', 'resource')   # statuses that make `harness run` exit 1
-# names that may appear in a record's ``failed_checks``, in the order the stages run
-CHECKS = ('load', 'reload', 'resize', 'dtype', 'trainable', 'shapes', 'features', 'finite', 'noop', 'fidelity',
-          'parity', 'drift')
+# names that may appear in a record's ``failed_checks``, in the order the stages run (harness.case.check_registry)
+CHECKS = tuple(REGISTRY)
 DTYPES = ('fp32', 'bf16', 'fp16')   # the timing dtypes
 PRECISIONS = ('amp', 'cast')        # how a reduced dtype is applied: autocast, or weights and inputs cast to it
 STATES = ('fp32', 'bf16', 'fp16', 'frozen', 'train')   # a model's state when resized (harness.states)
@@ -280,7 +282,6 @@ def unsupported_groups(frame: pd.DataFrame) -> list[UnsupportedGroup]:
 
 def path_rank(path: Any) -> tuple[int, str]:
     """Build paths in the matrix's order (create, set_input_size, dynamic), then any other by name."""
-    from harness.matrix import PATHS
     return (PATHS.index(path), '') if path in PATHS else (len(PATHS), str(path))
 
 

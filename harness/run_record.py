@@ -23,7 +23,8 @@ if TYPE_CHECKING:   # the real imports are deferred: the command line reads run.
     import torch
 
     from harness.image_tree import ImageTree
-    from harness.matrix import Matrix, TimingConfig
+    from harness.matrix import Matrix
+    from harness.timing_config import TimingConfig
 
 RUN_FILE = 'run.json'
 # the layout of run.json and results.jsonl; 1 for folders written before this field (issue 7)
@@ -88,7 +89,7 @@ def describe_run(matrix: Matrix, device: torch.device, timing: TimingConfig, arg
     import timm
     import torch
 
-    from harness.pipeline import device_name
+    from harness.case.runner import device_name
     return RunRecord(
         results_schema=RESULTS_SCHEMA, timm_version=timm.__version__, torch_version=torch.__version__,
         harness_version=_harness_version(), harness_commit=_harness_commit(), cuda_version=torch.version.cuda,

@@ -20,11 +20,12 @@ from typing import TextIO
 import torch
 
 from harness.build import build_path
+from harness.case.work import CheckpointWork, RunOptions
 from harness.cases import Case, expand
 from harness.flops import flops_per_image
-from harness.matrix import Selection, TimingConfig, load_matrix
-from harness.pipeline import CheckpointWork, RunOptions
+from harness.matrix import Selection, load_matrix
 from harness.timing import time_forward, use_threads
+from harness.timing_config import TimingConfig
 from harness.timm_versions import check_imported_release
 
 

@@ -23,9 +23,11 @@ os.environ.setdefault('OMP_NUM_THREADS', '1')
 import timm  # noqa: E402
 import torch  # noqa: E402
 
+from harness.case.runner import run_case
+from harness.case.work import CheckpointWork, RunOptions
 from harness.cases import expand
-from harness.matrix import TimingConfig, load_matrix
-from harness.pipeline import CheckpointWork, RunOptions, run_case
+from harness.matrix import load_matrix
+from harness.timing_config import TimingConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

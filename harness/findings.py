@@ -7,8 +7,8 @@ path is not part of it: the same defect read through ``create`` and ``set_input_
 ``paths`` list both. A finding's id is a short hash of its signature, so the same defect has the same id in every
 run and a nightly can tell a new finding from one still open.
 
-Nothing here imports torch or timm, except the family lookup (:func:`family_name`), done once per model
-configuration.
+Nothing here imports torch or timm: a record names its family. Only a record of an older harness, which does
+not, has its family looked up (:func:`family_name`), once per model configuration.
 """
 from __future__ import annotations
 
@@ -146,8 +146,11 @@ def model_name(record: dict[str, Any]) -> str:
 
 
 def family_name(record: dict[str, Any]) -> str:
-    """The family claiming a case's model: by its timm name, and by its overrides where they build another class
+    """The family claiming a case's model, as its record says (``family``, recorded since issue 20). A record of an
+    older harness is looked up: by its timm name, and by its overrides where they build another class
     (``use_naflex=True``); 'unclaimed' when none does. A meta-device build, once per model configuration."""
+    if record.get('family'):
+        return str(record['family'])
     overrides = record.get('model_overrides') or {}
     return _family_name(model_name(record), json.dumps(overrides, sort_keys=True))
 

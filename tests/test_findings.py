@@ -163,6 +163,17 @@ def test_the_family_is_the_one_the_overrides_build():
     assert findings.family_name({'model_name': 'no_such_model', 'model_overrides': {}}) == 'unclaimed'
 
 
+def test_a_record_names_its_family_and_an_older_one_is_looked_up(monkeypatch):
+    """Records name their family (no timm import to group them); one of an older harness, without the field or
+    with it blank, is looked up by its model."""
+    record = {'model_name': 'vit_tiny_patch16_224', 'model_overrides': {'use_naflex': True}, 'family': 'swin'}
+    assert findings.family_name(record) == 'swin'
+    assert findings.family_name({**record, 'family': ''}) == 'naflexvit'
+    assert findings.family_name({k: v for k, v in record.items() if k != 'family'}) == 'naflexvit'
+    monkeypatch.setattr(findings, '_family_name', None)   # a lookup now would raise
+    assert findings.family_name(record) == 'swin'
+
+
 def test_report_md_leads_with_the_findings(tmp_path, monkeypatch):
     from harness.report import write_report
     monkeypatch.setattr(findings, 'family_name', _family)

@@ -64,6 +64,17 @@ class Finding:
     paths: list[str]
     case_ids: list[str]
     first_seen: str | None = None   # the release a compare's new side ran, when every case of it regressed there
+    change: str | None = None       # against previous findings (harness.findings_previous): 'new' or 'open'
+
+
+CHANGE_WORDS = {'new': 'new finding', 'open': 'still open'}
+
+
+@dataclass(frozen=True)
+class Gone:
+    """A finding of the previous findings.json that this run no longer has."""
+    id: str
+    title: str
 
 
 @dataclass(frozen=True)
@@ -209,13 +220,21 @@ class FindingsReport:
     kind: str                         # 'run' or 'compare'
     cases: int                        # failed (or regressed) cases grouped
     findings: list[Finding] = field(default_factory=list)
+    previous: str | None = None       # the previous findings.json the findings' ``change`` is against
+    gone: list[Gone] = field(default_factory=list)   # its findings this one no longer has
 
     def summary(self) -> str:
-        return f'{counted(len(self.findings), "finding")} from {counted(self.cases, "failed case")}'
+        line = f'{counted(len(self.findings), "finding")} from {counted(self.cases, "failed case")}'
+        if self.previous is None:
+            return line
+        changes = [sum(f.change == change for f in self.findings) for change in CHANGE_WORDS]
+        return line + ': ' + ', '.join(f'{n} {word}' for n, word in zip(changes, CHANGE_WORDS.values())) + \
+            f', {len(self.gone)} gone'
 
     def to_json(self) -> str:
         body = {'schema': SCHEMA, 'source': self.source, 'kind': self.kind, 'cases': self.cases,
-                'findings': [dataclasses.asdict(f) for f in self.findings]}
+                'findings': [dataclasses.asdict(f) for f in self.findings], 'previous': self.previous,
+                'gone': [dataclasses.asdict(g) for g in self.gone]}
         return json.dumps(body, indent=2) + '\n'
 
     def to_markdown(self) -> str:
@@ -226,6 +245,9 @@ class FindingsReport:
         lines = [f'**{self.summary()}**', '']
         for finding in self.findings:
             lines += markdown_finding(finding, heading)
+        if self.gone:
+            lines += [f'{heading} Gone since {self.previous}', '',
+                      *(f'- `{gone.id}` {gone.title}' for gone in self.gone), '']
         return lines[:-1]   # without the last blank line: the caller separates sections
 
 
@@ -236,6 +258,7 @@ def counted(n: int, noun: str) -> str:
 def markdown_finding(finding: Finding, heading: str = '##') -> list[str]:
     """One finding as markdown: its title, then what it affects and how to reproduce it, in 100 columns."""
     seen = f'; first seen in timm {finding.first_seen}' if finding.first_seen else ''
+    seen += f', {CHANGE_WORDS[finding.change]}' if finding.change else ''
     affects = (f'- {counted(len(finding.case_ids), "case")} on {", ".join(finding.paths)}, architectures: '
                + ', '.join(finding.architectures))
     return [f'{heading} {finding.title}', '', f'- id `{finding.id}`{seen}',

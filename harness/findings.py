@@ -350,9 +350,13 @@ def findings_of(path: Path, family: Callable[[dict[str, Any]], str] | None = Non
                 xfailed: bool = False) -> FindingsReport:
     """The findings of a run or compare folder (:func:`read_source`); ``family`` names a record's family
     (default: :func:`family_name`)."""
-    source = read_source(path, xfailed)
-    return FindingsReport(str(path), source.kind, len(source.cases),
-                          group(source.cases, source.run_dir, family or family_name, source.new_release))
+    return report_of(str(path), read_source(path, xfailed), family or family_name)
+
+
+def report_of(label: str, source: Source, family: Callable[[dict[str, Any]], str] = family_name) -> FindingsReport:
+    """The findings of ``source``'s cases, under ``label`` (the run or compare they came from)."""
+    return FindingsReport(label, source.kind, len(source.cases),
+                          group(source.cases, source.run_dir, family, source.new_release))
 
 
 def write_findings(report: FindingsReport, out: Path) -> tuple[Path, Path]:

@@ -73,8 +73,9 @@ def _case(model, path, size, samples, status='passed', **figures) -> CaseResult:
     return CaseResult(
         case_id=f'{model}-timm-{size[0]}x{size[1]}-{path}', matrix='smoke', model=model, origin='timm',
         img_size=list(size), patch_size=16, window_size=7 if model.startswith('swin') else None, path=path,
-        family=model.split('_')[0], status=status, device='cpu', device_name='Test CPU', dtype='fp32', precision='amp', compile=False,
-        channels_last=False, batch_size=2, batch_size_used=2, drift_cosine=0.99 - size[1] / 10000,
+        family=model.split('_')[0], status=status, device='cpu', device_name='Test CPU', dtype='fp32',
+        precision='amp', compile=False, channels_last=False, batch_size=2, batch_size_used=2,
+        drift_cosine=0.99 - size[1] / 10000,
         time_samples_ms=samples, time_median_ms=sorted(samples)[len(samples) // 2], images_per_s=2000 / samples[0],
         timing_repeats=len(samples), timing_stable=len(set(samples)) == 1, timing_max_cv=0.05,
         flops_per_image=1_000_000, **figures)
@@ -106,8 +107,8 @@ def test_report_html_is_self_contained_with_plots(report):
     assert remote_references(report) == []
     page = parsed(report)
     titles = [data for data in re.findall(r'<h2>(.*?)</h2>', report)]
-    assert titles == ['Findings', 'Summary: status per model × origin × path', 'Throughput and drift against input size',
-                      'Timing distributions', 'Timing', 'Failures', 'Environment']
+    assert titles == ['Findings', 'Summary: status per model × origin × path',
+                      'Throughput and drift against input size', 'Timing distributions', 'Timing', 'Failures', 'Environment']
     svgs = [attrs for tag, attrs in page.tags if tag == 'svg']
     assert len(svgs) == 6   # throughput and drift for each model, and each model's timing distribution
     plots = report[report.index('Throughput and drift'):report.index('Timing distributions')]

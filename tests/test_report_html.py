@@ -108,7 +108,8 @@ def test_report_html_is_self_contained_with_plots(report):
     page = parsed(report)
     titles = [data for data in re.findall(r'<h2>(.*?)</h2>', report)]
     assert titles == ['Findings', 'Summary: status per model × origin × path',
-                      'Throughput and drift against input size', 'Timing distributions', 'Timing', 'Failures', 'Environment']
+                      'Throughput and drift against input size', 'Timing distributions', 'Timing', 'Failures',
+                      'Environment']
     svgs = [attrs for tag, attrs in page.tags if tag == 'svg']
     assert len(svgs) == 6   # throughput and drift for each model, and each model's timing distribution
     plots = report[report.index('Throughput and drift'):report.index('Timing distributions')]

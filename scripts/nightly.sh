@@ -236,7 +236,7 @@ findings() {
 # summary.md: for each comparison and matrix, its compare's header and summary line, then its findings
 summary() {
   local comparison matrix folder
-  echo "# Nightly: findings first"
+  echo "# Nightly findings"
   for comparison in "${COMPARISONS[@]}"; do
     for matrix in "$@"; do
       folder=$OUT/$comparison/$(basename "$matrix" .yaml)

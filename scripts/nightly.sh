@@ -3,6 +3,7 @@
 # against the newest release, and on the day of a release that release against the one before, each over every
 # shipped matrix (the zoo sweep among them) as a harness ab in shards, merged, compared and grouped into findings.
 set -euo pipefail
+# every $(...) that can fail says what then: `shard ... || code=$?` runs shard with set -e off
 
 usage() {
   cat <<'TEXT'
@@ -133,22 +134,29 @@ timm_main() {
   echo "$wheels"/timm-*.whl
 }
 
-plan() {
+# "BASE NEW MAIN DAY": the releases, timm's main branch as $1 gives it (main_commit: its commit; timm_main: what
+# harness ab --new takes), and whether tonight is a release's day
+night() {
   local pair base new main day
-  pair=$(releases)
+  pair=$(releases) || exit 2
   read -r base new <<<"$pair"
-  main=$(main_commit)
-  day=$(release_day "$new")
+  main=$("$1") || exit 2
+  day=$(release_day "$new") || exit 2
+  echo "$base $new $main $day"
+}
+
+plan() {
+  local tonight base new main day
+  tonight=$(night main_commit) || exit 2
+  read -r base new main day <<<"$tonight"
   printf '%s\n' "base=$base" "new=$new" "main=$main" "release_day=$day"
 }
 
 # the night's comparisons, one "NAME BASE NEW" line each
 comparisons() {
-  local pair base new main day
-  pair=$(releases)
-  read -r base new <<<"$pair"
-  main=$(timm_main)
-  day=$(release_day "$new")
+  local tonight base new main day
+  tonight=$(night timm_main) || exit 2
+  read -r base new main day <<<"$tonight"
   echo "main $new $main"
   if [[ $day == true ]]; then echo "release $base $new"; fi
 }
@@ -172,7 +180,7 @@ shard() {
   local index=$1 count=$2 worst=0 code listed row comparison base new matrix
   local -a rows matrix_list options=()
   shift 2
-  listed=$(comparisons)
+  listed=$(comparisons) || return 2
   mapfile -t rows <<<"$listed"
   mapfile -t matrix_list < <(matrices "$@")
   if [[ -n "${HARNESS_CACHE:-}" ]]; then options+=(--cache "$HARNESS_CACHE"); fi
@@ -194,7 +202,7 @@ shard() {
 merge() {
   local worst=0 code comparison matrix folder side pair base new
   local -a matrix_list
-  pair=$(releases)
+  pair=$(releases) || return 2
   read -r base new <<<"$pair"
   mapfile -t matrix_list < <(matrices "$@")
   for comparison in "${COMPARISONS[@]}"; do

@@ -207,6 +207,9 @@ def test_the_script_runs_each_comparison_over_each_matrix_and_leads_the_summary_
         for comparison, base, new in (('main', '1.0.31', '/src/timm'), ('release', '1.0.30', '1.0.31'))
         for matrix in ('smoke', 'zoo-sweep')]
     assert 'nightly: main: timm 1.0.31 -> /src/timm, shard 3/16' in done.stdout
+    calls = log.read_text()
+    refused = script('local', **{**env, 'HARNESS_RELEASE_DAY': 'maybe'})   # a bad plan runs nothing
+    assert refused.returncode == 2 and 'HARNESS_RELEASE_DAY=maybe' in refused.stderr and log.read_text() == calls
 
     for comparison in ('main', 'release'):   # the shards CI's merge job downloads
         for side in ('base', 'new'):

@@ -32,7 +32,8 @@ The checks run as `harness run --timm VERSION --no-timing` for both releases at 
 <out>/new. Then one timing process per release times each case in --rounds rounds, the releases taking
 turns (base, new, new, base, ...), each round a share of the case's budget, while this job holds the
 machine's timing lock: a runner whose speed drifts during the job slows both alike. The samples and their
-rounds are added to each run's results; <out>/compare.md and compare.json follow.
+rounds are added to each run's results; <out>/compare.md and compare.json follow. -k, --shard and --full-size
+reach both releases' runs; --no-timing leaves the timing out (the nightly's CPU runner).
 
 examples:
   harness ab matrices/smoke.yaml --base 1.0.30 --new 1.0.31 --out reports/ab

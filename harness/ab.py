@@ -63,12 +63,14 @@ def release(side: str, version: str, out: Path, cache: Path) -> Release:
 
 
 def run_checks(matrix: Path, releases: list[Release], cache: Path, shard: str | None,
-               keyword: str | None = None) -> list[int]:
-    """``harness run --no-timing`` for every release at once, on the cases ``keyword`` (``-k``) selects; their
-    exit codes. Only cases that ran are timed (:func:`timed_cases`)."""
+               keyword: str | None = None, full_size: bool = False) -> list[int]:
+    """``harness run --no-timing`` for every release at once, on the cases ``keyword`` (``-k``) selects, zoo
+    entries at their real configuration with ``full_size`` (``--full-size``); their exit codes. Only cases that
+    ran are timed (:func:`timed_cases`), as their run.json says (shard, full size)."""
     children = [subprocess.Popen([sys.executable, '-m', 'harness.cli', 'run', str(matrix), '--timm', r.source,
                                   '--out', str(r.out), '--cache', str(cache), '--no-timing', '-q',
-                                  *(['--shard', shard] if shard else []), *(['-k', keyword] if keyword else [])])
+                                  *(['--shard', shard] if shard else []), *(['-k', keyword] if keyword else []),
+                                  *(['--full-size'] if full_size else [])])
                 for r in releases]
     return [child.wait() for child in children]
 

@@ -54,6 +54,7 @@ class CaseResult:
     state: str = 'fp32'                      # the state the model was resized in (harness.states)
     model_name: str = ''                                   # the timm name (``model`` is the matrix label)
     model_overrides: dict[str, Any] = field(default_factory=dict)   # constructor overrides of the checkpoint
+    family: str = ''                         # the family claiming the model (harness.families); '' in older records
     source_img_size: list[int] | None = None
     source_patch_size: int | None = None
     source_window_size: int | list[int] | None = None   # the first stage's, as window_size

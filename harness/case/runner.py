@@ -51,7 +51,7 @@ def new_result(case: Case, matrix: Matrix, options: RunOptions) -> CaseResult:
         case_id=case.case_id, matrix=matrix.name, model=case.model.label, origin=case.origin_label,
         img_size=list(case.img_size), patch_size=case.patch_size, window_size=_listed(case.window_size), path=case.path,
         state=case.state,
-        model_name=case.model.name, model_overrides=case.model.kwargs,
+        model_name=case.model.name, model_overrides=case.model.kwargs, family=case.family.name,
         timm_version=timm.__version__, torch_version=torch.__version__, device=options.device.type,
         device_name=device_name(options.device), dtype=options.timing.dtype, precision=options.timing.precision,
         compile=options.timing.compile, channels_last=options.timing.channels_last,

@@ -121,13 +121,23 @@ def _hw(value: Any) -> tuple[int, int] | None:
 
 def trigger(record: dict[str, Any]) -> str:
     """What the case changed of its source geometry, as the trigger kinds (:mod:`harness.triggers`) name it:
-    the window's change if any (a window read wrongly fails every size it is resized to), else the patch's,
-    else the grid's; '' for none, or where the record does not say its source (an older harness)."""
+    a padded input if any, else the window's change (a window read wrongly fails every size it is resized to),
+    else the patch's, else the grid's; '' for none, or where the record does not say its source (an older
+    harness)."""
     source_patch, patch = record.get('source_patch_size'), record.get('patch_size')
-    kinds = (_window_trigger(_hw(record.get('source_window_size')), _hw(record.get('window_size'))),
+    kinds = (_pad_trigger(record),
+             _window_trigger(_hw(record.get('source_window_size')), _hw(record.get('window_size'))),
              'patch change' if source_patch is not None and patch is not None and source_patch != patch else '',
              _grid_trigger(_hw(record.get('source_img_size')), _hw(record.get('img_size'))))
     return next(filter(None, kinds), '')
+
+
+def _pad_trigger(record: dict[str, Any]) -> str:
+    """'padded input' for a model built with dynamic_img_pad at a size its patch does not divide (the img_pad
+    trigger): the padding, not the grid's shape, is what such a case exercises."""
+    patch = record.get('patch_size') or record.get('source_patch_size')
+    padded = (record.get('model_overrides') or {}).get('dynamic_img_pad')
+    return 'padded input' if padded and patch and any(side % patch for side in record.get('img_size') or ()) else ''
 
 
 def _grid_trigger(source: tuple[int, int] | None, target: tuple[int, int] | None) -> str:

@@ -97,6 +97,16 @@ def test_trigger_names_what_the_case_changed_of_its_source(source, target, windo
     assert findings.trigger({**record, 'patch_size': 8, 'window_size': 7}) == 'patch change'   # before the grid
 
 
+def test_a_padded_input_is_its_own_trigger():
+    """A dynamic_img_pad model at a size its patch does not divide (the zoo sweep's img_pad targets): the
+    padding is what fails, not the rectangular grid it also is."""
+    record = {'source_img_size': [224, 224], 'img_size': [231, 241], 'source_patch_size': 14, 'patch_size': None,
+              'model_overrides': {'dynamic_img_pad': True, 'depth': 1}}
+    assert findings.trigger(record) == 'padded input'
+    assert findings.trigger({**record, 'img_size': [238, 252]}) == 'rectangular grid'   # whole patches: no padding
+    assert findings.trigger({**record, 'model_overrides': {}}) == 'rectangular grid'
+
+
 def test_errors_group_with_their_sizes_erased():
     one = {'status': 'failed', 'failed_checks': ['resize'],
            'resize_error': 'create_model(window_size=7) raised: ValueError: table 169 (loading /tmp/a1/ck.pth)'}

@@ -33,6 +33,7 @@ from harness import checks, faults, images, states
 from harness.accuracy import LabelledImages, labelled_images, top1_accuracy
 from harness.build import Built, LoadFailed, ResizeFailed, Unsupported, build_native, build_path, set_input_size
 from harness.cases import Case, expectation_for
+from harness.checkpoints.origins import origin_named
 from harness.checkpoints.source import checkpoint_source
 from harness.checkpoints.store import Checkpoint, CheckpointError, checkpoint_for
 from harness.device_lock import Holder, checks_lock, timing_lock
@@ -41,7 +42,6 @@ from harness.families import Geometry, Target
 from harness.flops import achieved_tflops, flops_per_image
 from harness.image_tree import ImageTree, read_image_tree
 from harness.matrix import Matrix, TimingConfig, Tolerances, Window, window_value
-from harness.origins import ORIGINS
 from harness.results import CaseResult
 from harness.states import DEFAULT_STATE
 from harness.timing import Timing, cpu_cores, time_forward
@@ -201,7 +201,7 @@ def load_native(checkpoint: Checkpoint, case: Case, image_set: torch.Tensor, dev
 def native_accuracy(checkpoint: Checkpoint, model: nn.Module, size: tuple[int, int], image_tree: ImageTree | None,
                     device: torch.device) -> NativeAccuracy | None:
     """None without labelled images, or when the weights are synthesized: their accuracy means nothing."""
-    if image_tree is None or ORIGINS[checkpoint.origin].synthesized:
+    if image_tree is None or origin_named(checkpoint.origin).synthesized:
         return None
     labelled = labelled_images(image_tree, model.num_classes)
     return NativeAccuracy(labelled, top1_accuracy(model, size, labelled, device))

@@ -42,7 +42,6 @@ class CnnFamily(Family):
     trigger_kinds = ()   # nothing resampled: no resize code to trigger
     category = 'nothing_to_resample'
     rank = 10
-    origins = ('timm', 'hub', 'file')
     paths = ('create',)
     checks = ('load', 'reload', 'dtype', 'trainable', 'shapes', 'features', 'finite', 'drift')
     patch_sizes_apply = False

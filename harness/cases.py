@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from harness.checkpoints.origins import FILE_ORIGIN
 from harness.families import Size, Target, family_of
 from harness.families.base import Family
 from harness.matrix import Expectation, Matrix, ModelSpec, OriginSpec, Selection, Window
-from harness.origins import FILE_ORIGIN
 from harness.states import DEFAULT_STATE
 
 

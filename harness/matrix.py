@@ -18,6 +18,8 @@ from typing import Any, Iterator
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
+from harness.checkpoints.origins import FILE_ORIGIN, origin_named, origins_of
+from harness.checkpoints.origins import origins as known_origins
 from harness.checkpoints.vetting import checkpoint_file_problem
 from harness.families import Target, family_of, unclaimed_reason
 from harness.image_tree import ImageTreeError, read_image_tree
@@ -35,7 +37,6 @@ from harness.limits import is_int as _is_int
 from harness.limits import is_number as _is_number
 from harness.limits import yaml11_float as _as_float
 from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
-from harness.origins import FILE_ORIGIN, ORIGINS
 from harness.results import CHECKS, DEFAULT_STATE, DTYPES, PRECISIONS, STATES
 from harness.timing_config import TimingConfig
 from harness.vocabulary import PATHS, Size, Window
@@ -573,10 +574,10 @@ class _Validator:
         if not family.trigger_kinds:   # a fixed-size model: one case, unsupported with the reason
             return {'name': entry['name'], 'sizes': zoo_sizes(entry['name']), 'paths': ['create']}
         paths = [p for p in self.raw.get('paths', PATHS) if p in family.paths]
-        origins = [o for o in self.raw.get('origins') or [] if isinstance(o, str) and o in family.origins]
+        origins = [o for o in self.raw.get('origins') or [] if isinstance(o, str) and o in origins_of(family.name)]
         if not paths or not origins:
             self.left_out.append(f'{where}: the {family.name} family takes none of the matrix\'s '
-                                 f'{"paths" if not paths else "origins"} ({", ".join(family.paths or family.origins)})')
+                                 f'{"paths" if not paths else "origins"} ({", ".join(family.paths if not paths else origins_of(family.name))})')
             return None
         return {'name': entry['name'], **choice.overrides, 'targets': 'auto', 'paths': paths, 'origins': origins}
 
@@ -643,10 +644,11 @@ class _Validator:
             where = f'origins[{i}]'
             if isinstance(entry, dict) and 'file' in entry:
                 origin = self._file_origin(where, entry)
-            elif isinstance(entry, str) and entry in ORIGINS and entry != FILE_ORIGIN:
+            elif isinstance(entry, str) and entry in known_origins() and entry != FILE_ORIGIN:
                 origin = OriginSpec(entry)
             else:
-                self.error(where, f'unknown origin {shown(entry)}; expected one of {sorted(ORIGINS)} or {{file: PATH}}')
+                self.error(where, f'unknown origin {shown(entry)}; expected one of {sorted(known_origins())} '
+                                  f'or {{file: PATH}}')
                 continue
             if origin is None:
                 continue
@@ -849,14 +851,12 @@ class _Validator:
 def _origin_problem(origin: OriginSpec, model: ModelSpec) -> str | None:
     """Why a model cannot come from an origin: another family's origin, or a file layout with no place for
     the model's tensors (found on a meta-device build, before anything is synthesized)."""
-    from harness.checkpoints.layouts import LAYOUTS
     family = family_of(model)
-    if origin.name != FILE_ORIGIN and origin.name not in family.origins:
+    if not origin_named(origin.name).applies_to(family.name):
         return (f'origin {origin.name!r} does not apply to {model.name!r} '
-                f'({family.name} family; its origins are {list(family.origins)})')
-    layout = LAYOUTS.get(origin.name)
+                f'({family.name} family; its origins are {origins_of(family.name)})')
     from harness.families.base import meta_model
-    problem = layout.problem(meta_model(model)) if layout else None
+    problem = origin_named(origin.name).layout_problem(meta_model(model))
     if problem:
         return f'the {origin.name} layout does not fit {model.label}: {problem}'
     return None

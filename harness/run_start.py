@@ -194,11 +194,11 @@ def _real_weights_classes(matrix: Matrix) -> dict[str, int]:
     """The class count of each checkpoint with real weights (by case group), as timm will build its model: a
     file's ``num_classes``, else the model's (its pretrained tag's, or the matrix's override)."""
     from harness.cases import expand
+    from harness.checkpoints.origins import origin_named
     from harness.families.base import meta_model
-    from harness.origins import ORIGINS
     return {case.group: case.origin.num_classes if case.origin.num_classes is not None
             else meta_model(case.model).num_classes
-            for case in expand(matrix) if not ORIGINS[case.origin.name].synthesized}
+            for case in expand(matrix) if not origin_named(case.origin.name).synthesized}
 
 
 def start_run_folder(out: Path, record: RunRecord, resume: bool) -> None:

@@ -8,7 +8,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from harness.checkpoints.layouts import LAYOUTS
+from harness.checkpoints.origins import origin_named
 from harness.checkpoints.source import hub_source, read_back, unwrap
 from harness.checkpoints.synthesize import seeded_model
 
@@ -88,7 +88,7 @@ def test_every_layout_is_read_back_and_what_it_derives_is_named(origin, name, kw
     wrote (in its wrapper: OpenCLIP's `state_dict` of `module.` keys, the Swin repository's `model`); a tensor the
     layout derives is not, and the note names it."""
     model = seeded_model(name, kwargs, seed=1)
-    contents, expected = LAYOUTS[origin].convert(model)
+    contents, expected = origin_named(origin).convert(model)
     source = read_back(model, unwrap(contents))
     floats = [k for k, v in expected.items() if v.is_floating_point()]
     assert source.from_file == len(floats) - len(not_read_back)

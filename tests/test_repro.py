@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import dataclasses
 import functools
 import hashlib
 import io
@@ -334,25 +333,6 @@ def test_bad_runs_and_cases_exit_2_with_one_line(tmp_path, capsys):
         assert cli.main(['repro', *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith('error: ') and says in err and len(err.strip().splitlines()) == 1, err
-
-
-def test_an_origin_without_a_script_writer_exits_2_with_one_line(tmp_path, capsys):
-    """A NaFlexVit case from a classic-ViT checkpoint: the script has no writer for that layout (it ended in a
-    KeyError and a traceback before)."""
-    case = dataclasses.replace(_case('failed', failed_checks=['fidelity'], reason='fidelity: differs'),
-                               case_id='naflexvit_base_patch16_gap-classic_vit-48x48-create',
-                               model='naflexvit_base_patch16_gap', model_name='naflexvit_base_patch16_gap',
-                               origin='classic_vit')
-    run_dir = _recorded(tmp_path / 'run', case)
-    assert cli.main(['repro', str(run_dir), case.case_id]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith('error: no script for classic_vit checkpoints yet') and len(err.strip().splitlines()) == 1
-
-
-def test_every_synthesized_origin_has_a_script_writer_or_is_refused():
-    from harness.origins import ORIGINS
-    from harness.repro.layouts import WRITERS
-    assert {name for name, origin in ORIGINS.items() if origin.synthesized} - set(WRITERS) == {'classic_vit'}
 
 
 def test_the_header_names_the_releases_from_compare_and_bisect(tmp_path):

@@ -14,11 +14,11 @@ from harness import checks, images
 from harness.accuracy import LabelledImages, labelled_images, top1_accuracy
 from harness.build import Built, build_native
 from harness.cases import Case
+from harness.checkpoints.origins import origin_named
 from harness.checkpoints.source import checkpoint_source
 from harness.checkpoints.store import Checkpoint
 from harness.families import Geometry
 from harness.image_tree import ImageTree
-from harness.origins import ORIGINS
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def load_native(checkpoint: Checkpoint, case: Case, image_set: torch.Tensor, dev
 def native_accuracy(checkpoint: Checkpoint, model: nn.Module, size: tuple[int, int], image_tree: ImageTree | None,
                     device: torch.device) -> NativeAccuracy | None:
     """None without labelled images, or when the weights are synthesized: their accuracy means nothing."""
-    if image_tree is None or ORIGINS[checkpoint.origin].synthesized:
+    if image_tree is None or origin_named(checkpoint.origin).synthesized:
         return None
     labelled = labelled_images(image_tree, model.num_classes)
     return NativeAccuracy(labelled, top1_accuracy(model, size, labelled, device))

@@ -7,7 +7,7 @@ is read here, the safe way (:func:`harness.checkpoints.vetting.read_checkpoint`:
 timm's ``load_state_dict`` unwraps it (``state_dict_ema``, ``model_ema``, ``state_dict`` or ``model``; the
 ``module.`` and ``_orig_mod.`` prefixes), and mapped to timm's keys through the layouts the harness knows.
 
-The layout writers map timm to an origin (:mod:`harness.checkpoints.layouts`). They are inverted by tracing:
+The layout writers map timm to an origin (:mod:`harness.checkpoints.origins`). They are inverted by tracing:
 the checkpoint's model is given a distinct integer id per element, written in each layout, and every id found
 again in the written tensors says where that element of a timm tensor sits in a file of the layout. A tensor
 the layout derives rather than stores (DINOv2 and classic-ViT class tokens folded with a position, CLIP's
@@ -121,20 +121,21 @@ def read_back(model: nn.Module, saved: StateDict, what: str = 'the file') -> Sou
     A file holding every tensor under timm's own name and shape is timm's layout, read as it is. Otherwise each
     known layout is written for a meta-device copy of the model (names and shapes, no values), and the one
     holding the most of what ``saved`` holds is inverted by tracing, the costly part, for that layout only."""
-    from harness.checkpoints.layouts import LAYOUTS
+    from harness.checkpoints.origins import origins
+    layouts = {name: origin for name, origin in origins().items() if origin.convert is not None}
     own = _state(model)
     floats = [k for k, v in own.items() if v.is_floating_point()]
     if all(k in saved and saved[k].shape == own[k].shape for k in floats):
         best_name, best = 'timm', {k: saved[k] for k in floats}
     else:   # the layout holding most of the file, chosen on a meta copy; only it is traced
         shaped = _copy_with(model, lambda t: torch.empty_like(t, device='meta'))
-        held = {name: _held(_written(layout, shaped)[0], saved) for name, layout in LAYOUTS.items()}
+        held = {name: _held(_written(layout, shaped)[0], saved) for name, layout in layouts.items()}
         best_name, best = max(held, key=held.get), {}
         if held[best_name]:
             traced, trace = _traced(model)
-            best = _invert(*_written(LAYOUTS[best_name], traced), trace, saved)
+            best = _invert(*_written(layouts[best_name], traced), trace, saved)
     if not best:
-        return _timm_only(model, f'{what} is in none of the layouts the harness can read back ({", ".join(LAYOUTS)})')
+        return _timm_only(model, f'{what} is in none of the layouts the harness can read back ({", ".join(layouts)})')
     tensors = {k: best[k].to(v.dtype) if k in best else v for k, v in own.items()}
     rest = [k for k in floats if k not in best]
     note = None if not rest else (
@@ -156,7 +157,7 @@ def _state(model: nn.Module) -> StateDict:
 def _written(layout, traced: nn.Module) -> tuple[StateDict, StateDict]:
     """What ``layout`` writes for the traced model (floating-point tensors, unwrapped) and the timm state dict
     it says a loader recovers; empty where the model does not fit the layout."""
-    from harness.checkpoints.layouts import LayoutError
+    from harness.checkpoints.origins import LayoutError
     try:
         contents, expected = layout.convert(traced)
     except LayoutError:

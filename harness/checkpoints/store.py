@@ -29,10 +29,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from harness.checkpoints.integrity import checksum_problem, copy_hashing, sha256_of, write_checksums
+from harness.checkpoints.origins import FILE_ORIGIN, HUB_ORIGIN, LayoutError, origin_named, resampling_for
 from harness.checkpoints.vetting import checkpoint_file_problem
 from harness.families import to_size
 from harness.matrix import ModelSpec, OriginSpec
-from harness.origins import FILE_ORIGIN, HUB_ORIGIN, ORIGINS
 
 SYNTHESIS_VERSION = 4   # bump when synthesize.py, a layout writer or the entry's files (4: sha256.json) change
 USER_FILES = 'files'   # the copies of users' files, under checkpoints/ in the cache
@@ -85,7 +85,7 @@ def checkpoint_for(model: ModelSpec, origin: OriginSpec, seed: int, cache_dir: P
     """The checkpoint a case loads from: a user's file as its vetted copy in the cache, a synthesized one made (and
     cached) on first use; ``say`` tells the run of a corrupted cache entry rebuilt."""
     if origin.name == HUB_ORIGIN:
-        return Checkpoint(model, HUB_ORIGIN, None, None, False, 'bicubic', True)
+        return Checkpoint(model, HUB_ORIGIN, None, None, False, *loader_resampling(origin))
     if origin.name == FILE_ORIGIN:
         user_file = Path(origin.file)
         return Checkpoint(model, FILE_ORIGIN, vetted_copy(user_file, origin.custom_load, cache_dir, say),
@@ -137,12 +137,11 @@ def _store_copy(root: Path, path: Path) -> Path:
 
 
 def loader_resampling(origin: OriginSpec) -> tuple[str, bool]:
-    """(interpolation, antialias) of timm's loader for the origin's files at create time: the ``.npz`` loader
-    (``custom_load``) resamples bilinear without antialiasing, the others bicubic with it."""
+    """(interpolation, antialias) of timm's loader for the origin's files at create time: the origin's, or for a
+    user's file the one its entry's ``custom_load`` picks (:func:`harness.checkpoints.origins.resampling_for`)."""
     if origin.name == FILE_ORIGIN:
-        return ('bilinear', False) if origin.custom_load else ('bicubic', True)
-    known = ORIGINS[origin.name]
-    return known.interpolation, known.antialias
+        return resampling_for(origin.custom_load)
+    return origin_named(origin.name).resampling
 
 
 def source_img_size(model: ModelSpec) -> tuple[int, int] | None:
@@ -162,22 +161,22 @@ def discard_if_disposable(checkpoint: Checkpoint | None) -> None:
 
 def _synthesized(model: ModelSpec, origin_name: str, seed: int, cache_dir: Path,
                  say: Callable[[str], None]) -> Checkpoint:
-    origin = ORIGINS[origin_name]
+    origin = origin_named(origin_name)
     entry = cache_dir / 'checkpoints' / f'{model.name}-{origin_name}-{_cache_key(model, origin_name, seed)}'
     entry = _sound(entry, lambda: _write_entry(entry, model, origin_name, seed), say, 'synthesizing it again')
     meta = json.loads((entry / 'meta.json').read_text())
     return Checkpoint(model, origin_name, entry / origin.filename, meta['num_classes'], origin.custom_load,
-                      origin.interpolation, origin.antialias, reference_file=entry / 'reference.safetensors')
+                      *origin.resampling, reference_file=entry / 'reference.safetensors')
 
 
 def _write_entry(entry: Path, model: ModelSpec, origin_name: str, seed: int) -> Path:
-    from harness.checkpoints.layouts import LAYOUTS, LayoutError
     from harness.checkpoints.synthesize import seeded_model
 
     with _staging(entry.parent) as staging:
         source = seeded_model(model.name, model.kwargs, seed)
         try:
-            expected = LAYOUTS[origin_name].write(source, staging / ORIGINS[origin_name].filename)
+            origin = origin_named(origin_name)
+            expected = origin.write(source, staging / origin.filename)
         except LayoutError as e:
             raise CheckpointError(f'{origin_name} layout does not fit {model.label}: {e}') from None
         save_file({k: v.contiguous() for k, v in expected.items()}, str(staging / 'reference.safetensors'))

@@ -20,6 +20,14 @@ from typing import Any
 import numpy as np
 
 
+def file_format(path: Path, custom_load: bool = False) -> str:
+    """How a checkpoint is read: 'safetensors' (by the suffix, as timm picks its reader), 'npz' (the suffix, or
+    ``custom_load``: the model's own ``load_pretrained`` reads .npz) or 'pickle' (``torch.load``)."""
+    if path.suffix == '.safetensors':
+        return 'safetensors'
+    return 'npz' if path.suffix == '.npz' or custom_load else 'pickle'
+
+
 def checkpoint_file_problem(path: Path, custom_load: bool = False) -> str | None:
     """Why ``path`` cannot be loaded as a checkpoint safely, or None when it can."""
     if not path.exists():
@@ -28,20 +36,17 @@ def checkpoint_file_problem(path: Path, custom_load: bool = False) -> str | None
         return 'is not a file'
     if path.stat().st_size == 0:
         return 'is empty'
-    if path.suffix == '.safetensors':
-        return _safetensors_problem(path)
-    if path.suffix == '.npz' or custom_load:
-        return _npz_problem(path)
-    return _pickle_problem(path)
+    return _PROBLEMS[file_format(path, custom_load)](path)
 
 
 def read_checkpoint(path: Path, custom_load: bool = False) -> Any:
     """A vetted file's contents, read without running code from it: a dict of tensors (safetensors, ``.npz``
     arrays as tensors) or whatever ``torch.load(weights_only=True)`` allows (nested dicts of tensors)."""
-    if path.suffix == '.safetensors':
+    found = file_format(path, custom_load)
+    if found == 'safetensors':
         from safetensors.torch import load_file
         return load_file(str(path))
-    if path.suffix == '.npz' or custom_load:
+    if found == 'npz':
         import torch
         with np.load(path, allow_pickle=False) as arrays:
             return {k: torch.from_numpy(arrays[k]) for k in arrays.files}
@@ -105,3 +110,6 @@ def _holds_tensors(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return any(_holds_tensors(v) for v in value)
     return False
+
+
+_PROBLEMS = {'safetensors': _safetensors_problem, 'npz': _npz_problem, 'pickle': _pickle_problem}

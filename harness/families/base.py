@@ -27,7 +27,6 @@ class Family:
     rank: int = 0                          # families are asked to claim a model in rank order, lowest first
     category: str = 'oracle'               # what `harness coverage` calls its models (harness.coverage)
     model_classes: tuple[str, ...] = ()    # the timm classes it claims, subclasses included ('module.Class')
-    origins: tuple[str, ...]
     paths: tuple[str, ...] = PATHS         # the build paths that can reach a new size
     checks: tuple[str, ...] = CHECKS       # the checks its cases run
     window_sizes_apply: bool = False       # a matrix's window_sizes axis applies

@@ -42,7 +42,6 @@ class CnnFamily(Family):
     trigger_kinds = ('rectangular',)   # nothing resampled: one new size, every feature map's shape changes
     category = 'nothing_to_resample'
     rank = 10
-    origins = ('timm', 'hub', 'file')
     paths = ('create',)
     checks = ('load', 'reload', 'dtype', 'trainable', 'shapes', 'features', 'finite', 'drift')
     patch_sizes_apply = False

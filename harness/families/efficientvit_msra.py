@@ -42,7 +42,6 @@ class EfficientVitMsraFamily(Family):
     name = 'efficientvit_msra'
     attention = 'windows'   # cascaded group attention within each stage's window
     model_classes = ('timm.models.efficientvit_msra.EfficientVitMsra',)
-    origins = ('timm', 'hub', 'file')
     paths = ('create', 'set_input_size')
     patch_sizes_apply = False
     fixed_patch = 'its 16x convolutional stem has no patch size to set'

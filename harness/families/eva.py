@@ -51,7 +51,6 @@ class EvaFamily(VitFamily):
     name = 'eva'
     trigger_kinds = GEOMETRIC + ('patch', 'img_pad')
     model_classes = ('timm.models.eva.Eva',)
-    origins = ('timm', 'hub', 'file')
 
     def claim(self, probe):
         why_not = super().claim(probe)

@@ -17,7 +17,6 @@ class FixedSizeFamily(Family):
     trigger_kinds = ()   # takes only its own size
     category = 'fixed_size'
     rank = 20
-    origins = ('timm', 'hub', 'file')
     paths = ()
     checks = ()
     patch_sizes_apply = False

@@ -59,7 +59,6 @@ class NaFlexVitFamily(VitFamily):
     name = 'naflexvit'
     trigger_kinds = GEOMETRIC   # its own patch embedding pads nothing
     model_classes = ('timm.models.naflexvit.NaFlexVit',)
-    origins = ('timm', 'classic_vit', 'hub', 'file')
     paths = ('create', 'dynamic')
     patch_sizes_apply = False
     fixed_patch = ('timm changes its patch size only for pre-patchified NaFlex inputs, not for the image '

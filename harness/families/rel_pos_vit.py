@@ -17,7 +17,6 @@ from harness.families.vit import VitFamily
 
 
 class GridRelPosVitFamily(RelPosModules, VitFamily):
-    origins = ('timm', 'hub', 'file')
     paths = ('create', 'set_input_size')
     trigger_kinds = GEOMETRIC   # its oracle does not model dynamic_img_pad
 

@@ -20,7 +20,6 @@ class SwinFamily(ShiftedWindowFamily):
     name = 'swin'
     trigger_kinds = ShiftedWindowFamily.trigger_kinds + ('patch', 'window_per_stage')
     model_classes = ('timm.models.swin_transformer.SwinTransformer',)
-    origins = ('timm', 'microsoft', 'hub', 'file')
 
     def resample_state_dict(self, state_dict, source, target, interpolation, antialias):
         out = super().resample_state_dict(state_dict, source, target, interpolation, antialias)

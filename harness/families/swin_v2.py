@@ -22,7 +22,6 @@ from harness.reference import cpb
 class SwinV2Family(ShiftedWindowFamily):
     name = 'swin_v2'
     model_classes = ('timm.models.swin_transformer_v2.SwinTransformerV2',)
-    origins = ('timm', 'microsoft', 'hub', 'file')
 
     def forward_tensors(self, model: nn.Module, computed: Geometry) -> dict[str, torch.Tensor]:
         """The shifted-window family's, and each block's position bias (:func:`cpb_tensors`)."""

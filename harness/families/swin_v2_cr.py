@@ -25,7 +25,6 @@ DEFAULT_WINDOW_RATIO = 8   # SwinTransformerV2Cr's default window_ratio
 class SwinV2CrFamily(ShiftedWindowFamily):
     name = 'swin_v2_cr'
     model_classes = ('timm.models.swin_transformer_v2_cr.SwinTransformerV2Cr',)
-    origins = ('timm', 'hub', 'file')
     stages_attr = 'stages'
     features_nchw = True
     patch_sizes_apply = False

@@ -38,7 +38,6 @@ def is_hybrid(patch_embed: nn.Module) -> bool:
 class VitFamily(Family):
     name = 'vit'
     model_classes = ('timm.models.vision_transformer.VisionTransformer',)
-    origins = ('timm', 'openai_clip', 'open_clip', 'dinov2', 'big_vision', 'hub', 'file')
     trigger_kinds = GEOMETRIC + ('patch', 'img_pad')
 
     def claim(self, probe):

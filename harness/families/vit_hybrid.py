@@ -34,7 +34,6 @@ class HybridVitFamily(VitFamily):
     name = 'vit_hybrid'
     trigger_kinds = GEOMETRIC + ('patch',)   # the CNN stem's stride is fixed; its oracle does not model
                                              # dynamic_img_pad
-    origins = ('timm', 'hub', 'file')
 
     def claim(self, probe):
         why_not = Family.claim(self, probe)   # a VisionTransformer ...

@@ -5,7 +5,7 @@ layout, builds the case's path as the harness does, and runs the checks that fai
 oracles carried in (:mod:`.inline`); its exit code is what ``git bisect run`` expects. Made from the case's
 record and its run folder (:mod:`.sources`, :mod:`.history`, :mod:`.case`), per check by snippets
 (:mod:`.snippets`; each family's own in :mod:`.oracles`) over the functions scripts carry (:mod:`.steps`,
-:mod:`.layouts`), assembled by :mod:`.script`.
+each origin's compact writer in :mod:`harness.checkpoints.origins`), assembled by :mod:`.script`.
 
 This module imports nothing heavy: reports call :func:`repro_command`.
 """

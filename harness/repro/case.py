@@ -7,12 +7,11 @@ from typing import Any
 
 from harness.case.paths import AFTER_LOAD_RESAMPLING
 from harness.cases import Case, expand
+from harness.checkpoints.origins import FILE_ORIGIN, origins
 from harness.checkpoints.store import loader_resampling
 from harness.families import Geometry, Target, family_of, to_size
 from harness.families.base import Family, native_geometry
 from harness.matrix import MatrixError, ModelSpec, OriginSpec, Selection, Tolerances, load_matrix, window_value
-from harness.origins import FILE_ORIGIN, ORIGINS
-from harness.repro.layouts import WRITERS
 from harness.repro.sources import CaseSource, ReproError
 from harness.states import DEFAULT_STATE, scaled_tolerances
 
@@ -53,6 +52,7 @@ def repro_case(found: CaseSource) -> ReproCase:
                         window_value(to_size(window)) if window is not None else None)
         case = Case(model, _origin(record['origin'], found.matrix_problem), target.img_size, target.patch_size,
                     target.window_size, record['path'], record.get('state') or DEFAULT_STATE)
+    _require_writer(case.origin.name)
     family = family_of(case.model)
     source = native_geometry(family, case.model) if family else None
     computed = family.computed_geometry(source, case.target, case.path) if family else None
@@ -75,12 +75,17 @@ def _matrix_case(found: CaseSource) -> tuple[Case | None, Tolerances]:
     return case, matrix.tolerances
 
 
-def _origin(label: str, matrix_problem: str | None) -> OriginSpec:
-    if label in ORIGINS and ORIGINS[label].synthesized and label not in WRITERS:
+def _require_writer(label: str) -> None:
+    """A script saves a synthesized origin's source checkpoint with the origin's compact writer."""
+    known = origins().get(label)
+    if known is not None and known.synthesized and known.repro_writer is None:
         raise ReproError(f'no script for {label} checkpoints yet: a script saves its source checkpoint with a '
-                         f'compact writer of the origin\'s layout, and {label} has none (harness/repro/layouts.py '
-                         f'WRITERS: {", ".join(WRITERS)}); the run\'s report and results.jsonl hold the case')
-    if label in ORIGINS and label != FILE_ORIGIN:
+                         f'compact writer of the origin\'s layout, and {label} registers none (its module in '
+                         f'harness/checkpoints/origins/); the run\'s report and results.jsonl hold the case')
+
+
+def _origin(label: str, matrix_problem: str | None) -> OriginSpec:
+    if label in origins() and label != FILE_ORIGIN:
         return OriginSpec(label)
     raise ReproError(f'the case loads a checkpoint file ({label}) that only its matrix names, and '
                      f'{matrix_problem or "the matrix holds no such case"}')

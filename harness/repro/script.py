@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.case.check_registry import REGISTRY
-from harness.origins import FILE_ORIGIN, ORIGINS
+from harness.checkpoints.origins import FILE_ORIGIN, origin_named
 from harness.repro import steps
 from harness.repro.case import ReproCase, repro_case
 from harness.repro.history import summary
 from harness.repro.inline import WIDTH, assignment, carried, import_lines
-from harness.repro.layouts import WRITERS
 from harness.repro.snippets import Snippet, as_tuples, create_path, literal, snippet_for
 from harness.repro.sources import CaseSource
 
@@ -58,12 +57,13 @@ class _Plan:
 
     @property
     def synthesized(self) -> bool:
-        return ORIGINS[self.case.origin.name].synthesized
+        return origin_named(self.case.origin.name).synthesized
 
     def functions(self) -> list:
         functions = [steps.run, steps.verdict]
         if self.synthesized:
-            functions += [*([steps.trained_looking] if self.smooth else []), WRITERS[self.case.origin.name]]
+            writer = origin_named(self.case.origin.name).repro_writer
+            functions += [*([steps.trained_looking] if self.smooth else []), writer]
         elif self.case.origin.name == FILE_ORIGIN and self.uses('reference'):
             functions.append(steps.file_reference)
         functions += [steps.pretrained, *([steps.set_input_size] if self.case.path == 'set_input_size'
@@ -98,14 +98,14 @@ class _Plan:
             if self.uses('reference') or self.uses('native') or case.path == 'set_input_size':
                 lines += [*native, *([f'reference = {reference}'] if self.uses('reference') else [])]
             return lines
-        writer = WRITERS[origin.name].__name__
+        writer = origin_named(origin.name).repro_writer.__name__
         lines = ['# 1. the source checkpoint: MODEL at its own configuration'
                  + (', with weights that look trained' if self.smooth else ' (its values do not matter here)'),
                  'source = timm.create_model(MODEL, pretrained=False, **SOURCE)',
                  *(['trained_looking(source)'] if self.smooth else []),
                  f'# 2. saved as {origin.name} releases store it'
                  + ('; `reference` is what a correct loader recovers' if self.uses('reference') else ''),
-                 f'file = workdir / {ORIGINS[origin.name].filename!r}',
+                 f'file = workdir / {origin_named(origin.name).filename!r}',
                  f'reference = {writer}(source, file)' if self.uses('reference') else f'{writer}(source, file)',
                  f'overlay = dict(file=str(file), {_overlay_tail(case, "source.num_classes")})']
         return lines + (native if case.path == 'set_input_size' or self.uses('native') else [])
@@ -127,7 +127,7 @@ def _overlay_tail(case: ReproCase, num_classes: Any) -> str:
     parts = [f'num_classes={num_classes}'] if num_classes is not None else []
     if 'img_size' in case.model.kwargs:
         parts.append('input_size=(3, *SOURCE_SIZE)')
-    custom_load = case.origin.custom_load or ORIGINS[case.origin.name].custom_load
+    custom_load = case.origin.custom_load or origin_named(case.origin.name).custom_load
     return ', '.join([*parts, f'custom_load={custom_load}'])
 
 
@@ -148,7 +148,7 @@ def _header(found: CaseSource, case: ReproCase, recorded: list[str], missing: li
     notes = ['Needs only torch and timm (another release: put it first on PYTHONPATH). Exit 1: the failure '
              'reproduces (the failing check is named, even another one); 0: the case passes; 125: it cannot be built '
              "or tested on this release (git bisect's skip)."]
-    if ORIGINS[case.origin.name].synthesized:
+    if origin_named(case.origin.name).synthesized:
         notes.append("A synthesized checkpoint (seeded, smooth where resizing matters) gives other figures than the "
                      "harness's, the same failure.")
     notes.append(f'Tolerances: {tolerances}.')

@@ -573,11 +573,13 @@ class _Validator:
         family = family_of(entry['name'])
         if not family.trigger_kinds:   # a fixed-size model: one case, unsupported with the reason
             return {'name': entry['name'], 'sizes': zoo_sizes(entry['name']), 'paths': ['create']}
-        paths = [p for p in self.raw.get('paths', PATHS) if p in family.paths]
-        origins = [o for o in self.raw.get('origins') or [] if isinstance(o, str) and o in origins_of(family.name)]
+        takes = {'paths': family.paths, 'origins': tuple(origins_of(family.name))}
+        paths = [p for p in self.raw.get('paths', PATHS) if p in takes['paths']]
+        origins = [o for o in self.raw.get('origins') or [] if isinstance(o, str) and o in takes['origins']]
         if not paths or not origins:
-            self.left_out.append(f'{where}: the {family.name} family takes none of the matrix\'s '
-                                 f'{"paths" if not paths else "origins"} ({", ".join(family.paths if not paths else origins_of(family.name))})')
+            axis = 'origins' if paths else 'paths'
+            self.left_out.append(f'{where}: the {family.name} family takes none of the matrix\'s {axis} '
+                                 f'({", ".join(takes[axis])})')
             return None
         return {'name': entry['name'], **choice.overrides, 'targets': 'auto', 'paths': paths, 'origins': origins}
 

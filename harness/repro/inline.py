@@ -15,12 +15,13 @@ import inspect
 import pprint
 import re
 import textwrap
+import types
 from typing import Any, Iterable
 
 # every import a script may have; it gets those of them its code uses
 ALLOWED_IMPORTS = """
-import contextlib, copy, inspect, math, re, sys, tempfile, traceback
-from dataclasses import dataclass
+import contextlib, copy, importlib, inspect, math, re, sys, tempfile, traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 import numpy as np
@@ -44,7 +45,8 @@ def carried(objects: Iterable[Any]) -> list[str]:
     seen: dict[str, Any] = {}
     for obj in objects:
         _collect(obj, seen)
-    constants = [assignment(name, value) for name, value in seen.items() if not callable(value)]
+    constants = [assignment(name, value) for name, value in seen.items()
+                 if not callable(value) or isinstance(value, types.GenericAlias)]
     classes = [_source(obj) for obj in seen.values() if inspect.isclass(obj)]
     functions = [_source(obj) for obj in seen.values() if inspect.isfunction(obj)]
     return (['\n'.join(constants)] if constants else []) + classes + functions
@@ -109,6 +111,9 @@ def _collect(obj: Any, seen: dict[str, Any]) -> None:
 
 
 def _is_constant(value: Any) -> bool:
+    """A value a script can spell: a string, number or bool, a tuple of them, or a type alias (``tuple[int, int]``)."""
+    if isinstance(value, types.GenericAlias):
+        return True
     if isinstance(value, tuple):
         return all(_is_constant(v) for v in value)
     return isinstance(value, (str, int, float, bool))

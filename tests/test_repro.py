@@ -256,6 +256,95 @@ def test_a_swin_table_fidelity_failure_reproduces_and_passes_once_fixed(run_matr
     assert len(text.splitlines()) <= 230   # 60 of them the harness's table oracle (BEiT's resampling, flat tables too)
 
 
+# --- each family's fidelity oracle in a script: a failing case exits 1, a passing one 0 --------------------------
+def _family_scripts(run_matrix, tmp_path: Path, matrix: str) -> dict[str, tuple[CaseResult, Path]]:
+    """Every case of ``matrix`` run in this process (with timm as the caller has it), and for each failed one its
+    script, written from the run's record."""
+    made = {}
+    for case in run_matrix(matrix).values():
+        if case.status == 'failed':
+            script = tmp_path / f'{case.path}.py'
+            repro(_recorded(tmp_path / case.path, case), case.case_id, script)
+            made[case.path] = case, script
+    return made
+
+
+def _scaled(function, factor: float = 1.01):
+    """``function`` with its result scaled: a resize that gets every value slightly wrong."""
+    @functools.wraps(function)
+    def scaled(*args, **kwargs):
+        return function(*args, **kwargs) * factor
+    return scaled
+
+
+def assert_reproduces(script: Path, tensor: str) -> None:
+    code, printed = run_here(script)
+    assert code == 1 and 'REPRODUCED: fidelity fails' in printed and tensor in printed, printed
+
+
+def assert_passes(script: Path) -> None:
+    code, printed = run_here(script)
+    assert code == 0 and 'fidelity: ok' in printed and 'FAILED' not in printed, printed
+
+
+REL_POS_GRIDS = '''
+name: repro-relpos
+models:
+  - {name: NAME, embed_dim: 32, depth: 1, num_heads: 2, img_size: [64, 96]OVERRIDES}
+origins: [timm]
+sizes: [[96, 64]]
+paths: [create, set_input_size]
+num_images: 2
+'''
+
+
+@pytest.mark.parametrize('name, overrides', [('beit_base_patch16_224', ''),
+                                             ('vit_relpos_base_patch16_clsgap_224', ', rel_pos_type: bias')])
+def test_a_transposed_grid_table_loaded_unchanged_at_create_reproduces_on_the_current_release(
+        name, overrides, run_matrix, tmp_path, monkeypatch):
+    """timm 1.0.31 loads a 4x6 grid's table into a 6x4 model unchanged at create (matrices/zoo-relpos.yaml):
+    the script fails on it as it is. set_input_size resizes right; made to fail by a mutant, its script passes
+    once the mutant is gone."""
+    from timm.layers import pos_embed_rel
+    with monkeypatch.context() as broken:
+        for module in ('beit', 'vision_transformer_relpos'):
+            broken.setattr(f'timm.models.{module}.resize_rel_pos_bias_table',
+                           _scaled(pos_embed_rel.resize_rel_pos_bias_table))
+        scripts = _family_scripts(run_matrix, tmp_path, REL_POS_GRIDS.replace('NAME', name).replace('OVERRIDES',
+                                                                                                   overrides))
+    assert set(scripts) == {'create', 'set_input_size'}
+    assert_reproduces(scripts['create'][1], 'relative_position_bias_table')
+    assert_passes(scripts['set_input_size'][1])
+    text = scripts['create'][1].read_text()
+    assert 'windows = {' in text and '((4, 6), (6, 4))' in text and 'expected_attention_biases(' in text
+
+
+EVA = '''
+name: repro-eva
+models: [{name: eva02_tiny_patch14_224, embed_dim: 32, depth: 1, num_heads: 2, img_size: [56, 84]}]
+origins: [timm]
+sizes: [[84, 56]]
+paths: [create, dynamic]
+num_images: 2
+'''
+
+
+def test_an_eva_rope_fidelity_failure_reproduces_and_passes_once_fixed(run_matrix, tmp_path, monkeypatch):
+    """A rotary embedding off by 1% on every path: create's derived rope, dynamic's returned rope and logits."""
+    from timm.layers import RotaryEmbeddingCat
+    with monkeypatch.context() as broken:
+        broken.setattr(RotaryEmbeddingCat, 'get_embed', _scaled(RotaryEmbeddingCat.get_embed))
+        scripts = _family_scripts(run_matrix, tmp_path, EVA)
+        assert {path: case.failed_checks for path, (case, _) in scripts.items()} == {
+            'create': ['fidelity'], 'dynamic': ['fidelity']}
+        for _, script in scripts.values():
+            code, printed = run_here(script)
+            assert code == 1 and 'REPRODUCED: fidelity fails' in printed, printed
+    for _, script in scripts.values():
+        assert_passes(script)
+    assert 'config = RopeConfig(kind=' in scripts['create'][1].read_text()
+
+
 def test_a_user_checkpoint_is_loaded_from_its_file(run_matrix, tmp_path):
     """The file is named only in the matrix: the script loads it where it is, and synthesizes nothing."""
     import timm

@@ -119,7 +119,8 @@ def fidelity_snippet(case: ReproCase, parts: FidelityParts) -> Snippet:
     tol, per_forward = case.tolerances, case.family.resamples_per_forward
     lines, functions, uses = list(parts.lines), list(parts.functions), ['reference', 'model', *parts.uses]
     if case.path == 'dynamic' or per_forward:
-        lines += [f'oracle = {parts.oracle}   # computes the harness\'s resample with no resizing code of timm\'s',
+        lines += ["# a model computing the harness's resample with no resizing code of timm's",
+                  f'oracle = {parts.oracle}',
                   f'check_outputs(outputs[1], forward(oracle, inputs)[1], atol={tol.fidelity_outputs_atol!r})']
         functions.append(steps.check_outputs)
         uses.append('outputs')
@@ -134,7 +135,9 @@ def fidelity_snippet(case: ReproCase, parts: FidelityParts) -> Snippet:
                       f"check_tensors('fidelity', actual, expected, atol={atol!r}, what='stored and derived tensors')"]
         functions.append(steps.check_tensors)
     if parts.forward is not None and not per_forward:
-        lines.append(f'check_forward_tensors(lambda: {parts.forward[0]}, {parts.forward[1]}, atol={atol!r})')
+        lines += ["# what timm's own forward steps must compute at the target",
+                  f'forward_expected = {parts.forward[1]}',
+                  f'check_forward_tensors(lambda: {parts.forward[0]}, forward_expected, atol={atol!r})']
         functions += [steps.check_forward_tensors, steps.check_tensors]
     return Snippet(tuple(lines), tuple(dict.fromkeys(functions)), uses=tuple(dict.fromkeys(uses)))
 

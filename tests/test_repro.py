@@ -345,6 +345,38 @@ def test_an_eva_rope_fidelity_failure_reproduces_and_passes_once_fixed(run_matri
     assert 'config = RopeConfig(kind=' in scripts['create'][1].read_text()
 
 
+NAFLEXVIT = '''
+name: repro-naflexvit
+models: [{name: naflexvit_base_patch16_gap, embed_dim: 32, depth: 1, num_heads: 2, img_size: [64, 128],
+          pos_embed_grid_size: [4, 8]}]
+origins: [timm]
+sizes: [[64, 96]]
+paths: [create, dynamic]
+num_images: 2
+'''
+
+
+def test_a_naflexvit_table_fidelity_failure_reproduces_and_passes_once_fixed(run_matrix, tmp_path, monkeypatch):
+    """A position table added 0.01 off at every grid (the probes' and the target's): both paths, outputs too."""
+    from timm.models.naflexvit import NaFlexEmbeds
+    original = NaFlexEmbeds._apply_learned_pos_embed
+
+    def off(self, x, grid_size):
+        original(self, x, grid_size)
+        x.add_(0.01)
+    with monkeypatch.context() as broken:
+        broken.setattr(NaFlexEmbeds, '_apply_learned_pos_embed', off)
+        scripts = _family_scripts(run_matrix, tmp_path, NAFLEXVIT)
+        assert set(scripts) == {'create', 'dynamic'}
+        for _, script in scripts.values():
+            code, printed = run_here(script)
+            assert code == 1 and 'REPRODUCED: fidelity fails' in printed, printed
+    for _, script in scripts.values():
+        assert_passes(script)
+    text = scripts['create'][1].read_text()
+    assert "grid = (4, 6)" in text and 'tables = tables_at(settings, expected, grid)' in text
+
+
 def test_a_user_checkpoint_is_loaded_from_its_file(run_matrix, tmp_path):
     """The file is named only in the matrix: the script loads it where it is, and synthesizes nothing."""
     import timm

@@ -102,6 +102,8 @@ def _collect(obj: Any, seen: dict[str, Any]) -> None:
     module_globals = vars(inspect.getmodule(obj))
     for used in sorted(_loaded(ast.parse(textwrap.dedent(inspect.getsource(obj))))):
         value = module_globals.get(used)
+        if used in seen and _is_constant(value) and seen[used] != value:   # Size = tuple[int, int] twice is one
+            raise InlineError(f'{obj.__module__}.{used} and another {used} would share one name in the script')
         if used in seen or value is None or inspect.ismodule(value):
             continue
         if (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__.startswith('harness.'):

@@ -377,6 +377,32 @@ def test_a_naflexvit_table_fidelity_failure_reproduces_and_passes_once_fixed(run
     assert "grid = (4, 6)" in text and 'tables = tables_at(settings, expected, grid)' in text
 
 
+EFFICIENTVIT = '''
+name: repro-efficientvit
+models: [{name: efficientvit_m0, embed_dim: [32, 48, 64], key_dim: [8, 8, 8], depth: [1, 1, 1], num_heads: [2, 2, 2],
+          window_size: [4, 4, 4], img_size: 64}]
+origins: [timm]
+sizes: [[96, 128]]
+paths: [create, set_input_size]
+num_images: 2
+'''
+
+
+def test_an_efficientvit_table_fidelity_failure_reproduces_and_passes_once_fixed(run_matrix, tmp_path, monkeypatch):
+    """LeViT's table resize 1% off: the windows of the last two stages grow (2 -> 3, 1 -> 2) on both paths."""
+    from timm.models import efficientvit_msra
+    with monkeypatch.context() as broken:
+        broken.setattr(efficientvit_msra, 'resize_rel_pos_bias_table_levit',
+                       _scaled(efficientvit_msra.resize_rel_pos_bias_table_levit))
+        scripts = _family_scripts(run_matrix, tmp_path, EFFICIENTVIT)
+        assert set(scripts) == {'create', 'set_input_size'}
+        for _, script in scripts.values():
+            assert_reproduces(script, 'attention_biases')
+    for _, script in scripts.values():
+        assert_passes(script)
+    assert 'windows = {0: (4, 4), 1: (2, 3), 2: (1, 2)}' in scripts['create'][1].read_text()
+
+
 def test_a_user_checkpoint_is_loaded_from_its_file(run_matrix, tmp_path):
     """The file is named only in the matrix: the script loads it where it is, and synthesizes nothing."""
     import timm

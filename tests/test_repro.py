@@ -403,6 +403,49 @@ def test_an_efficientvit_table_fidelity_failure_reproduces_and_passes_once_fixed
     assert 'windows = {0: (4, 4), 1: (2, 3), 2: (1, 2)}' in scripts['create'][1].read_text()
 
 
+SWIN_V2 = '''
+name: repro-swinv2
+models: [{MODEL, embed_dim: 16, depths: [2, 2], num_heads: [1, 2]}]
+origins: [timm]
+sizes: [[96, 128]]
+paths: [create, dynamic]
+num_images: 2
+'''
+SWIN_V2_MODELS = {'v2': 'name: swinv2_tiny_window8_256, img_size: [64, 96], window_size: [4, 6]',
+                  'v2_cr': 'name: swinv2_cr_tiny_224, img_size: [64, 128], window_size: [4, 8]'}
+
+
+def test_a_continuous_position_bias_fidelity_failure_reproduces_and_passes_once_fixed(run_matrix, tmp_path,
+                                                                                      monkeypatch):
+    """Swin-V2's and V2-CR's coordinates 1% off, on every path (recomputed per forward): the forward tensors,
+    and on dynamic the logits too."""
+    from timm.models import swin_transformer_v2, swin_transformer_v2_cr
+    v2_table = swin_transformer_v2.WindowAttention._make_pair_wise_relative_positions
+    cr_coords = swin_transformer_v2_cr.WindowMultiHeadAttention._make_pair_wise_relative_positions
+
+    def v2_off(self, *args, **kwargs):   # returns (coordinates table, index)
+        table, index = v2_table(self, *args, **kwargs)
+        return table * 1.01, index
+
+    def cr_off(self):   # fills its buffer
+        cr_coords(self)
+        self.relative_coordinates_log.mul_(1.01)
+    with monkeypatch.context() as broken:
+        broken.setattr(swin_transformer_v2.WindowAttention, '_make_pair_wise_relative_positions', v2_off)
+        broken.setattr(swin_transformer_v2_cr.WindowMultiHeadAttention, '_make_pair_wise_relative_positions', cr_off)
+        scripts = {}
+        for family, model in SWIN_V2_MODELS.items():
+            (tmp_path / family).mkdir()
+            scripts[family] = _family_scripts(run_matrix, tmp_path / family, SWIN_V2.replace('MODEL', model))
+        for made in scripts.values():
+            assert set(made) == {'create', 'dynamic'}
+            for _, script in made.values():
+                assert_reproduces(script, '.attn.')   # a block's coordinates or position bias
+    for made in scripts.values():
+        for _, script in made.values():
+            assert_passes(script)
+
+
 def test_a_user_checkpoint_is_loaded_from_its_file(run_matrix, tmp_path):
     """The file is named only in the matrix: the script loads it where it is, and synthesizes nothing."""
     import timm

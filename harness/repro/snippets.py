@@ -107,7 +107,8 @@ class FidelityParts:
     lines: tuple[str, ...]
     functions: tuple[Callable, ...] = ()
     derived: tuple[str, str] | None = None   # (read off ``model``, the harness's): tensors the model derives
-    forward: tuple[str, str] | None = None   # (read by timm's own forward step, the harness's) at the target
+    forward: tuple[tuple[str, ...], tuple[str, ...]] | None = None   # at the target: (dicts timm's own forward
+                                             # steps compute, read off ``model``; the harness's)
     oracle: str | None = None                # a model computing the harness's resample (dynamic path, NaFlexVit)
     uses: tuple[str, ...] = ()               # what the expressions use beyond reference and model
 
@@ -135,9 +136,12 @@ def fidelity_snippet(case: ReproCase, parts: FidelityParts) -> Snippet:
                       f"check_tensors('fidelity', actual, expected, atol={atol!r}, what='stored and derived tensors')"]
         functions.append(steps.check_tensors)
     if parts.forward is not None and not per_forward:
-        lines += ["# what timm's own forward steps must compute at the target",
-                  f'forward_expected = {parts.forward[1]}',
-                  f'check_forward_tensors(lambda: {parts.forward[0]}, forward_expected, atol={atol!r})']
+        read, wanted = parts.forward
+        lines += ["# what timm's own forward steps compute at the target, and what they must",
+                  'def forward_tensors() -> dict[str, torch.Tensor]:',
+                  f'    return {{**{read[0]}' + ''.join(f',\n            **{more}' for more in read[1:]) + '}',
+                  'forward_expected = {}', *(f'forward_expected.update({more})' for more in wanted),
+                  f'check_forward_tensors(forward_tensors, forward_expected, atol={atol!r})']
         functions += [steps.check_forward_tensors, steps.check_tensors]
     return Snippet(tuple(lines), tuple(dict.fromkeys(functions)), uses=tuple(dict.fromkeys(uses)))
 

@@ -40,7 +40,8 @@ def eva_fidelity(case: ReproCase) -> Snippet:
     return fidelity_snippet(case, FidelityParts(
         tuple(lines), (*functions, *_oracle_functions(case)),
         derived=(f'{{{ROPE_KEY!r}: rope_in_use(model)}}', f'{{{ROPE_KEY!r}: rope}}') if config else None,
-        forward=('eva_forward_tensors(model, grid)', f'expected_eva_forward_tensors(expected, {unembedded}, rope)'),
+        forward=(('eva_forward_tensors(model, grid)',),
+                 (f'expected_eva_forward_tensors(expected, {unembedded}, rope)',)),
         oracle=f'PaddedInput({oracle}, {computed.patch_size})' if computed.img_pad else oracle))
 
 

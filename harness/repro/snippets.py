@@ -139,7 +139,8 @@ def fidelity_snippet(case: ReproCase, parts: FidelityParts) -> Snippet:
         read, wanted = parts.forward
         lines += ["# what timm's own forward steps compute at the target, and what they must",
                   'def forward_tensors() -> dict[str, torch.Tensor]:',
-                  f'    return {{**{read[0]}' + ''.join(f',\n            **{more}' for more in read[1:]) + '}',
+                  *(f'    {"return {" if i == 0 else "        "}**{more}{"," if i < len(read) - 1 else "}"}'
+                    for i, more in enumerate(read)),
                   'forward_expected = {}', *(f'forward_expected.update({more})' for more in wanted),
                   f'check_forward_tensors(forward_tensors, forward_expected, atol={atol!r})']
         functions += [steps.check_forward_tensors, steps.check_tensors]

@@ -319,6 +319,34 @@ def test_a_transposed_grid_table_loaded_unchanged_at_create_reproduces_on_the_cu
     assert 'windows = {' in text and '((4, 6), (6, 4))' in text and 'expected_attention_biases(' in text
 
 
+MAXVIT = '''
+name: repro-maxvit
+models: [{name: maxvit_tiny_tf_224, embed_dim: [32, 64, 64, 64], depths: [1, 1, 1, 1], stem_width: 16,
+          head_hidden_size: 64, img_size: 96}]
+origins: [timm]
+sizes: [[96, 128]]
+paths: [create, set_input_size]
+num_images: 2
+'''
+
+
+def test_a_maxvit_table_fidelity_failure_reproduces_and_passes_once_fixed(run_matrix, tmp_path, monkeypatch):
+    """The TensorFlow MaxViT's per-head tables resized 1% off to the 3x4 partitions of 96x128, on both paths."""
+    from timm.layers import pos_embed_rel
+    resize = _scaled(pos_embed_rel.resize_rel_pos_bias_table)
+    with monkeypatch.context() as broken:
+        broken.setattr(pos_embed_rel, 'resize_rel_pos_bias_table', resize)
+        broken.setattr('timm.models.maxxvit.resize_rel_pos_bias_table', resize)
+        scripts = _family_scripts(run_matrix, tmp_path, MAXVIT)
+        assert set(scripts) == {'create', 'set_input_size'}
+        for _, script in scripts.values():
+            assert_reproduces(script, 'relative_position_bias_table')
+    for _, script in scripts.values():
+        assert_passes(script)
+    assert "RelPosModule('stages.0.blocks.0.attn_block.attn.rel_pos', 'per_head_table', (3, 3))" in \
+        scripts['create'][1].read_text()
+
+
 EVA = '''
 name: repro-eva
 models: [{name: eva02_tiny_patch14_224, embed_dim: 32, depth: 1, num_heads: 2, img_size: [56, 84]}]

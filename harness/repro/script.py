@@ -57,7 +57,8 @@ class _Plan:
 
     @property
     def forward_pass(self) -> bool:
-        return self.case.path == 'dynamic' or self.uses('outputs')   # dynamic resamples during the pass
+        # dynamic resamples during the pass: building its model is not all of building it
+        return self.uses('outputs') or (self.case.path == 'dynamic' and self.builds_path)
 
     @property
     def synthesized(self) -> bool:

@@ -161,6 +161,11 @@ def _shapes(case: ReproCase) -> Snippet | None:
                    uses=('outputs',))
 
 
+@register_snippet('features')
+def _features(case: ReproCase) -> Snippet:
+    return Snippet(('check_features(model, inputs)',), (steps.check_features,), uses=('model', 'outputs'))
+
+
 @register_snippet('finite')
 def _finite(case: ReproCase) -> Snippet:
     return Snippet(('check_finite(outputs)',), (steps.check_finite,), uses=('outputs',))

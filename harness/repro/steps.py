@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from harness.checkpoints.source import unwrap
-from harness.checks import max_abs_diff, mean_cosine, min_cosine, state_dict_diff, top1_agreement
+from harness.checks import feature_errors, max_abs_diff, mean_cosine, min_cosine, state_dict_diff, top1_agreement
 from harness.faults import raised_while_resampling
 
 
@@ -160,6 +160,19 @@ def check_shapes(model: nn.Module, outputs: tuple, expected: dict[str, tuple]) -
     if 'grid_size' in expected:
         got['grid_size'] = tuple(getattr(getattr(model, 'patch_embed', None), 'grid_size', ()))
     verdict('shapes', got == expected, str(expected), str(got))
+
+
+@torch.no_grad()
+def check_features(model: nn.Module, inputs: torch.Tensor) -> None:
+    """The model's ``feature_info`` (channels and reduction per level) against the maps ``forward_intermediates``
+    returns for ``inputs``, as the harness compares them; nothing to judge without forward_intermediates."""
+    shapes = None
+    if hasattr(model, 'forward_intermediates'):
+        with step('features', f'forward_intermediates on {tuple(inputs.shape)}', {}):
+            shapes = [tuple(t.shape) for t in model.forward_intermediates(inputs)[1]]
+    errors = feature_errors(model, tuple(inputs.shape[-2:]), shapes)
+    verdict('features', not errors, 'feature_info as forward_intermediates returns the levels',
+            '; '.join(errors) or ('they agree' if shapes is not None else 'no forward_intermediates to compare'))
 
 
 def check_finite(outputs: tuple) -> None:

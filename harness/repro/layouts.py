@@ -17,6 +17,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from harness.checkpoints.layouts import classic_vit_layout
+
 # timm's names -> OpenAI CLIP's, replaced in this order (the inverse of timm's _convert_openai_clip)
 CLIP_NAMES = (('patch_embed.proj', 'conv1'), ('blocks.', 'transformer.resblocks.'), ('norm_pre', 'ln_pre'),
               ('norm1', 'ln_1'), ('norm2', 'ln_2'), ('attn.qkv.', 'attn.in_proj_'), ('attn.proj', 'attn.out_proj'),
@@ -128,7 +130,15 @@ def write_microsoft(model: nn.Module, path: Path) -> dict[str, torch.Tensor]:
     return reference
 
 
+def write_classic_vit(model: nn.Module, path: Path) -> dict[str, torch.Tensor]:
+    """A classic timm ViT release for a NaFlexVit (flat position embedding, conv patch kernel), written by the
+    harness's own layout (:func:`harness.checkpoints.layouts.classic_vit_layout`), safetensors."""
+    saved, reference = classic_vit_layout(model)
+    save_file(saved, str(path))
+    return reference
+
+
 WRITERS: dict[str, Callable[[nn.Module, Path], dict[str, torch.Tensor]]] = {
     'timm': write_timm, 'openai_clip': write_openai_clip, 'open_clip': write_open_clip, 'dinov2': write_dinov2,
-    'big_vision': write_big_vision, 'microsoft': write_microsoft,
+    'big_vision': write_big_vision, 'microsoft': write_microsoft, 'classic_vit': write_classic_vit,
 }

@@ -21,6 +21,7 @@ def vit_weight_lines(case: ReproCase) -> tuple[list[str], tuple]:
 
 
 @register_snippet('fidelity', family='vit')
+@register_snippet('fidelity', family='vit_hybrid')   # a ViT's position embedding and projection kernel
 def vit_fidelity(case: ReproCase) -> Snippet:
     computed, tol = case.computed, case.tolerances
     lines, functions = vit_weight_lines(case)

@@ -257,9 +257,15 @@ def test_a_swin_table_fidelity_failure_reproduces_and_passes_once_fixed(run_matr
 
 
 # --- each family's fidelity oracle in a script: a failing case exits 1, a passing one 0 --------------------------
+def tiny_matrix(model: str, size: str, paths: str, origin: str = 'timm') -> str:
+    """A one-model matrix: ``model`` (a flow mapping's inside), one target ``size``, ``paths``."""
+    return (f'name: repro-family\nmodels: [{{{model}}}]\norigins: [{origin}]\nsizes: [{size}]\npaths: [{paths}]\n'
+            'num_images: 2\n')
+
+
 def _family_scripts(run_matrix, tmp_path: Path, matrix: str) -> dict[str, tuple[CaseResult, Path]]:
     """Every case of ``matrix`` run in this process (with timm as the caller has it), and for each failed one its
-    script, written from the run's record."""
+    script, written from the run's record, by path."""
     made = {}
     for case in run_matrix(matrix).values():
         if case.status == 'failed':
@@ -287,21 +293,27 @@ def assert_passes(script: Path) -> None:
     assert code == 0 and 'fidelity: ok' in printed and 'FAILED' not in printed, printed
 
 
-REL_POS_GRIDS = '''
-name: repro-relpos
-models:
-  - {name: NAME, embed_dim: 32, depth: 1, num_heads: 2, img_size: [64, 96]OVERRIDES}
-origins: [timm]
-sizes: [[96, 64]]
-paths: [create, set_input_size]
-num_images: 2
-'''
+def fails_then_passes(run_matrix, tmp_path: Path, monkeypatch, matrix: str, breaks, says: str | dict[str, str]
+                      ) -> dict[str, str]:
+    """The cases of ``matrix`` run on a timm ``breaks(monkeypatch)`` broke: every path fails fidelity and its
+    script reproduces that, saying ``says`` (a tensor's name; per path, a dict); with timm as it was, every script
+    passes. The scripts' text, by path."""
+    with monkeypatch.context() as broken:
+        breaks(broken)
+        scripts = _family_scripts(run_matrix, tmp_path, matrix)
+        assert {path: case.failed_checks for path, (case, _) in scripts.items()} == {
+            path: ['fidelity'] for path in re.search(r'paths: \[(.*)\]', matrix).group(1).split(', ')}
+        for path, (_, script) in scripts.items():
+            assert_reproduces(script, says[path] if isinstance(says, dict) else says)
+    for _, script in scripts.values():
+        assert_passes(script)
+    return {path: script.read_text() for path, (_, script) in scripts.items()}
 
 
-@pytest.mark.parametrize('name, overrides', [('beit_base_patch16_224', ''),
-                                             ('vit_relpos_base_patch16_clsgap_224', ', rel_pos_type: bias')])
-def test_a_transposed_grid_table_loaded_unchanged_at_create_reproduces_on_the_current_release(
-        name, overrides, run_matrix, tmp_path, monkeypatch):
+@pytest.mark.parametrize('model', ['name: beit_base_patch16_224',
+                                   'name: vit_relpos_base_patch16_clsgap_224, rel_pos_type: bias'])
+def test_a_transposed_grid_table_loaded_unchanged_at_create_reproduces_on_the_current_release(model, run_matrix,
+                                                                                             tmp_path, monkeypatch):
     """timm 1.0.31 loads a 4x6 grid's table into a 6x4 model unchanged at create (matrices/zoo-relpos.yaml):
     the script fails on it as it is. set_input_size resizes right; made to fail by a mutant, its script passes
     once the mutant is gone."""
@@ -310,8 +322,9 @@ def test_a_transposed_grid_table_loaded_unchanged_at_create_reproduces_on_the_cu
         for module in ('beit', 'vision_transformer_relpos'):
             broken.setattr(f'timm.models.{module}.resize_rel_pos_bias_table',
                            _scaled(pos_embed_rel.resize_rel_pos_bias_table))
-        scripts = _family_scripts(run_matrix, tmp_path, REL_POS_GRIDS.replace('NAME', name).replace('OVERRIDES',
-                                                                                                   overrides))
+        scripts = _family_scripts(run_matrix, tmp_path, tiny_matrix(
+            f'{model}, embed_dim: 32, depth: 1, num_heads: 2, img_size: [64, 96]', '[96, 64]',
+            'create, set_input_size'))
     assert set(scripts) == {'create', 'set_input_size'}
     assert_reproduces(scripts['create'][1], 'relative_position_bias_table')
     assert_passes(scripts['set_input_size'][1])
@@ -319,69 +332,34 @@ def test_a_transposed_grid_table_loaded_unchanged_at_create_reproduces_on_the_cu
     assert 'windows = {' in text and '((4, 6), (6, 4))' in text and 'expected_attention_biases(' in text
 
 
-MAXVIT = '''
-name: repro-maxvit
-models: [{name: maxvit_tiny_tf_224, embed_dim: [32, 64, 64, 64], depths: [1, 1, 1, 1], stem_width: 16,
-          head_hidden_size: 64, img_size: 96}]
-origins: [timm]
-sizes: [[96, 128]]
-paths: [create, set_input_size]
-num_images: 2
-'''
-
-
 def test_a_maxvit_table_fidelity_failure_reproduces_and_passes_once_fixed(run_matrix, tmp_path, monkeypatch):
     """The TensorFlow MaxViT's per-head tables resized 1% off to the 3x4 partitions of 96x128, on both paths."""
     from timm.layers import pos_embed_rel
     resize = _scaled(pos_embed_rel.resize_rel_pos_bias_table)
-    with monkeypatch.context() as broken:
+
+    def breaks(broken):
         broken.setattr(pos_embed_rel, 'resize_rel_pos_bias_table', resize)
         broken.setattr('timm.models.maxxvit.resize_rel_pos_bias_table', resize)
-        scripts = _family_scripts(run_matrix, tmp_path, MAXVIT)
-        assert set(scripts) == {'create', 'set_input_size'}
-        for _, script in scripts.values():
-            assert_reproduces(script, 'relative_position_bias_table')
-    for _, script in scripts.values():
-        assert_passes(script)
-    assert "RelPosModule('stages.0.blocks.0.attn_block.attn.rel_pos', 'per_head_table', (3, 3))" in \
-        scripts['create'][1].read_text()
-
-
-EVA = '''
-name: repro-eva
-models: [{name: eva02_tiny_patch14_224, embed_dim: 32, depth: 1, num_heads: 2, img_size: [56, 84]}]
-origins: [timm]
-sizes: [[84, 56]]
-paths: [create, dynamic]
-num_images: 2
-'''
+    texts = fails_then_passes(run_matrix, tmp_path, monkeypatch, tiny_matrix(
+        'name: maxvit_tiny_tf_224, embed_dim: [32, 64, 64, 64], depths: [1, 1, 1, 1], stem_width: 16, '
+        'head_hidden_size: 64, img_size: 96', '[96, 128]', 'create, set_input_size'), breaks,
+        'relative_position_bias_table')
+    assert "RelPosModule('stages.0.blocks.0.attn_block.attn.rel_pos', 'per_head_table', (3, 3))" in texts['create']
 
 
 def test_an_eva_rope_fidelity_failure_reproduces_and_passes_once_fixed(run_matrix, tmp_path, monkeypatch):
     """A rotary embedding off by 1% on every path: create's derived rope, dynamic's returned rope and logits."""
     from timm.layers import RotaryEmbeddingCat
-    with monkeypatch.context() as broken:
-        broken.setattr(RotaryEmbeddingCat, 'get_embed', _scaled(RotaryEmbeddingCat.get_embed))
-        scripts = _family_scripts(run_matrix, tmp_path, EVA)
-        assert {path: case.failed_checks for path, (case, _) in scripts.items()} == {
-            'create': ['fidelity'], 'dynamic': ['fidelity']}
-        for _, script in scripts.values():
-            code, printed = run_here(script)
-            assert code == 1 and 'REPRODUCED: fidelity fails' in printed, printed
-    for _, script in scripts.values():
-        assert_passes(script)
-    assert 'config = RopeConfig(kind=' in scripts['create'][1].read_text()
+    texts = fails_then_passes(run_matrix, tmp_path, monkeypatch, tiny_matrix(
+        'name: eva02_tiny_patch14_224, embed_dim: 32, depth: 1, num_heads: 2, img_size: [56, 84]', '[84, 56]',
+        'create, dynamic'), lambda broken: broken.setattr(RotaryEmbeddingCat, 'get_embed',
+                                                          _scaled(RotaryEmbeddingCat.get_embed)),
+        {'create': 'in rope.embedding', 'dynamic': 'logits within'})
+    assert 'config = RopeConfig(kind=' in texts['create'] and 'with_reference_rope(built, ' in texts['dynamic']
 
 
-NAFLEXVIT = '''
-name: repro-naflexvit
-models: [{name: naflexvit_base_patch16_gap, embed_dim: 32, depth: 1, num_heads: 2, img_size: [64, 128],
-          pos_embed_grid_size: [4, 8]}]
-origins: [timm]
-sizes: [[64, 96]]
-paths: [create, dynamic]
-num_images: 2
-'''
+NAFLEXVIT = 'name: naflexvit_base_patch16_gap, embed_dim: 32, depth: 1, num_heads: 2, img_size: [64, 128], ' \
+            'pos_embed_grid_size: [4, 8]'
 
 
 def test_a_naflexvit_table_fidelity_failure_reproduces_and_passes_once_fixed(run_matrix, tmp_path, monkeypatch):
@@ -392,28 +370,10 @@ def test_a_naflexvit_table_fidelity_failure_reproduces_and_passes_once_fixed(run
     def off(self, x, grid_size):
         original(self, x, grid_size)
         x.add_(0.01)
-    with monkeypatch.context() as broken:
-        broken.setattr(NaFlexEmbeds, '_apply_learned_pos_embed', off)
-        scripts = _family_scripts(run_matrix, tmp_path, NAFLEXVIT)
-        assert set(scripts) == {'create', 'dynamic'}
-        for _, script in scripts.values():
-            code, printed = run_here(script)
-            assert code == 1 and 'REPRODUCED: fidelity fails' in printed, printed
-    for _, script in scripts.values():
-        assert_passes(script)
-    text = scripts['create'][1].read_text()
-    assert "grid = (4, 6)" in text and 'tables = tables_at(settings, expected, grid)' in text
-
-
-NAFLEXVIT_CLASSIC = '''
-name: repro-naflexvit-classic
-models: [{name: naflexvit_base_patch16_gap, embed_dim: 32, depth: 1, num_heads: 2, img_size: [64, 128],
-          pos_embed_grid_size: [4, 8]}]
-origins: [classic_vit]
-sizes: [[64, 96]]
-paths: [create]
-num_images: 2
-'''
+    texts = fails_then_passes(run_matrix, tmp_path, monkeypatch, tiny_matrix(NAFLEXVIT, '[64, 96]', 'create, dynamic'),
+                              lambda broken: broken.setattr(NaFlexEmbeds, '_apply_learned_pos_embed', off),
+                              'logits within')
+    assert 'grid = (4, 6)' in texts['create'] and 'tables = tables_at(settings, expected, grid)' in texts['create']
 
 
 def test_a_classic_vit_checkpoint_with_a_non_square_grid_fails_to_load_into_naflexvit_on_the_current_release(
@@ -421,55 +381,31 @@ def test_a_classic_vit_checkpoint_with_a_non_square_grid_fails_to_load_into_nafl
     """timm 1.0.31's NaFlexVit filter reshapes a classic ViT's flat position embedding only when its grid is square
     (matrices/zoo-small.yaml): a 4x8 grid reaches an attribute NaFlexEmbeds lacks. The script writes the classic
     layout with the harness's own writer."""
-    ((case, script),) = _family_scripts(run_matrix, tmp_path, NAFLEXVIT_CLASSIC).values()
+    ((case, script),) = _family_scripts(run_matrix, tmp_path, tiny_matrix(NAFLEXVIT, '[64, 96]', 'create',
+                                                                          'classic_vit')).values()
     assert case.failed_checks == ['load'], case.reason
     code, printed = run_here(script)
     assert code == 1 and 'REPRODUCED: load fails' in printed and "has no attribute 'patch_embed'" in printed, printed
     assert 'def classic_vit_layout(' in script.read_text()
 
 
-EFFICIENTVIT = '''
-name: repro-efficientvit
-models: [{name: efficientvit_m0, embed_dim: [32, 48, 64], key_dim: [8, 8, 8], depth: [1, 1, 1], num_heads: [2, 2, 2],
-          window_size: [4, 4, 4], img_size: 64}]
-origins: [timm]
-sizes: [[96, 128]]
-paths: [create, set_input_size]
-num_images: 2
-'''
-
-
 def test_an_efficientvit_table_fidelity_failure_reproduces_and_passes_once_fixed(run_matrix, tmp_path, monkeypatch):
     """LeViT's table resize 1% off: the windows of the last two stages grow (2 -> 3, 1 -> 2) on both paths."""
     from timm.models import efficientvit_msra
-    with monkeypatch.context() as broken:
-        broken.setattr(efficientvit_msra, 'resize_rel_pos_bias_table_levit',
-                       _scaled(efficientvit_msra.resize_rel_pos_bias_table_levit))
-        scripts = _family_scripts(run_matrix, tmp_path, EFFICIENTVIT)
-        assert set(scripts) == {'create', 'set_input_size'}
-        for _, script in scripts.values():
-            assert_reproduces(script, 'attention_biases')
-    for _, script in scripts.values():
-        assert_passes(script)
-    assert 'windows = {0: (4, 4), 1: (2, 3), 2: (1, 2)}' in scripts['create'][1].read_text()
+    texts = fails_then_passes(run_matrix, tmp_path, monkeypatch, tiny_matrix(
+        'name: efficientvit_m0, embed_dim: [32, 48, 64], key_dim: [8, 8, 8], depth: [1, 1, 1], '
+        'num_heads: [2, 2, 2], window_size: [4, 4, 4], img_size: 64', '[96, 128]', 'create, set_input_size'),
+        lambda broken: broken.setattr(efficientvit_msra, 'resize_rel_pos_bias_table_levit',
+                                      _scaled(efficientvit_msra.resize_rel_pos_bias_table_levit)), 'attention_biases')
+    assert 'windows = {0: (4, 4), 1: (2, 3), 2: (1, 2)}' in texts['create']
 
 
-SWIN_V2 = '''
-name: repro-swinv2
-models: [{MODEL, embed_dim: 16, depths: [2, 2], num_heads: [1, 2]}]
-origins: [timm]
-sizes: [[96, 128]]
-paths: [create, dynamic]
-num_images: 2
-'''
-SWIN_V2_MODELS = {'v2': 'name: swinv2_tiny_window8_256, img_size: [64, 96], window_size: [4, 6]',
-                  'v2_cr': 'name: swinv2_cr_tiny_224, img_size: [64, 128], window_size: [4, 8]'}
-
-
-def test_a_continuous_position_bias_fidelity_failure_reproduces_and_passes_once_fixed(run_matrix, tmp_path,
+@pytest.mark.parametrize('model', ['name: swinv2_tiny_window8_256, img_size: [64, 96], window_size: [4, 6]',
+                                   'name: swinv2_cr_tiny_224, img_size: [64, 128], window_size: [4, 8]'])
+def test_a_continuous_position_bias_fidelity_failure_reproduces_and_passes_once_fixed(model, run_matrix, tmp_path,
                                                                                       monkeypatch):
-    """Swin-V2's and V2-CR's coordinates 1% off, on every path (recomputed per forward): the forward tensors,
-    and on dynamic the logits too."""
+    """Swin-V2's and V2-CR's coordinates 1% off, on every path (recomputed per forward): a block's coordinates or
+    bias among the forward tensors, and on dynamic the logits too."""
     from timm.models import swin_transformer_v2, swin_transformer_v2_cr
     v2_table = swin_transformer_v2.WindowAttention._make_pair_wise_relative_positions
     cr_coords = swin_transformer_v2_cr.WindowMultiHeadAttention._make_pair_wise_relative_positions
@@ -481,20 +417,13 @@ def test_a_continuous_position_bias_fidelity_failure_reproduces_and_passes_once_
     def cr_off(self):   # fills its buffer
         cr_coords(self)
         self.relative_coordinates_log.mul_(1.01)
-    with monkeypatch.context() as broken:
+
+    def breaks(broken):
         broken.setattr(swin_transformer_v2.WindowAttention, '_make_pair_wise_relative_positions', v2_off)
         broken.setattr(swin_transformer_v2_cr.WindowMultiHeadAttention, '_make_pair_wise_relative_positions', cr_off)
-        scripts = {}
-        for family, model in SWIN_V2_MODELS.items():
-            (tmp_path / family).mkdir()
-            scripts[family] = _family_scripts(run_matrix, tmp_path / family, SWIN_V2.replace('MODEL', model))
-        for made in scripts.values():
-            assert set(made) == {'create', 'dynamic'}
-            for _, script in made.values():
-                assert_reproduces(script, '.attn.')   # a block's coordinates or position bias
-    for made in scripts.values():
-        for _, script in made.values():
-            assert_passes(script)
+    texts = fails_then_passes(run_matrix, tmp_path, monkeypatch, tiny_matrix(
+        f'{model}, embed_dim: 16, depths: [2, 2], num_heads: [1, 2]', '[96, 128]', 'create, dynamic'), breaks, '.attn.')
+    assert 'check_forward_tensors(forward_tensors, forward_expected' in texts['create']
 
 
 def test_a_user_checkpoint_is_loaded_from_its_file(run_matrix, tmp_path):

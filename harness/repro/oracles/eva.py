@@ -36,7 +36,7 @@ def eva_fidelity(case: ReproCase) -> Snippet:
     unembedded = computed.num_prefix_tokens - computed.pos_prefix_tokens
     oracle = 'with_reference_rope(built, config, grid, expected)'
     if case.path == 'dynamic':
-        lines.append(f'built = {_built(case)}')
+        lines += _built(case)
     return fidelity_snippet(case, FidelityParts(
         tuple(lines), (*functions, *_oracle_functions(case)),
         derived=(f'{{{ROPE_KEY!r}: rope_in_use(model)}}', f'{{{ROPE_KEY!r}: rope}}') if config else None,
@@ -45,15 +45,16 @@ def eva_fidelity(case: ReproCase) -> Snippet:
         oracle=f'PaddedInput({oracle}, {computed.patch_size})' if computed.img_pad else oracle))
 
 
-def _built(case: ReproCase) -> str:
-    """The model at the target without dynamic_img_size (at the padded size, to be fed padded inputs, where it
-    pads), carrying the harness's resample: what EvaFamily.dynamic_reference builds before its rope."""
+def _built(case: ReproCase) -> list[str]:
+    """``built``: the model at the target without dynamic_img_size (at the padded size, to be fed padded inputs,
+    where it pads), carrying the harness's resample: what EvaFamily.dynamic_reference builds before its rope."""
     computed = case.computed
     if not computed.img_pad:
-        return f'carrying(MODEL, dict(SOURCE, img_size={computed.img_size}, dynamic_img_size=False), expected)'
+        return [f'built = carrying(MODEL, dict(SOURCE, img_size={computed.img_size}, dynamic_img_size=False), '
+                'expected)']
     size = padded_size(computed.img_size, computed.patch_size)
-    return (f"carrying(MODEL, {{**{{k: v for k, v in SOURCE.items() if k != 'dynamic_img_pad'}}, 'img_size': {size}, "
-            "'dynamic_img_size': False}, expected)")
+    return ["unpadded = {k: v for k, v in SOURCE.items() if k != 'dynamic_img_pad'}   # the harness pads instead",
+            f'built = carrying(MODEL, dict(unpadded, img_size={size}, dynamic_img_size=False), expected)']
 
 
 def _oracle_functions(case: ReproCase) -> tuple:

@@ -400,6 +400,17 @@ def test_an_efficientvit_table_fidelity_failure_reproduces_and_passes_once_fixed
     assert 'windows = {0: (4, 4), 1: (2, 3), 2: (1, 2)}' in texts['create']
 
 
+def test_feature_info_left_at_the_creation_patch_reproduces_on_the_current_release(run_matrix, tmp_path):
+    """timm 1.0.31 keeps EVA's feature_info at the patch it was created with after set_input_size(patch_size=7)
+    (matrices/zoo-eva.yaml): the family-independent features snippet compares it with forward_intermediates."""
+    ((case, script),) = _family_scripts(run_matrix, tmp_path, tiny_matrix(
+        'name: eva02_tiny_patch14_224, embed_dim: 32, depth: 1, num_heads: 2, img_size: 56, patch_sizes: [7]',
+        '56', 'set_input_size')).values()
+    assert case.failed_checks == ['features'], case.reason
+    code, printed = run_here(script)
+    assert code == 1 and 'REPRODUCED: features fails' in printed and 'reduction 14' in printed, printed
+
+
 @pytest.mark.parametrize('model', ['name: swinv2_tiny_window8_256, img_size: [64, 96], window_size: [4, 6]',
                                    'name: swinv2_cr_tiny_224, img_size: [64, 128], window_size: [4, 8]'])
 def test_a_continuous_position_bias_fidelity_failure_reproduces_and_passes_once_fixed(model, run_matrix, tmp_path,

@@ -37,13 +37,11 @@ from harness.limits import yaml11_float as _as_float
 from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
 from harness.origins import FILE_ORIGIN, ORIGINS
 from harness.results import CHECKS, DEFAULT_STATE, DTYPES, PRECISIONS, STATES
+from harness.timing_config import TimingConfig
+from harness.vocabulary import PATHS, Size, Window
 
-PATHS = ('create', 'set_input_size', 'dynamic')
 AXES = ('origins', 'sizes', 'patch_sizes', 'window_sizes', 'paths', 'states')   # a model entry may set its own
 EXPECT_MATCH_KEYS = ('model', 'label', 'origin', 'img_size', 'patch_size', 'window_size', 'path', 'state')
-
-Size = tuple[int, int]
-Window = int | Size   # a window size: square (int) or rectangular (h, w)
 
 
 class MatrixError(ValueError):
@@ -73,6 +71,7 @@ class ModelSpec:
     overrides: tuple[tuple[str, Any], ...] = ()
     axes: tuple[tuple[str, Any], ...] = ()
     alias: str | None = None   # the entry's `label`: needed when one timm name appears twice
+    zoo: bool = False          # from a `zoo:` entry: its shard was chosen by architecture (Selection)
 
     @classmethod
     def of(cls, name: str, overrides: dict[str, Any]) -> 'ModelSpec':
@@ -146,49 +145,31 @@ class Tolerances:
         return Tolerances(**values)
 
 
-# what a timing setting left unset in the matrix and on the command line becomes, per device type
-# CPU time is scarce (a ViT-B pass at 384 takes about a second on 2 cores): timing stops once the median is known
-# to 2%, and the budget is a cap that leaves room for the floor of timed passes. GPU passes take milliseconds:
-# the budget is filled, and the many samples make comparisons between releases sharper.
-# threads: torch's intra-op threads in each worker. One on CPU: a pass on 2 threads of a shared 2-core machine
-# waits for whichever core is busy (benchmarks/threads.py; README: Timing); on CUDA torch's own default
-DEVICE_TIMING_DEFAULTS = {'cpu': {'batch_size': 1, 'budget_s': 10.0, 'median_rse': 0.02, 'threads': 1},
-                          'cuda': {'batch_size': 8, 'budget_s': 5.0, 'median_rse': 0.0}}
-
-
 @dataclass(frozen=True)
-class TimingConfig:
-    """How forward passes are timed. ``None`` means the device's default (:data:`DEVICE_TIMING_DEFAULTS`):
-    a CPU pass is orders of magnitude slower than a GPU one, so it gets a smaller batch.
+class Selection:
+    """Which part of a matrix a run takes, and how (``harness run --shard K/N --full-size``).
 
-    A case gets ``budget_s`` seconds for its warm-up and timed passes together: timed passes go on while
-    another one fits, so a fast model gets many samples and a slow one is not timed for minutes, and stop
-    earlier once the median's relative standard error is at most ``median_rse`` (0: fill the budget). The
-    ``min_repeats`` floor wins over both. ``precision`` says how a reduced ``dtype`` is applied: ``amp``
-    (autocast) or ``cast`` (weights and inputs converted, as timm's benchmark.py ``--precision``)."""
-    enabled: bool = True
-    batch_size: int | None = None
-    dtype: str = 'fp32'
-    precision: str = 'amp'
-    compile: bool = False           # torch.compile, default mode; compiling is not timed
-    channels_last: bool = False     # model and inputs in channels-last memory format
-    warmup: int = 1
-    budget_s: float | None = None   # seconds per case: warm-up and timed passes together
-    min_repeats: int = 7            # fewer timed passes cannot reach p < 0.002 in a rank test (7 vs 7: 0.0006)
-    median_rse: float | None = None # relative standard error of the median that ends timing early; 0: never
-    max_cv: float = 0.05            # a case whose passes vary more (std / mean) is recorded as not stable
-    threads: int | None = None      # torch.set_num_threads in each worker; None on CUDA: torch's default
+    A shard holds every N-th checkpoint of the matrix's cases (:func:`harness.cases.in_shard`), and of a ``zoo:``
+    entry every N-th architecture, counted from the K-th: only those are validated, so a zoo sweep of a whole
+    release is never built by one process. ``names``: only the entries of these timm models (``harness repro``
+    looks for one case).
+    ``full_size``: ``zoo:`` entries at their real configuration instead of in miniature."""
+    shard: tuple[int, int] | None = None
+    full_size: bool = False
+    names: tuple[str, ...] | None = None
 
-    def for_run(self, device_type: str, enabled: bool = True, **overrides: Any) -> 'TimingConfig':
-        """What a run times with: the command line's settings (``batch_size=``, ``dtype=``, ...; None keeps the
-        matrix's) over the matrix's, then every value still unset filled in for ``device_type``."""
-        chosen = {k: v for k, v in overrides.items() if v is not None}
-        return dataclasses.replace(self, **chosen, enabled=self.enabled and enabled).for_device(device_type)
+    def deals(self, index: int) -> bool:
+        """Whether the ``index``-th item dealt round-robin (0-based) is in this shard."""
+        return self.shard is None or index % self.shard[1] == self.shard[0] - 1
 
-    def for_device(self, device_type: str) -> 'TimingConfig':
-        """This configuration with every unset value filled in for ``device_type``."""
-        defaults = DEVICE_TIMING_DEFAULTS.get(device_type, DEVICE_TIMING_DEFAULTS['cpu'])
-        return dataclasses.replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+    def names_hold(self, name: str) -> bool:
+        return self.names is None or name in self.names
+
+    @classmethod
+    def of_run(cls, shard: str, full_size: bool) -> 'Selection':
+        """The selection a run.json records (``shard`` as ``K/N``, '' for the whole matrix)."""
+        from harness.option_types import parse_shard
+        return cls(parse_shard(shard) if shard else None, full_size)
 
 
 @dataclass(frozen=True)
@@ -227,7 +208,8 @@ class Matrix:
     timing: TimingConfig = field(default_factory=TimingConfig)
     expect: tuple[Expectation, ...] = ()
     left_out: tuple[str, ...] = ()   # model entries whose `timm:` range leaves out this release, trigger kinds
-                                     # a model cannot take (`targets:`), and why
+                                     # a model cannot take (`targets:`), zoo architectures that do not run, and why
+    selection: Selection = field(default_factory=lambda: Selection())   # the part of the file this is
 
     def axes_for(self, model: ModelSpec) -> dict[str, tuple]:
         """The case axes of one model: the matrix's, with the model entry's own lists taking precedence."""
@@ -239,7 +221,8 @@ TOP_LEVEL_KEYS = {
     'name': 'a string',
     'models': 'a list of model names, {name: ..., label: ..., <constructor overrides>, <own origins/sizes/...>, '
               'targets: auto or [trigger, ...]} or '
-              '{pattern: GLOB, <overrides and axes shared by every match>}',
+              '{pattern: GLOB, <overrides and axes shared by every match>} or '
+              '{zoo: GLOB}: every architecture a family claims, in miniature, through its trigger set',
     'origins': 'a list of origin names or {file: PATH}', 'sizes': 'a list of sizes (int or [H, W])',
     'patch_sizes': 'a list of ints', 'window_sizes': 'a list of window sizes (int or [H, W])',
     'paths': f'a subset of {list(PATHS)}',
@@ -251,7 +234,8 @@ TOP_LEVEL_KEYS = {
 
 
 # a required key and the keys that supply it (a trigger set stands for sizes); a model entry may set its own
-REQUIRED_KEYS = {'name': ('name',), 'models': ('models',), 'origins': ('origins',), 'sizes': ('sizes', 'targets')}
+REQUIRED_KEYS = {'name': ('name',), 'models': ('models',), 'origins': ('origins',),
+                 'sizes': ('sizes', 'targets', 'zoo')}
 
 
 def _native_geometry(family, model: ModelSpec):
@@ -264,7 +248,7 @@ def structure_problems(raw: dict) -> list[str]:
     unknown keys, and required keys that neither the matrix nor any of its model entries sets.
     :func:`load_matrix` reports each of these too (and more), so this is a quick first look, not a validation."""
     entries = raw.get('models') if isinstance(raw.get('models'), list) else []
-    entry_keys = set().union(*(set(e) for e in entries if isinstance(e, dict))) & {*AXES, 'targets'}
+    entry_keys = set().union(*(set(e) for e in entries if isinstance(e, dict))) & {*AXES, 'targets', 'zoo'}
     problems = [f'{key}: unknown key; expected one of {sorted(TOP_LEVEL_KEYS)}' for key in raw
                 if key not in TOP_LEVEL_KEYS]
     problems += [f'{key}: missing; expected {TOP_LEVEL_KEYS[key]}' for key, own in REQUIRED_KEYS.items()
@@ -272,14 +256,16 @@ def structure_problems(raw: dict) -> list[str]:
     return problems
 
 
-def load_matrix(path: str | Path, known_models: list[str] | None = None) -> Matrix:
-    """Read and validate ``path``; raise :class:`MatrixError` listing every problem found."""
+def load_matrix(path: str | Path, known_models: list[str] | None = None,
+                selection: Selection = Selection()) -> Matrix:
+    """Read and validate ``path`` (the part of it ``selection`` takes); raise :class:`MatrixError` listing every
+    problem found."""
     path = Path(path)
     try:
         raw = read_matrix_file(path)
     except MatrixFileError as e:
         raise MatrixError(path, [e.problem]) from None
-    matrix = _Validator(path, raw, known_models).matrix()
+    matrix = _Validator(path, raw, known_models, selection).matrix()
     _check_unique_cases(matrix)
     return matrix
 
@@ -301,10 +287,11 @@ def _check_unique_cases(matrix: Matrix) -> None:
 class _Validator:
     """Collects problems instead of stopping at the first, so a user fixes a matrix in one pass."""
 
-    def __init__(self, path: Path, raw: dict, known_models: list[str] | None):
+    def __init__(self, path: Path, raw: dict, known_models: list[str] | None, selection: Selection = Selection()):
         self.path = path
         self.raw = raw
         self.known_models = known_models
+        self.selection = selection
         self.problems: list[str] = []
         self.left_out: list[str] = []
 
@@ -317,7 +304,8 @@ class _Validator:
                 self.error(key, f'unknown key; expected one of {sorted(TOP_LEVEL_KEYS)}')
         models = self._models()
         for key, own in REQUIRED_KEYS.items():
-            if key not in self.raw and not (models and all(set(own) & set(dict(m.axes)) for m in models)):
+            if key not in self.raw and not (models and all(set(own) & set(dict(m.axes)) for m in models)) \
+                    and not (set(own) & {'zoo'} and self._has_zoo()):
                 self.error(key, f'missing; expected {TOP_LEVEL_KEYS[key]}')
         name = self.raw.get('name', self.path.stem)
         if not isinstance(name, str):
@@ -336,7 +324,7 @@ class _Validator:
             name=str(name), path=str(self.path), models=tuple(models), **axes,
             seed=self._int('seed', 0), num_images=self._int('num_images', 4, minimum=1), images=self._images(),
             tolerances=self._tolerances(), timing=self._timing(),
-            expect=tuple(self._expectations(models)), left_out=tuple(self.left_out),
+            expect=tuple(self._expectations(models)), left_out=tuple(self.left_out), selection=self.selection,
         )
         if self.problems:
             raise MatrixError(self.path, self.problems)
@@ -453,13 +441,22 @@ class _Validator:
     # --- models, origins, paths -------------------------------------------------------------------------
     def _models(self) -> list[ModelSpec]:
         models, labels = [], {}
+        zoo_index = itertools.count()
         for where, entry, pattern in self._model_entries():
-            if not self._for_this_release(where, entry):
+            in_shard = 'zoo' not in entry or self.selection.deals(next(zoo_index))
+            if not in_shard or not self.selection.names_hold(entry['name']) \
+                    or not self._for_this_release(where, entry):
                 continue
+            from_zoo = 'zoo' in entry
+            if from_zoo:
+                entry = self._zoo_entry(where, entry)
+                if entry is None:
+                    continue
             entry_model = self._model(where, entry)
             if entry_model is None:
                 continue
             for model in self._with_triggers(where, entry_model, entry):
+                model = dataclasses.replace(model, zoo=from_zoo)
                 if model.label in labels:
                     fix = 'narrow the pattern or drop the other entry' if pattern else \
                         'give one of them a distinct `label:`'
@@ -519,33 +516,69 @@ class _Validator:
         return dataclasses.replace(spec, alias=label, axes=(*model.axes, ('targets', tuple(dict.fromkeys(targets)))))
 
     def _model_entries(self) -> Iterator[tuple[str, dict, str | None]]:
-        """(where, entry, the pattern it came from) for each model: a ``{pattern: GLOB, ...}`` entry expanded into
-        one entry per matching timm model (named in problems as ``models[i] (name)``), after the explicit
-        entries, so that an overlap is reported against the pattern."""
+        """(where, entry, the pattern it came from) for each model: a ``{pattern: GLOB, ...}`` or ``{zoo: GLOB}``
+        entry expanded into one entry per matching timm model (named in problems as ``models[i] (name)``; a zoo
+        entry's keep ``zoo: True``), after the explicit entries, so that an overlap is reported against the
+        pattern."""
         patterns = []
         for i, entry in enumerate(self._list('models')):
             where = f'models[{i}]'
             if isinstance(entry, str):
                 entry = {'name': entry}
-            if isinstance(entry, dict) and isinstance(entry.get('pattern'), str) and 'name' not in entry:
-                patterns.append((where, entry))
+            glob_key = next((key for key in ('pattern', 'zoo') if isinstance(entry, dict) and key in entry), None)
+            if glob_key and isinstance(entry[glob_key], str) and 'name' not in entry:
+                patterns.append((where, entry, glob_key))
             elif not isinstance(entry, dict) or not isinstance(entry.get('name'), str):
                 self.error(where, f'expected a model name, a mapping with a string "name", or {{pattern: "swinv2_*", '
-                                  f'...}}; got {shown(entry)}')
+                                  f'...}} or {{zoo: "*"}}; got {shown(entry)}')
             else:
                 yield where, entry, None
-        for where, entry in patterns:
-            if not self._for_this_release(where, entry):
+        for where, entry, glob_key in patterns:
+            if not self._for_this_release(where, entry) or not self._glob_entry_fits(where, entry, glob_key):
                 continue
-            if 'label' in entry:
-                self.error(f'{where}.label', 'a pattern entry names its models by their timm names; drop `label:`')
-                continue
-            names = fnmatch.filter(self._known_models(), entry['pattern'])
+            names = fnmatch.filter(self._known_models(), entry[glob_key])
             if not names:
-                self.error(f'{where}.pattern', f'{shown(entry["pattern"])} matches no timm model')
+                self.error(f'{where}.{glob_key}', f'{shown(entry[glob_key])} matches no timm model')
+            shared = {k: v for k, v in entry.items() if k != glob_key}
             for name in names:
-                yield f'{where} ({name})', {'name': name, **{k: v for k, v in entry.items() if k != 'pattern'}}, \
-                    entry['pattern']
+                yield f'{where} ({name})', {'name': name, **shared, **({'zoo': True} if glob_key == 'zoo' else {})}, \
+                    entry[glob_key]
+
+    def _glob_entry_fits(self, where: str, entry: dict, glob_key: str) -> bool:
+        """A pattern entry names its models by their timm names; a zoo entry takes nothing but the glob (and
+        ``timm:``): each architecture's family decides the rest."""
+        if 'label' in entry:
+            self.error(f'{where}.label', f'a {glob_key} entry names its models by their timm names; drop `label:`')
+            return False
+        extra = sorted(set(entry) - {'zoo', 'timm'}) if glob_key == 'zoo' else []
+        if extra:
+            self.error(f'{where}.{extra[0]}', 'a zoo entry takes only `zoo: GLOB` (and `timm:`): each '
+                                              'architecture\'s family chooses its configuration, sizes and paths; '
+                                              'use {pattern: GLOB, ...} to choose them yourself')
+            return False
+        return True
+
+    def _has_zoo(self) -> bool:
+        return any(isinstance(e, dict) and 'zoo' in e for e in self.raw.get('models') or [] if isinstance(e, dict))
+
+    def _zoo_entry(self, where: str, entry: dict) -> dict | None:
+        """One zoo architecture as a model entry: its miniature (or real) configuration, its family's trigger set,
+        the matrix's paths and origins its family takes; None (and left out, with why) when it does not run."""
+        from harness.zoo import zoo_choice, zoo_sizes
+        choice = zoo_choice(entry['name'], self.selection.full_size)
+        if choice.overrides is None:
+            self.left_out.append(f'{where}: {choice.left_out}')
+            return None
+        family = family_of(entry['name'])
+        if not family.trigger_kinds:   # a fixed-size model: one case, unsupported with the reason
+            return {'name': entry['name'], 'sizes': zoo_sizes(entry['name']), 'paths': ['create']}
+        paths = [p for p in self.raw.get('paths', PATHS) if p in family.paths]
+        origins = [o for o in self.raw.get('origins') or [] if isinstance(o, str) and o in family.origins]
+        if not paths or not origins:
+            self.left_out.append(f'{where}: the {family.name} family takes none of the matrix\'s '
+                                 f'{"paths" if not paths else "origins"} ({", ".join(family.paths or family.origins)})')
+            return None
+        return {'name': entry['name'], **choice.overrides, 'targets': 'auto', 'paths': paths, 'origins': origins}
 
     def _known_models(self) -> list[str]:
         if self.known_models is None:

@@ -35,3 +35,11 @@ def bounded_float(accepts: Callable[[float], bool], expected: str) -> Callable[[
 
 case_timeout_s = bounded_float(lambda v: v >= 0, 'seconds >= 0 (0 = no limit)')
 max_cv = bounded_float(lambda v: v > 0, 'a fraction > 0')
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``K/N`` with 1 <= K <= N, as (K, N)."""
+    index, _, count = text.partition('/')
+    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise ValueError(f'expected K/N with 1 <= K <= N, such as 2/4; got {text!r}')
+    return int(index), int(count)

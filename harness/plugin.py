@@ -21,6 +21,7 @@ import pytest
 
 from harness import option_types
 from harness.device_lock import Holder
+from harness.matrix import Selection
 from harness.option_types import positive_int
 from harness.progress import PROGRESS_INTERVAL_S, ProgressReporter
 from harness.results import DTYPES, PRECISIONS, RESULTS_FILE, finished_case_ids
@@ -52,19 +53,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption('--harness-no-timing', action='store_true', help='run the checks only')
     group.addoption('--harness-images', default=None, metavar='DIR',
                     help="labelled images for top-1 accuracy (default: the matrix's images:)")
-    group.addoption('--harness-shard', type=parse_shard, default=None, metavar='K/N',
-                    help='only shard K of N (1-based); a checkpoint\'s cases stay in one shard')
+    group.addoption('--harness-shard', type=option_types.parse_shard, default=None, metavar='K/N',
+                    help='only shard K of N (1-based): every N-th model entry, from the K-th')
+    group.addoption('--harness-full-size', action='store_true',
+                    help='zoo entries (models: [{zoo: GLOB}]) at their real configuration instead of in miniature')
     group.addoption('--harness-case-timeout', type=option_types.case_timeout_s, default=0, metavar='SECONDS',
                     help='record a case running longer as error and end its process, even one stuck holding the '
                          'GIL or stopped (0 = no limit; meant for xdist workers, which are replaced)')
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``K/N`` with 1 <= K <= N, as (K, N)."""
-    index, _, count = text.partition('/')
-    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
-        raise ValueError(f'expected K/N with 1 <= K <= N, such as 2/4; got {text!r}')
-    return int(index), int(count)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -77,7 +72,8 @@ def pytest_configure(config: pytest.Config) -> None:
         out = Path(config.getoption('--harness-out'))
         watchdog = WorkerWatchdog(config.getoption('--harness-case-timeout'))
         config.pluginmanager.register(watchdog, 'harness-watchdog')
-        recorder = CrashRecorder(out, config.rootpath, functools.partial(_run_options, config), watchdog)
+        recorder = CrashRecorder(out, config.rootpath, functools.partial(_run_options, config), watchdog,
+                                 selection(config))
         config.pluginmanager.register(recorder, 'harness-crash-recorder')
         progress = ProgressReporter(config, config.getoption('--harness-progress-interval'))
         config.pluginmanager.register(progress, 'harness-progress')
@@ -125,6 +121,11 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
     if report.when == 'call' and report.skipped and UNSUPPORTED_PREFIX in str(report.longrepr):
         return 'unsupported', 'u', 'UNSUPPORTED'
     return None
+
+
+def selection(config: pytest.Config) -> Selection:
+    """The part of the matrix file this run takes (--harness-shard, --harness-full-size)."""
+    return Selection(config.getoption('--harness-shard'), bool(config.getoption('--harness-full-size')))
 
 
 def _run_options(config: pytest.Config, matrix):

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from harness import noise_floors
+from harness.case.verdict import fidelity_failures
 from harness.matrix import CALIBRATED, MatrixError, Tolerances, load_matrix
-from harness.verdict import fidelity_failures
 
 MATRIX = '''
 name: tol

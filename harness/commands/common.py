@@ -42,7 +42,7 @@ def usage_error(message: str) -> int:
 
 # --- argument types: each says what it expected, in argparse's one-line error --------------------------------
 def shard(text: str) -> str:
-    from harness.plugin import parse_shard
+    from harness.option_types import parse_shard
     try:
         parse_shard(text)
     except ValueError as e:

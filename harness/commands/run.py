@@ -176,7 +176,7 @@ def _with_matrix(args: argparse.Namespace, single: dict[str, Any] | None, out: P
 
 
 def _run(args: argparse.Namespace, extra: list[str], argv: list[str], out: Path, cache: Path) -> int:
-    check_matrix(args.matrix, args.k, args.shard)   # against the release under test: after --timm's re-run
+    check_matrix(args.matrix, args.k, args.shard, args.full_size)   # the release under test: after --timm's re-run
     print(release_line(args.matrix, out), flush=True)
     start, interruption = RunStart(args, argv, out), Interruption()
     console = None if args.verbose or args.quiet else CaseConsole(out)
@@ -256,6 +256,8 @@ def _pytest(args: argparse.Namespace, extra: list[str], plugins: list, out: Path
         pytest_args += ['--harness-shard', args.shard]
     if args.no_timing:
         pytest_args.append('--harness-no-timing')
+    if args.full_size:
+        pytest_args.append('--harness-full-size')
     start = plugins[0]
     code = int(pytest.main(pytest_args + extra, plugins=plugins))
     if start.refused:

@@ -20,11 +20,12 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from harness.vocabulary import Size
+
 if TYPE_CHECKING:
     from harness.families.base import Family
     from harness.matrix import ModelSpec
 
-Size = tuple[int, int]
 
 FAMILIES: dict[str, 'Family'] = {}   # name -> the family's one instance, filled as family modules import
 

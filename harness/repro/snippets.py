@@ -104,7 +104,7 @@ def kernel_lines(case: ReproCase) -> tuple[list[str], tuple]:
 @dataclass(frozen=True)
 class FidelityParts:
     """What a family's fidelity compares, as a script spells it; :func:`fidelity_snippet` runs them as
-    :func:`harness.pipeline._fidelity` does for the case's path.
+    :func:`harness.case.paths._fidelity` does for the case's path.
 
     ``lines`` leave ``expected`` as the harness's resample of ``reference`` (:func:`kernel_lines` first); the
     expressions may use ``model``, ``native``, ``expected`` and what ``lines`` define."""

@@ -437,6 +437,17 @@ def test_a_continuous_position_bias_fidelity_failure_reproduces_and_passes_once_
     assert 'check_forward_tensors(forward_tensors, forward_expected' in texts['create']
 
 
+def test_a_flexivit_create_script_resamples_as_timm_chooses_for_the_model(run_matrix, tmp_path, monkeypatch):
+    """timm loads FlexiViT weights resampling bilinear without antialiasing (VitFamily.create_resampling), whatever
+    the origin's loader does: the script's oracle does so too, so it passes once a broken resample is fixed."""
+    from timm.models import vision_transformer
+    texts = fails_then_passes(run_matrix, tmp_path, monkeypatch, tiny_matrix(
+        'name: flexivit_small, embed_dim: 32, depth: 1, num_heads: 2, img_size: [64, 96]', '[96, 64]', 'create'),
+        lambda broken: broken.setattr(vision_transformer, 'resample_abs_pos_embed',
+                                      _scaled(vision_transformer.resample_abs_pos_embed)), 'in pos_embed')
+    assert "(4, 6), (6, 4), 0, 'bilinear', False)" in texts['create']
+
+
 def test_a_user_checkpoint_is_loaded_from_its_file(run_matrix, tmp_path):
     """The file is named only in the matrix: the script loads it where it is, and synthesizes nothing."""
     import timm

@@ -255,6 +255,198 @@ def test_a_swin_table_fidelity_failure_reproduces_and_passes_once_fixed(run_matr
     assert len(text.splitlines()) <= 230   # 60 of them the harness's table oracle (BEiT's resampling, flat tables too)
 
 
+# --- each family's fidelity oracle in a script: a failing case exits 1, a passing one 0 --------------------------
+def tiny_matrix(model: str, size: str, paths: str, origin: str = 'timm') -> str:
+    """A one-model matrix: ``model`` (a flow mapping's inside), one target ``size``, ``paths``."""
+    return (f'name: repro-family\nmodels: [{{{model}}}]\norigins: [{origin}]\nsizes: [{size}]\npaths: [{paths}]\n'
+            'num_images: 2\n')
+
+
+def _family_scripts(run_matrix, tmp_path: Path, matrix: str) -> dict[str, tuple[CaseResult, Path]]:
+    """Every case of ``matrix`` run in this process (with timm as the caller has it), and for each failed one its
+    script, written from the run's record, by path."""
+    made = {}
+    for case in run_matrix(matrix).values():
+        if case.status == 'failed':
+            script = tmp_path / f'{case.path}.py'
+            repro(_recorded(tmp_path / case.path, case), case.case_id, script)
+            made[case.path] = case, script
+    return made
+
+
+def _scaled(function, factor: float = 1.01):
+    """``function`` with its result scaled: a resize that gets every value slightly wrong."""
+    @functools.wraps(function)
+    def scaled(*args, **kwargs):
+        return function(*args, **kwargs) * factor
+    return scaled
+
+
+def assert_reproduces(script: Path, tensor: str) -> None:
+    code, printed = run_here(script)
+    assert code == 1 and 'REPRODUCED: fidelity fails' in printed and tensor in printed, printed
+
+
+def assert_passes(script: Path) -> None:
+    code, printed = run_here(script)
+    assert code == 0 and 'fidelity: ok' in printed and 'FAILED' not in printed, printed
+
+
+def fails_then_passes(run_matrix, tmp_path: Path, monkeypatch, matrix: str, breaks, says: str | dict[str, str]
+                      ) -> dict[str, str]:
+    """The cases of ``matrix`` run on a timm ``breaks(monkeypatch)`` broke: every path fails fidelity and its
+    script reproduces that, saying ``says`` (a tensor's name; per path, a dict); with timm as it was, every script
+    passes. The scripts' text, by path."""
+    with monkeypatch.context() as broken:
+        breaks(broken)
+        scripts = _family_scripts(run_matrix, tmp_path, matrix)
+        assert {path: case.failed_checks for path, (case, _) in scripts.items()} == {
+            path: ['fidelity'] for path in re.search(r'paths: \[(.*)\]', matrix).group(1).split(', ')}
+        for path, (_, script) in scripts.items():
+            assert_reproduces(script, says[path] if isinstance(says, dict) else says)
+    for _, script in scripts.values():
+        assert_passes(script)
+    return {path: script.read_text() for path, (_, script) in scripts.items()}
+
+
+@pytest.mark.parametrize('model', ['name: beit_base_patch16_224',
+                                   'name: vit_relpos_base_patch16_clsgap_224, rel_pos_type: bias'])
+def test_a_transposed_grid_table_loaded_unchanged_at_create_reproduces_on_the_current_release(model, run_matrix,
+                                                                                             tmp_path, monkeypatch):
+    """timm 1.0.31 loads a 4x6 grid's table into a 6x4 model unchanged at create (matrices/zoo-relpos.yaml):
+    the script fails on it as it is. set_input_size resizes right; made to fail by a mutant, its script passes
+    once the mutant is gone."""
+    from timm.layers import pos_embed_rel
+    with monkeypatch.context() as broken:
+        for module in ('beit', 'vision_transformer_relpos'):
+            broken.setattr(f'timm.models.{module}.resize_rel_pos_bias_table',
+                           _scaled(pos_embed_rel.resize_rel_pos_bias_table))
+        scripts = _family_scripts(run_matrix, tmp_path, tiny_matrix(
+            f'{model}, embed_dim: 32, depth: 1, num_heads: 2, img_size: [64, 96]', '[96, 64]',
+            'create, set_input_size'))
+    assert set(scripts) == {'create', 'set_input_size'}
+    assert_reproduces(scripts['create'][1], 'relative_position_bias_table')
+    assert_passes(scripts['set_input_size'][1])
+    text = scripts['create'][1].read_text()
+    assert 'windows = {' in text and '((4, 6), (6, 4))' in text and 'expected_attention_biases(' in text
+
+
+def test_a_maxvit_table_fidelity_failure_reproduces_and_passes_once_fixed(run_matrix, tmp_path, monkeypatch):
+    """The TensorFlow MaxViT's per-head tables resized 1% off to the 3x4 partitions of 96x128, on both paths."""
+    from timm.layers import pos_embed_rel
+    resize = _scaled(pos_embed_rel.resize_rel_pos_bias_table)
+
+    def breaks(broken):
+        broken.setattr(pos_embed_rel, 'resize_rel_pos_bias_table', resize)
+        broken.setattr('timm.models.maxxvit.resize_rel_pos_bias_table', resize)
+    texts = fails_then_passes(run_matrix, tmp_path, monkeypatch, tiny_matrix(
+        'name: maxvit_tiny_tf_224, embed_dim: [32, 64, 64, 64], depths: [1, 1, 1, 1], stem_width: 16, '
+        'head_hidden_size: 64, img_size: 96', '[96, 128]', 'create, set_input_size'), breaks,
+        'relative_position_bias_table')
+    assert "RelPosModule('stages.0.blocks.0.attn_block.attn.rel_pos', 'per_head_table', (3, 3))" in texts['create']
+
+
+def test_an_eva_rope_fidelity_failure_reproduces_and_passes_once_fixed(run_matrix, tmp_path, monkeypatch):
+    """A rotary embedding off by 1% on every path: create's derived rope, dynamic's returned rope and logits."""
+    from timm.layers import RotaryEmbeddingCat
+    texts = fails_then_passes(run_matrix, tmp_path, monkeypatch, tiny_matrix(
+        'name: eva02_tiny_patch14_224, embed_dim: 32, depth: 1, num_heads: 2, img_size: [56, 84]', '[84, 56]',
+        'create, dynamic'), lambda broken: broken.setattr(RotaryEmbeddingCat, 'get_embed',
+                                                          _scaled(RotaryEmbeddingCat.get_embed)),
+        {'create': 'in rope.embedding', 'dynamic': 'logits within'})
+    assert 'config = RopeConfig(kind=' in texts['create'] and 'with_reference_rope(built, ' in texts['dynamic']
+
+
+NAFLEXVIT = 'name: naflexvit_base_patch16_gap, embed_dim: 32, depth: 1, num_heads: 2, img_size: [64, 128], ' \
+            'pos_embed_grid_size: [4, 8]'
+
+
+def test_a_naflexvit_table_fidelity_failure_reproduces_and_passes_once_fixed(run_matrix, tmp_path, monkeypatch):
+    """A position table added 0.01 off at every grid (the probes' and the target's): both paths, outputs too."""
+    from timm.models.naflexvit import NaFlexEmbeds
+    original = NaFlexEmbeds._apply_learned_pos_embed
+
+    def off(self, x, grid_size):
+        original(self, x, grid_size)
+        x.add_(0.01)
+    texts = fails_then_passes(run_matrix, tmp_path, monkeypatch, tiny_matrix(NAFLEXVIT, '[64, 96]', 'create, dynamic'),
+                              lambda broken: broken.setattr(NaFlexEmbeds, '_apply_learned_pos_embed', off),
+                              'logits within')
+    assert 'grid = (4, 6)' in texts['create'] and 'tables = tables_at(settings, expected, grid)' in texts['create']
+
+
+def test_a_classic_vit_checkpoint_with_a_non_square_grid_fails_to_load_into_naflexvit_on_the_current_release(
+        run_matrix, tmp_path):
+    """timm 1.0.31's NaFlexVit filter reshapes a classic ViT's flat position embedding only when its grid is square
+    (matrices/zoo-small.yaml): a 4x8 grid reaches an attribute NaFlexEmbeds lacks. The script writes the classic
+    layout with the harness's own writer."""
+    ((case, script),) = _family_scripts(run_matrix, tmp_path, tiny_matrix(NAFLEXVIT, '[64, 96]', 'create',
+                                                                          'classic_vit')).values()
+    assert case.failed_checks == ['load'], case.reason
+    code, printed = run_here(script)
+    assert code == 1 and 'REPRODUCED: load fails' in printed and "has no attribute 'patch_embed'" in printed, printed
+    assert 'def classic_vit_layout(' in script.read_text()
+
+
+def test_an_efficientvit_table_fidelity_failure_reproduces_and_passes_once_fixed(run_matrix, tmp_path, monkeypatch):
+    """LeViT's table resize 1% off: the windows of the last two stages grow (2 -> 3, 1 -> 2) on both paths."""
+    from timm.models import efficientvit_msra
+    texts = fails_then_passes(run_matrix, tmp_path, monkeypatch, tiny_matrix(
+        'name: efficientvit_m0, embed_dim: [32, 48, 64], key_dim: [8, 8, 8], depth: [1, 1, 1], '
+        'num_heads: [2, 2, 2], window_size: [4, 4, 4], img_size: 64', '[96, 128]', 'create, set_input_size'),
+        lambda broken: broken.setattr(efficientvit_msra, 'resize_rel_pos_bias_table_levit',
+                                      _scaled(efficientvit_msra.resize_rel_pos_bias_table_levit)), 'attention_biases')
+    assert 'windows = {0: (4, 4), 1: (2, 3), 2: (1, 2)}' in texts['create']
+
+
+def test_feature_info_left_at_the_creation_patch_reproduces_on_the_current_release(run_matrix, tmp_path):
+    """timm 1.0.31 keeps EVA's feature_info at the patch it was created with after set_input_size(patch_size=7)
+    (matrices/zoo-eva.yaml): the family-independent features snippet compares it with forward_intermediates."""
+    ((case, script),) = _family_scripts(run_matrix, tmp_path, tiny_matrix(
+        'name: eva02_tiny_patch14_224, embed_dim: 32, depth: 1, num_heads: 2, img_size: 56, patch_sizes: [7]',
+        '56', 'set_input_size')).values()
+    assert case.failed_checks == ['features'], case.reason
+    code, printed = run_here(script)
+    assert code == 1 and 'REPRODUCED: features fails' in printed and 'reduction 14' in printed, printed
+
+
+@pytest.mark.parametrize('model', ['name: swinv2_tiny_window8_256, img_size: [64, 96], window_size: [4, 6]',
+                                   'name: swinv2_cr_tiny_224, img_size: [64, 128], window_size: [4, 8]'])
+def test_a_continuous_position_bias_fidelity_failure_reproduces_and_passes_once_fixed(model, run_matrix, tmp_path,
+                                                                                      monkeypatch):
+    """Swin-V2's and V2-CR's coordinates 1% off, on every path (recomputed per forward): a block's coordinates or
+    bias among the forward tensors, and on dynamic the logits too."""
+    from timm.models import swin_transformer_v2, swin_transformer_v2_cr
+    v2_table = swin_transformer_v2.WindowAttention._make_pair_wise_relative_positions
+    cr_coords = swin_transformer_v2_cr.WindowMultiHeadAttention._make_pair_wise_relative_positions
+
+    def v2_off(self, *args, **kwargs):   # returns (coordinates table, index)
+        table, index = v2_table(self, *args, **kwargs)
+        return table * 1.01, index
+
+    def cr_off(self):   # fills its buffer
+        cr_coords(self)
+        self.relative_coordinates_log.mul_(1.01)
+
+    def breaks(broken):
+        broken.setattr(swin_transformer_v2.WindowAttention, '_make_pair_wise_relative_positions', v2_off)
+        broken.setattr(swin_transformer_v2_cr.WindowMultiHeadAttention, '_make_pair_wise_relative_positions', cr_off)
+    texts = fails_then_passes(run_matrix, tmp_path, monkeypatch, tiny_matrix(
+        f'{model}, embed_dim: 16, depths: [2, 2], num_heads: [1, 2]', '[96, 128]', 'create, dynamic'), breaks, '.attn.')
+    assert 'check_forward_tensors(forward_tensors, forward_expected' in texts['create']
+
+
+def test_a_flexivit_create_script_resamples_as_timm_chooses_for_the_model(run_matrix, tmp_path, monkeypatch):
+    """timm loads FlexiViT weights resampling bilinear without antialiasing (VitFamily.create_resampling), whatever
+    the origin's loader does: the script's oracle does so too, so it passes once a broken resample is fixed."""
+    from timm.models import vision_transformer
+    texts = fails_then_passes(run_matrix, tmp_path, monkeypatch, tiny_matrix(
+        'name: flexivit_small, embed_dim: 32, depth: 1, num_heads: 2, img_size: [64, 96]', '[96, 64]', 'create'),
+        lambda broken: broken.setattr(vision_transformer, 'resample_abs_pos_embed',
+                                      _scaled(vision_transformer.resample_abs_pos_embed)), 'in pos_embed')
+    assert "(4, 6), (6, 4), 0, 'bilinear', False)" in texts['create']
+
+
 def test_a_user_checkpoint_is_loaded_from_its_file(run_matrix, tmp_path):
     """The file is named only in the matrix: the script loads it where it is, and synthesizes nothing."""
     import timm

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from harness.families import Geometry, Target, register_family, to_size
@@ -28,7 +29,7 @@ from harness.families.base import Family, traits_img_size
 from harness.reference.offset_bias import offset_bias, resample_offset_bias_table
 
 STEM_STRIDE = 16
-_TABLE_KEY = re.compile(r'stages\.(\d+)\.blocks\.\d+\.mixer\.m\.attn\.attention_biases$')
+TABLE_KEY = r'stages\.(\d+)\.blocks\.\d+\.mixer\.m\.attn\.attention_biases$'   # a table's key, its stage
 DERIVED_SUFFIX = '[attention_bias_idxs]'   # a table's name plus this: the bias it expands to per token pair
 
 
@@ -93,21 +94,39 @@ class EfficientVitMsraFamily(Family):
         """Each stage's tables resized where the stage's window changes (LeViT's recipe: bicubic, antialiased,
         whatever the checkpoint's origin)."""
         out = super().resample_state_dict(state_dict, source, target, interpolation, antialias)
-        for key, value in state_dict.items():
-            match = _TABLE_KEY.search(key)
-            if match:
-                stage = int(match.group(1))
-                out[key] = resample_offset_bias_table(value, source.window_sizes[stage][0],
-                                                      target.window_sizes[stage][0])
-        return out
+        windows = {stage: (old[0], new[0]) for stage, (old, new) in enumerate(zip(source.window_sizes,
+                                                                                   target.window_sizes))}
+        return {**out, **resample_stage_tables(state_dict, windows)}
 
     def derived_tensors(self, model: nn.Module) -> dict[str, Any]:
-        return {f'{name}.attention_biases{DERIVED_SUFFIX}': module.attention_biases[:, module.attention_bias_idxs]
-                for name, module in model.named_modules() if hasattr(module, 'attention_bias_idxs')}
+        return offset_biases(model)
 
     def expected_derived_tensors(self, weights, spec, source, computed):
-        return {f'{key}{DERIVED_SUFFIX}': offset_bias(value, computed.window_sizes[int(match.group(1))][0])
-                for key, value in weights.items() if (match := _TABLE_KEY.search(key))}
+        return expected_offset_biases(weights, [window[0] for window in computed.window_sizes])
+
+
+def resample_stage_tables(state_dict: dict[str, torch.Tensor],
+                          windows: dict[int, tuple[int, int]]) -> dict[str, torch.Tensor]:
+    """Every attention-bias table of ``state_dict``, resized from its stage's old window to its new one
+    (``windows``: stage to (old, new) window side)."""
+    out = {}
+    for key, value in state_dict.items():
+        match = re.search(TABLE_KEY, key)
+        if match:
+            out[key] = resample_offset_bias_table(value, *windows[int(match.group(1))])
+    return out
+
+
+def offset_biases(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The per-token-pair bias each attention of ``model`` adds: its table indexed by its own offset index."""
+    return {f'{name}.attention_biases{DERIVED_SUFFIX}': module.attention_biases[:, module.attention_bias_idxs]
+            for name, module in model.named_modules() if hasattr(module, 'attention_bias_idxs')}
+
+
+def expected_offset_biases(weights: dict[str, torch.Tensor], windows: list[int]) -> dict[str, torch.Tensor]:
+    """What :func:`offset_biases` must give for ``weights``' tables at each stage's window side in ``windows``."""
+    return {f'{key}{DERIVED_SUFFIX}': offset_bias(value, windows[int(match.group(1))])
+            for key, value in weights.items() if (match := re.search(TABLE_KEY, key))}
 
 
 def _attention(stage: nn.Module) -> nn.Module:

@@ -32,7 +32,7 @@ from torch import nn
 
 from harness.families import register_family, to_size
 from harness.families.base import GEOMETRIC, head_kwargs, meta_model, model_carrying
-from harness.families.vit import VitFamily, pos_embed_pass
+from harness.families.vit import POS_EMBED_ADDED, VitFamily, expected_pos_embed_added, pos_embed_pass
 from harness.reference.padding import PaddedInput, padded_size
 from harness.reference.rope import RopeConfig, rope_embedding
 
@@ -73,17 +73,11 @@ class EvaFamily(VitFamily):
     def forward_tensors(self, model, computed):
         """ViT's, and the rotary embedding ``_pos_embed`` returns for the input's grid (``dynamic_img_size``:
         ``rope.get_embed(shape=...)`` per forward)."""
-        out = super().forward_tensors(model, computed)
-        if getattr(model, 'rope', None) is not None:
-            out[ROPE_RETURNED] = pos_embed_pass(model, computed.grid_size)[1]
-        return out
+        return eva_forward_tensors(model, computed.grid_size)
 
     def expected_forward_tensors(self, weights, spec, source, computed):
-        out = super().expected_forward_tensors(weights, spec, source, computed)
         rope = self.expected_derived_tensors(weights, spec, source, computed).get(ROPE_KEY)
-        if rope is not None:
-            out[ROPE_RETURNED] = rope
-        return out
+        return expected_eva_forward_tensors(weights, computed.num_prefix_tokens - computed.pos_prefix_tokens, rope)
 
     def dynamic_reference(self, native, spec, source, computed, weights):
         """The model built at the target size (timm's static path) carrying the harness's resample, its rotary
@@ -94,11 +88,35 @@ class EvaFamily(VitFamily):
         model = model_carrying(spec.name, {**kwargs, **head_kwargs(native), 'img_size': size,
                                            'dynamic_img_size': False},
                                weights)
-        config = rope_config(native)
-        if config is not None:
-            model.rope = FixedRope(rope_embedding(config, computed.grid_size, weights.get(MIXED_FREQS_KEY)),
-                                   computed.grid_size)
+        model = with_reference_rope(model, rope_config(native), computed.grid_size, weights)
         return PaddedInput(model.eval(), computed.patch_size) if computed.img_pad else model.eval()
+
+
+def eva_forward_tensors(model: nn.Module, grid: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """What the model's own ``_pos_embed`` adds to blank tokens of ``grid`` (where it has a ``pos_embed``) and the
+    rotary embedding it returns (where it has one): ``dynamic_img_size`` resamples and builds both per forward."""
+    added, rope = pos_embed_pass(model, grid)
+    out = {POS_EMBED_ADDED: added} if getattr(model, 'pos_embed', None) is not None else {}
+    if getattr(model, 'rope', None) is not None:
+        out[ROPE_RETURNED] = rope
+    return out
+
+
+def expected_eva_forward_tensors(weights: dict[str, torch.Tensor], unembedded: int,
+                                 rope: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """What :func:`eva_forward_tensors` must give: the harness's position embedding and rotary embedding."""
+    out = expected_pos_embed_added(weights, unembedded)
+    if rope is not None:
+        out[ROPE_RETURNED] = rope
+    return out
+
+
+def with_reference_rope(model: nn.Module, config: RopeConfig | None, grid: tuple[int, int],
+                        weights: dict[str, torch.Tensor]) -> nn.Module:
+    """``model`` with its rotary embedding replaced by the harness's own for ``grid`` (:class:`FixedRope`)."""
+    if config is not None:
+        model.rope = FixedRope(rope_embedding(config, grid, weights.get(MIXED_FREQS_KEY)), grid)
+    return model
 
 
 def rope_config(model: nn.Module) -> RopeConfig | None:

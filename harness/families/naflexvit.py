@@ -93,7 +93,7 @@ class NaFlexVitFamily(VitFamily):
     def dynamic_reference(self, native, spec, source, computed, weights):
         """NaFlexVit with its tables at the target grid (so timm adds them as they are, aspect preserving or
         not), carrying the harness's resample of the checkpoint's tables."""
-        tables = _tables_at(source.table, weights, computed.grid_size) if source.table.kind else {}
+        tables = tables_at(source.table, weights, computed.grid_size) if source.table.kind else {}
         kwargs = {**spec.kwargs, **head_kwargs(native), 'pos_embed_grid_size': computed.grid_size,
                   'pos_embed_ar_preserving': False}
         return model_carrying(spec.name, kwargs, {**weights, **tables})
@@ -101,19 +101,29 @@ class NaFlexVitFamily(VitFamily):
     def derived_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """What timm adds as position embedding at each of :data:`PROBE_GRIDS`: logits alone barely see it
         where the head reads one token, so the tables are compared as they are too."""
-        embeds, added = model.embeds, {}
-        kind = _settings(embeds).kind
-        for grid in PROBE_GRIDS if kind else ():
-            tokens = torch.zeros(1, grid[0] * grid[1], embeds.embed_dim, device=next(model.parameters()).device)
-            with torch.no_grad():
-                getattr(embeds, f'_apply_{kind}_pos_embed')(tokens, list(grid))
-            added[_probe_key(grid)] = tokens
-        return added
+        return added_pos_embeds(model)
 
     def expected_derived_tensors(self, weights, spec, source, computed):
-        if source.table.kind is None:
-            return {}
-        return {_probe_key(grid): _added_at(source.table, weights, grid) for grid in PROBE_GRIDS}
+        return expected_added_pos_embeds(source.table, weights)
+
+
+def added_pos_embeds(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What the model's own ``_apply_*_pos_embed`` adds to blank tokens at each of :data:`PROBE_GRIDS`."""
+    embeds, added = model.embeds, {}
+    kind = _settings(embeds).kind
+    for grid in PROBE_GRIDS if kind else ():
+        tokens = torch.zeros(1, grid[0] * grid[1], embeds.embed_dim, device=next(model.parameters()).device)
+        with torch.no_grad():
+            getattr(embeds, f'_apply_{kind}_pos_embed')(tokens, list(grid))
+        added[_probe_key(grid)] = tokens
+    return added
+
+
+def expected_added_pos_embeds(settings: TableSettings, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What :func:`added_pos_embeds` must give for a model with ``settings`` holding ``weights``' tables."""
+    if settings.kind is None:
+        return {}
+    return {_probe_key(grid): _added_at(settings, weights, grid) for grid in PROBE_GRIDS}
 
 
 def _settings(embeds: nn.Module) -> TableSettings:
@@ -125,7 +135,7 @@ def _settings(embeds: nn.Module) -> TableSettings:
                          getattr(embeds, 'pos_embed_ar_preserving', False))
 
 
-def _tables_at(settings: TableSettings, weights: dict[str, torch.Tensor], grid: Size) -> dict[str, torch.Tensor]:
+def tables_at(settings: TableSettings, weights: dict[str, torch.Tensor], grid: Size) -> dict[str, torch.Tensor]:
     """The harness's resample of the tables in ``weights`` to ``grid``, as a model with ``settings`` does."""
     if settings.kind == 'learned':
         return {'embeds.pos_embed': naflex_pos_table(
@@ -137,7 +147,7 @@ def _tables_at(settings: TableSettings, weights: dict[str, torch.Tensor], grid: 
 
 def _added_at(settings: TableSettings, weights: dict[str, torch.Tensor], grid: Size) -> torch.Tensor:
     """The ``(1, gh * gw, C)`` position embedding added to the patch tokens of a ``grid`` input."""
-    tables = _tables_at(settings, weights, grid)
+    tables = tables_at(settings, weights, grid)
     if settings.kind == 'learned':
         return tables['embeds.pos_embed'].flatten(1, 2)
     rows, columns = tables['embeds.pos_embed_y'], tables['embeds.pos_embed_x']

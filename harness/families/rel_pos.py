@@ -63,13 +63,19 @@ def rel_pos_modules(model: nn.Module) -> list[RelPosModule]:
 def resample_tables(state_dict: dict[str, torch.Tensor], source: Geometry,
                     target: Geometry) -> dict[str, torch.Tensor]:
     """The state dict's relative position tables resampled from each module's source window to its target one."""
-    old_windows, new_windows = dict(source.rel_pos_windows), dict(target.rel_pos_windows)
+    new_windows = dict(target.rel_pos_windows)
+    return resample_window_tables(state_dict, {name: (old, new_windows[name]) for name, old in source.rel_pos_windows})
+
+
+def resample_window_tables(state_dict: dict[str, torch.Tensor],
+                           windows: dict[str, tuple[Size, Size]]) -> dict[str, torch.Tensor]:
+    """The relative position tables of ``state_dict`` resampled, each module's from its old window to its new one
+    (``windows``: module name to (old, new)); a table whose window does not change is left out."""
     out = {}
     for key, table in state_dict.items():
         if not key.endswith('.' + TABLE):
             continue
-        name = key[:-len(TABLE) - 1]
-        old, new = old_windows[name], new_windows[name]
+        old, new = windows[key[:-len(TABLE) - 1]]
         if old == new:
             continue
         if table.ndim == 3:

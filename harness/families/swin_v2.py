@@ -15,7 +15,7 @@ from torch import nn
 from harness.families import Geometry, Size, register_family, to_size
 from harness.families.base import meta_model
 from harness.families.windowed import ShiftedWindowFamily
-from harness.reference import cpb
+from harness.reference.cpb import log_spaced_table, v2_position_bias
 
 
 @register_family
@@ -28,17 +28,26 @@ class SwinV2Family(ShiftedWindowFamily):
         return {**super().forward_tensors(model, computed), **cpb_tensors(model)}
 
     def expected_forward_tensors(self, weights, spec, source: Geometry, computed: Geometry):
-        out = super().expected_forward_tensors(weights, spec, source, computed)
-        for i, (depth, pretrained) in enumerate(zip(computed.stage_depths, _pretrained_windows(spec))):
-            window = computed.window_sizes[i]
-            table = cpb.log_spaced_table(window, pretrained)
-            for j in range(depth):
-                prefix = f'layers.{i}.blocks.{j}.attn'
-                out[f'{prefix}.relative_coords_table'] = table
-                out[f'{prefix}.position_bias'] = cpb.v2_position_bias(
-                    table, window, weights[f'{prefix}.cpb_mlp.0.weight'], weights[f'{prefix}.cpb_mlp.0.bias'],
-                    weights[f'{prefix}.cpb_mlp.2.weight'])
-        return out
+        return {**super().expected_forward_tensors(weights, spec, source, computed),
+                **expected_cpb_tensors(weights, computed.window_sizes, computed.stage_depths,
+                                       pretrained_windows(spec))}
+
+
+def expected_cpb_tensors(weights: dict[str, torch.Tensor], windows: tuple[Size, ...], depths: tuple[int, ...],
+                         pretrained: list[Size]) -> dict[str, torch.Tensor]:
+    """What :func:`cpb_tensors` must give: per block of stage ``i``, the harness's coordinate table for
+    ``windows[i]`` (normalised by ``pretrained[i]`` where it is not (0, 0)) and the bias the checkpoint's MLP in
+    ``weights`` gives it."""
+    out = {}
+    for i, (depth, window) in enumerate(zip(depths, windows)):
+        table = log_spaced_table(window, pretrained[i])
+        for j in range(depth):
+            prefix = f'layers.{i}.blocks.{j}.attn'
+            out[f'{prefix}.relative_coords_table'] = table
+            out[f'{prefix}.position_bias'] = v2_position_bias(
+                table, window, weights[f'{prefix}.cpb_mlp.0.weight'], weights[f'{prefix}.cpb_mlp.0.bias'],
+                weights[f'{prefix}.cpb_mlp.2.weight'])
+    return out
 
 
 @torch.no_grad()
@@ -58,6 +67,6 @@ def cpb_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _pretrained_windows(spec) -> list[Size]:
+def pretrained_windows(spec) -> list[Size]:
     """Each stage's ``pretrained_window_sizes`` entry ((0, 0): none), as the model was configured."""
     return [to_size(stage.blocks[0].attn.pretrained_window_size) for stage in meta_model(spec).layers]

@@ -14,9 +14,9 @@ import dataclasses
 import torch
 from torch import nn
 
-from harness.families import Geometry, register_family
+from harness.families import Geometry, Size, register_family
 from harness.families.windowed import ShiftedWindowFamily
-from harness.reference import cpb
+from harness.reference.cpb import cr_position_bias, log_pair_coords
 
 DEFAULT_WINDOW_RATIO = 8   # SwinTransformerV2Cr's default window_ratio
 
@@ -46,24 +46,37 @@ class SwinV2CrFamily(ShiftedWindowFamily):
     def forward_tensors(self, model: nn.Module, computed: Geometry) -> dict[str, torch.Tensor]:
         """The shifted-window family's, and per block its pair coordinates and the bias its forward adds to the
         attention logits (recomputed per forward: compared on every path, dynamic included)."""
-        out = super().forward_tensors(model, computed)
-        for i, stage in enumerate(model.stages):
-            for j, block in enumerate(stage.blocks):
-                prefix = f'stages.{i}.blocks.{j}.attn'
-                out[f'{prefix}.relative_coordinates_log'] = block.attn.relative_coordinates_log
-                out[f'{prefix}.position_bias'] = block.attn._relative_positional_encodings()[0]
-        return out
+        return {**super().forward_tensors(model, computed), **cr_cpb_tensors(model)}
 
     def expected_forward_tensors(self, weights, spec, source: Geometry, computed: Geometry):
-        out = super().expected_forward_tensors(weights, spec, source, computed)
-        for i, depth in enumerate(computed.stage_depths):
-            window = computed.window_sizes[i]
-            coords = cpb.log_pair_coords(window)
-            for j in range(depth):
-                prefix = f'stages.{i}.blocks.{j}.attn'
-                mlp = f'{prefix}.meta_mlp'
-                out[f'{prefix}.relative_coordinates_log'] = coords
-                out[f'{prefix}.position_bias'] = cpb.cr_position_bias(
-                    coords, window, weights[f'{mlp}.fc1.weight'], weights[f'{mlp}.fc1.bias'],
-                    weights[f'{mlp}.fc2.weight'], weights[f'{mlp}.fc2.bias'])
-        return out
+        return {**super().expected_forward_tensors(weights, spec, source, computed),
+                **expected_cr_cpb_tensors(weights, computed.window_sizes, computed.stage_depths)}
+
+
+@torch.no_grad()
+def cr_cpb_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Per block, its pair coordinates and the bias its forward adds to the attention logits."""
+    out = {}
+    for i, stage in enumerate(model.stages):
+        for j, block in enumerate(stage.blocks):
+            prefix = f'stages.{i}.blocks.{j}.attn'
+            out[f'{prefix}.relative_coordinates_log'] = block.attn.relative_coordinates_log
+            out[f'{prefix}.position_bias'] = block.attn._relative_positional_encodings()[0]
+    return out
+
+
+def expected_cr_cpb_tensors(weights: dict[str, torch.Tensor], windows: tuple[Size, ...],
+                            depths: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """What :func:`cr_cpb_tensors` must give: per block of stage ``i``, the harness's pair coordinates for
+    ``windows[i]`` and the bias the checkpoint's meta MLP in ``weights`` gives them."""
+    out = {}
+    for i, (depth, window) in enumerate(zip(depths, windows)):
+        coords = log_pair_coords(window)
+        for j in range(depth):
+            prefix = f'stages.{i}.blocks.{j}.attn'
+            mlp = f'{prefix}.meta_mlp'
+            out[f'{prefix}.relative_coordinates_log'] = coords
+            out[f'{prefix}.position_bias'] = cr_position_bias(
+                coords, window, weights[f'{mlp}.fc1.weight'], weights[f'{mlp}.fc1.bias'],
+                weights[f'{mlp}.fc2.weight'], weights[f'{mlp}.fc2.bias'])
+    return out

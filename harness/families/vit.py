@@ -120,12 +120,7 @@ class VitFamily(Family):
     def expected_forward_tensors(self, weights, spec, source, computed):
         """The harness's resampled ``pos_embed``; a model that keeps no position for its prefix tokens
         (``no_embed_class``) adds nothing to them."""
-        pos_embed = weights.get('pos_embed')
-        if pos_embed is None:
-            return {}
-        unembedded = computed.num_prefix_tokens - computed.pos_prefix_tokens
-        zeros = pos_embed.new_zeros(1, unembedded, pos_embed.shape[-1])
-        return {POS_EMBED_ADDED: torch.cat([zeros, pos_embed.reshape(1, -1, pos_embed.shape[-1])], dim=1)}
+        return expected_pos_embed_added(weights, computed.num_prefix_tokens - computed.pos_prefix_tokens)
 
     def resample_state_dict(self, state_dict, source, target, interpolation, antialias):
         out = super().resample_state_dict(state_dict, source, target, interpolation, antialias)
@@ -135,6 +130,16 @@ class VitFamily(Family):
                 interpolation=interpolation, antialias=antialias)
         return out
 
+
+
+def expected_pos_embed_added(weights: dict[str, torch.Tensor], unembedded: int) -> dict[str, torch.Tensor]:
+    """What ``_pos_embed`` must add to the tokens, from ``weights``' (resampled) ``pos_embed``: zeros for the
+    ``unembedded`` prefix tokens that keep no position of their own (``no_embed_class``); nothing without one."""
+    pos_embed = weights.get('pos_embed')
+    if pos_embed is None:
+        return {}
+    zeros = pos_embed.new_zeros(1, unembedded, pos_embed.shape[-1])
+    return {POS_EMBED_ADDED: torch.cat([zeros, pos_embed.reshape(1, -1, pos_embed.shape[-1])], dim=1)}
 
 
 @torch.no_grad()

@@ -116,64 +116,20 @@ class ShiftedWindowFamily(Family):
     def dynamic_reference(self, native, spec, source, computed, weights):
         """The source model itself (its windows, shifts and position biases) fed the target size through timm's
         static path, each shifted block given the harness's own attention mask for its stage's grid at the
-        target."""
-        model = copy.deepcopy(native)
-        model.patch_embed.strict_img_size = False
-        for i, stage in enumerate(getattr(model, self.stages_attr)):
-            grid = stage_grid(computed.grid_size, i)
-            for j, block in enumerate(stage.blocks):
-                shift = computed.shift_sizes[i] if j % 2 else (0, 0)
-                block.dynamic_mask = False
-                block.attn_mask = shifted_window_mask(grid, computed.window_sizes[i], shift)
-        return model.eval()
+        target (:func:`masked_source_model`)."""
+        return masked_source_model(native, self.stages_attr, computed.grid_size, computed.window_sizes,
+                                   computed.shift_sizes)
 
-    @torch.no_grad()
     def forward_tensors(self, model, computed):
-        """The attention mask each shifted block uses at forward time for an input of ``computed``: built by
-        the block's own ``get_attn_mask`` for its stage's map padded to whole windows where the block builds
-        masks per input (``dynamic_mask``, as ``_attn`` calls it), else the mask it holds; and the windows every
-        block forms (:meth:`_windows_in_use`)."""
-        masks = {}
-        for i, stage in enumerate(getattr(model, self.stages_attr)):
-            grid = stage_grid(computed.grid_size, i)
-            for j, block in enumerate(stage.blocks):
-                if not any(to_size(block.shift_size)):
-                    continue
-                window = to_size(block.window_size)
-                padded = [math.ceil(f / w) * w for f, w in zip(grid, window)]
-                dynamic = getattr(block, 'dynamic_mask', False)
-                mask = block.get_attn_mask(torch.zeros(1, *padded, 1)) if dynamic else block.attn_mask
-                masks[f'{self.stages_attr}.{i}.blocks.{j}.{MASK_IN_USE}'] = mask
-        return {**masks, **self._windows_in_use(model, computed)}
-
-    @torch.no_grad()
-    def _windows_in_use(self, model: nn.Module, computed: Geometry) -> dict[str, torch.Tensor]:
-        """The windows each block cuts its stage's map into at ``computed``, as its own window-attention step
-        rolls, pads and partitions a map of position numbers (:func:`position_map`), its attention swapped for
-        a recorder: the cyclic shift is timm's block code, which every reference model runs too."""
-        windows = {}
-        for i, stage in enumerate(getattr(model, self.stages_attr)):
-            grid = stage_grid(computed.grid_size, i)
-            for j, block in enumerate(stage.blocks):
-                step = next((getattr(block, name) for name in WINDOW_ATTENTION_STEPS if hasattr(block, name)), None)
-                if step is not None:
-                    windows[f'{self.stages_attr}.{i}.blocks.{j}.{WINDOWS_IN_USE}'] = _windows_formed(block, step,
-                                                                                                     grid)
-        return windows
+        """The attention masks and windows each block uses for an input of ``computed``
+        (:func:`window_forward_tensors`)."""
+        return window_forward_tensors(model, self.stages_attr, computed.grid_size)
 
     def expected_forward_tensors(self, weights, spec, source, computed):
         """The harness's shifted-window mask for each shifted block's stage grid, window and shift, and the
-        windows every block must form (:func:`shifted_windows`)."""
-        tensors = {}
-        for i, depth in enumerate(computed.stage_depths):
-            grid, window, shift = stage_grid(computed.grid_size, i), computed.window_sizes[i], computed.shift_sizes[i]
-            for j in range(depth):
-                prefix = f'{self.stages_attr}.{i}.blocks.{j}'
-                tensors[f'{prefix}.{WINDOWS_IN_USE}'] = shifted_windows(grid, window, shift if j % 2 else (0, 0))
-                mask = shifted_window_mask(grid, window, shift) if j % 2 else None
-                if mask is not None:
-                    tensors[f'{prefix}.{MASK_IN_USE}'] = mask
-        return tensors
+        windows every block must form (:func:`expected_window_tensors`)."""
+        return expected_window_tensors(self.stages_attr, computed.grid_size, computed.window_sizes,
+                                       computed.shift_sizes, computed.stage_depths)
 
     def expected_shapes(self, geometry: Geometry, batch: int) -> dict[str, Any]:
         stages = range(len(geometry.stage_depths))
@@ -210,6 +166,73 @@ class ShiftedWindowFamily(Family):
 
     def total_downsample(self, geometry: Geometry) -> int:
         return 2 ** (len(geometry.stage_depths) - 1)
+
+
+def masked_source_model(native: nn.Module, stages_attr: str, grid: Size, windows: tuple[Size, ...],
+                        shifts: tuple[Size, ...]) -> nn.Module:
+    """A copy of ``native`` fed a ``grid`` of patches through timm's static path, each block of stage ``i`` given
+    the harness's own attention mask for that stage's map with ``windows[i]`` and (odd blocks) ``shifts[i]``."""
+    model = copy.deepcopy(native)
+    model.patch_embed.strict_img_size = False
+    for i, stage in enumerate(getattr(model, stages_attr)):
+        stage_map = stage_grid(grid, i)
+        for j, block in enumerate(stage.blocks):
+            shift = shifts[i] if j % 2 else (0, 0)
+            block.dynamic_mask = False
+            block.attn_mask = shifted_window_mask(stage_map, windows[i], shift)
+    return model.eval()
+
+
+@torch.no_grad()
+def window_forward_tensors(model: nn.Module, stages_attr: str, grid: Size) -> dict[str, torch.Tensor]:
+    """The attention mask each shifted block uses at forward time for a ``grid`` input: built by the block's own
+    ``get_attn_mask`` for its stage's map padded to whole windows where the block builds masks per input
+    (``dynamic_mask``, as ``_attn`` calls it), else the mask it holds; and the windows every block forms
+    (:func:`windows_in_use`)."""
+    masks = {}
+    for i, stage in enumerate(getattr(model, stages_attr)):
+        stage_map = stage_grid(grid, i)
+        for j, block in enumerate(stage.blocks):
+            if not any(to_size(block.shift_size)):
+                continue
+            window = to_size(block.window_size)
+            padded = [math.ceil(f / w) * w for f, w in zip(stage_map, window)]
+            dynamic = getattr(block, 'dynamic_mask', False)
+            mask = block.get_attn_mask(torch.zeros(1, *padded, 1)) if dynamic else block.attn_mask
+            masks[f'{stages_attr}.{i}.blocks.{j}.{MASK_IN_USE}'] = mask
+    return {**masks, **windows_in_use(model, stages_attr, grid)}
+
+
+@torch.no_grad()
+def windows_in_use(model: nn.Module, stages_attr: str, grid: Size) -> dict[str, torch.Tensor]:
+    """The windows each block cuts its stage's map into for a ``grid`` input, as its own window-attention step
+    rolls, pads and partitions a map of position numbers (:func:`position_map`), its attention swapped for a
+    recorder: the cyclic shift is timm's block code, which every reference model runs too."""
+    windows = {}
+    for i, stage in enumerate(getattr(model, stages_attr)):
+        stage_map = stage_grid(grid, i)
+        for j, block in enumerate(stage.blocks):
+            step = next((getattr(block, name) for name in WINDOW_ATTENTION_STEPS if hasattr(block, name)), None)
+            if step is not None:
+                windows[f'{stages_attr}.{i}.blocks.{j}.{WINDOWS_IN_USE}'] = _windows_formed(block, step, stage_map)
+    return windows
+
+
+def expected_window_tensors(stages_attr: str, grid: Size, windows: tuple[Size, ...], shifts: tuple[Size, ...],
+                            depths: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """What :func:`window_forward_tensors` must give: the harness's shifted-window mask for each shifted block's
+    stage map, window and shift, and the windows every block must form (:func:`shifted_windows`)."""
+    tensors = {}
+    for i, depth in enumerate(depths):
+        stage_map = stage_grid(grid, i)
+        for j in range(depth):
+            prefix = f'{stages_attr}.{i}.blocks.{j}'
+            tensors[f'{prefix}.{WINDOWS_IN_USE}'] = shifted_windows(stage_map, windows[i], shifts[i] if j % 2
+                                                                    else (0, 0))
+            mask = shifted_window_mask(stage_map, windows[i], shifts[i]) if j % 2 else None
+            if mask is not None:
+                tensors[f'{prefix}.{MASK_IN_USE}'] = mask
+    return tensors
 
 
 def stage_windows(value: Any, stages: int) -> tuple[Size, ...]:

@@ -56,9 +56,23 @@ def repro_case(found: CaseSource) -> ReproCase:
     family = family_of(case.model)
     source = native_geometry(family, case.model) if family else None
     computed = family.computed_geometry(source, case.target, case.path) if family else None
-    resampling = loader_resampling(case.origin) if case.path == 'create' else AFTER_LOAD_RESAMPLING
+    resampling = _create_resampling(family, case) if case.path == 'create' else AFTER_LOAD_RESAMPLING
     tolerances = scaled_tolerances(tolerances.for_path(case.path, record.get('device') or 'cpu'), case.state)
     return ReproCase(record, case.model, case.origin, family, source, case.target, computed, tolerances, *resampling)
+
+
+@dataclass(frozen=True)
+class _Loader:
+    """How the origin's loader resamples, as a family's ``create_resampling`` reads a checkpoint's."""
+    interpolation: str
+    antialias: bool
+
+
+def _create_resampling(family: Family | None, case: Case) -> tuple[str, bool]:
+    """(interpolation, antialias) of the create path, as the pipeline has it: the origin's loader's, unless the
+    family says timm chooses per model (FlexiViT and RADIO ViTs resample bilinear without antialiasing)."""
+    loader = _Loader(*loader_resampling(case.origin))
+    return family.create_resampling(case.model.name, loader) if family else (loader.interpolation, loader.antialias)
 
 
 def _matrix_case(found: CaseSource) -> tuple[Case | None, Tolerances]:

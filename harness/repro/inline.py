@@ -15,12 +15,13 @@ import inspect
 import pprint
 import re
 import textwrap
+import types
 from typing import Any, Iterable
 
 # every import a script may have; it gets those of them its code uses
 ALLOWED_IMPORTS = """
-import contextlib, copy, inspect, math, re, sys, tempfile, traceback
-from dataclasses import dataclass
+import contextlib, copy, importlib, inspect, math, re, sys, tempfile, traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 import numpy as np
@@ -44,7 +45,8 @@ def carried(objects: Iterable[Any]) -> list[str]:
     seen: dict[str, Any] = {}
     for obj in objects:
         _collect(obj, seen)
-    constants = [assignment(name, value) for name, value in seen.items() if not callable(value)]
+    constants = [assignment(name, value) for name, value in seen.items()
+                 if not callable(value) or isinstance(value, types.GenericAlias)]
     classes = [_source(obj) for obj in seen.values() if inspect.isclass(obj)]
     functions = [_source(obj) for obj in seen.values() if inspect.isfunction(obj)]
     return (['\n'.join(constants)] if constants else []) + classes + functions
@@ -100,6 +102,8 @@ def _collect(obj: Any, seen: dict[str, Any]) -> None:
     module_globals = vars(inspect.getmodule(obj))
     for used in sorted(_loaded(ast.parse(textwrap.dedent(inspect.getsource(obj))))):
         value = module_globals.get(used)
+        if used in seen and _is_constant(value) and seen[used] != value:   # Size = tuple[int, int] twice is one
+            raise InlineError(f'{obj.__module__}.{used} and another {used} would share one name in the script')
         if used in seen or value is None or inspect.ismodule(value):
             continue
         if (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__.startswith('harness.'):
@@ -109,6 +113,9 @@ def _collect(obj: Any, seen: dict[str, Any]) -> None:
 
 
 def _is_constant(value: Any) -> bool:
+    """A value a script can spell: a string, number or bool, a tuple of them, or a type alias (``tuple[int, int]``)."""
+    if isinstance(value, types.GenericAlias):
+        return True
     if isinstance(value, tuple):
         return all(_is_constant(v) for v in value)
     return isinstance(value, (str, int, float, bool))

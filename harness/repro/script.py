@@ -12,7 +12,7 @@ from harness.repro import steps
 from harness.repro.case import ReproCase, repro_case
 from harness.repro.history import summary
 from harness.repro.inline import WIDTH, assignment, carried, import_lines
-from harness.repro.snippets import Snippet, as_tuples, create_path, literal, snippet_for
+from harness.repro.snippets import Snippet, as_tuples, create_path, kwargs_call, literal, snippet_for
 from harness.repro.sources import CaseSource
 
 
@@ -53,7 +53,8 @@ class _Plan:
 
     @property
     def forward_pass(self) -> bool:
-        return self.case.path == 'dynamic' or self.uses('outputs')   # dynamic resamples during the pass
+        # dynamic resamples during the pass: building its model is not all of building it
+        return self.uses('outputs') or (self.case.path == 'dynamic' and self.builds_path)
 
     @property
     def synthesized(self) -> bool:
@@ -137,7 +138,13 @@ def _path_lines(case: ReproCase) -> list[str]:
     if case.path == 'set_input_size':
         kwargs = case.family.set_input_size_kwargs(case.target, case.source) if case.family else case.create_kwargs()
         return [f'model = set_input_size(native, {{{_call(kwargs, ": ")}}})']
-    return ["model = pretrained(MODEL, dict(SOURCE, dynamic_img_size=True), overlay)   # fed TARGET_SIZE images"]
+    kwargs = _dynamic_kwargs(case)
+    return [f'model = pretrained(MODEL, {kwargs_call("SOURCE", kwargs)}, overlay)   # fed TARGET_SIZE images']
+
+
+def _dynamic_kwargs(case: ReproCase) -> dict[str, Any]:
+    """What the dynamic path's model is built with beyond the source configuration (NaFlexVit: nothing)."""
+    return case.family.dynamic_kwargs() if case.family else {'dynamic_img_size': True}
 
 
 def _header(found: CaseSource, case: ReproCase, recorded: list[str], missing: list[str], command: str) -> str:
@@ -173,7 +180,9 @@ def _path_words(case: ReproCase) -> str:
         return f'timm.create_model(..., pretrained=True, {_call(case.create_kwargs())})'
     if case.path == 'set_input_size':
         return 'create_model at its own configuration, then model.set_input_size(...)'
-    return f'create_model(..., dynamic_img_size=True), fed {_size(case.target.img_size)} images'
+    kwargs = _dynamic_kwargs(case)
+    return f'create_model({", ".join(["...", *(f"{k}={v!r}" for k, v in kwargs.items())])}), fed ' \
+           f'{_size(case.target.img_size)} images'
 
 
 def _call(kwargs: dict[str, Any], between: str = '=') -> str:

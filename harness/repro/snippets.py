@@ -101,6 +101,56 @@ def kernel_lines(case: ReproCase) -> tuple[list[str], tuple]:
     return lines, (resample_patch_kernel,)
 
 
+@dataclass(frozen=True)
+class FidelityParts:
+    """What a family's fidelity compares, as a script spells it; :func:`fidelity_snippet` runs them as
+    :func:`harness.case.paths._fidelity` does for the case's path.
+
+    ``lines`` leave ``expected`` as the harness's resample of ``reference`` (:func:`kernel_lines` first); the
+    expressions may use ``model``, ``native``, ``expected`` and what ``lines`` define."""
+    lines: tuple[str, ...]
+    functions: tuple[Callable, ...] = ()
+    derived: tuple[str, str] | None = None   # (read off ``model``, the harness's): tensors the model derives
+    forward: tuple[tuple[str, ...], tuple[str, ...]] | None = None   # at the target: (dicts timm's own forward
+                                             # steps compute, read off ``model``; the harness's)
+    oracle: str | None = None                # a model computing the harness's resample (dynamic path, NaFlexVit)
+    uses: tuple[str, ...] = ()               # what the expressions use beyond reference and model
+
+
+def fidelity_snippet(case: ReproCase, parts: FidelityParts) -> Snippet:
+    """The outputs against the oracle model where nothing resampled is stored (dynamic; every path of a family
+    that resamples per forward); the state dict and derived tensors where a resample is stored; the forward
+    tensors on every path of a family that stores what it resamples."""
+    tol, per_forward = case.tolerances, case.family.resamples_per_forward
+    lines, functions, uses = list(parts.lines), list(parts.functions), ['reference', 'model', *parts.uses]
+    if case.path == 'dynamic' or per_forward:
+        lines += ["# a model computing the harness's resample with no resizing code of timm's",
+                  f'oracle = {parts.oracle}',
+                  f'check_outputs(outputs[1], forward(oracle, inputs)[1], atol={tol.fidelity_outputs_atol!r})']
+        functions.append(steps.check_outputs)
+        uses.append('outputs')
+    atol = tol.fidelity_weights_atol
+    if case.path != 'dynamic' or per_forward:
+        if parts.derived is None:
+            lines.append(f"check_tensors('fidelity', model.state_dict(), expected, atol={atol!r}, "
+                         "what='the state dict')")
+        else:
+            lines += ['# and what the model derives from them', f'expected.update({parts.derived[1]})',
+                      f'actual = {{**model.state_dict(), **{parts.derived[0]}}}',
+                      f"check_tensors('fidelity', actual, expected, atol={atol!r}, what='stored and derived tensors')"]
+        functions.append(steps.check_tensors)
+    if parts.forward is not None and not per_forward:
+        read, wanted = parts.forward
+        lines += ["# what timm's own forward steps compute at the target, and what they must",
+                  'def forward_tensors() -> dict[str, torch.Tensor]:',
+                  *(f'    {"return {" if i == 0 else "        "}**{more}{"," if i < len(read) - 1 else "}"}'
+                    for i, more in enumerate(read)),
+                  'forward_expected = {}', *(f'forward_expected.update({more})' for more in wanted),
+                  f'check_forward_tensors(forward_tensors, forward_expected, atol={atol!r})']
+        functions += [steps.check_forward_tensors, steps.check_tensors]
+    return Snippet(tuple(lines), tuple(dict.fromkeys(functions)), uses=tuple(dict.fromkeys(uses)))
+
+
 # --- the checks every family has -------------------------------------------------------------------------------
 @register_snippet('shapes')
 def _shapes(case: ReproCase) -> Snippet | None:
@@ -113,6 +163,11 @@ def _shapes(case: ReproCase) -> Snippet | None:
         expected['grid_size'] = tuple(expected_geometry.grid_size)
     return Snippet((f'shapes = {expected!r}', 'check_shapes(model, outputs, shapes)'), (steps.check_shapes,),
                    uses=('outputs',))
+
+
+@register_snippet('features')
+def _features(case: ReproCase) -> Snippet:
+    return Snippet(('check_features(model, inputs)',), (steps.check_features,), uses=('model', 'outputs'))
 
 
 @register_snippet('finite')

@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from harness.checkpoints.source import unwrap
-from harness.checks import max_abs_diff, mean_cosine, min_cosine, top1_agreement
+from harness.checks import feature_errors, max_abs_diff, mean_cosine, min_cosine, state_dict_diff, top1_agreement
 from harness.faults import raised_while_resampling
 
 
@@ -103,9 +103,13 @@ def trained_looking(model: nn.Module) -> nn.Module:
         if name == 'pos_embed':   # (1, prefix + h * w, C): the grid part a smooth field over the grid
             grid = tuple(model.patch_embed.grid_size)
             param[0, param.shape[1] - grid[0] * grid[1]:] = smooth(param.shape[-1], grid).flatten(1).T * 0.05
-        elif name.endswith('relative_position_bias_table'):   # ((2h - 1) * (2w - 1), heads)
+        elif name.endswith('relative_position_bias_table'):   # ((2h - 1) * (2w - 1) + extra, heads) or per head
             window = model.get_submodule(name.rsplit('.', 1)[0]).window_size
-            param.copy_(smooth(param.shape[1], (2 * window[0] - 1, 2 * window[1] - 1)).flatten(1).T)
+            offsets = (2 * window[0] - 1, 2 * window[1] - 1)
+            if param.ndim == 3:   # (heads, 2h - 1, 2w - 1): the TensorFlow MaxViT layout
+                param.copy_(smooth(param.shape[0], offsets))
+            else:                 # BEiT's three class-token rows, when it has them, follow the offsets
+                param[:offsets[0] * offsets[1]] = smooth(param.shape[1], offsets).flatten(1).T
         elif name.endswith('patch_embed.proj.weight'):   # (out, in, h, w)
             param.copy_(smooth(param.shape[0] * param.shape[1], param.shape[-2:]).reshape(param.shape) * 0.02)
         else:
@@ -158,6 +162,19 @@ def check_shapes(model: nn.Module, outputs: tuple, expected: dict[str, tuple]) -
     verdict('shapes', got == expected, str(expected), str(got))
 
 
+@torch.no_grad()
+def check_features(model: nn.Module, inputs: torch.Tensor) -> None:
+    """The model's ``feature_info`` (channels and reduction per level) against the maps ``forward_intermediates``
+    returns for ``inputs``, as the harness compares them; nothing to judge without forward_intermediates."""
+    shapes = None
+    if hasattr(model, 'forward_intermediates'):
+        with step('features', f'forward_intermediates on {tuple(inputs.shape)}', {}):
+            shapes = [tuple(t.shape) for t in model.forward_intermediates(inputs)[1]]
+    errors = feature_errors(model, tuple(inputs.shape[-2:]), shapes)
+    verdict('features', not errors, 'feature_info as forward_intermediates returns the levels',
+            '; '.join(errors) or ('they agree' if shapes is not None else 'no forward_intermediates to compare'))
+
+
 def check_finite(outputs: tuple) -> None:
     bad = [name for name, t in zip(('logits', 'pre-logits'), outputs[1:]) if not torch.isfinite(t).all()]
     verdict('finite', not bad, 'finite logits and pre-logits', f'NaN or Inf in {" and ".join(bad)}' if bad else
@@ -192,6 +209,27 @@ def check_weights(check: str, model: nn.Module, expected: dict[str, torch.Tensor
     worst = max(diffs, key=lambda k: math.inf if math.isnan(diffs[k]) else diffs[k])
     verdict(check, diffs[worst] <= atol, f'every tensor within {atol:g} of the {check} reference',
             f'{diffs[worst]:.3g}' + (f' in {worst}' if diffs[worst] else ''))
+
+
+def check_tensors(check: str, actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], atol: float,
+                  what: str, strict: bool = False) -> None:
+    """``actual`` within ``atol`` of ``expected``, each tensor in its own unit, as the harness compares them
+    (``strict``: a tensor ``expected`` lacks is a mismatch too)."""
+    diff = state_dict_diff(actual, expected, strict)
+    verdict(check, diff.max_abs_diff <= atol, f'{what} within {atol:g} of the harness\'s (each in its own unit)',
+            f'{diff.max_abs_diff:.3g}' + (f' in {diff.worst}' if diff.worst and diff.max_abs_diff else ''))
+
+
+def check_forward_tensors(read: Callable[[], dict[str, torch.Tensor]], expected: dict[str, torch.Tensor],
+                          atol: float) -> None:
+    """The tensors timm's own forward steps compute at the target (``read()``) against the harness's; a step that
+    raises on the target's geometry is as far off as can be, as the harness counts it."""
+    try:
+        actual = read()
+    except (RuntimeError, AssertionError) as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        verdict('fidelity', False, 'forward tensors at the target geometry', f'{type(e).__name__}: {message[:200]}')
+    check_tensors('fidelity', actual, expected, atol, 'forward tensors', strict=True)
 
 
 def check_outputs(logits: torch.Tensor, oracle_logits: torch.Tensor, atol: float) -> None:

@@ -2,15 +2,12 @@
 them; for ``dynamic_img_size``, the source model with the harness's own shifted-window masks."""
 from __future__ import annotations
 
-import copy
 import re
 
 import torch
-from torch import nn
 
-from harness.families.windowed import stage_grid
+from harness.families.windowed import masked_source_model
 from harness.reference.rel_pos_table import resample_rel_pos_table
-from harness.reference.window_masks import shifted_window_mask
 from harness.repro import steps
 from harness.repro.case import ReproCase
 from harness.repro.snippets import Snippet, kernel_lines, register_snippet
@@ -26,27 +23,20 @@ def resample_tables(state: dict[str, torch.Tensor], windows: dict[int, tuple]) -
     return out
 
 
-def masked_source_model(native: nn.Module, grids: list, windows: list, shifts: list) -> nn.Module:
-    """The source model (its windows, shifts and tables) given, per stage, the harness's own attention mask for
-    that stage's grid at the target size: what dynamic_img_size is documented to compute."""
-    model = copy.deepcopy(native)
-    model.patch_embed.strict_img_size = False
-    for i, stage in enumerate(model.layers):
-        for j, block in enumerate(stage.blocks):
-            block.dynamic_mask = False
-            block.attn_mask = shifted_window_mask(grids[i], windows[i], shifts[i] if j % 2 else (0, 0))
-    return model.eval()
+def dynamic_lines(case: ReproCase) -> list[str]:
+    """``grid``, ``windows`` and ``shifts``: the patch grid at the target, and per stage the window and shift the
+    path computes with (every shifted-window family's)."""
+    computed = case.computed
+    return [f'grid = {computed.grid_size}   # the patch grid at the target',
+            '# per stage: the window and shift the path computes with',
+            f'windows, shifts = {computed.window_sizes}, {computed.shift_sizes}']
 
 
 @register_snippet('fidelity', family='swin')
 def swin_fidelity(case: ReproCase) -> Snippet:
     source, computed, tol = case.source, case.computed, case.tolerances
     if case.path == 'dynamic':   # windows and tables stay the source's; only the masks follow the input
-        grids = [stage_grid(computed.grid_size, i) for i in range(len(computed.stage_depths))]
-        lines = ("# per stage: its grid at the target size, its window and shift (the source's)",
-                 f'grids = {grids}', f'windows = {list(computed.window_sizes)}',
-                 f'shifts = {list(computed.shift_sizes)}',
-                 'oracle = masked_source_model(native, grids, windows, shifts)',
+        lines = (*dynamic_lines(case), "oracle = masked_source_model(native, 'layers', grid, windows, shifts)",
                  f'check_outputs(outputs[1], forward(oracle, inputs)[1], atol={tol.fidelity_outputs_atol!r})')
         return Snippet(lines, (masked_source_model, steps.check_outputs), uses=('native', 'outputs'))
     lines, functions = kernel_lines(case)

@@ -575,7 +575,9 @@ class _Validator:
             return {'name': entry['name'], 'sizes': zoo_sizes(entry['name']), 'paths': ['create']}
         takes = {'paths': family.paths, 'origins': tuple(origins_of(family.name))}
         paths = [p for p in self.raw.get('paths', PATHS) if p in takes['paths']]
-        origins = [o for o in self.raw.get('origins') or [] if isinstance(o, str) and o in takes['origins']]
+        spec = ModelSpec.of(entry['name'], choice.overrides)
+        origins = [o for o in self.raw.get('origins') or [] if isinstance(o, str) and o in takes['origins']
+                   and _origin_problem(OriginSpec(o), spec) is None]   # each layout that fits it
         if not paths or not origins:
             axis = 'origins' if paths else 'paths'
             self.left_out.append(f'{where}: the {family.name} family takes none of the matrix\'s {axis} '

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import schema
 from harness.atomic_file import write_atomically
 from harness.compare import CHANGES, TIMING_CHANGES, CaseComparison, CompareSpec, Side, shared_shift
 
@@ -64,11 +65,12 @@ def render_markdown(base: Side, new: Side, spec: CompareSpec, comparisons: list[
 
 
 def to_json(base: Side, new: Side, spec: CompareSpec, comparisons: list[CaseComparison]) -> dict:
-    return {'base': _side(base), 'new': _side(new), 'spec': dataclasses.asdict(spec),
-            'summary': {'change': dict(Counter(c.change for c in comparisons)),
-                        'timing_change': dict(Counter(c.timing_change for c in comparisons))},
-            'warnings': list(filter(None, [shared_shift(base, new, comparisons)])),
-            'cases': [dataclasses.asdict(c) for c in comparisons]}
+    return schema.stamped(schema.COMPARE, {
+        'base': _side(base), 'new': _side(new), 'spec': dataclasses.asdict(spec),
+        'summary': {'change': dict(Counter(c.change for c in comparisons)),
+                    'timing_change': dict(Counter(c.timing_change for c in comparisons))},
+        'warnings': list(filter(None, [shared_shift(base, new, comparisons)])),
+        'cases': [dataclasses.asdict(c) for c in comparisons]})
 
 
 def write_compare(out_dir: Path, base: Side, new: Side, spec: CompareSpec,

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from harness import schema
 from harness.repro import repro_command
 from harness.results import CHECKS, path_rank, unsupported_why
 
-SCHEMA = 1
 FINDINGS_JSON, FINDINGS_MD = 'findings.json', 'findings.md'
 FINDING_STATUSES = ('failed', 'xpassed')   # a run's cases that are findings (error and resource are the harness's)
 # the check that failed -> the record field naming what differs (a tensor, or the first error of a list)
@@ -211,8 +211,8 @@ class FindingsReport:
         return f'{counted(len(self.findings), "finding")} from {counted(self.cases, "failed case")}'
 
     def to_json(self) -> str:
-        body = {'schema': SCHEMA, 'source': self.source, 'kind': self.kind, 'cases': self.cases,
-                'findings': [dataclasses.asdict(f) for f in self.findings]}
+        body = schema.stamped(schema.FINDINGS, {'source': self.source, 'kind': self.kind, 'cases': self.cases,
+                                                'findings': [dataclasses.asdict(f) for f in self.findings]})
         return json.dumps(body, indent=2) + '\n'
 
     def to_markdown(self) -> str:
@@ -303,7 +303,10 @@ def _json_object(path: Path) -> dict[str, Any]:
                                  f'writes') from None
     if not isinstance(body, dict):
         raise FindingsInputError(f'{path}: expected a JSON object, as harness compare writes')
-    return body
+    try:
+        return schema.upgrade(schema.COMPARE, body)
+    except schema.SchemaError as e:
+        raise FindingsInputError(f'{path}: {e}') from None
 
 
 def _new_side_folder(compare_json: Path, label: str) -> Path:

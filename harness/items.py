@@ -20,9 +20,9 @@ from harness.cases import Case, expand, in_shard
 from harness.device_lock import Holder
 from harness.isolation import error_result
 from harness.matrix import Matrix, MatrixError, load_matrix
+from harness.option_types import TIMING_OPTIONS, parse_shard
 from harness.pipeline import CheckpointWork, RunOptions, run_case
-from harness.plugin import TIMING_OPTIONS, UNSUPPORTED_PREFIX
-from harness.results import RESULTS_FILE, CaseResult, append_result
+from harness.results import RESULTS_FILE, UNSUPPORTED_PREFIX, CaseResult, append_result
 from harness.run_start import StartRefused, check_release, hand_over, start_request
 from harness.timing import use_threads
 from harness.watchdog import deadline, timeout_reason
@@ -49,7 +49,7 @@ class MatrixFile(pytest.File):
         cases = expand(matrix)
         shard = self.config.getoption('--harness-shard')
         if shard:
-            cases = in_shard(cases, *shard)
+            cases = in_shard(cases, *parse_shard(shard))
         for case in cases:
             item = CaseItem.from_parent(self, name=case.case_id, case=case, matrix=matrix, work=work)
             item.add_marker(pytest.mark.xdist_group(case.group))

@@ -19,52 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from harness import option_types
 from harness.device_lock import Holder
-from harness.option_types import positive_int
+from harness.option_types import PLUGIN_PREFIX, add_run_options
 from harness.progress import PROGRESS_INTERVAL_S, ProgressReporter
-from harness.results import DTYPES, PRECISIONS, RESULTS_FILE, finished_case_ids
-
-UNSUPPORTED_PREFIX = 'unsupported: '
-# timing settings the command line sets over the matrix's, each as --harness-<name with dashes> (None: not set)
-TIMING_OPTIONS = ('batch_size', 'dtype', 'precision', 'compile', 'channels_last', 'max_cv', 'threads')
+from harness.results import RESULTS_FILE, UNSUPPORTED_PREFIX, finished_case_ids
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup('harness', 'timm-harness')
     group.addoption('--harness-out', default=None, help='folder for results.jsonl (enables matrix collection)')
-    group.addoption('--harness-device', default=None, help='cpu or cuda (default: cuda when available)')
-    group.addoption('--harness-cache', default=None, help='cache folder for synthesized checkpoints and locks')
-    group.addoption('--harness-resume', action='store_true', help='skip cases already in results.jsonl')
-    group.addoption('--harness-batch-size', type=positive_int, default=None,
-                    help="timing batch size (matrix's default)")
-    group.addoption('--harness-dtype', choices=DTYPES, default=None, help="timing dtype (matrix's default)")
-    group.addoption('--harness-precision', choices=PRECISIONS, default=None,
-                    help="how a reduced timing dtype is applied (matrix's default)")
-    group.addoption('--harness-compile', action='store_true', default=None, help='time through torch.compile')
-    group.addoption('--harness-channels-last', action='store_true', default=None, help='time in channels-last')
-    group.addoption('--harness-max-cv', type=option_types.max_cv, default=None,
-                    help="timing stability limit (matrix's default)")
-    group.addoption('--harness-threads', type=positive_int, default=None,
-                    help="torch's threads per worker (matrix's default)")
+    add_run_options(group.addoption, PLUGIN_PREFIX)
     group.addoption('--harness-progress-interval', type=float, default=PROGRESS_INTERVAL_S, metavar='SECONDS',
                     help='seconds between progress lines (cases done, elapsed, estimate of the time left)')
-    group.addoption('--harness-no-timing', action='store_true', help='run the checks only')
-    group.addoption('--harness-images', default=None, metavar='DIR',
-                    help="labelled images for top-1 accuracy (default: the matrix's images:)")
-    group.addoption('--harness-shard', type=parse_shard, default=None, metavar='K/N',
-                    help='only shard K of N (1-based); a checkpoint\'s cases stay in one shard')
-    group.addoption('--harness-case-timeout', type=option_types.case_timeout_s, default=0, metavar='SECONDS',
-                    help='record a case running longer as error and end its process, even one stuck holding the '
-                         'GIL or stopped (0 = no limit; meant for xdist workers, which are replaced)')
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``K/N`` with 1 <= K <= N, as (K, N)."""
-    index, _, count = text.partition('/')
-    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
-        raise ValueError(f'expected K/N with 1 <= K <= N, such as 2/4; got {text!r}')
-    return int(index), int(count)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -16,8 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness import schema
 from harness.atomic_file import write_atomically
-from harness.results import renamed_fields
 
 if TYPE_CHECKING:   # the real imports are deferred: the command line reads run.json before importing torch
     import torch
@@ -26,8 +26,6 @@ if TYPE_CHECKING:   # the real imports are deferred: the command line reads run.
     from harness.matrix import Matrix, TimingConfig
 
 RUN_FILE = 'run.json'
-# the layout of run.json and results.jsonl; 1 for folders written before this field (issue 7)
-RESULTS_SCHEMA = 2
 # settings a resumed run must share with the run it continues, and how a message names them
 MUST_MATCH = {'timm_version': 'timm', 'torch_version': 'torch', 'device': 'device', 'dtype': 'dtype',
               'precision': 'precision', 'compile': 'compile', 'channels_last': 'channels-last',
@@ -43,7 +41,7 @@ class RunRecordError(ValueError):
 @dataclass
 class RunRecord:
     """Every field has a default so that a run.json written by an older harness (fewer fields) still reads."""
-    results_schema: int = 1
+    results_schema: int = schema.RUN.version   # run.json's layout (harness.schema.RUN); 1 before this field
     timm_version: str = ''
     torch_version: str = ''
     harness_version: str = ''
@@ -89,7 +87,7 @@ def describe_run(matrix: Matrix, device: torch.device, timing: TimingConfig, arg
 
     from harness.pipeline import device_name
     return RunRecord(
-        results_schema=RESULTS_SCHEMA, timm_version=timm.__version__, torch_version=torch.__version__,
+        timm_version=timm.__version__, torch_version=torch.__version__,
         harness_version=_harness_version(), harness_commit=_harness_commit(), cuda_version=torch.version.cuda,
         cudnn_version=torch.backends.cudnn.version() if device.type == 'cuda' else None,
         cpu_threads=torch.get_num_threads(), math_flags=_math_flags(), device=device.type,
@@ -145,8 +143,12 @@ def read_run_record(out_dir: Path) -> RunRecord | None:
                              f'writes') from None
     if not isinstance(data, dict):
         raise RunRecordError(f'{path}: expected a JSON object, got {type(data).__name__}')
+    try:
+        data = schema.upgrade(schema.RUN, data)
+    except schema.SchemaError as e:
+        raise RunRecordError(f'{path}: {e}') from None
     known = {f.name for f in dataclasses.fields(RunRecord)}
-    return RunRecord(**{k: v for k, v in renamed_fields(data).items() if k in known})   # later fields: ignored
+    return RunRecord(**{k: v for k, v in data.items() if k in known})   # later fields: ignored
 
 
 def write_run_record(out_dir: Path, record: RunRecord) -> Path:
@@ -155,9 +157,9 @@ def write_run_record(out_dir: Path, record: RunRecord) -> Path:
 
 
 def check_finished(out_dir: Path, record: RunRecord) -> None:
-    """Refuse a run that did not finish (killed, or still running): its run.json has no end time. A run.json
-    from before end times were recorded (schema 1) cannot say, and passes."""
-    if record.results_schema >= 2 and not record.finished_at:
+    """Refuse a run that did not finish (killed, or still running): its run.json has no end time. (A run.json
+    from before end times were recorded cannot say, and passes: :mod:`harness.schema`.)"""
+    if not record.finished_at:
         raise RunRecordError(f'{out_dir / RUN_FILE}: finished_at is empty: the run did not finish (killed, or still '
                              f'running); expected a finished run (finish it with --resume)')
 

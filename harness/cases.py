@@ -8,8 +8,8 @@ from typing import Any, Iterator
 
 from harness.families import Size, Target, family_of
 from harness.families.base import Family
-from harness.matrix import Expectation, Matrix, ModelSpec, OriginSpec, Window
 from harness.origins import FILE_ORIGIN
+from harness.spec import Expectation, Matrix, ModelSpec, OriginSpec, Window
 from harness.states import DEFAULT_STATE
 
 

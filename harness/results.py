@@ -28,6 +28,7 @@ UNEXPECTED = ('failed', 'xpassed', 'error', 'resource')   # statuses that make `
 # names that may appear in a record's ``failed_checks``, in the order the stages run
 CHECKS = ('load', 'reload', 'resize', 'dtype', 'trainable', 'shapes', 'features', 'finite', 'noop', 'fidelity',
           'parity', 'drift')
+PATHS = ('create', 'set_input_size', 'dynamic')   # the build paths, in the order a matrix and reports list them
 DTYPES = ('fp32', 'bf16', 'fp16')   # the timing dtypes
 PRECISIONS = ('amp', 'cast')        # how a reduced dtype is applied: autocast, or weights and inputs cast to it
 STATES = ('fp32', 'bf16', 'fp16', 'frozen', 'train')   # a model's state when resized (harness.states)
@@ -283,7 +284,6 @@ def unsupported_groups(frame: pd.DataFrame) -> list[UnsupportedGroup]:
 
 def path_rank(path: Any) -> tuple[int, str]:
     """Build paths in the matrix's order (create, set_input_size, dynamic), then any other by name."""
-    from harness.matrix import PATHS
     return (PATHS.index(path), '') if path in PATHS else (len(PATHS), str(path))
 
 

@@ -21,7 +21,7 @@ from harness.families import Geometry, Size, Target
 from harness.families.base import ALL_PATHS, Family, native_geometry
 
 if TYPE_CHECKING:
-    from harness.matrix import ModelSpec
+    from harness.spec import ModelSpec
 
 STATIC_PATHS = tuple(path for path in ALL_PATHS if path != 'dynamic')   # dynamic_img_size cannot change a patch
                                                                          # or a window
@@ -140,7 +140,7 @@ def _rect_source(s: _Sizes) -> tuple[str, tuple[tuple[str, Any], ...], 'ModelSpe
     size = s.fit((h, max(w * 1.5, w + 1)))
     if size is None:
         return None
-    from harness.matrix import ModelSpec
+    from harness.spec import ModelSpec
     overrides = (('img_size', size),)
     model = ModelSpec.of(s.model.name, {**s.model.kwargs, 'img_size': list(size)})
     return f'src{size[0]}x{size[1]}', overrides, model, size

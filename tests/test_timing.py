@@ -17,10 +17,11 @@ from torch import nn
 import harness.timing
 from harness import faults
 from harness.flops import flops_per_image
-from harness.matrix import DEVICE_TIMING_DEFAULTS, MatrixError, TimingConfig, load_matrix
+from harness.matrix import MatrixError, TimingConfig, load_matrix
 from harness.pipeline import record_timing
 from harness.report import write_report
 from harness.results import RESULTS_FILE, CaseResult, append_result
+from harness.spec import DEVICE_TIMING_DEFAULTS
 from harness.timing import median_relative_error, time_forward
 
 CPU = torch.device('cpu')

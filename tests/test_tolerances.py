@@ -7,7 +7,8 @@ import math
 import pytest
 
 from harness import noise_floors
-from harness.matrix import CALIBRATED, MatrixError, Tolerances, load_matrix
+from harness.matrix import MatrixError, Tolerances, load_matrix
+from harness.spec import CALIBRATED
 from harness.verdict import fidelity_failures
 
 MATRIX = '''

@@ -38,8 +38,11 @@ def pytest_configure(config: pytest.Config) -> None:
         from harness.interruption import stop_on_sigterm
         stop_on_sigterm()
     if config.getoption('--harness-out') and not hasattr(config, 'workerinput'):   # not in an xdist worker
-        from harness.isolation import CrashRecorder
+        from harness.isolation import CrashRecorder, xdist_problem
         from harness.watchdog import WorkerWatchdog
+        problem = xdist_problem() if config.getoption('dist', None) == 'loadgroup' else None
+        if problem:
+            raise pytest.UsageError(problem)
         out = Path(config.getoption('--harness-out'))
         watchdog = WorkerWatchdog(config.getoption('--harness-case-timeout'))
         config.pluginmanager.register(watchdog, 'harness-watchdog')

@@ -41,7 +41,8 @@ class RunRecordError(ValueError):
 @dataclass
 class RunRecord:
     """Every field has a default so that a run.json written by an older harness (fewer fields) still reads."""
-    results_schema: int = schema.RUN.version   # run.json's layout (harness.schema.RUN); 1 before this field
+    results_schema: int = 1   # run.json's layout (harness.schema.RUN): 1 before this field, and for a record
+                              # built without one; describe_run stamps the current layout
     timm_version: str = ''
     torch_version: str = ''
     harness_version: str = ''
@@ -87,7 +88,7 @@ def describe_run(matrix: Matrix, device: torch.device, timing: TimingConfig, arg
 
     from harness.pipeline import device_name
     return RunRecord(
-        timm_version=timm.__version__, torch_version=torch.__version__,
+        results_schema=schema.RUN.version, timm_version=timm.__version__, torch_version=torch.__version__,
         harness_version=_harness_version(), harness_commit=_harness_commit(), cuda_version=torch.version.cuda,
         cudnn_version=torch.backends.cudnn.version() if device.type == 'cuda' else None,
         cpu_threads=torch.get_num_threads(), math_flags=_math_flags(), device=device.type,
@@ -152,8 +153,10 @@ def read_run_record(out_dir: Path) -> RunRecord | None:
 
 
 def write_run_record(out_dir: Path, record: RunRecord) -> Path:
-    """Write run.json whole or not at all: a crash mid-write must not leave a file --resume cannot read."""
-    return write_atomically(out_dir / RUN_FILE, json.dumps(dataclasses.asdict(record), indent=2) + '\n')
+    """Write run.json whole or not at all: a crash mid-write must not leave a file --resume cannot read. Always
+    in the current layout: a record of an older one goes through :func:`harness.schema.upgrade` first."""
+    data = schema.upgrade(schema.RUN, dataclasses.asdict(record))
+    return write_atomically(out_dir / RUN_FILE, json.dumps(data, indent=2) + '\n')
 
 
 def check_finished(out_dir: Path, record: RunRecord) -> None:

@@ -15,7 +15,7 @@ from harness.checkpoints.integrity import CHECKSUMS_FILE, checksum_problem, sha2
 from harness.device_lock import Holder, read_holder, write_holder
 from harness.findings import FindingsReport
 from harness.results import RESULTS_FILE, CaseResult, ResultsFileError, load, read_results
-from harness.run_record import RunRecord, RunRecordError, check_finished, read_run_record
+from harness.run_record import RunRecord, RunRecordError, check_finished, read_run_record, write_run_record
 from tests.test_cli import harness, records
 
 CURRENT_RELEASE = Path(__file__).parent / 'fixtures' / 'current_release'   # written by the harness of ba06dc5
@@ -42,7 +42,8 @@ def test_a_file_of_a_newer_harness_reads_as_it_is_and_a_version_must_be_one():
 def test_every_writer_stamps_the_current_version(tmp_path):
     assert json.loads(CaseResult('c', 'm', 'vit', 'timm', [8, 8], 8, None, 'create').to_json())['schema'] == \
         schema.RECORD.version
-    assert RunRecord().results_schema == schema.RUN.version
+    write_run_record(tmp_path, RunRecord())   # a record built without a version is of the first layout
+    assert json.loads((tmp_path / 'run.json').read_text())['results_schema'] == schema.RUN.version
     assert json.loads(FindingsReport('run', 'run', 0).to_json())['schema'] == schema.FINDINGS.version
     assert to_json(BisectResult('1.0.3', '1.0.9', {'c': 'passed'}, {'c': 'failed'}))['schema'] == schema.BISECT.version
     write_holder(tmp_path / 'holder', Holder(1, 'harness run'), tmp_path)

@@ -12,6 +12,9 @@ import torch
 from harness import schema
 from harness.bisect import BisectResult, to_json
 from harness.checkpoints.integrity import CHECKSUMS_FILE, checksum_problem, sha256_of, write_checksums
+from harness.compare import CompareSpec, Side
+from harness.compare_report import to_json as compare_json
+from harness.coverage import render
 from harness.device_lock import Holder, read_holder, write_holder
 from harness.findings import FindingsReport
 from harness.results import RESULTS_FILE, CaseResult, ResultsFileError, load, read_results
@@ -53,6 +56,9 @@ def test_every_writer_stamps_the_current_version(tmp_path):
     (tmp_path / 'entry' / 'a.bin').write_bytes(b'a')
     write_checksums(tmp_path / 'entry')
     assert json.loads((tmp_path / 'entry' / CHECKSUMS_FILE).read_text())['schema'] == schema.CHECKSUMS.version
+    side = Side('base', RunRecord(), {})
+    assert compare_json(side, side, CompareSpec(), [])['schema'] == schema.COMPARE.version
+    assert json.loads(render([], 'json'))['schema'] == schema.COVERAGE.version
     noise_floors = json.loads((Path(schema.__file__).with_name('noise_floors.json')).read_text())
     assert noise_floors['schema'] == schema.NOISE_FLOORS.version
 

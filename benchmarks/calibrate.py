@@ -34,8 +34,8 @@ import torch
 from common import EXIT_CASES_FAILED, HARNESS, REPO, cache_dir, default_device, wall_s
 
 from harness import noise_floors, schema, states
-from harness.matrix import PATHS
 from harness.results import load
+from harness.vocabulary import PATHS
 
 
 def main() -> None:

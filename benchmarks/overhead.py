@@ -28,7 +28,8 @@ from tabulate import tabulate
 
 from harness.cases import expand
 from harness.checkpoints.store import source_img_size
-from harness.matrix import PATHS, Matrix, load_matrix
+from harness.matrix import Matrix, load_matrix
+from harness.vocabulary import PATHS
 
 PLAIN = Path(__file__).with_name('plain_timm.py')
 SIZES = [224, 288, [224, 320]]

@@ -31,7 +31,7 @@ from harness.run_record import read_run_record, write_run_record
 from harness.timm_versions import REEXEC_ENV, TimmInstallError, installed_timm
 
 if TYPE_CHECKING:
-    from harness.matrix import TimingConfig
+    from harness.timing_config import TimingConfig
 
 SIDES = ('base', 'new')
 UNTIMED_STATUSES = ('error', 'unsupported')   # no model to time
@@ -63,12 +63,14 @@ def release(side: str, version: str, out: Path, cache: Path) -> Release:
 
 
 def run_checks(matrix: Path, releases: list[Release], cache: Path, shard: str | None,
-               keyword: str | None = None) -> list[int]:
-    """``harness run --no-timing`` for every release at once, on the cases ``keyword`` (``-k``) selects; their
-    exit codes. Only cases that ran are timed (:func:`timed_cases`)."""
+               keyword: str | None = None, full_size: bool = False) -> list[int]:
+    """``harness run --no-timing`` for every release at once, on the cases ``keyword`` (``-k``) selects, zoo
+    entries at their real configuration with ``full_size`` (``--full-size``); their exit codes. Only cases that
+    ran are timed (:func:`timed_cases`), as their run.json says (shard, full size)."""
     children = [subprocess.Popen([sys.executable, '-m', 'harness.cli', 'run', str(matrix), '--timm', r.source,
                                   '--out', str(r.out), '--cache', str(cache), '--no-timing', '-q',
-                                  *(['--shard', shard] if shard else []), *(['-k', keyword] if keyword else [])])
+                                  *(['--shard', shard] if shard else []), *(['-k', keyword] if keyword else []),
+                                  *(['--full-size'] if full_size else [])])
                 for r in releases]
     return [child.wait() for child in children]
 
@@ -90,17 +92,19 @@ def interleave(matrix: Path, releases: list[Release], case_ids: list[str], round
     import torch
 
     from harness.device_lock import Holder, timing_lock
-    from harness.matrix import load_matrix
+    from harness.matrix import Selection, load_matrix
     base_run = read_run_record(releases[0].out)
-    timing = load_matrix(matrix).timing.for_run(base_run.device, batch_size=base_run.batch_size,
-                                                dtype=base_run.dtype)
+    selection = Selection.of_run(base_run.shard, base_run.full_size)
+    timing = load_matrix(matrix, selection=selection).timing.for_run(
+        base_run.device, batch_size=base_run.batch_size, dtype=base_run.dtype)
     if not timing.enabled:
         return None
     # each round: a share of the budget and of the minimum passes; it ends early, like a whole case, once its
     # own median is known to median_rse
     round_timing = dataclasses.replace(timing, budget_s=timing.budget_s / rounds,
                                        min_repeats=math.ceil(timing.min_repeats / rounds))
-    settings = {'matrix': str(matrix), 'device': base_run.device, 'cache': str(cache),
+    settings = {'matrix': str(matrix), 'shard': base_run.shard, 'full_size': base_run.full_size,
+                'device': base_run.device, 'cache': str(cache),
                 'round_timing': dataclasses.asdict(round_timing)}
     workers = {r.side: _Worker(r, settings) for r in releases}
     device = torch.device(base_run.device)
@@ -138,7 +142,7 @@ def _alternate(releases: list[Release], workers: dict[str, _Worker], case_ids: l
 
 def record_samples(r: Release, rounds: int, timing: TimingConfig) -> int:
     """Append each timed case's record again, with its interleaved samples; the number of cases timed."""
-    from harness.pipeline import record_timing
+    from harness.case.timed import record_timing
     from harness.timing import Timing
     fields = {f.name for f in dataclasses.fields(CaseResult)}
     timed = 0

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 from harness.families import Size, Target, family_of
 from harness.families.base import Family
 from harness.origins import FILE_ORIGIN
-from harness.spec import Expectation, Matrix, ModelSpec, OriginSpec, Window
+from harness.spec import Expectation, Matrix, ModelSpec, OriginSpec, Selection, Window
 from harness.states import DEFAULT_STATE
 
 
@@ -97,12 +97,15 @@ def _trigger_cases(model: ModelSpec, axes: dict[str, tuple]) -> list[Case]:
             for path in axes['paths'] if path in t.paths]
 
 
-def in_shard(cases: list[Case], index: int, count: int) -> list[Case]:
-    """Shard ``index`` (1-based) of ``count``: checkpoints dealt round-robin in matrix order, so a checkpoint's
-    cases stay together (synthesized and loaded once) and the shards get about as many checkpoints each."""
-    groups = list(dict.fromkeys(case.group for case in cases))
-    mine = {group for i, group in enumerate(groups) if i % count == index - 1}
-    return [case for case in cases if case.group in mine]
+def in_shard(cases: list[Case], selection: Selection) -> list[Case]:
+    """The cases of ``selection``'s shard: checkpoints dealt round-robin in matrix order, so a checkpoint's cases
+    stay together (synthesized and loaded once) and the shards get about as many checkpoints each. A zoo
+    architecture's cases were dealt as it was (:class:`~harness.matrix.Selection`) and are all kept."""
+    if selection.shard is None:
+        return cases
+    groups = list(dict.fromkeys(case.group for case in cases if not case.model.zoo))
+    mine = {group for i, group in enumerate(groups) if selection.deals(i)}
+    return [case for case in cases if case.model.zoo or case.group in mine]
 
 
 def expectation_for(case: Case, matrix: Matrix, timm_version: str) -> Expectation | None:

@@ -1,6 +1,6 @@
 """The numeric checks: each takes models, tensors and expectations and returns figures, never a verdict.
 
-Judging figures against a matrix's tolerances is :mod:`harness.verdict`'s job, so the same figures can be
+Judging figures against a matrix's tolerances is :mod:`harness.case.verdict`'s job, so the same figures can be
 re-judged (or compared across releases) without re-running anything.
 """
 from __future__ import annotations

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.case.check_registry import figure_fields, finding_fields
 from harness.results import RESULTS_FILE, read_run_results
 from harness.run_record import RUN_FILE, RunRecord, check_finished, read_run_record
 
@@ -39,12 +40,6 @@ CHANGES = ('regressed', 'fixed', 'outputs_changed', 'unchanged', 'new', 'removed
 TIMING_CHANGES = ('slower', 'faster', 'noisy', 'same', 'not_comparable')
 FAILING_CHANGES = ('regressed',)        # what makes `harness compare` exit 1 (with `slower` and a new error)
 FAILING_TIMING_CHANGES = ('slower',)
-# figures that a case's checks record: a move beyond outputs_atol is an outputs change
-CHECK_FIGURES = ('native_max_abs_diff', 'noop_max_abs_diff', 'fidelity_weights_max_abs_diff',
-                 'fidelity_outputs_max_abs_diff',
-                 'parity_max_abs_diff', 'parity_cosine', 'drift_cosine', 'drift_top1_agreement')
-# what the dtype, trainable and features checks found: a list that differs between the runs is an outputs change
-CHECK_FINDINGS = ('dtype_changes', 'trainable_changes', 'feature_errors')
 # what two timings must share to be compared, and what a record from before a setting existed was timed with
 TIMING_SETTINGS = ('device_name', 'dtype', 'precision', 'compile', 'channels_last', 'batch_size', 'batch_size_used',
                    'torch_version')
@@ -56,6 +51,18 @@ SHARED_SHIFT_MIN_CASES = 5
 
 class CompareError(ValueError):
     """A side that cannot be compared (no results there); ``str()`` names the path."""
+
+
+@dataclass(frozen=True)
+class CompareFiles:
+    """The files a compare writes into its folder (harness.compare_report), found there by findings and a run
+    that takes the folder over."""
+    markdown: Path
+    json: Path
+
+    @classmethod
+    def in_folder(cls, out_dir: Path) -> CompareFiles:
+        return cls(out_dir / 'compare.md', out_dir / 'compare.json')
 
 
 @dataclass(frozen=True)
@@ -152,9 +159,9 @@ def status_change(base: dict | None, new: dict | None, spec: CompareSpec) -> tup
 def moved_outputs(base: dict, new: dict, atol: float) -> list[str]:
     """The fingerprint fields and check figures that moved by more than ``atol`` (a figure present on one side
     only counts as moved). Fingerprints are compared only between the same device type."""
-    moved = [f'{name} {_shown(base.get(name))} -> {_shown(new.get(name))}' for name in CHECK_FIGURES
+    moved = [f'{name} {_shown(base.get(name))} -> {_shown(new.get(name))}' for name in figure_fields()
              if _moved(base.get(name), new.get(name), atol)]
-    moved += [f'{name} {_shown(base.get(name) or [])} -> {_shown(new.get(name) or [])}' for name in CHECK_FINDINGS
+    moved += [f'{name} {_shown(base.get(name) or [])} -> {_shown(new.get(name) or [])}' for name in finding_fields()
               if (base.get(name) or []) != (new.get(name) or [])]
     old_print, new_print = base.get('output_fingerprint'), new.get('output_fingerprint')
     if old_print and new_print and base.get('device') == new.get('device') and old_print != new_print:

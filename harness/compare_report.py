@@ -1,21 +1,22 @@
 """compare.md and compare.json: what :mod:`harness.compare` found, regressions first.
 
-compare.md is meant to be read on a phone from a CI notification: a one-line summary, then one short table per
-kind of change, worst first, with few columns. compare.json holds every case for machines.
+compare.md is meant to be read on a phone from a CI notification: a one-line summary, the findings (the new side's
+failed and regressed cases grouped by root cause, :mod:`harness.findings`), then one short table per kind of
+change, worst first, with few columns. compare.json holds every case for machines.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from harness import schema
 from harness.atomic_file import write_atomically
-from harness.compare import CHANGES, TIMING_CHANGES, CaseComparison, CompareSpec, Side, shared_shift
+from harness.compare import CHANGES, TIMING_CHANGES, CaseComparison, CompareFiles, CompareSpec, Side, shared_shift
+from harness.findings import Source, compare_cases, report_of
 
 # the tables of compare.md, worst first: (title, the column that selects the cases, its value)
 TABLES = (('Regressed', 'change', 'regressed'), ('Slower', 'timing_change', 'slower'),
@@ -24,16 +25,6 @@ TABLES = (('Regressed', 'change', 'regressed'), ('Slower', 'timing_change', 'slo
           ('New', 'change', 'new'), ('Removed', 'change', 'removed'))
 STATUS_COLUMNS = {'case_id': 'case', 'base_status': 'base', 'new_status': 'new', 'detail': 'detail'}
 TIMING_COLUMNS = {'case_id': 'case', 'ratio': 'ratio', 'p_value': 'p', 'detail': 'detail'}
-
-
-@dataclass(frozen=True)
-class CompareFiles:
-    markdown: Path
-    json: Path
-
-    @classmethod
-    def in_folder(cls, out_dir: Path) -> CompareFiles:
-        return cls(out_dir / 'compare.md', out_dir / 'compare.json')
 
 
 def summary_line(comparisons: list[CaseComparison]) -> str:
@@ -46,7 +37,7 @@ def summary_line(comparisons: list[CaseComparison]) -> str:
 
 def render_markdown(base: Side, new: Side, spec: CompareSpec, comparisons: list[CaseComparison]) -> str:
     lines = [f'# Compare: {_describe(base)} → {_describe(new)}', '',
-             f'**{summary_line(comparisons)}**', '',
+             f'**{summary_line(comparisons)}**', '', *findings_section(new, comparisons),
              f'Timing changes need a two-sided Mann-Whitney U p < {spec.alpha:g} and a median ratio beyond '
              f'{spec.factor:g}x, and, for interleaved rounds (harness ab), every round agreeing; outputs changes '
              f'are fingerprint or check figures moving more than {spec.outputs_atol:g}.', '']
@@ -62,6 +53,19 @@ def render_markdown(base: Side, new: Side, spec: CompareSpec, comparisons: list[
         table = rows[list(columns)].rename(columns=columns).to_markdown(index=False, floatfmt='.3g')
         lines += [f'## {title} ({len(rows)})', '', table, '']
     return '\n'.join(lines)
+
+
+def findings_section(new: Side, comparisons: list[CaseComparison]) -> list[str]:
+    """The new side's failed and xpassed cases and the cases that regressed, grouped by root cause; none: no
+    lines."""
+    regressed = {(c.matrix, c.case_id) for c in comparisons if c.change == 'regressed'}
+    cases = compare_cases(new.records, regressed)
+    if not cases:
+        return []
+    label = Path(new.label)
+    release = new.run.timm_version if new.run else None
+    report = report_of(new.label, Source('compare', cases, label if label.is_dir() else label.parent, release))
+    return ['## Findings', '', *report.markdown_section('###'), '']
 
 
 def to_json(base: Side, new: Side, spec: CompareSpec, comparisons: list[CaseComparison]) -> dict:

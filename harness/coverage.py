@@ -38,6 +38,8 @@ class Architecture:
     paths: tuple[str, ...]   # the build paths its cases take
     checks: tuple[str, ...]  # the checks its cases run
     reason: str              # why it is unknown or fixed-size ('' otherwise)
+    zoo: str = ''            # how the zoo sweep (--zoo) runs it: miniature, real (its real configuration) or no
+    zoo_reason: str = ''     # why it is not a miniature, or why the sweep leaves it out
 
 
 def classify(name: str) -> Architecture:
@@ -45,19 +47,24 @@ def classify(name: str) -> Architecture:
     import timm.models
 
     from harness.families import family_of, unclaimed_reason
+    from harness.zoo import zoo_choice
     module = timm.models.model_entrypoint(name).__module__.rpartition('.')[2]
     family = family_of(name)
     if family is None:
-        return Architecture(name, module, None, 'unknown', (), (), unclaimed_reason(name))
+        return Architecture(name, module, None, 'unknown', (), (), unclaimed_reason(name), 'no', 'no family')
+    choice = zoo_choice(name)
+    zoo = 'no' if choice.overrides is None else 'miniature' if choice.overrides else 'real'
     return Architecture(name, module, family.name, family.category, family.paths, family.checks,
-                        family.unsupported(name) or '')
+                        family.unsupported(name) or '', zoo, choice.left_out or choice.note)
 
 
 def families_digest() -> str:
-    """A digest of the code that decides families (harness/families/), 12 hex digits."""
+    """A digest of the code that decides families and how the zoo sweep runs them (harness/families/,
+    harness/zoo.py), 12 hex digits."""
     import harness.families
+    import harness.zoo
     digest = hashlib.sha256()
-    for source in sorted(Path(harness.families.__file__).parent.glob('*.py')):
+    for source in [*sorted(Path(harness.families.__file__).parent.glob('*.py')), Path(harness.zoo.__file__)]:
         digest.update(source.name.encode() + b'\0' + source.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -110,12 +117,16 @@ def summary(rows: list[Architecture]) -> pd.DataFrame:
 
 
 def summary_line(rows: list[Architecture]) -> str:
-    """e.g. ``1371 architectures: 250 oracle, 700 nothing_to_resample, ...; 95.2% in a family``."""
+    """e.g. ``1371 architectures: 250 oracle, 700 nothing_to_resample, ...; 95.2% in a family; --zoo runs 1250
+    (96.1% of those), 380 in miniature``."""
     frame = to_frame(rows)
     counts = frame['category'].value_counts()
-    in_family = frame['family'].notna().mean() if len(frame) else 0.0
+    in_family = frame['family'].notna()
+    zoo = frame.loc[in_family, 'zoo'].value_counts()
+    runs = zoo.get('miniature', 0) + zoo.get('real', 0)
     return (f'{len(frame)} architectures: ' + ', '.join(f'{counts.get(c, 0)} {c}' for c in CATEGORIES)
-            + f'; {in_family:.1%} in a family')
+            + f'; {in_family.mean() if len(frame) else 0.0:.1%} in a family; --zoo runs {runs} '
+            f'({runs / max(1, in_family.sum()):.1%} of those), {zoo.get("miniature", 0)} in miniature')
 
 
 def render(rows: list[Architecture], fmt: str) -> str:

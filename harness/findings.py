@@ -7,8 +7,8 @@ path is not part of it: the same defect read through ``create`` and ``set_input_
 ``paths`` list both. A finding's id is a short hash of its signature, so the same defect has the same id in every
 run and a nightly can tell a new finding from one still open.
 
-Nothing here imports torch or timm, except the family lookup (:func:`family_name`), done once per model
-configuration.
+Nothing here imports torch or timm: a record names its family. Only a record of an older harness, which does
+not, has its family looked up (:func:`family_name`), once per model configuration.
 """
 from __future__ import annotations
 
@@ -64,6 +64,17 @@ class Finding:
     paths: list[str]
     case_ids: list[str]
     first_seen: str | None = None   # the release a compare's new side ran, when every case of it regressed there
+    change: str | None = None       # against previous findings (harness.findings_previous): 'new' or 'open'
+
+
+CHANGE_WORDS = {'new': 'new finding', 'open': 'still open'}
+
+
+@dataclass(frozen=True)
+class Gone:
+    """A finding of the previous findings.json that this run no longer has."""
+    id: str
+    title: str
 
 
 @dataclass(frozen=True)
@@ -146,8 +157,11 @@ def model_name(record: dict[str, Any]) -> str:
 
 
 def family_name(record: dict[str, Any]) -> str:
-    """The family claiming a case's model: by its timm name, and by its overrides where they build another class
+    """The family claiming a case's model, as its record says (``family``, recorded since issue 20). A record of an
+    older harness is looked up: by its timm name, and by its overrides where they build another class
     (``use_naflex=True``); 'unclaimed' when none does. A meta-device build, once per model configuration."""
+    if record.get('family'):
+        return str(record['family'])
     overrides = record.get('model_overrides') or {}
     return _family_name(model_name(record), json.dumps(overrides, sort_keys=True))
 
@@ -206,13 +220,22 @@ class FindingsReport:
     kind: str                         # 'run' or 'compare'
     cases: int                        # failed (or regressed) cases grouped
     findings: list[Finding] = field(default_factory=list)
+    previous: str | None = None       # the previous findings.json the findings' ``change`` is against
+    gone: list[Gone] = field(default_factory=list)   # its findings this one no longer has
 
     def summary(self) -> str:
-        return f'{counted(len(self.findings), "finding")} from {counted(self.cases, "failed case")}'
+        line = f'{counted(len(self.findings), "finding")} from {counted(self.cases, "failed case")}'
+        if self.previous is None:
+            return line
+        changes = [sum(f.change == change for f in self.findings) for change in CHANGE_WORDS]
+        return line + ': ' + ', '.join(f'{n} {word}' for n, word in zip(changes, CHANGE_WORDS.values())) + \
+            f', {len(self.gone)} gone'
 
     def to_json(self) -> str:
-        body = schema.stamped(schema.FINDINGS, {'source': self.source, 'kind': self.kind, 'cases': self.cases,
-                                                'findings': [dataclasses.asdict(f) for f in self.findings]})
+        body = schema.stamped(schema.FINDINGS, {
+            'source': self.source, 'kind': self.kind, 'cases': self.cases,
+            'findings': [dataclasses.asdict(f) for f in self.findings], 'previous': self.previous,
+            'gone': [dataclasses.asdict(g) for g in self.gone]})
         return json.dumps(body, indent=2) + '\n'
 
     def to_markdown(self) -> str:
@@ -223,6 +246,9 @@ class FindingsReport:
         lines = [f'**{self.summary()}**', '']
         for finding in self.findings:
             lines += markdown_finding(finding, heading)
+        if self.gone:
+            lines += [f'{heading} Gone since {self.previous}', '',
+                      *(f'- `{gone.id}` {gone.title}' for gone in self.gone), '']
         return lines[:-1]   # without the last blank line: the caller separates sections
 
 
@@ -233,6 +259,7 @@ def counted(n: int, noun: str) -> str:
 def markdown_finding(finding: Finding, heading: str = '##') -> list[str]:
     """One finding as markdown: its title, then what it affects and how to reproduce it, in 100 columns."""
     seen = f'; first seen in timm {finding.first_seen}' if finding.first_seen else ''
+    seen += f', {CHANGE_WORDS[finding.change]}' if finding.change else ''
     affects = (f'- {counted(len(finding.case_ids), "case")} on {", ".join(finding.paths)}, architectures: '
                + ', '.join(finding.architectures))
     return [f'{heading} {finding.title}', '', f'- id `{finding.id}`{seen}',
@@ -259,7 +286,7 @@ def read_source(path: Path, xfailed: bool = False) -> Source:
     new side's failed and xpassed cases and the cases it regressed (passed -> unsupported too). ``xfailed``:
     the xfailed cases too (the defects a matrix already marks as known)."""
     statuses = FINDING_STATUSES + ('xfailed',) * xfailed
-    from harness.compare_report import CompareFiles
+    from harness.compare import CompareFiles
     from harness.results import RESULTS_FILE, read_results
     compare_json = CompareFiles.in_folder(path if path.is_dir() else path.parent).json
     if compare_json.is_file() and (path.is_dir() or path == compare_json):
@@ -327,9 +354,13 @@ def findings_of(path: Path, family: Callable[[dict[str, Any]], str] | None = Non
                 xfailed: bool = False) -> FindingsReport:
     """The findings of a run or compare folder (:func:`read_source`); ``family`` names a record's family
     (default: :func:`family_name`)."""
-    source = read_source(path, xfailed)
-    return FindingsReport(str(path), source.kind, len(source.cases),
-                          group(source.cases, source.run_dir, family or family_name, source.new_release))
+    return report_of(str(path), read_source(path, xfailed), family or family_name)
+
+
+def report_of(label: str, source: Source, family: Callable[[dict[str, Any]], str] = family_name) -> FindingsReport:
+    """The findings of ``source``'s cases, under ``label`` (the run or compare they came from)."""
+    return FindingsReport(label, source.kind, len(source.cases),
+                          group(source.cases, source.run_dir, family, source.new_release))
 
 
 def write_findings(report: FindingsReport, out: Path) -> tuple[Path, Path]:

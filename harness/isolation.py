@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Callable
 import pytest
 from xdist.scheduler import LoadGroupScheduling
 
+from harness.matrix import Selection
 from harness.results import RESULTS_FILE, CaseResult, append_result
 from harness.watchdog import WorkerWatchdog, worker_pid, worker_popen
 
 if TYPE_CHECKING:   # the controller imports this module before its workers start: nothing that imports torch
+    from harness.case.work import RunOptions
     from harness.cases import Case
     from harness.matrix import Matrix
-    from harness.pipeline import RunOptions
 
 RUN_REFUSED = pytest.StashKey[bool]()   # set by harness.run_start when the run did not start: no case may run
 
@@ -138,9 +139,10 @@ class CrashRecorder:
     """
 
     def __init__(self, out_dir: Path, rootpath: Path, options_for: Callable[[Matrix], RunOptions],
-                 watchdog: WorkerWatchdog):
+                 watchdog: WorkerWatchdog, selection: Selection):
         self.out_dir = out_dir
         self.rootpath = rootpath
+        self.selection = selection
         self.options_for = options_for
         self.watchdog = watchdog
         results = out_dir / RESULTS_FILE
@@ -166,7 +168,7 @@ class CrashRecorder:
         from harness.cases import expand
         from harness.matrix import load_matrix
         file = nodeid.split('::', 1)[0]
-        matrix = load_matrix(self.rootpath / file)   # validated by the workers already
+        matrix = load_matrix(self.rootpath / file, selection=self.selection)   # validated by the workers already
         for case in expand(matrix):
             if nodeid in (f'{file}::{case.case_id}', f'{file}::{case.case_id}@{case.group}'):
                 return matrix, case
@@ -207,7 +209,7 @@ def _worker_end(node) -> str:
 
 def error_result(case: Case, matrix: Matrix, options: RunOptions, reason: str, duration_s: float) -> CaseResult:
     """The record of a case the harness could not finish (crash, timeout)."""
-    from harness.pipeline import finished, new_result
+    from harness.case.runner import finished, new_result
     result = new_result(case, matrix, options)
     result.status, result.reason = 'error', reason
     return finished(result, duration_s)

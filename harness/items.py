@@ -1,6 +1,6 @@
 """The pytest items of a run: one per case, collected from a matrix file (in the xdist workers).
 
-Each item runs :func:`harness.pipeline.run_case`, appends its record to ``results.jsonl`` at once, and then
+Each item runs :func:`harness.case.runner.run_case`, appends its record to ``results.jsonl`` at once, and then
 reports the status to pytest: ``unsupported`` as a skip, ``xfailed`` as an xfail, ``failed``/``xpassed``/
 ``error``/``resource`` as a failure whose message is the reason (no traceback: the reason is the finding).
 A case that overruns ``--harness-case-timeout`` is ended by the watchdogs of :mod:`harness.watchdog`.
@@ -16,12 +16,13 @@ import torch
 
 from harness import faults
 from harness.cache import default_cache_dir
+from harness.case.runner import run_case
+from harness.case.work import CheckpointWork, RunOptions
 from harness.cases import Case, expand, in_shard
 from harness.device_lock import Holder
 from harness.isolation import error_result
 from harness.matrix import Matrix, MatrixError, load_matrix
-from harness.option_types import TIMING_OPTIONS, parse_shard
-from harness.pipeline import CheckpointWork, RunOptions, run_case
+from harness.option_types import TIMING_OPTIONS, selection
 from harness.results import RESULTS_FILE, UNSUPPORTED_PREFIX, CaseResult, append_result
 from harness.run_start import StartRefused, check_release, hand_over, start_request
 from harness.timing import use_threads
@@ -39,18 +40,14 @@ class MatrixFile(pytest.File):
         try:
             if request:
                 check_release(request)
-            matrix = load_matrix(self.path, known_models=timm.list_models())
+            matrix = load_matrix(self.path, known_models=timm.list_models(), selection=selection(self.config.getoption))
             options = run_options(self.config, matrix)
             if request:
                 hand_over(request, matrix, options)
         except (MatrixError, StartRefused) as e:
             raise self.CollectError(str(e)) from None
         work = CheckpointWork(matrix, options)
-        cases = expand(matrix)
-        shard = self.config.getoption('--harness-shard')
-        if shard:
-            cases = in_shard(cases, *parse_shard(shard))
-        for case in cases:
+        for case in in_shard(expand(matrix), matrix.selection):
             item = CaseItem.from_parent(self, name=case.case_id, case=case, matrix=matrix, work=work)
             item.add_marker(pytest.mark.xdist_group(case.group))
             yield item

@@ -35,18 +35,18 @@ from harness.limits import is_number as _is_number
 from harness.limits import yaml11_float as _as_float
 from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
 from harness.origins import FILE_ORIGIN, ORIGINS
-from harness.results import CHECKS, DEFAULT_STATE, DTYPES, PATHS, PRECISIONS, STATES
+from harness.results import CHECKS, DEFAULT_STATE, DTYPES, PRECISIONS, STATES
 from harness.spec import (  # the data model, with the validator's users' names (harness.matrix.X) kept
     AXES,
     Expectation,
     Matrix,
     ModelSpec,
     OriginSpec,
-    Size,
-    TimingConfig,
+    Selection,
     Tolerances,
-    Window,
 )
+from harness.timing_config import TimingConfig
+from harness.vocabulary import PATHS, Size, Window
 
 EXPECT_MATCH_KEYS = ('model', 'label', 'origin', 'img_size', 'patch_size', 'window_size', 'path', 'state')
 
@@ -72,7 +72,8 @@ TOP_LEVEL_KEYS = {
     'name': 'a string',
     'models': 'a list of model names, {name: ..., label: ..., <constructor overrides>, <own origins/sizes/...>, '
               'targets: auto or [trigger, ...]} or '
-              '{pattern: GLOB, <overrides and axes shared by every match>}',
+              '{pattern: GLOB, <overrides and axes shared by every match>} or '
+              '{zoo: GLOB}: every architecture a family claims, in miniature, through its trigger set',
     'origins': 'a list of origin names or {file: PATH}', 'sizes': 'a list of sizes (int or [H, W])',
     'patch_sizes': 'a list of ints', 'window_sizes': 'a list of window sizes (int or [H, W])',
     'paths': f'a subset of {list(PATHS)}',
@@ -84,7 +85,8 @@ TOP_LEVEL_KEYS = {
 
 
 # a required key and the keys that supply it (a trigger set stands for sizes); a model entry may set its own
-REQUIRED_KEYS = {'name': ('name',), 'models': ('models',), 'origins': ('origins',), 'sizes': ('sizes', 'targets')}
+REQUIRED_KEYS = {'name': ('name',), 'models': ('models',), 'origins': ('origins',),
+                 'sizes': ('sizes', 'targets', 'zoo')}
 
 
 def _native_geometry(family, model: ModelSpec):
@@ -97,7 +99,7 @@ def structure_problems(raw: dict) -> list[str]:
     unknown keys, and required keys that neither the matrix nor any of its model entries sets.
     :func:`load_matrix` reports each of these too (and more), so this is a quick first look, not a validation."""
     entries = raw.get('models') if isinstance(raw.get('models'), list) else []
-    entry_keys = set().union(*(set(e) for e in entries if isinstance(e, dict))) & {*AXES, 'targets'}
+    entry_keys = set().union(*(set(e) for e in entries if isinstance(e, dict))) & {*AXES, 'targets', 'zoo'}
     problems = [f'{key}: unknown key; expected one of {sorted(TOP_LEVEL_KEYS)}' for key in raw
                 if key not in TOP_LEVEL_KEYS]
     problems += [f'{key}: missing; expected {TOP_LEVEL_KEYS[key]}' for key, own in REQUIRED_KEYS.items()
@@ -105,14 +107,16 @@ def structure_problems(raw: dict) -> list[str]:
     return problems
 
 
-def load_matrix(path: str | Path, known_models: list[str] | None = None) -> Matrix:
-    """Read and validate ``path``; raise :class:`MatrixError` listing every problem found."""
+def load_matrix(path: str | Path, known_models: list[str] | None = None,
+                selection: Selection = Selection()) -> Matrix:
+    """Read and validate ``path`` (the part of it ``selection`` takes); raise :class:`MatrixError` listing every
+    problem found."""
     path = Path(path)
     try:
         raw = read_matrix_file(path)
     except MatrixFileError as e:
         raise MatrixError(path, [e.problem]) from None
-    matrix = _Validator(path, raw, known_models).matrix()
+    matrix = _Validator(path, raw, known_models, selection).matrix()
     _check_unique_cases(matrix)
     return matrix
 
@@ -134,10 +138,11 @@ def _check_unique_cases(matrix: Matrix) -> None:
 class _Validator:
     """Collects problems instead of stopping at the first, so a user fixes a matrix in one pass."""
 
-    def __init__(self, path: Path, raw: dict, known_models: list[str] | None):
+    def __init__(self, path: Path, raw: dict, known_models: list[str] | None, selection: Selection = Selection()):
         self.path = path
         self.raw = raw
         self.known_models = known_models
+        self.selection = selection
         self.problems: list[str] = []
         self.left_out: list[str] = []
 
@@ -150,7 +155,8 @@ class _Validator:
                 self.error(key, f'unknown key; expected one of {sorted(TOP_LEVEL_KEYS)}')
         models = self._models()
         for key, own in REQUIRED_KEYS.items():
-            if key not in self.raw and not (models and all(set(own) & set(dict(m.axes)) for m in models)):
+            if key not in self.raw and not (models and all(set(own) & set(dict(m.axes)) for m in models)) \
+                    and not (set(own) & {'zoo'} and self._has_zoo()):
                 self.error(key, f'missing; expected {TOP_LEVEL_KEYS[key]}')
         name = self.raw.get('name', self.path.stem)
         if not isinstance(name, str):
@@ -169,7 +175,7 @@ class _Validator:
             name=str(name), path=str(self.path), models=tuple(models), **axes,
             seed=self._int('seed', 0), num_images=self._int('num_images', 4, minimum=1), images=self._images(),
             tolerances=self._tolerances(), timing=self._timing(),
-            expect=tuple(self._expectations(models)), left_out=tuple(self.left_out),
+            expect=tuple(self._expectations(models)), left_out=tuple(self.left_out), selection=self.selection,
         )
         if self.problems:
             raise MatrixError(self.path, self.problems)
@@ -286,13 +292,22 @@ class _Validator:
     # --- models, origins, paths -------------------------------------------------------------------------
     def _models(self) -> list[ModelSpec]:
         models, labels = [], {}
+        zoo_index = itertools.count()
         for where, entry, pattern in self._model_entries():
-            if not self._for_this_release(where, entry):
+            in_shard = 'zoo' not in entry or self.selection.deals(next(zoo_index))
+            if not in_shard or not self.selection.names_hold(entry['name']) \
+                    or not self._for_this_release(where, entry):
                 continue
+            from_zoo = 'zoo' in entry
+            if from_zoo:
+                entry = self._zoo_entry(where, entry)
+                if entry is None:
+                    continue
             entry_model = self._model(where, entry)
             if entry_model is None:
                 continue
             for model in self._with_triggers(where, entry_model, entry):
+                model = dataclasses.replace(model, zoo=from_zoo)
                 if model.label in labels:
                     fix = 'narrow the pattern or drop the other entry' if pattern else \
                         'give one of them a distinct `label:`'
@@ -352,33 +367,69 @@ class _Validator:
         return dataclasses.replace(spec, alias=label, axes=(*model.axes, ('targets', tuple(dict.fromkeys(targets)))))
 
     def _model_entries(self) -> Iterator[tuple[str, dict, str | None]]:
-        """(where, entry, the pattern it came from) for each model: a ``{pattern: GLOB, ...}`` entry expanded into
-        one entry per matching timm model (named in problems as ``models[i] (name)``), after the explicit
-        entries, so that an overlap is reported against the pattern."""
+        """(where, entry, the pattern it came from) for each model: a ``{pattern: GLOB, ...}`` or ``{zoo: GLOB}``
+        entry expanded into one entry per matching timm model (named in problems as ``models[i] (name)``; a zoo
+        entry's keep ``zoo: True``), after the explicit entries, so that an overlap is reported against the
+        pattern."""
         patterns = []
         for i, entry in enumerate(self._list('models')):
             where = f'models[{i}]'
             if isinstance(entry, str):
                 entry = {'name': entry}
-            if isinstance(entry, dict) and isinstance(entry.get('pattern'), str) and 'name' not in entry:
-                patterns.append((where, entry))
+            glob_key = next((key for key in ('pattern', 'zoo') if isinstance(entry, dict) and key in entry), None)
+            if glob_key and isinstance(entry[glob_key], str) and 'name' not in entry:
+                patterns.append((where, entry, glob_key))
             elif not isinstance(entry, dict) or not isinstance(entry.get('name'), str):
                 self.error(where, f'expected a model name, a mapping with a string "name", or {{pattern: "swinv2_*", '
-                                  f'...}}; got {shown(entry)}')
+                                  f'...}} or {{zoo: "*"}}; got {shown(entry)}')
             else:
                 yield where, entry, None
-        for where, entry in patterns:
-            if not self._for_this_release(where, entry):
+        for where, entry, glob_key in patterns:
+            if not self._for_this_release(where, entry) or not self._glob_entry_fits(where, entry, glob_key):
                 continue
-            if 'label' in entry:
-                self.error(f'{where}.label', 'a pattern entry names its models by their timm names; drop `label:`')
-                continue
-            names = fnmatch.filter(self._known_models(), entry['pattern'])
+            names = fnmatch.filter(self._known_models(), entry[glob_key])
             if not names:
-                self.error(f'{where}.pattern', f'{shown(entry["pattern"])} matches no timm model')
+                self.error(f'{where}.{glob_key}', f'{shown(entry[glob_key])} matches no timm model')
+            shared = {k: v for k, v in entry.items() if k != glob_key}
             for name in names:
-                yield f'{where} ({name})', {'name': name, **{k: v for k, v in entry.items() if k != 'pattern'}}, \
-                    entry['pattern']
+                yield f'{where} ({name})', {'name': name, **shared, **({'zoo': True} if glob_key == 'zoo' else {})}, \
+                    entry[glob_key]
+
+    def _glob_entry_fits(self, where: str, entry: dict, glob_key: str) -> bool:
+        """A pattern entry names its models by their timm names; a zoo entry takes nothing but the glob (and
+        ``timm:``): each architecture's family decides the rest."""
+        if 'label' in entry:
+            self.error(f'{where}.label', f'a {glob_key} entry names its models by their timm names; drop `label:`')
+            return False
+        extra = sorted(set(entry) - {'zoo', 'timm'}) if glob_key == 'zoo' else []
+        if extra:
+            self.error(f'{where}.{extra[0]}', 'a zoo entry takes only `zoo: GLOB` (and `timm:`): each '
+                                              'architecture\'s family chooses its configuration, sizes and paths; '
+                                              'use {pattern: GLOB, ...} to choose them yourself')
+            return False
+        return True
+
+    def _has_zoo(self) -> bool:
+        return any(isinstance(e, dict) and 'zoo' in e for e in self.raw.get('models') or [] if isinstance(e, dict))
+
+    def _zoo_entry(self, where: str, entry: dict) -> dict | None:
+        """One zoo architecture as a model entry: its miniature (or real) configuration, its family's trigger set,
+        the matrix's paths and origins its family takes; None (and left out, with why) when it does not run."""
+        from harness.zoo import zoo_choice, zoo_sizes
+        choice = zoo_choice(entry['name'], self.selection.full_size)
+        if choice.overrides is None:
+            self.left_out.append(f'{where}: {choice.left_out}')
+            return None
+        family = family_of(entry['name'])
+        if not family.trigger_kinds:   # a fixed-size model: one case, unsupported with the reason
+            return {'name': entry['name'], 'sizes': zoo_sizes(entry['name']), 'paths': ['create']}
+        paths = [p for p in self.raw.get('paths', PATHS) if p in family.paths]
+        origins = [o for o in self.raw.get('origins') or [] if isinstance(o, str) and o in family.origins]
+        if not paths or not origins:
+            self.left_out.append(f'{where}: the {family.name} family takes none of the matrix\'s '
+                                 f'{"paths" if not paths else "origins"} ({", ".join(family.paths or family.origins)})')
+            return None
+        return {'name': entry['name'], **choice.overrides, 'targets': 'auto', 'paths': paths, 'origins': origins}
 
     def _known_models(self) -> list[str]:
         if self.known_models is None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.results import DTYPES, PRECISIONS
+from harness.spec import Selection, parse_shard
 
 PLUGIN_PREFIX = 'harness-'   # the plugin's options are --harness-<name>
 
@@ -44,14 +45,6 @@ def bounded_float(accepts: Callable[[float], bool], expected: str) -> Callable[[
 
 case_timeout_s = bounded_float(lambda v: v >= 0, 'seconds >= 0 (0 = no limit)')
 max_cv = bounded_float(lambda v: v > 0, 'a fraction > 0')
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``K/N`` with 1 <= K <= N, as (K, N)."""
-    index, _, count = text.partition('/')
-    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
-        raise ValueError(f'expected K/N with 1 <= K <= N, such as 2/4; got {text!r}')
-    return int(index), int(count)
 
 
 def shard(text: str) -> str:
@@ -128,8 +121,8 @@ RUN_OPTIONS = (
               type=case_timeout_s, default=900, metavar='SECONDS', plugin_default=0,
               why_plugin_default='without xdist (plain pytest) a timeout ends the one pytest process, which no '
                                  'worker replaces: the plugin times cases out only when asked'),
-    RunOption('full_size', 'build zoo entries (models: [{zoo: GLOB}]) at their real configuration instead of in '
-                           'miniature', flag=True, default=False),
+    RunOption('full_size', "zoo architectures (--zoo, or a matrix's {zoo: GLOB}) at their real configuration "
+                           'instead of in miniature: for a GPU runner', flag=True, default=False),
 )
 
 
@@ -138,6 +131,12 @@ def add_run_options(addoption: Callable[..., Any], prefix: str = '') -> None:
     each as ``--<prefix><name>``."""
     for entry in RUN_OPTIONS:
         addoption(entry.option(prefix), **entry.keywords(prefix))
+
+
+def selection(getoption: Callable[[str], Any]) -> Selection:
+    """The part of the matrix file a run takes, from the plugin's options (``config.getoption``):
+    --harness-shard and --harness-full-size."""
+    return Selection.of_run(getoption(f'--{PLUGIN_PREFIX}shard') or '', bool(getoption(f'--{PLUGIN_PREFIX}full-size')))
 
 
 def plugin_arguments(values: dict[str, Any]) -> list[str]:

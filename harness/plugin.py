@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from harness.device_lock import Holder
-from harness.option_types import PLUGIN_PREFIX, add_run_options
+from harness.option_types import PLUGIN_PREFIX, add_run_options, selection
 from harness.progress import PROGRESS_INTERVAL_S, ProgressReporter
 from harness.results import RESULTS_FILE, UNSUPPORTED_PREFIX, finished_case_ids
 
@@ -46,7 +46,8 @@ def pytest_configure(config: pytest.Config) -> None:
         out = Path(config.getoption('--harness-out'))
         watchdog = WorkerWatchdog(config.getoption('--harness-case-timeout'))
         config.pluginmanager.register(watchdog, 'harness-watchdog')
-        recorder = CrashRecorder(out, config.rootpath, functools.partial(_run_options, config), watchdog)
+        recorder = CrashRecorder(out, config.rootpath, functools.partial(_run_options, config), watchdog,
+                                 selection(config.getoption))
         config.pluginmanager.register(recorder, 'harness-crash-recorder')
         progress = ProgressReporter(config, config.getoption('--harness-progress-interval'))
         config.pluginmanager.register(progress, 'harness-progress')

@@ -41,7 +41,7 @@ def check_device(device: str | None) -> None:
         raise _usage_error(f'--device cuda: {problem}; expected --device cpu or a machine with a GPU')
 
 
-def check_matrix(matrix_path: Path, keyword: str | None, shard: str | None) -> None:
+def check_matrix(matrix_path: Path, keyword: str | None, shard: str | None, full_size: bool = False) -> None:
     """The matrix valid for the installed timm, and ``keyword`` (-k) matching at least one of its case ids
     (in ``shard``: a shard of no case is a run, see :mod:`harness.run_start`, so it is not checked there)."""
     from harness.matrix import MatrixError, structure_problems
@@ -52,9 +52,10 @@ def check_matrix(matrix_path: Path, keyword: str | None, shard: str | None) -> N
     import timm  # imported here, once, rather than by each check
 
     from harness.cases import expand
-    from harness.matrix import load_matrix
+    from harness.matrix import Selection, load_matrix
     try:
-        matrix = load_matrix(matrix_path, known_models=timm.list_models())
+        matrix = load_matrix(matrix_path, known_models=timm.list_models(),
+                             selection=Selection.of_run(shard or '', full_size))
     except MatrixError as e:
         raise _usage_error(e.one_line()) from None
     if keyword and keyword.strip() and not shard:

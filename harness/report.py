@@ -8,18 +8,34 @@ timing budget, and when cases disagree on any of those, the per-case tables carr
 from __future__ import annotations
 
 import json
-import textwrap
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import pandas as pd
-from tabulate import tabulate
 
 from harness import results
 from harness.atomic_file import write_atomically
+from harness.case.check_registry import REGISTRY, Check, registered
 from harness.findings import FINDING_STATUSES, findings_of
+from harness.report_format import (
+    NULL,
+    Formatter,
+    as_giga,
+    as_number,
+    as_percent,
+    as_reason,
+    as_sci,
+    as_size,
+    as_text,
+    as_yes_no,
+    distinct,
+    github_table,
+    is_null,
+    n_cases,
+    wrapped,
+)
 from harness.report_html import HtmlInputs, render_html
 from harness.repro import REPRODUCIBLE, repro_command
 from harness.results import INT_FIELDS, STATUSES, UNEXPECTED, path_rank, unsupported_groups
@@ -36,15 +52,9 @@ HEADERS = {'device_label': 'device', 'time_median_ms': 'median ms', 'time_iqr_ms
            'time_p90_ms': 'p90 ms', 'time_p99_ms': 'p99 ms', 'time_cv': 'CV', 'timing_stable': 'stable',
            'timing_repeats': 'timed passes', 'batch_size_used': 'batch used', 'achieved_tflops': 'TFLOP/s',
            'peak_fraction': 'of peak', 'flops_per_image': 'GFLOP/image',
-           'images_per_s': 'images/s', 'peak_memory_mb': 'peak memory MB', 'parity_note': 'parity not judged',
-           'accuracy_top1_native': 'top-1 native',
-           'drift_cosine': 'drift cosine (recorded)', 'drift_top1_agreement': 'drift top-1 agreement (recorded)',
-           'accuracy_top1': 'top-1', 'accuracy_images': 'labelled images'}
+           'images_per_s': 'images/s', 'peak_memory_mb': 'peak memory MB', 'accuracy_top1_native': 'top-1 native',
+           'accuracy_top1': 'top-1', 'accuracy_images': 'labelled images'}   # a check's columns: _check_headers
 PRECISION_WORDS = {'amp': 'under autocast', 'cast': 'with weights and inputs cast to the dtype'}
-WIDTH = 100   # report.md's prose, lists and reasons fit a terminal this wide
-NULL = '—'
-
-Formatter = Callable[[Any], str]
 
 
 @dataclass
@@ -64,7 +74,7 @@ class ReportFiles:
 
 def _window_cell(window: Any) -> str:
     """7 or 8x12, as case ids spell windows."""
-    if _is_null(window):
+    if is_null(window):
         return NULL
     if isinstance(window, (list, tuple)):
         return 'x'.join(map(str, window))
@@ -77,88 +87,35 @@ def _csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.apply(lambda col: col.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v))
 
 
-# --- formatting ----------------------------------------------------------------------------------------------
-
-def _is_null(value: Any) -> bool:
-    return value is None or (not isinstance(value, (list, tuple)) and bool(pd.isna(value)))
-
-
-def _text(value: Any) -> str:
-    return NULL if _is_null(value) or value == '' else str(value)
-
-
-def _number(spec: str) -> Formatter:
-    return lambda v: NULL if _is_null(v) else format(v, spec)
-
-
-def _sci(value: Any) -> str:
-    return NULL if _is_null(value) else '0' if value == 0 else f'{value:.1e}'
-
-
-def _yes_no(value: Any) -> str:
-    return NULL if _is_null(value) else 'yes' if value else 'no'
-
-
-def _percent(value: Any) -> str:
-    return NULL if _is_null(value) else f'{value:.1%}'
-
-
-def _giga(value: Any) -> str:
-    return NULL if _is_null(value) else f'{value / 1e9:.3g}'
-
-
-def _size(value: Any) -> str:
-    return 'x'.join(str(v) for v in value) if isinstance(value, list) and value else NULL
-
-
-def _reason(value: Any) -> str:
-    return ' '.join(_text(value).split())
-
-
-def _wrap(text: str, indent: str = '', first: str = '') -> str:
-    """``text`` wrapped to WIDTH columns; words longer than a line (paths, case ids) are kept whole."""
-    return textwrap.fill(text, WIDTH, initial_indent=first or indent, subsequent_indent=indent,
-                         break_long_words=False, break_on_hyphens=False)
-
+# --- formatting (the cells themselves: harness.report_format) -------------------------------------------------
 
 def _view(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame as the markdown shows it: text identity, HxW sizes, one-line reasons, device with its name."""
     view = frame.copy()
     for column in ('case_id', 'model', 'origin', 'path', 'status', 'timm_version', 'torch_version', 'dtype'):
-        view[column] = view[column].map(_text)
-    view['img_size'] = view['img_size'].map(_size)
+        view[column] = view[column].map(as_text)
+    view['img_size'] = view['img_size'].map(as_size)
     view['failed_checks'] = view['failed_checks'].map(lambda v: ', '.join(v) if isinstance(v, list) and v else NULL)
-    view['reason'] = view['reason'].map(_reason)   # whole: the failures list wraps it
-    view['device_label'] = [_text(d) + (f' ({n})' if not _is_null(n) and n else '')
+    view['reason'] = view['reason'].map(as_reason)   # whole: the failures list wraps it
+    view['device_label'] = [as_text(d) + (f' ({n})' if not is_null(n) and n else '')
                             for d, n in zip(view['device'], view['device_name'])]
     return view
 
 
 def _cells(view: pd.DataFrame, columns: dict[str, Formatter]) -> pd.DataFrame:
-    return pd.DataFrame({HEADERS.get(c, c): view[c].map(fmt) for c, fmt in columns.items()})
+    headers = {**HEADERS, **_check_headers()}
+    return pd.DataFrame({headers.get(c, c): view[c].map(fmt) for c, fmt in columns.items()})
 
 
-def _table(cells: pd.DataFrame) -> str:
-    escaped = cells.apply(lambda col: col.map(lambda v: str(v).replace('|', '\\|')))
-    # disable_numparse: the cells are already formatted, tabulate must not turn '1.0000' back into '1'
-    return tabulate(escaped, headers='keys', tablefmt='github', showindex=False, disable_numparse=True)
-
-
-def _distinct(values: Iterable[Any]) -> str:
-    """'1.0.9', or every value with its case count when cases disagree; cases without a value are ignored."""
-    counts = Counter(_text(v) for v in values if not _is_null(v))
-    if len(counts) <= 1:
-        return next(iter(counts), NULL)
-    return ', '.join(f'{v} ({_cases(n)})' for v, n in counts.items())
-
-
-def _cases(n: int) -> str:
-    return f'{n} case' if n == 1 else f'{n} cases'
+def _check_headers() -> dict[str, str]:
+    """The headers of the registered checks' columns: a figure's own, a note's '<check> not judged'."""
+    return {**{f.field: f.header for check in registered() for f in check.figures if f.header},
+            **{check.note: f'{check.name} not judged' for check in registered() if check.note}}
 
 
 def _varying(view: pd.DataFrame) -> dict[str, Formatter]:
     """Columns for the measurement settings that differ between cases, so each figure stays traceable."""
-    return {c: _text for c in MEASURED if view[c].dropna().map(_text).nunique() > 1}
+    return {c: as_text for c in MEASURED if view[c].dropna().map(as_text).nunique() > 1}
 
 
 def _status_order(counts: Counter) -> list[str]:
@@ -173,10 +130,10 @@ def _status_counts(statuses: Iterable[str]) -> str:
 # --- sections ------------------------------------------------------------------------------------------------
 
 def _header(view: pd.DataFrame, results_path: Path) -> list[str]:
-    names = ', '.join(dict.fromkeys(view['matrix'].map(_text))) or NULL
+    names = ', '.join(dict.fromkeys(view['matrix'].map(as_text))) or NULL
     newest = pd.to_datetime(view['finished_at'], utc=True, errors='coerce', format='ISO8601')
     lines = [f'# Resize regression report: {names}', '', '## How this was measured', '']
-    lines += [f'- {label}: {_distinct(view[column])}' for column, label in MEASURED.items()]
+    lines += [f'- {label}: {distinct(view[column])}' for column, label in MEASURED.items()]
     lines += [f'- newest record: {view["finished_at"][newest.idxmax()] if newest.notna().any() else NULL}',
               f'- results file: `{results_path}`']
     if _varying(view):
@@ -187,7 +144,7 @@ def _header(view: pd.DataFrame, results_path: Path) -> list[str]:
 def _totals(view: pd.DataFrame) -> list[str]:
     counts = Counter(view['status'])
     per_status = ', '.join(f'{counts[s]} {s}' for s in _status_order(counts))
-    return [f'**Totals:** {_cases(len(view))}: {per_status}']
+    return [f'**Totals:** {n_cases(len(view))}: {per_status}']
 
 
 def summary_frame(view: pd.DataFrame) -> pd.DataFrame:
@@ -198,7 +155,7 @@ def summary_frame(view: pd.DataFrame) -> pd.DataFrame:
 
 
 def _summary(summary: pd.DataFrame) -> list[str]:
-    return ['## Summary: status per model × origin × path', '', _table(summary)]
+    return ['## Summary: status per model × origin × path', '', github_table(summary)]
 
 
 def _findings(view: pd.DataFrame, results_path: Path) -> list[str]:
@@ -220,7 +177,7 @@ def _failures(view: pd.DataFrame) -> list[str]:
 def _failure(record: dict) -> str:
     """'- **failed** `case-id` (parity)' and the reason below it, indented, whole."""
     checks = f' ({record["failed_checks"]})' if record['failed_checks'] != NULL else ''
-    return f'- **{record["status"]}** `{record["case_id"]}`{checks}\n' + _wrap(record['reason'], indent='  ')
+    return f'- **{record["status"]}** `{record["case_id"]}`{checks}\n' + wrapped(record['reason'], indent='  ')
 
 
 def _unsupported(frame: pd.DataFrame) -> list[str]:
@@ -229,11 +186,11 @@ def _unsupported(frame: pd.DataFrame) -> list[str]:
     if not groups:
         return []
     count = sum(len(g.case_ids) for g in groups)
-    intro = (f'{_cases(count)} unsupported: this timm release cannot make the call their path needs, and every '
+    intro = (f'{n_cases(count)} unsupported: this timm release cannot make the call their path needs, and every '
              f'check that could run held. By reason (each case\'s own reason, with the checks that held, is in '
              f'results.csv):')
-    return ['## Unsupported', '', _wrap(intro), '',
-            *(_wrap(f'{g.why} ({_cases(len(g.case_ids))}; {", ".join(g.paths)})', indent='  ', first='- ')
+    return ['## Unsupported', '', wrapped(intro), '',
+            *(wrapped(f'{g.why} ({n_cases(len(g.case_ids))}; {", ".join(g.paths)})', indent='  ', first='- ')
               for g in groups)]
 
 
@@ -242,23 +199,23 @@ def _reproduce(view: pd.DataFrame, run_dir: Path) -> list[str]:
     cases = view[view['status'].isin(REPRODUCIBLE)]['case_id']
     if cases.empty:
         return []
-    return ['### Reproduce upstream', '', _wrap('Each command writes a script that needs only torch and timm and '
+    return ['### Reproduce upstream', '', wrapped('Each command writes a script that needs only torch and timm and '
                                                 'exits 1 while the failure reproduces (README: *Reporting a bug '
                                                 'upstream*):'), '', '```bash',
             *(repro_command(run_dir, case_id) for case_id in cases), '```']
 
 
 def _identity() -> dict[str, Formatter]:
-    return {c: _number('d') if c in INT_FIELDS else _window_cell if c == 'window_size' else str for c in IDENTITY}
+    return {c: as_number('d') if c in INT_FIELDS else _window_cell if c == 'window_size' else str for c in IDENTITY}
 
 
 def _drift(view: pd.DataFrame) -> list[str]:
     has_accuracy = view['accuracy_top1_native'].notna().any()
-    accuracy = {'accuracy_top1_native': _number('.4f'), 'accuracy_top1': _number('.4f'),
-                'accuracy_images': _number('d')} if has_accuracy else {}
-    figures = {'status': str, 'drift_cosine': _number('.4f'), 'drift_top1_agreement': _number('.4f'), **accuracy,
-               'fidelity_weights_max_abs_diff': _sci, 'fidelity_outputs_max_abs_diff': _sci,
-               'parity_max_abs_diff': _sci, 'parity_cosine': _number('.4f'), 'parity_note': _parity_not_judged}
+    accuracy = {'accuracy_top1_native': as_number('.4f'), 'accuracy_top1': as_number('.4f'),
+                'accuracy_images': as_number('d')} if has_accuracy else {}
+    drift = REGISTRY['drift']   # first, beside the accuracy it is read with
+    figures = {'status': str, **_check_columns([drift]), **accuracy,
+               **_check_columns([c for c in registered() if c is not drift])}
     intro = ('Drift (the pooled-feature cosine and top-1 agreement of the target-size model with the native-size '
              'one) is recorded, not judged: a low drift figure beside `passed` is not a failure, unless the matrix '
              'sets `drift_min_cosine` or `drift_min_top1` (a case failing them lists `drift` among its failed '
@@ -270,29 +227,37 @@ def _drift(view: pd.DataFrame) -> list[str]:
                   'the labelled images at the native size and at the target, recorded for real weights (hub, '
                   f'file) only: {NULL} for synthesized ones, whose accuracy means nothing.')
     cells = _cells(view, {**_identity(), **figures, **_varying(view)})
-    return ['## Drift and fidelity', '', _wrap(intro), '', _table(cells)]
+    return ['## Drift and fidelity', '', wrapped(intro), '', github_table(cells)]
 
 
-def _parity_not_judged(note: Any) -> str:
-    """The gist of a parity note: "documented difference", "the create path fails fidelity", ..."""
-    if _is_null(note):
+def _check_columns(checks: list[Check]) -> dict[str, Formatter]:
+    """The checks' figures that have a column in the drift and fidelity table, then the notes saying why a
+    check's figures were recorded and not judged."""
+    columns = {f.field: as_sci if f.column == 'sci' else as_number(f.column)
+               for check in checks for f in check.figures if f.column}
+    return {**columns, **{check.note: _not_judged for check in checks if check.note}}
+
+
+def _not_judged(note: Any) -> str:
+    """The gist of a note: "documented difference", "the create path fails fidelity", ..."""
+    if is_null(note):
         return NULL
     gist = str(note).removeprefix('not judged: ')
     return gist.split(':')[0] if gist.startswith('documented difference') else gist.split(' (')[0]
 
 
 def _timing_caption(view: pd.DataFrame) -> str:
-    on_cpu = view['device'].map(_text).str.lower() == 'cpu'
+    on_cpu = view['device'].map(as_text).str.lower() == 'cpu'
     kind = ('**CPU timings** (not representative of accelerator speed)' if on_cpu.all()
             else '**Mixed devices, CPU timings included**: compare rows only within one device' if on_cpu.any()
             else 'Timings')
-    caption = (f'{kind}. Device {_distinct(view["device_label"])}; dtype {_distinct(view["dtype"])}; '
-               f'batch size {_distinct(view["batch_size"])}; budget {_distinct(view["timing_budget_s"])} s per case '
+    caption = (f'{kind}. Device {distinct(view["device_label"])}; dtype {distinct(view["dtype"])}; '
+               f'batch size {distinct(view["batch_size"])}; budget {distinct(view["timing_budget_s"])} s per case '
                f'for warm-up and timed passes together{_median_rse(view)}; median and IQR over '
                f'{_passes(view["timing_repeats"])} timed passes per case. Timed {_how_timed(view)}.')
     over = _over_budget(view)
     if over:
-        caption += (f' {_cases(over)} took longer than the budget: the minimum number of timed passes alone '
+        caption += (f' {n_cases(over)} took longer than the budget: the minimum number of timed passes alone '
                     f'exceeded it.')
     return caption + _busy(view)
 
@@ -304,8 +269,8 @@ def _busy(view: pd.DataFrame) -> str:
     busy = (loads > pd.to_numeric(view['cpu_cores'], errors='coerce')).fillna(False).astype(bool)
     if not busy.any():
         return ''
-    return (f' **Busy machine**: {_cases(int(busy.sum()))} of {len(view)} timed while the 1-minute load average '
-            f'(up to {loads[busy].max():.1f}) exceeded the {_distinct(view.loc[busy, "cpu_cores"])} cores: other '
+    return (f' **Busy machine**: {n_cases(int(busy.sum()))} of {len(view)} timed while the 1-minute load average '
+            f'(up to {loads[busy].max():.1f}) exceeded the {distinct(view.loc[busy, "cpu_cores"])} cores: other '
             f'work shared the CPU, so those timings are slower and vary more than this machine alone gives.')
 
 
@@ -313,15 +278,15 @@ def _how_timed(view: pd.DataFrame) -> str:
     """'eager' or 'through torch.compile, with weights and inputs cast to the dtype, in channels-last; 2 cases
     not stable (CV above 0.05)'."""
     compiled = view['compile'].eq(True)
-    parts = ['through torch.compile' if compiled.all() else f'through torch.compile in {_cases(compiled.sum())}'
+    parts = ['through torch.compile' if compiled.all() else f'through torch.compile in {n_cases(compiled.sum())}'
              if compiled.any() else 'eager']
     reduced = view['dtype'].isin(('bf16', 'fp16'))
     if reduced.any():
-        parts.append(_distinct(view.loc[reduced, 'precision'].map(lambda p: PRECISION_WORDS.get(p, p))))
+        parts.append(distinct(view.loc[reduced, 'precision'].map(lambda p: PRECISION_WORDS.get(p, p))))
     if view['channels_last'].eq(True).any():
         parts.append('in channels-last')
     unstable = int(view['timing_stable'].eq(False).sum())
-    stability = f'; {_cases(unstable)} not stable (CV above {_distinct(view["timing_max_cv"])})' if unstable else ''
+    stability = f'; {n_cases(unstable)} not stable (CV above {distinct(view["timing_max_cv"])})' if unstable else ''
     return ', '.join(parts) + stability
 
 
@@ -331,7 +296,7 @@ def _median_rse(view: pd.DataFrame) -> str:
     targets = targets[targets > 0]
     if targets.empty:
         return ''
-    return f', ended once the median was known to {_distinct(f"{t:.0%}" for t in targets)} (standard error)'
+    return f', ended once the median was known to {distinct(f"{t:.0%}" for t in targets)} (standard error)'
 
 
 def _passes(repeats: pd.Series) -> str:
@@ -345,15 +310,15 @@ def _passes(repeats: pd.Series) -> str:
 
 def _over_budget(view: pd.DataFrame) -> int:
     """Cases whose timed passes alone took longer than their budget (the min_repeats floor won)."""
-    return sum(isinstance(samples, list) and not _is_null(budget) and sum(samples) / 1000 > budget
+    return sum(isinstance(samples, list) and not is_null(budget) and sum(samples) / 1000 > budget
                for samples, budget in zip(view['time_samples_ms'], view['timing_budget_s']))
 
 
-TIMING_FIGURES = {'time_median_ms': _number('.2f'), 'time_iqr_ms': _number('.2f'), 'time_min_ms': _number('.2f'),
-                  'time_p90_ms': _number('.2f'), 'time_p99_ms': _number('.2f'), 'time_cv': _percent,
-                  'timing_stable': _yes_no, 'timing_repeats': _number('d'), 'batch_size_used': _number('d'),
-                  'images_per_s': _number('.1f'), 'flops_per_image': _giga, 'achieved_tflops': _number('.3g'),
-                  'peak_fraction': _percent, 'peak_memory_mb': _number('.1f')}
+TIMING_FIGURES = {'time_median_ms': as_number('.2f'), 'time_iqr_ms': as_number('.2f'), 'time_min_ms': as_number('.2f'),
+                  'time_p90_ms': as_number('.2f'), 'time_p99_ms': as_number('.2f'), 'time_cv': as_percent,
+                  'timing_stable': as_yes_no, 'timing_repeats': as_number('d'), 'batch_size_used': as_number('d'),
+                  'images_per_s': as_number('.1f'), 'flops_per_image': as_giga, 'achieved_tflops': as_number('.3g'),
+                  'peak_fraction': as_percent, 'peak_memory_mb': as_number('.1f')}
 
 
 def timing_table(view: pd.DataFrame) -> tuple[str, pd.DataFrame] | None:
@@ -369,7 +334,7 @@ def _timing(view: pd.DataFrame) -> list[str]:
     if table is None:
         return ['## Timing', '', 'No timing figures recorded.']
     caption, cells = table
-    return ['## Timing', '', _wrap(caption), '', _table(cells)]
+    return ['## Timing', '', wrapped(caption), '', github_table(cells)]
 
 
 def render_markdown(view: pd.DataFrame, summary: pd.DataFrame, results_path: Path) -> str:

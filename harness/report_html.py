@@ -1,6 +1,7 @@
 """report.html: a run in one self-contained file that opens from disk, with plots.
 
-Sections: the status grid (model × origin × path), plots of throughput and drift against input size for each
+Sections: the findings (the failed and xpassed cases grouped by root cause, :mod:`harness.findings`), the status
+grid (model × origin × path), plots of throughput and drift against input size for each
 model (one line per path), the distribution of every timed case's passes, the timing table (percentiles,
 CV, FLOPs, TFLOP/s and the fraction of the device's peak), failures with their full reasons, the unsupported
 cases grouped by reason, and the run's environment (run.json when it is beside the results).
@@ -22,6 +23,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from harness.findings import CHANGE_WORDS, FINDING_STATUSES, Finding, findings_of
 from harness.repro import REPRODUCIBLE, repro_command
 from harness.results import UNEXPECTED, path_rank, unsupported_groups
 from harness.run_record import RunRecord
@@ -57,7 +59,8 @@ def render_html(inputs: HtmlInputs) -> str:
     names = ', '.join(dict.fromkeys(str(m) for m in frame['matrix'].dropna())) or 'no results'
     body = [f'<h1>Resize regression report: {_esc(names)}</h1>', _totals(frame)]
     if not frame.empty:
-        body += [_summary_grid(inputs.summary), _plots(frame), _distributions(frame), _timing_table(inputs.timing),
+        body += [_findings(frame, inputs.results_path), _summary_grid(inputs.summary), _plots(frame),
+                 _distributions(frame), _timing_table(inputs.timing),
                  _failures(frame, inputs.results_path.parent), _unsupported(frame)]
     body.append(_environment(frame, inputs.run, inputs.results_path))
     return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -70,6 +73,26 @@ def render_html(inputs: HtmlInputs) -> str:
 def _totals(frame: pd.DataFrame) -> str:
     counts = frame['status'].value_counts()
     return f'<p><b>{len(frame)} cases:</b> ' + _esc(', '.join(f'{n} {s}' for s, n in counts.items())) + '</p>'
+
+
+def _findings(frame: pd.DataFrame, results_path: Path) -> str:
+    """Each finding: its title, what it affects, the command that reproduces its representative case."""
+    if not frame['status'].isin(FINDING_STATUSES).any():
+        return ''
+    report = findings_of(results_path)
+    return (f'<h2>Findings</h2>\n<p><b>{_esc(report.summary())}</b></p>\n'
+            + '\n'.join(_finding(finding) for finding in report.findings))
+
+
+def _finding(finding: Finding) -> str:
+    seen = f'; first seen in timm {finding.first_seen}' if finding.first_seen else ''
+    seen += f', {CHANGE_WORDS[finding.change]}' if finding.change else ''
+    return (f'<h3>{_esc(finding.title)}</h3>\n<ul><li>id <code>{_esc(finding.id)}</code>{_esc(seen)}</li>'
+            f'<li>{len(finding.case_ids)} case{"s" * (len(finding.case_ids) != 1)} on {_esc(", ".join(finding.paths))}'
+            f'; architectures: {_esc(", ".join(finding.architectures))} <details><summary>case ids</summary><pre>'
+            f'{_esc(chr(10).join(finding.case_ids))}</pre></details></li>'
+            f'<li>representative: <code>{_esc(finding.representative)}</code>, reproduced by '
+            f'<code>{_esc(finding.repro)}</code></li></ul>')
 
 
 def _summary_grid(summary: pd.DataFrame) -> str:

@@ -19,16 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
 from harness import schema
+from harness.case.check_registry import REGISTRY
+from harness.vocabulary import PATHS
 
 if TYPE_CHECKING:   # pandas is imported by load() alone: the pytest controller imports this module
     import pandas as pd
 
 STATUSES = ('passed', 'failed', 'xfailed', 'xpassed', 'unsupported', 'error', 'resource')
 UNEXPECTED = ('failed', 'xpassed', 'error', 'resource')   # statuses that make `harness run` exit 1
-# names that may appear in a record's ``failed_checks``, in the order the stages run
-CHECKS = ('load', 'reload', 'resize', 'dtype', 'trainable', 'shapes', 'features', 'finite', 'noop', 'fidelity',
-          'parity', 'drift')
-PATHS = ('create', 'set_input_size', 'dynamic')   # the build paths, in the order a matrix and reports list them
+# names that may appear in a record's ``failed_checks``, in the order the stages run (harness.case.check_registry)
+CHECKS = tuple(REGISTRY)
 DTYPES = ('fp32', 'bf16', 'fp16')   # the timing dtypes
 PRECISIONS = ('amp', 'cast')        # how a reduced dtype is applied: autocast, or weights and inputs cast to it
 STATES = ('fp32', 'bf16', 'fp16', 'frozen', 'train')   # a model's state when resized (harness.states)
@@ -54,6 +54,7 @@ class CaseResult:
     state: str = 'fp32'                      # the state the model was resized in (harness.states)
     model_name: str = ''                                   # the timm name (``model`` is the matrix label)
     model_overrides: dict[str, Any] = field(default_factory=dict)   # constructor overrides of the checkpoint
+    family: str = ''                         # the family claiming the model (harness.families); '' in older records
     source_img_size: list[int] | None = None
     source_patch_size: int | None = None
     source_window_size: int | list[int] | None = None   # the first stage's, as window_size

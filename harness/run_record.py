@@ -23,14 +23,15 @@ if TYPE_CHECKING:   # the real imports are deferred: the command line reads run.
     import torch
 
     from harness.image_tree import ImageTree
-    from harness.matrix import Matrix, TimingConfig
+    from harness.matrix import Matrix
+    from harness.timing_config import TimingConfig
 
 RUN_FILE = 'run.json'
 # settings a resumed run must share with the run it continues, and how a message names them
 MUST_MATCH = {'timm_version': 'timm', 'torch_version': 'torch', 'device': 'device', 'dtype': 'dtype',
               'precision': 'precision', 'compile': 'compile', 'channels_last': 'channels-last',
               'batch_size': 'batch size', 'cpu_threads': 'threads (--threads)',
-              'matrix_sha256': 'matrix content (sha256)',
+              'matrix_sha256': 'matrix content (sha256)', 'full_size': 'zoo models at full size (--full-size)',
               'images_sha256': 'labelled images (sha256 of their paths and sizes)'}
 
 
@@ -65,6 +66,7 @@ class RunRecord:
     matrix_name: str = ''
     matrix_sha256: str = ''               # of the matrix file's bytes
     shard: str = ''                       # K/N for one shard of the matrix's cases; '' for all of them
+    full_size: bool = False               # zoo entries at their real configuration (--full-size), not in miniature
     images: str = ''                      # the labelled images' folder (--images or the matrix's); '' for none
     images_sha256: str = ''               # of their paths below it and sizes; '' for none
     argv: list[str] = field(default_factory=list)
@@ -86,7 +88,7 @@ def describe_run(matrix: Matrix, device: torch.device, timing: TimingConfig, arg
     import timm
     import torch
 
-    from harness.pipeline import device_name
+    from harness.case.runner import device_name
     return RunRecord(
         results_schema=schema.RUN.version, timm_version=timm.__version__, torch_version=torch.__version__,
         harness_version=_harness_version(), harness_commit=_harness_commit(), cuda_version=torch.version.cuda,
@@ -98,7 +100,8 @@ def describe_run(matrix: Matrix, device: torch.device, timing: TimingConfig, arg
         timing_median_rse=timing.median_rse if timing.enabled else None,
         timing_max_cv=timing.max_cv if timing.enabled else None, matrix_name=matrix.name,
         matrix_sha256=hashlib.sha256(Path(matrix.path).read_bytes()).hexdigest(), shard=shard or '',
-        images=str(images.root) if images else '', images_sha256=images.sha256 if images else '', argv=list(argv),
+        full_size=matrix.selection.full_size, images=str(images.root) if images else '',
+        images_sha256=images.sha256 if images else '', argv=list(argv),
         started_at=_now())
 
 

@@ -44,8 +44,8 @@ from harness.run_record import (
 )
 
 if TYPE_CHECKING:
+    from harness.case.work import RunOptions
     from harness.matrix import Matrix
-    from harness.pipeline import RunOptions
 
 _logger = logging.getLogger(__name__)
 

@@ -10,12 +10,11 @@ from typing import Any
 
 from packaging.specifiers import SpecifierSet
 
-from harness.results import DEFAULT_STATE, PATHS
+from harness.results import DEFAULT_STATE
+from harness.timing_config import TimingConfig
+from harness.vocabulary import PATHS, Size, Window
 
 AXES = ('origins', 'sizes', 'patch_sizes', 'window_sizes', 'paths', 'states')   # a model entry may set its own
-
-Size = tuple[int, int]
-Window = int | Size   # a window size: square (int) or rectangular (h, w)
 
 
 @dataclass(frozen=True)
@@ -28,6 +27,7 @@ class ModelSpec:
     overrides: tuple[tuple[str, Any], ...] = ()
     axes: tuple[tuple[str, Any], ...] = ()
     alias: str | None = None   # the entry's `label`: needed when one timm name appears twice
+    zoo: bool = False          # from a `zoo:` entry: its shard was chosen by architecture (Selection)
 
     @classmethod
     def of(cls, name: str, overrides: dict[str, Any]) -> 'ModelSpec':
@@ -101,49 +101,38 @@ class Tolerances:
         return Tolerances(**values)
 
 
-# what a timing setting left unset in the matrix and on the command line becomes, per device type
-# CPU time is scarce (a ViT-B pass at 384 takes about a second on 2 cores): timing stops once the median is known
-# to 2%, and the budget is a cap that leaves room for the floor of timed passes. GPU passes take milliseconds:
-# the budget is filled, and the many samples make comparisons between releases sharper.
-# threads: torch's intra-op threads in each worker. One on CPU: a pass on 2 threads of a shared 2-core machine
-# waits for whichever core is busy (benchmarks/threads.py; README: Timing); on CUDA torch's own default
-DEVICE_TIMING_DEFAULTS = {'cpu': {'batch_size': 1, 'budget_s': 10.0, 'median_rse': 0.02, 'threads': 1},
-                          'cuda': {'batch_size': 8, 'budget_s': 5.0, 'median_rse': 0.0}}
+def parse_shard(text: str) -> tuple[int, int]:
+    """``K/N`` with 1 <= K <= N, as (K, N)."""
+    index, _, count = text.partition('/')
+    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise ValueError(f'expected K/N with 1 <= K <= N, such as 2/4; got {text!r}')
+    return int(index), int(count)
 
 
 @dataclass(frozen=True)
-class TimingConfig:
-    """How forward passes are timed. ``None`` means the device's default (:data:`DEVICE_TIMING_DEFAULTS`):
-    a CPU pass is orders of magnitude slower than a GPU one, so it gets a smaller batch.
+class Selection:
+    """Which part of a matrix a run takes, and how (``harness run --shard K/N --full-size``).
 
-    A case gets ``budget_s`` seconds for its warm-up and timed passes together: timed passes go on while
-    another one fits, so a fast model gets many samples and a slow one is not timed for minutes, and stop
-    earlier once the median's relative standard error is at most ``median_rse`` (0: fill the budget). The
-    ``min_repeats`` floor wins over both. ``precision`` says how a reduced ``dtype`` is applied: ``amp``
-    (autocast) or ``cast`` (weights and inputs converted, as timm's benchmark.py ``--precision``)."""
-    enabled: bool = True
-    batch_size: int | None = None
-    dtype: str = 'fp32'
-    precision: str = 'amp'
-    compile: bool = False           # torch.compile, default mode; compiling is not timed
-    channels_last: bool = False     # model and inputs in channels-last memory format
-    warmup: int = 1
-    budget_s: float | None = None   # seconds per case: warm-up and timed passes together
-    min_repeats: int = 7            # fewer timed passes cannot reach p < 0.002 in a rank test (7 vs 7: 0.0006)
-    median_rse: float | None = None # relative standard error of the median that ends timing early; 0: never
-    max_cv: float = 0.05            # a case whose passes vary more (std / mean) is recorded as not stable
-    threads: int | None = None      # torch.set_num_threads in each worker; None on CUDA: torch's default
+    A shard holds every N-th checkpoint of the matrix's cases (:func:`harness.cases.in_shard`), and of a ``zoo:``
+    entry every N-th architecture, counted from the K-th: only those are validated, so a zoo sweep of a whole
+    release is never built by one process. ``names``: only the entries of these timm models (``harness repro``
+    looks for one case).
+    ``full_size``: ``zoo:`` entries at their real configuration instead of in miniature."""
+    shard: tuple[int, int] | None = None
+    full_size: bool = False
+    names: tuple[str, ...] | None = None
 
-    def for_run(self, device_type: str, enabled: bool = True, **overrides: Any) -> 'TimingConfig':
-        """What a run times with: the command line's settings (``batch_size=``, ``dtype=``, ...; None keeps the
-        matrix's) over the matrix's, then every value still unset filled in for ``device_type``."""
-        chosen = {k: v for k, v in overrides.items() if v is not None}
-        return dataclasses.replace(self, **chosen, enabled=self.enabled and enabled).for_device(device_type)
+    def deals(self, index: int) -> bool:
+        """Whether the ``index``-th item dealt round-robin (0-based) is in this shard."""
+        return self.shard is None or index % self.shard[1] == self.shard[0] - 1
 
-    def for_device(self, device_type: str) -> 'TimingConfig':
-        """This configuration with every unset value filled in for ``device_type``."""
-        defaults = DEVICE_TIMING_DEFAULTS.get(device_type, DEVICE_TIMING_DEFAULTS['cpu'])
-        return dataclasses.replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+    def names_hold(self, name: str) -> bool:
+        return self.names is None or name in self.names
+
+    @classmethod
+    def of_run(cls, shard: str, full_size: bool) -> 'Selection':
+        """The selection a run.json records (``shard`` as ``K/N``, '' for the whole matrix)."""
+        return cls(parse_shard(shard) if shard else None, full_size)
 
 
 @dataclass(frozen=True)
@@ -182,7 +171,8 @@ class Matrix:
     timing: TimingConfig = field(default_factory=TimingConfig)
     expect: tuple[Expectation, ...] = ()
     left_out: tuple[str, ...] = ()   # model entries whose `timm:` range leaves out this release, trigger kinds
-                                     # a model cannot take (`targets:`), and why
+                                     # a model cannot take (`targets:`), zoo architectures that do not run, and why
+    selection: Selection = field(default_factory=lambda: Selection())   # the part of the file this is
 
     def axes_for(self, model: ModelSpec) -> dict[str, tuple]:
         """The case axes of one model: the matrix's, with the model entry's own lists taking precedence."""

@@ -20,11 +20,12 @@ from typing import TextIO
 import torch
 
 from harness.build import build_path
+from harness.case.work import CheckpointWork, RunOptions
 from harness.cases import Case, expand
 from harness.flops import flops_per_image
-from harness.matrix import TimingConfig, load_matrix
-from harness.pipeline import CheckpointWork, RunOptions
+from harness.matrix import Selection, load_matrix
 from harness.timing import time_forward, use_threads
+from harness.timing_config import TimingConfig
 from harness.timm_versions import check_imported_release
 
 
@@ -34,7 +35,7 @@ def main() -> None:
     if problem:
         sys.exit(problem)
     settings = json.loads(sys.argv[1])
-    matrix = load_matrix(settings['matrix'])
+    matrix = load_matrix(settings['matrix'], selection=Selection.of_run(settings['shard'], settings['full_size']))
     cases = {case.case_id: case for case in expand(matrix)}
     device = torch.device(settings['device'])
     options = RunOptions(device=device, cache_dir=Path(settings['cache']), out_dir=Path(settings['out']),

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from harness.families import Geometry, Size, Target
-from harness.families.base import ALL_PATHS, Family, native_geometry
+from harness.families.base import Family, native_geometry
+from harness.vocabulary import PATHS
 
 if TYPE_CHECKING:
     from harness.spec import ModelSpec
 
-STATIC_PATHS = tuple(path for path in ALL_PATHS if path != 'dynamic')   # dynamic_img_size cannot change a patch
-                                                                         # or a window
+STATIC_PATHS = tuple(path for path in PATHS if path != 'dynamic')   # dynamic_img_size cannot change a patch
+                                                                     # or a window
 
 # kind -> what it exercises; README's "Trigger sets" table is this list
 KINDS = {
@@ -48,7 +49,7 @@ class TriggerTarget:
     """One target of a trigger set and the paths that can reach it (a patch or window change: no dynamic)."""
     kind: str
     target: Target
-    paths: tuple[str, ...] = ALL_PATHS
+    paths: tuple[str, ...] = PATHS
 
 
 @dataclass(frozen=True)

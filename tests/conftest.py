@@ -23,9 +23,11 @@ os.environ.setdefault('OMP_NUM_THREADS', '1')
 import timm  # noqa: E402
 import torch  # noqa: E402
 
+from harness.case.runner import run_case
+from harness.case.work import CheckpointWork, RunOptions
 from harness.cases import expand
-from harness.matrix import TimingConfig, load_matrix
-from harness.pipeline import CheckpointWork, RunOptions, run_case
+from harness.matrix import load_matrix
+from harness.timing_config import TimingConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,28 +99,32 @@ origins: [timm]
 sizes: [[64, 512]]
 timing: {warmup: 0, budget_s: 0.3, min_repeats: 4}
 '''
-NIGHTLY_BASE = '1.0.30'   # resamples TINY_AB's rectangular source wrongly at create time; the current release does not
+NIGHTLY_MAIN = '1.0.30'   # resamples TINY_AB's rectangular source wrongly at create time; the current release does not
 
 
 @dataclass
 class NightlyJob:
     done: subprocess.CompletedProcess
-    out: Path   # HARNESS_OUT: the matrix's folder is out / 'matrix', its harness ab run's out / 'matrix' / 'shard-1'
+    out: Path   # HARNESS_OUT: the matrix's folder is out / 'main' / 'matrix', its harness ab run's that / 'shard-1'
 
 
 @pytest.fixture(scope='session')
 def nightly_job(once, release_cache) -> NightlyJob:
-    """`scripts/nightly.sh local` on TINY_AB, timm 1.0.30 against the current release: what CI's shard and merge
-    jobs do, on one machine. Its `harness ab` run is what tests/test_ab.py checks, its merge and compare what
-    tests/test_workflow.py checks: one job for both."""
-    import timm
+    """`scripts/nightly.sh local` on TINY_AB, with timm 1.0.30's source standing in for a main branch that broke
+    what the current (newest) release does right: what CI's shard and merge jobs do, on one machine, on a night
+    that is no release's day. Its `harness ab` run is what tests/test_ab.py checks, its merge, compare and
+    findings what tests/test_workflow.py checks: one job for both."""
+    from harness.timm_versions import installed_release
 
     def run(folder: Path) -> None:
         (folder / 'matrix.yaml').write_text(textwrap.dedent(TINY_AB))
+        main = installed_release(NIGHTLY_MAIN, release_cache)   # a folder holding timm/: a source tree to --timm
         done = subprocess.run(['bash', str(REPO / 'scripts' / 'nightly.sh'), 'local', str(folder / 'matrix.yaml')],
                               capture_output=True, text=True, cwd=REPO,
-                              env={**os.environ, 'HARNESS_BASE': NIGHTLY_BASE, 'HARNESS_NEW': timm.__version__,
-                                   'HARNESS_OUT': str(folder / 'out'), 'HARNESS_CACHE': str(release_cache)})
+                              env={**os.environ, 'HARNESS_BASE': NIGHTLY_MAIN, 'HARNESS_NEW': timm.__version__,
+                                   'HARNESS_TIMM_MAIN': str(main), 'HARNESS_RELEASE_DAY': 'false',
+                                   'HARNESS_OUT': str(folder / 'out'), 'HARNESS_STATE': str(folder / 'state'),
+                                   'HARNESS_CACHE': str(release_cache), 'GITHUB_STEP_SUMMARY': ''})
         (folder / 'done.json').write_text(json.dumps([done.args, done.returncode, done.stdout, done.stderr]))
 
     folder = once('nightly-job', run)

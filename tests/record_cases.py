@@ -1,7 +1,7 @@
 """Record a matrix's cases as ``harness run`` does, in this one process: ``python -m tests.record_cases MATRIX OUT
 CACHE``, with another timm release first on PYTHONPATH.
 
-The cases go through :func:`harness.pipeline.run_case`, what harness run's workers call, and the folder gets the
+The cases go through :func:`harness.case.runner.run_case`, what harness run's workers call, and the folder gets the
 same run.json and results.jsonl; what is left out is pytest and its worker processes, which cost a test
 running an old release twice the imports. Checks only (no timing).
 """
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
+from harness.case.runner import run_case
+from harness.case.work import CheckpointWork, RunOptions
 from harness.cases import expand
 from harness.matrix import load_matrix
-from harness.pipeline import CheckpointWork, RunOptions, run_case
 from harness.results import append_result
 from harness.run_record import describe_run, mark_finished, write_run_record
 

@@ -48,11 +48,12 @@ ROUNDS = 5
 
 @pytest.mark.slow
 def test_ab_between_two_releases_times_in_interleaved_rounds_and_compares(nightly_job):
-    """`harness ab TINY_AB --base 1.0.30 --new <current>` as the nightly job runs it (tests/conftest.py)."""
-    done, ab = nightly_job.done, nightly_job.out / 'matrix' / 'shard-1'
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert 'compare: 3 cases: 2 fixed, 1 outputs_changed' in done.stdout
-    for side, release in (('base', '1.0.30'), ('new', timm.__version__)):
+    """`harness ab TINY_AB --base <current> --new <1.0.30's source tree>` as the nightly job runs it on timm's main
+    branch (tests/conftest.py)."""
+    done, ab = nightly_job.done, nightly_job.out / 'main' / 'matrix' / 'shard-1'
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]   # the stand-in for main regressed
+    assert 'compare: 3 cases: 2 regressed, 1 outputs_changed' in done.stdout
+    for side, release in (('base', timm.__version__), ('new', '1.0.30')):
         run = json.loads((ab / side / 'run.json').read_text())
         assert run['timing_rounds'] == ROUNDS and run['timing_budget_s'] == 0.3
         assert {r['timm_version'] for r in records(ab / side)} == {release}
@@ -83,8 +84,28 @@ def test_k_selects_the_same_cases_on_both_releases(tmp_path, monkeypatch):
                 Release('new', '1.0.31', tmp_path, tmp_path / 'new')]
     assert ab.run_checks(tmp_path / 'm.yaml', releases, tmp_path, None, 'open_clip and create') == [0, 0]
     assert all(args[-2:] == ['-k', 'open_clip and create'] for args in started) and len(started) == 2
+    assert ab.run_checks(tmp_path / 'm.yaml', releases, tmp_path, '1/16', None, full_size=True) == [0, 0]
+    assert all(args[-3:] == ['--shard', '1/16', '--full-size'] for args in started[2:]) and len(started) == 4
     monkeypatch.undo()   # (the module patched is subprocess itself)
     matrix = tmp_path / 'm.yaml'
     matrix.write_text('name: m\nmodels: [vit_tiny_patch16_224]\n')
     refused = harness('ab', matrix, '--base', '1.0.30', '--new', '1.0.31', '-k', 'timm and (')
     assert refused.returncode == 2 and "-k: 'timm and (' is not a pytest -k expression" in refused.stderr
+
+
+
+def test_full_size_reaches_both_runs_and_no_timing_skips_the_rounds(tmp_path, monkeypatch):
+    """`harness ab --full-size` runs each release's checks with --full-size (the nightly's GPU runner: zoo entries
+    at their real configuration); --no-timing (its CPU runner) compares the checks without timing rounds."""
+    from harness import ab, cli
+    from harness.commands import ab as ab_command
+    passed_on, compared = [], []
+    monkeypatch.setattr(ab, 'release', lambda side, version, out, cache: Release(side, version, tmp_path, out / side))
+    monkeypatch.setattr(ab, 'run_checks', lambda *args: passed_on.append(args[3:]) or [0, 0])
+    monkeypatch.setattr(ab, 'interleave', lambda *args: pytest.fail('--no-timing, yet timed'))
+    monkeypatch.setattr(ab_command, 'compare_runs', lambda base, new, out, spec: compared.append(out) or 0)
+    matrix = tmp_path / 'm.yaml'
+    matrix.write_text('name: m\nmodels: [vit_tiny_patch16_224]\n')
+    assert cli.main(['ab', str(matrix), '--base', '1.0.30', '--new', '1.0.31', '--out', str(tmp_path / 'ab'),
+                     '--shard', '2/16', '--full-size', '--no-timing']) == 0
+    assert passed_on == [('2/16', None, True)] and compared == [tmp_path / 'ab']

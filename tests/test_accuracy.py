@@ -20,11 +20,11 @@ from PIL import Image
 from timm.data import ImageNetInfo, create_transform, resolve_data_config
 
 from harness.accuracy import labelled_images, top1_accuracy
+from harness.case.work import RunOptions
 from harness.cli import main
 from harness.image_tree import INDEX, ImageTreeError, class_indices, read_image_tree
 from harness.items import run_options
 from harness.matrix import MatrixError, load_matrix
-from harness.pipeline import RunOptions
 from harness.run_start import StartRefused, describe_start, start_run_folder
 from tests.test_cli import harness, records
 

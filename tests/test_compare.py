@@ -208,7 +208,8 @@ def write_run(folder, statuses: dict[str, str], timm_version: str, **run_fields)
         append_result(folder, CaseResult(case_id=case_id, matrix='m', model='vit', origin='timm', img_size=[64, 64],
                                          patch_size=None, window_size=None, path=case_id.rsplit('-', 1)[1],
                                          status=status, device='cpu', device_name='Test CPU, 2 threads',
-                                         dtype='fp32', batch_size=1, timm_version=timm_version))
+                                         dtype='fp32', batch_size=1, timm_version=timm_version, family='vit',
+                                         failed_checks=['parity'] if status == 'failed' else []))
 
 
 def test_compare_command_writes_tables_and_step_summary(tmp_path, monkeypatch):
@@ -225,7 +226,10 @@ def test_compare_command_writes_tables_and_step_summary(tmp_path, monkeypatch):
     assert {k: c['change'] for k, c in cases.items()} == {
         'vit-create': 'fixed', 'vit-dynamic': 'regressed', 'vit-set_input_size': 'removed', 'vit-extra': 'new'}
     markdown = (tmp_path / 'cmp' / 'compare.md').read_text()
-    assert markdown.index('## Regressed') < markdown.index('## Fixed')
+    assert markdown.index('## Findings') < markdown.index('## Regressed') < markdown.index('## Fixed')
+    assert '**1 finding from 1 failed case**' in markdown and '### vit: parity fails' in markdown
+    assert '- id `' in markdown and 'first seen in timm 1.0.31' in markdown   # every case of it regressed there
+    assert f'harness repro {new} vit-dynamic' in markdown
     assert '1.0.30' in markdown and '1.0.31' in markdown
     assert summary.read_text().startswith('earlier step\n# Compare')
     back = harness('compare', new, old, '--out', tmp_path / 'back')
@@ -254,6 +258,7 @@ def test_two_runs_of_one_release_compare_unchanged(write_matrix, tmp_path, cache
     assert compared.returncode == 0, compared.stdout + compared.stderr
     cases = json.loads((tmp_path / 'b' / 'compare.json').read_text())['cases']
     assert len(cases) == 4 and {c['change'] for c in cases} == {'unchanged'}
+    assert '## Findings' not in (tmp_path / 'b' / 'compare.md').read_text()   # nothing failed: no findings
     fingerprints = [json.loads(line)['output_fingerprint'] for line in (tmp_path / 'a' / 'results.jsonl').open()]
     assert all(len(f['digest']) == 16 and len(f['logits_head'][0]) == 8 for f in fingerprints)
 

@@ -152,7 +152,10 @@ def test_coverage_command_lists_families_categories_and_reasons():
     table = json.loads(done.stdout)
     rows = {row['architecture']: row for row in table['architectures']}
     assert table['summary'] == ('4 architectures: 1 oracle, 1 nothing_to_resample, 1 fixed_size, 1 unknown; '
-                                '75.0% in a family')
+                                '75.0% in a family; --zoo runs 3 (100.0% of those), 1 in miniature')
+    assert [rows[name]['zoo'] for name in ('vit_tiny_patch16_224', 'test_resnet', 'mixer_s16_224', 'mvitv2_tiny')] \
+        == ['miniature', 'real', 'real', 'no']
+    assert 'the cnn family does not shrink' in rows['test_resnet']['zoo_reason']
     assert rows['vit_tiny_patch16_224']['checks'] == ('load reload resize dtype trainable shapes features finite noop '
                                                       'fidelity parity drift')
     assert rows['test_resnet']['module'] == 'resnet' and rows['test_resnet']['paths'] == 'create'

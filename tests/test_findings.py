@@ -121,6 +121,43 @@ def test_the_command_writes_findings_and_exits_1(tmp_path, capsys, monkeypatch):
     assert cli.main(['findings', str(clean), '--xfailed']) == 1   # the known defects the matrix marks
 
 
+def test_against_the_previous_findings_each_is_new_or_still_open_and_the_rest_gone(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(findings, 'family_name', _family)
+    last_night = _run(tmp_path / 'last', _swin_cases() + [_case('vit_tiny_patch16_224', 'create', check='parity')])
+    assert cli.main(['findings', str(last_night)]) == 1
+    tonight = _run(tmp_path / 'tonight', _swin_cases()[:2] + [_case(SWINS[0], 'create', check='shapes')])
+    capsys.readouterr()
+    assert cli.main(['findings', str(tonight), '--previous', str(last_night / 'findings.json')]) == 1
+    out = capsys.readouterr().out
+    assert 'findings: 2 findings from 3 failed cases: 1 new finding, 1 still open, 1 gone' in out
+    body = json.loads((tonight / 'findings.json').read_text())
+    changes = {f['signature']['check']: f['change'] for f in body['findings']}
+    assert changes == {'fidelity': 'open', 'shapes': 'new'}   # the fidelity finding lost 4 cases: the same one
+    assert [g['title'] for g in body['gone']] == ['vit: parity fails on a transposed grid']
+    markdown = (tonight / 'findings.md').read_text()
+    assert ', still open' in markdown and ', new finding' in markdown
+    assert f'## Gone since {last_night / "findings.json"}' in markdown
+    # the folder names it as well; without --previous there is no change at all
+    assert cli.main(['findings', str(tonight), '--previous', str(last_night)]) == 1
+    assert cli.main(['findings', str(tonight)]) == 1
+    body = json.loads((tonight / 'findings.json').read_text())
+    assert body['previous'] is None and body['gone'] == [] and {f['change'] for f in body['findings']} == {None}
+
+
+def test_a_bad_previous_findings_json_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(findings, 'family_name', _family)
+    run_dir = _run(tmp_path / 'run', _swin_cases())
+    bad = {'garbage.json': 'not json', 'old.json': '{"schema": 0, "findings": []}',
+           'untitled.json': '{"schema": 1, "findings": [{"id": "abc"}]}'}
+    for name, text in bad.items():
+        (tmp_path / name).write_text(text)
+    for name, says in (('nothing.json', '--previous: '), ('garbage.json', 'not readable JSON'),
+                       ('old.json', 'schema, findings: expected'), ('untitled.json', 'findings[0]: expected')):
+        assert cli.main(['findings', str(run_dir), '--previous', str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('error: ') and says in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_a_compare_says_where_a_regression_first_appears(tmp_path, monkeypatch):
     base = _run(tmp_path / 'base', [_case(SWINS[0], 'create', status='passed')])
     new = _run(tmp_path / 'new', [_case(SWINS[0], 'create')])
@@ -161,6 +198,17 @@ def test_the_family_is_the_one_the_overrides_build():
     assert findings.family_name(record) == 'naflexvit'
     assert findings.family_name({**record, 'model_overrides': {'depth': 1}}) == 'vit'
     assert findings.family_name({'model_name': 'no_such_model', 'model_overrides': {}}) == 'unclaimed'
+
+
+def test_a_record_names_its_family_and_an_older_one_is_looked_up(monkeypatch):
+    """Records name their family (no timm import to group them); one of an older harness, without the field or
+    with it blank, is looked up by its model."""
+    record = {'model_name': 'vit_tiny_patch16_224', 'model_overrides': {'use_naflex': True}, 'family': 'swin'}
+    assert findings.family_name(record) == 'swin'
+    assert findings.family_name({**record, 'family': ''}) == 'naflexvit'
+    assert findings.family_name({k: v for k, v in record.items() if k != 'family'}) == 'naflexvit'
+    monkeypatch.setattr(findings, '_family_name', None)   # a lookup now would raise
+    assert findings.family_name(record) == 'swin'
 
 
 def test_report_md_leads_with_the_findings(tmp_path, monkeypatch):

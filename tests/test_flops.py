@@ -8,10 +8,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-import harness.pipeline
+import harness.case.work
+from harness.case.timed import record_timing
 from harness.device_peaks import peak_tflops
 from harness.flops import flops_per_image
-from harness.pipeline import record_timing
 from harness.results import CaseResult
 from harness.timing import Timing
 
@@ -98,13 +98,13 @@ paths: [create, set_input_size]
 
 def test_timed_cases_record_samples_flops_and_tflops_with_the_native_model_parked(run_matrix, monkeypatch):
     parked = []
-    real = harness.pipeline.parked
+    real = harness.case.work.parked
 
     def spy(models, device):
         parked.append([model.patch_embed.img_size for model in models])
         return real(models, device)
 
-    monkeypatch.setattr(harness.pipeline, 'parked', spy)
+    monkeypatch.setattr(harness.case.work, 'parked', spy)
     results = list(run_matrix(TINY_VIT, timing=True).values())
     assert [r.status for r in results] == ['passed', 'passed']
     for r in results:

@@ -22,11 +22,13 @@ import pytest
 import timm
 import torch
 
+from harness.case.runner import run_case
+from harness.case.work import CheckpointWork, RunOptions
 from harness.cases import expand
 from harness.checkpoints.integrity import CHECKSUMS_FILE
 from harness.checkpoints.store import USER_FILES, checkpoint_for
-from harness.matrix import MatrixError, TimingConfig, load_matrix
-from harness.pipeline import CheckpointWork, RunOptions, run_case
+from harness.matrix import MatrixError, load_matrix
+from harness.timing_config import TimingConfig
 from tests.conftest import REPO
 from tests.swap_file_after_first_case import SOURCE_ENV, TARGET_ENV
 from tests.test_cli import harness, records

@@ -17,6 +17,7 @@ def test_shards_keep_checkpoints_together_and_merge_into_the_whole_run(write_mat
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert json.loads((out / 'run.json').read_text())['shard'] == f'{number}/2'
         assert len({r['origin'] for r in records(out)}) == 1 and len(records(out)) == 2   # one checkpoint each
+        assert {r['family'] for r in records(out)} == {'vit'}   # findings group by it without importing timm
     merged = harness('merge', tmp_path / 'merged', *shards)
     assert merged.returncode == 0, merged.stderr
     assert {r['case_id'] for r in records(tmp_path / 'merged')} == ALL_CASES

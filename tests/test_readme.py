@@ -16,7 +16,8 @@ import pytest
 
 from harness.cases import expand
 from harness.cli import _parser
-from harness.matrix import PATHS, load_matrix
+from harness.matrix import load_matrix
+from harness.vocabulary import PATHS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / 'README.md'

@@ -73,8 +73,9 @@ def _case(model, path, size, samples, status='passed', **figures) -> CaseResult:
     return CaseResult(
         case_id=f'{model}-timm-{size[0]}x{size[1]}-{path}', matrix='smoke', model=model, origin='timm',
         img_size=list(size), patch_size=16, window_size=7 if model.startswith('swin') else None, path=path,
-        status=status, device='cpu', device_name='Test CPU', dtype='fp32', precision='amp', compile=False,
-        channels_last=False, batch_size=2, batch_size_used=2, drift_cosine=0.99 - size[1] / 10000,
+        family=model.split('_')[0], status=status, device='cpu', device_name='Test CPU', dtype='fp32',
+        precision='amp', compile=False, channels_last=False, batch_size=2, batch_size_used=2,
+        drift_cosine=0.99 - size[1] / 10000,
         time_samples_ms=samples, time_median_ms=sorted(samples)[len(samples) // 2], images_per_s=2000 / samples[0],
         timing_repeats=len(samples), timing_stable=len(set(samples)) == 1, timing_max_cv=0.05,
         flops_per_image=1_000_000, **figures)
@@ -106,8 +107,9 @@ def test_report_html_is_self_contained_with_plots(report):
     assert remote_references(report) == []
     page = parsed(report)
     titles = [data for data in re.findall(r'<h2>(.*?)</h2>', report)]
-    assert titles == ['Summary: status per model × origin × path', 'Throughput and drift against input size',
-                      'Timing distributions', 'Timing', 'Failures', 'Environment']
+    assert titles == ['Findings', 'Summary: status per model × origin × path',
+                      'Throughput and drift against input size', 'Timing distributions', 'Timing', 'Failures',
+                      'Environment']
     svgs = [attrs for tag, attrs in page.tags if tag == 'svg']
     assert len(svgs) == 6   # throughput and drift for each model, and each model's timing distribution
     plots = report[report.index('Throughput and drift'):report.index('Timing distributions')]
@@ -130,6 +132,15 @@ def test_report_html_shows_failures_in_full_and_the_environment(report, tmp_path
     assert 'harness run matrices/smoke.yaml' in environment
     grid = report[report.index('<h2>Summary'):report.index('<h2>Throughput')]
     assert '<td class="bad">1 passed, 1 failed</td>' in grid and '<td class="good">1 passed</td>' in grid
+
+
+def test_report_html_leads_with_the_findings(report, tmp_path):
+    """The failed case is one finding (the error is the harness's, not a finding), with its repro command."""
+    findings = report[report.index('<h2>Findings</h2>'):report.index('<h2>Summary')]
+    assert '<b>1 finding from 1 failed case</b>' in findings
+    assert '<h3>vit: parity fails</h3>' in findings and '1 case on set_input_size' in findings
+    assert f'<code>harness repro {tmp_path} vit_tiny-timm-64x128-set_input_size</code>' in findings
+    assert 'swin' not in findings
 
 
 def test_report_html_of_records_alone(tmp_path):

@@ -16,13 +16,13 @@ from torch import nn
 
 import harness.timing
 from harness import faults
+from harness.case.timed import record_timing
 from harness.flops import flops_per_image
-from harness.matrix import MatrixError, TimingConfig, load_matrix
-from harness.pipeline import record_timing
+from harness.matrix import MatrixError, load_matrix
 from harness.report import write_report
 from harness.results import RESULTS_FILE, CaseResult, append_result
-from harness.spec import DEVICE_TIMING_DEFAULTS
 from harness.timing import median_relative_error, time_forward
+from harness.timing_config import DEVICE_TIMING_DEFAULTS, TimingConfig
 
 CPU = torch.device('cpu')
 SIZE = (16, 24)

@@ -7,9 +7,9 @@ import math
 import pytest
 
 from harness import noise_floors
+from harness.case.verdict import fidelity_failures
 from harness.matrix import MatrixError, Tolerances, load_matrix
 from harness.spec import CALIBRATED
-from harness.verdict import fidelity_failures
 
 MATRIX = '''
 name: tol

@@ -84,7 +84,7 @@ def test_a_trigger_the_model_cannot_take_is_left_out_with_the_reason(tmp_path, k
 
 
 @pytest.mark.parametrize('entry, fragments', [
-    ('{name: test_efficientnet, targets: auto}', ('test_efficientnet', 'the cnn family declares no triggers')),
+    ('{name: mixer_s16_224, targets: auto}', ('mixer_s16_224', 'the fixed_size family declares no triggers')),
     (f'{{name: {VIT}, {TINY_VIT}, targets: [transposed, window]}}', ("'window'", 'vit family', 'img_pad')),
     (f'{{name: {VIT}, {TINY_VIT}, targets: 5}}', ('expected auto or a list of trigger names', 'got 5')),
     (f'{{name: {VIT}, {TINY_VIT}, targets: auto, sizes: [96]}}', ('replaces sizes', 'drop')),

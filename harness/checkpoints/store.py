@@ -152,6 +152,15 @@ def source_img_size(model: ModelSpec) -> tuple[int, int] | None:
     return to_size(size) if size is not None else None
 
 
+def discard_if_disposable(checkpoint: Checkpoint | None) -> None:
+    """Remove a synthesized checkpoint of a zoo architecture at its real configuration once its cases are done:
+    a release's CNNs alone hold 18 billion parameters, 146 GB as checkpoint and reference, more than a cache
+    (or a CI runner's disk) keeps. A later run synthesizes it again, to the same bytes (it is seeded)."""
+    if checkpoint is not None and checkpoint.reference_file is not None and checkpoint.model.zoo \
+            and not checkpoint.model.overrides:
+        shutil.rmtree(checkpoint.reference_file.parent, ignore_errors=True)
+
+
 def _synthesized(model: ModelSpec, origin_name: str, seed: int, cache_dir: Path,
                  say: Callable[[str], None]) -> Checkpoint:
     origin = ORIGINS[origin_name]

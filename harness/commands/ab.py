@@ -31,11 +31,13 @@ The checks run as `harness run --timm VERSION --no-timing` for both releases at 
 <out>/new. Then one timing process per release times each case in --rounds rounds, the releases taking
 turns (base, new, new, base, ...), each round a share of the case's budget, while this job holds the
 machine's timing lock: a runner whose speed drifts during the job slows both alike. The samples and their
-rounds are added to each run's results; <out>/compare.md and compare.json follow.
+rounds are added to each run's results; <out>/compare.md and compare.json follow. -k, --shard and --full-size
+reach both releases' runs; --no-timing leaves the timing out (the nightly's CPU runner).
 
 examples:
   harness ab matrices/smoke.yaml --base 1.0.30 --new 1.0.31 --out reports/ab
   harness ab matrices/vit.yaml --base 1.0.30 --new 1.0.31 -k "open_clip and create"
+  harness ab matrices/zoo-sweep.yaml --base 1.0.31 --new ~/src/timm-main --shard 3/16 --no-timing
 
 exit codes: as harness compare (0 nothing regressed or got slower, 1 otherwise), 2 bad input, 130 interrupted,
 143 terminated (SIGTERM)
@@ -57,6 +59,10 @@ def add_parser(commands) -> None:
     ab.add_argument('-k', type=keyword_expression, metavar='EXPRESSION',
                     help='only the cases whose id matches, as for harness run (both releases run the same cases)')
     ab.add_argument('--shard', type=shard, metavar='K/N', help='as for harness run')
+    ab.add_argument('--full-size', action='store_true',
+                    help='as for harness run: zoo entries at their real configuration (both releases)')
+    ab.add_argument('--no-timing', action='store_true',
+                    help='the checks and the compare only: no interleaved timing rounds')
     ab.add_argument('--cache', type=Path, metavar='DIR', help='as for harness run')
 
 
@@ -74,13 +80,13 @@ def _ab(args: argparse.Namespace, out: Path, cache: Path) -> int:
         releases = [release('base', args.base, out, cache), release('new', args.new, out, cache)]
     except AbError as e:
         raise UsageError(str(e)) from None
-    codes = run_checks(args.matrix, releases, cache, args.shard, args.k)
+    codes = run_checks(args.matrix, releases, cache, args.shard, args.k, args.full_size)
     stopped = [code for code in codes if code in STOPPED_EXIT_CODES]   # Ctrl-C or SIGTERM
     if stopped:
         return stopped[0]
     if any(code not in (EXIT_OK, EXIT_REGRESSION) for code in codes):
         return EXIT_USAGE   # the run said why, in one line
-    timing = interleave(args.matrix, releases, timed_cases(releases), args.rounds, cache)
+    timing = None if args.no_timing else interleave(args.matrix, releases, timed_cases(releases), args.rounds, cache)
     if timing is not None:
         for r in releases:
             timed = record_samples(r, args.rounds, timing)

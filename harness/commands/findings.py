@@ -13,9 +13,13 @@ failed check, differing tensor (block indices as *) and trigger (rectangular sou
 patch change, ...), each with a stable id, the architectures and cases it covers, and the harness repro command
 of its smallest case. Writes findings.json and findings.md.
 
+With --previous (an earlier findings.json, e.g. last night's), each finding is marked "new finding" or "still
+open" (the same id: the same signature), and the earlier findings this one no longer has are listed as gone.
+
 examples:
   harness findings reports/zoo-swin --xfailed
   harness findings reports/vit-0.9.16
+  harness findings nightly-out/main/zoo-sweep --previous last-night/main/zoo-sweep/findings.json
 
 exit codes: 0 no finding, 1 findings, 2 bad input
 """
@@ -31,22 +35,34 @@ def add_parser(commands) -> None:
     findings.add_argument('--out', type=Path, help='output folder (default: RUN_OR_COMPARE)')
     findings.add_argument('--xfailed', action='store_true',
                           help='group the xfailed cases too: the defects the matrices mark as known')
+    findings.add_argument('--previous', type=Path, metavar='FINDINGS_JSON',
+                          help='an earlier findings.json (or its folder): mark each finding new or still open, and '
+                               'list the earlier ones gone')
 
 
 def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
-    from harness.findings import FindingsInputError, counted, findings_of, write_findings
+    from harness.findings import CHANGE_WORDS, FindingsInputError, counted, findings_of, write_findings
+    from harness.findings_previous import mark_changes, read_previous
     if not args.source.exists():
         raise UsageError(f'{args.source}: no such folder; expected a run folder (harness run) or a compare folder '
                          f'(harness compare)')
     out = args.out or (args.source if args.source.is_dir() else args.source.parent)
     check_writable(out, '--out' if args.out else f'{out} (the default --out, the input folder)')
+    if args.previous and not args.previous.exists():
+        raise UsageError(f'--previous: {args.previous}: no such file; expected the findings.json of an earlier '
+                         f'harness findings')
     try:
         report = findings_of(args.source, xfailed=args.xfailed)
+        if args.previous:
+            mark_changes(report, read_previous(args.previous), str(args.previous))
     except FindingsInputError as e:
         raise UsageError(str(e)) from None
     json_path, markdown = write_findings(report, out)
     print(f'findings: {report.summary()}')
     for finding in report.findings:
-        print(f'  {finding.id}  {counted(len(finding.case_ids), "case"):>9}  {finding.title}')
+        change = f'  {CHANGE_WORDS[finding.change]:<11}' if finding.change else ''
+        print(f'  {finding.id}  {counted(len(finding.case_ids), "case"):>9}{change}  {finding.title}')
+    for gone in report.gone:
+        print(f'  {gone.id}  {"":>9}  {"gone":<11}  {gone.title}')
     print(f'report: {markdown}  (for machines: {json_path})')
     return EXIT_REGRESSION if report.findings else EXIT_OK

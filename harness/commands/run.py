@@ -138,7 +138,7 @@ def _with_matrix(args: argparse.Namespace, single: dict[str, Any] | None, out: P
 
 
 def _run(args: argparse.Namespace, extra: list[str], argv: list[str], out: Path, cache: Path) -> int:
-    check_matrix(args.matrix, args.k, args.shard)   # against the release under test: after --timm's re-run
+    check_matrix(args.matrix, args.k, args.shard, args.full_size)   # the release under test: after --timm's re-run
     print(release_line(args.matrix, out), flush=True)
     start, interruption = RunStart(args, argv, out), Interruption()
     console = None if args.verbose or args.quiet else CaseConsole(out)

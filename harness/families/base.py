@@ -12,13 +12,13 @@ from harness.families.geometry import Geometry, Size, Target, to_size
 from harness.families.probe import meta_model
 from harness.reference.patch_kernel import resample_patch_kernel
 from harness.results import CHECKS
+from harness.vocabulary import PATHS
 
 if TYPE_CHECKING:
     from harness.checkpoints.store import Checkpoint
     from harness.families.probe import Probe
     from harness.spec import ModelSpec
 
-ALL_PATHS = ('create', 'set_input_size', 'dynamic')
 GEOMETRIC = ('larger', 'smaller', 'rectangular', 'square', 'transposed')   # the size triggers (harness.triggers)
 
 
@@ -28,7 +28,7 @@ class Family:
     category: str = 'oracle'               # what `harness coverage` calls its models (harness.coverage)
     model_classes: tuple[str, ...] = ()    # the timm classes it claims, subclasses included ('module.Class')
     origins: tuple[str, ...]
-    paths: tuple[str, ...] = ALL_PATHS     # the build paths that can reach a new size
+    paths: tuple[str, ...] = PATHS         # the build paths that can reach a new size
     checks: tuple[str, ...] = CHECKS       # the checks its cases run
     window_sizes_apply: bool = False       # a matrix's window_sizes axis applies
     stages_pad: bool = False               # each downsampling stage pads an odd map (Swin's patch merging) and
@@ -58,6 +58,12 @@ class Family:
     def unsupported(self, model_name: str) -> str | None:
         """Why every case of this model is ``unsupported``, or None."""
         return None
+
+    def miniatures(self, model: nn.Module) -> tuple[dict[str, Any], ...]:
+        """Constructor overrides that shrink ``model`` (its meta build at its own configuration) in depth, width
+        and heads, most shrunk first: the zoo sweep (:mod:`harness.zoo`) takes the first whose geometry equals
+        the real one in everything resizing depends on. None by default: the family's models run as they are."""
+        return ()
 
     # --- reading and predicting geometry -------------------------------------------------------------
     def geometry(self, model: nn.Module) -> Geometry:

@@ -39,7 +39,7 @@ def feature_layout(model: nn.Module) -> str:
 class CnnFamily(Family):
     name = 'cnn'
     attention = 'none'
-    trigger_kinds = ()   # nothing resampled: no resize code to trigger
+    trigger_kinds = ('rectangular',)   # nothing resampled: one new size, every feature map's shape changes
     category = 'nothing_to_resample'
     rank = 10
     origins = ('timm', 'hub', 'file')

@@ -53,6 +53,12 @@ class EfficientVitMsraFamily(Family):
             return ''   # before timm 1.0.31 it takes only its own size: fixed_size's to claim
         return why_not
 
+    def miniatures(self, model):
+        """Every stage (and its window) kept, one block of two 8-wide key heads each."""
+        stages = len(model.stages)
+        return ({'embed_dim': tuple(32 + 16 * i for i in range(stages)), 'key_dim': (8,) * stages,
+                 'depth': (1,) * stages, 'num_heads': (2,) * stages},)
+
     def geometry(self, model: nn.Module) -> EfficientVitGeometry:
         size = _img_size(model)
         stages = list(model.stages)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-Size = tuple[int, int]
+from harness.vocabulary import Size
 
 
 @dataclass(frozen=True)

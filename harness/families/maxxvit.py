@@ -41,6 +41,13 @@ class MaxxVitFamily(RelPosModules, CnnFamily):
     stores_geometry = True
     claim = Family.claim   # by class, as every family with an oracle
 
+    def miniatures(self, model):
+        """Every stage (and so every partition) kept, one block each, 32 channels (one 32-wide head) doubling
+        once; else one block per stage at its own widths."""
+        stages = len(model.stages)
+        return ({'embed_dim': tuple(32 * min(2, 2 ** i) for i in range(stages)), 'depths': (1,) * stages},
+                {'depths': (1,) * stages})
+
     def geometry(self, model: nn.Module) -> Geometry:
         """CnnFamily's feature maps, for the input size the model was built for (not its pretrained config's)."""
         geometry = super().geometry(model)

@@ -56,6 +56,11 @@ class VitFamily(Family):
                     "own resize), which the vit oracle's create path does not model")
         return None
 
+    def miniatures(self, model):
+        """One block of two 32-wide heads (rope and attention pools need heads a multiple of 4 wide), else one
+        block of its own width (a width the model ties to something else, e.g. a projection)."""
+        return {'depth': 1, 'embed_dim': 64, 'num_heads': 2}, {'depth': 1}, {'depth': 2}
+
     def create_resampling(self, model_name, checkpoint):
         """timm loads FlexiViT and RADIO variants resampling bilinear without antialiasing, whatever the file's
         layout (``_create_vision_transformer``: the pretrained weights prefer it)."""

@@ -65,6 +65,13 @@ class ShiftedWindowFamily(Family):
             stage_depths=tuple(len(stage.blocks) for stage in stages),
         )
 
+    def miniatures(self, model):
+        """Every stage kept, each two blocks deep (the second is the shifted one) with two 16-wide heads; else
+        the stages' own widths."""
+        stages = len(self.geometry(model).stage_depths)
+        return ({'embed_dim': 32, 'depths': (2,) * stages, 'num_heads': (2,) * stages},
+                {'depths': (2,) * stages})
+
     def source_geometry(self, model: nn.Module, spec) -> Geometry:
         geometry = self.geometry(model)
         configured = spec.kwargs.get('window_size')

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-Size = tuple[int, int]
+from harness.vocabulary import Size
+
 KINDS = ('axial', 'mixed', 'dinov3')
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from harness.case.paths import AFTER_LOAD_RESAMPLING
 from harness.cases import Case, expand
 from harness.checkpoints.store import loader_resampling
 from harness.families import Geometry, Target, family_of, to_size
 from harness.families.base import Family, native_geometry
-from harness.matrix import MatrixError, ModelSpec, OriginSpec, Tolerances, load_matrix, window_value
+from harness.matrix import MatrixError, ModelSpec, OriginSpec, Selection, Tolerances, load_matrix, window_value
 from harness.origins import FILE_ORIGIN, ORIGINS
-from harness.pipeline import AFTER_LOAD_RESAMPLING
 from harness.repro.layouts import WRITERS
 from harness.repro.sources import CaseSource, ReproError
 from harness.states import DEFAULT_STATE, scaled_tolerances
@@ -66,7 +66,9 @@ def _matrix_case(found: CaseSource) -> tuple[Case | None, Tolerances]:
     if found.matrix_path is None:
         return None, Tolerances()
     try:
-        matrix = load_matrix(found.matrix_path)
+        name = found.record.get('model_name')   # only its entries are validated: a zoo holds a whole release
+        matrix = load_matrix(found.matrix_path, selection=Selection(
+            full_size=bool(found.run and found.run.full_size), names=(name,) if name else None))
     except MatrixError:
         return None, Tolerances()
     case = next((c for c in expand(matrix) if c.case_id == found.record['case_id']), None)

@@ -6,6 +6,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any
 
+from harness.case.check_registry import REGISTRY
 from harness.origins import FILE_ORIGIN, ORIGINS
 from harness.repro import steps
 from harness.repro.case import ReproCase, repro_case
@@ -14,21 +15,17 @@ from harness.repro.inline import WIDTH, assignment, carried, import_lines
 from harness.repro.layouts import WRITERS
 from harness.repro.snippets import Snippet, as_tuples, create_path, literal, snippet_for
 from harness.repro.sources import CaseSource
-from harness.results import CHECKS
-
-BUILT = ('load', 'resize')      # checked by building the path: no lines of their own
-# checks whose figures depend on the weights' values: their source checkpoint must look trained
-VALUE_CHECKS = ('reload', 'finite', 'noop', 'fidelity', 'parity', 'drift')
 
 
 def render_script(found: CaseSource, command: str) -> str:
     case = repro_case(found)
-    recorded = [c for c in CHECKS if c in (found.record.get('failed_checks') or [])]   # in the order they run
-    snippets = {check: snippet_for(case, check) for check in recorded if check not in BUILT}
+    recorded = [c for c in REGISTRY if c in (found.record.get('failed_checks') or [])]   # in the order they run
+    built = [check for check in recorded if REGISTRY[check].repro_built]   # building the path is the check
+    snippets = {check: snippet_for(case, check) for check in recorded if check not in built}
     missing = [check for check, snippet in snippets.items() if snippet is None]
     plan = _Plan(case, [s for s in snippets.values() if s is not None], missing,
-                 smooth=any(check in VALUE_CHECKS for check in recorded),
-                 builds_path=bool(missing) or any(check in BUILT for check in recorded))
+                 smooth=any(REGISTRY[check].weight_values for check in recorded),
+                 builds_path=bool(missing) or bool(built))
     body = [*carried(plan.functions()), plan.main(),
             f"if __name__ == '__main__':\n    sys.exit(run(main, {recorded!r}))"]
     code = '\n\n'.join([_constants(case), *body])   # one blank line between definitions: a script to paste

@@ -25,6 +25,7 @@ import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from harness.case.check_registry import REGISTRY
 from harness.reference.patch_kernel import resample_patch_kernel
 from harness.repro import steps
 from harness.repro.case import ReproCase
@@ -45,6 +46,9 @@ SNIPPETS: dict[tuple[str | None, str], SnippetMaker] = {}
 
 def register_snippet(check: str, family: str | None = None) -> Callable[[SnippetMaker], SnippetMaker]:
     """Decorator: ``make(case)`` gives the snippet of ``check`` for ``family``'s cases (None: any family's)."""
+    if check not in REGISTRY:
+        raise ValueError(f'a snippet for {check!r}, which is not a check; expected one of {list(REGISTRY)}')
+
     def register(make: SnippetMaker) -> SnippetMaker:
         SNIPPETS[family, check] = make
         return make

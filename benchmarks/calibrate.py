@@ -33,7 +33,7 @@ import timm
 import torch
 from common import EXIT_CASES_FAILED, HARNESS, REPO, cache_dir, default_device, wall_s
 
-from harness import noise_floors, states
+from harness import noise_floors, schema, states
 from harness.results import load
 from harness.vocabulary import PATHS
 
@@ -102,7 +102,8 @@ def write(device_type: str, floors: dict, record: dict) -> None:
                      'tolerances from it.')
     data.setdefault('measured', {})[device_type] = record
     data.setdefault('floors', {})[device_type] = floors
-    noise_floors.FLOORS_FILE.write_text(json.dumps(data, indent=1, sort_keys=False) + '\n')
+    noise_floors.FLOORS_FILE.write_text(json.dumps(schema.stamped(schema.NOISE_FLOORS, data), indent=1,
+                                                   sort_keys=False) + '\n')
 
 
 def markdown(floors: dict) -> str:

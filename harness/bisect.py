@@ -24,6 +24,8 @@ from typing import Callable
 
 from packaging.version import InvalidVersion, Version
 
+from harness import schema
+
 INDEX_TTL_S = 24 * 3600   # how long the cached list of releases on the package index is used
 
 
@@ -106,10 +108,10 @@ def index_releases(cache_dir: Path) -> list[str]:
     """timm's releases on the package index (``pip index versions timm``), cached for a day."""
     cached = cache_dir / 'timm' / 'index.json'
     try:
-        data = json.loads(cached.read_text())
+        data = schema.upgrade(schema.RELEASES, json.loads(cached.read_text()))
         if time.time() - data['fetched_at'] < INDEX_TTL_S:
             return data['releases']
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):   # SchemaError is a ValueError
         pass
     done = subprocess.run([sys.executable, '-m', 'pip', 'index', 'versions', 'timm', '--disable-pip-version-check'],
                           capture_output=True, text=True)
@@ -119,7 +121,7 @@ def index_releases(cache_dir: Path) -> list[str]:
                           f'--releases to bisect among releases you name')
     releases = [v.strip() for v in found.group(1).split(',')]
     cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps({'fetched_at': time.time(), 'releases': releases}))
+    cached.write_text(json.dumps(schema.stamped(schema.RELEASES, {'fetched_at': time.time(), 'releases': releases})))
     return releases
 
 
@@ -146,9 +148,10 @@ def run_outcome(matrix: Path, k: str | None, version: str, out: Path, cache: Pat
 
 
 def to_json(result: BisectResult) -> dict:
-    return {'older': result.older, 'newer': result.newer, 'older_statuses': result.older_statuses,
-            'newer_statuses': result.newer_statuses, 'untested': result.untested,
-            'tested': [{'version': t.version, 'statuses': t.statuses, 'skipped': t.skipped} for t in result.tested]}
+    return schema.stamped(schema.BISECT, {
+        'older': result.older, 'newer': result.newer, 'older_statuses': result.older_statuses,
+        'newer_statuses': result.newer_statuses, 'untested': result.untested,
+        'tested': [{'version': t.version, 'statuses': t.statuses, 'skipped': t.skipped} for t in result.tested]})
 
 
 def _final(version: str) -> bool:

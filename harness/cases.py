@@ -9,7 +9,7 @@ from typing import Any, Iterator
 from harness.checkpoints.origins import FILE_ORIGIN
 from harness.families import Size, Target, family_of
 from harness.families.base import Family
-from harness.matrix import Expectation, Matrix, ModelSpec, OriginSpec, Selection, Window
+from harness.spec import Expectation, Matrix, ModelSpec, OriginSpec, Selection, Window
 from harness.states import DEFAULT_STATE
 
 

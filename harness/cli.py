@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from harness.commands import COMMANDS
 from harness.commands.common import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, usage_error
@@ -64,11 +65,32 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+class _QuietParser(argparse.ArgumentParser):
+    """argparse that raises what it refuses, for reading a recorded command line."""
+
+    def error(self, message: str):
+        raise ValueError(message)
+
+
+def recorded_matrix(argv: list[str]) -> Path | None:
+    """The MATRIX argument of a recorded command line (``harness run MATRIX ...``, ``harness ab MATRIX ...``,
+    as run.json keeps it), read by the harness's own parser; None where it names none or the parser would refuse
+    it today (a --timm wheel that is gone, ...). Handed to the commands that need it (``repro``) as
+    ``args.recorded_matrix``: they sit below the command line and do not import it."""
+    try:
+        args, _ = _parser(_QuietParser).parse_known_args(argv[1:])
+    except ValueError:
+        return None
+    matrix = getattr(args, 'matrix', None)
+    return Path(matrix) if matrix else None
+
+
+def _parser(kind: type[argparse.ArgumentParser] = _Parser) -> argparse.ArgumentParser:
+    parser = kind(
         prog='harness', description='Regression test-and-benchmark harness for resizing timm models: '
         'builds every case of a matrix through create_model, set_input_size and dynamic_img_size, checks '
         'loading, shapes, fidelity, parity and drift, times forward passes and writes reports.')
+    parser.set_defaults(recorded_matrix=recorded_matrix)
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
     for command in COMMANDS:
         command.add_parser(subparsers)

@@ -54,6 +54,18 @@ class CompareError(ValueError):
 
 
 @dataclass(frozen=True)
+class CompareFiles:
+    """The files a compare writes into its folder (harness.compare_report), found there by findings and a run
+    that takes the folder over."""
+    markdown: Path
+    json: Path
+
+    @classmethod
+    def in_folder(cls, out_dir: Path) -> CompareFiles:
+        return cls(out_dir / 'compare.md', out_dir / 'compare.json')
+
+
+@dataclass(frozen=True)
 class CompareSpec:
     factor: float = 1.1          # a median ratio beyond this (or below its inverse) may be a timing change
     alpha: float = 0.002         # ... when the rank test's p-value is below this

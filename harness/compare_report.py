@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from harness import schema
 from harness.atomic_file import write_atomically
-from harness.compare import CHANGES, TIMING_CHANGES, CaseComparison, CompareSpec, Side, shared_shift
+from harness.compare import CHANGES, TIMING_CHANGES, CaseComparison, CompareFiles, CompareSpec, Side, shared_shift
 from harness.findings import Source, compare_cases, report_of
 
 # the tables of compare.md, worst first: (title, the column that selects the cases, its value)
@@ -25,16 +25,6 @@ TABLES = (('Regressed', 'change', 'regressed'), ('Slower', 'timing_change', 'slo
           ('New', 'change', 'new'), ('Removed', 'change', 'removed'))
 STATUS_COLUMNS = {'case_id': 'case', 'base_status': 'base', 'new_status': 'new', 'detail': 'detail'}
 TIMING_COLUMNS = {'case_id': 'case', 'ratio': 'ratio', 'p_value': 'p', 'detail': 'detail'}
-
-
-@dataclass(frozen=True)
-class CompareFiles:
-    markdown: Path
-    json: Path
-
-    @classmethod
-    def in_folder(cls, out_dir: Path) -> CompareFiles:
-        return cls(out_dir / 'compare.md', out_dir / 'compare.json')
 
 
 def summary_line(comparisons: list[CaseComparison]) -> str:
@@ -79,11 +69,12 @@ def findings_section(new: Side, comparisons: list[CaseComparison]) -> list[str]:
 
 
 def to_json(base: Side, new: Side, spec: CompareSpec, comparisons: list[CaseComparison]) -> dict:
-    return {'base': _side(base), 'new': _side(new), 'spec': dataclasses.asdict(spec),
-            'summary': {'change': dict(Counter(c.change for c in comparisons)),
-                        'timing_change': dict(Counter(c.timing_change for c in comparisons))},
-            'warnings': list(filter(None, [shared_shift(base, new, comparisons)])),
-            'cases': [dataclasses.asdict(c) for c in comparisons]}
+    return schema.stamped(schema.COMPARE, {
+        'base': _side(base), 'new': _side(new), 'spec': dataclasses.asdict(spec),
+        'summary': {'change': dict(Counter(c.change for c in comparisons)),
+                    'timing_change': dict(Counter(c.timing_change for c in comparisons))},
+        'warnings': list(filter(None, [shared_shift(base, new, comparisons)])),
+        'cases': [dataclasses.asdict(c) for c in comparisons]})
 
 
 def write_compare(out_dir: Path, base: Side, new: Side, spec: CompareSpec,

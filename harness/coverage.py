@@ -21,6 +21,8 @@ from typing import Callable
 
 import pandas as pd
 
+from harness import schema
+
 _logger = logging.getLogger(__name__)
 
 CATEGORIES = ('oracle', 'nothing_to_resample', 'fixed_size', 'unknown')
@@ -72,12 +74,14 @@ def release_coverage(cache_dir: Path, say: Callable[[str], None]) -> list[Archit
     import timm
     cached = cache_dir / 'coverage' / f'timm-{timm.__version__}-families-{families_digest()}.json'
     if cached.is_file():
+        body = schema.upgrade(schema.COVERAGE_CACHE, json.loads(cached.read_text()))
         return [Architecture(**{**row, 'paths': tuple(row['paths']), 'checks': tuple(row['checks'])})
-                for row in json.loads(cached.read_text())]
+                for row in body['rows']]
     rows = covered(timm.list_models(), say)
     cached.parent.mkdir(parents=True, exist_ok=True)
     staging = cached.with_suffix('.partial')
-    staging.write_text(json.dumps([dataclasses.asdict(row) for row in rows]))
+    body = schema.stamped(schema.COVERAGE_CACHE, {'rows': [dataclasses.asdict(row) for row in rows]})
+    staging.write_text(json.dumps(body))
     staging.replace(cached)
     return rows
 
@@ -131,6 +135,7 @@ def render(rows: list[Architecture], fmt: str) -> str:
         return frame.to_csv(index=False)
     if fmt == 'json':
         records = frame.astype(object).where(frame.notna(), None).to_dict(orient='records')   # NaN -> null
-        return json.dumps({'summary': summary_line(rows), 'architectures': records}, indent=1) + '\n'
+        body = schema.stamped(schema.COVERAGE, {'summary': summary_line(rows), 'architectures': records})
+        return json.dumps(body, indent=1) + '\n'
     return '\n'.join([f'**{summary_line(rows)}**', '', summary(rows).to_markdown(index=False), '',
                       frame.fillna('').to_markdown(index=False), ''])

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from harness import schema
 from harness.atomic_file import write_atomically
 
 if TYPE_CHECKING:   # imported by the plugin in the xdist controller, which must not wait for torch
@@ -120,12 +121,13 @@ def write_holder(path: Path, holder: Holder, out_dir: Path) -> None:
     """Replace the holder file in one step, so a waiting run never reads half of it."""
     since = datetime.datetime.now().astimezone().isoformat(timespec='seconds')
     record = HolderRecord(holder.pid, holder.command, str(out_dir), since)
-    write_atomically(path, json.dumps(asdict(record)))
+    write_atomically(path, json.dumps(schema.stamped(schema.HOLDER, asdict(record))))
 
 
 def read_holder(path: Path) -> HolderRecord | None:
     try:
-        return HolderRecord(**json.loads(path.read_text()))
+        data = schema.upgrade(schema.HOLDER, json.loads(path.read_text()))
+        return HolderRecord(**schema.without_version(schema.HOLDER, data))
     except (OSError, ValueError, TypeError):
         return None
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from harness import schema
 from harness.repro import repro_command
 from harness.results import CHECKS, path_rank, unsupported_why
 
-SCHEMA = 1
 FINDINGS_JSON, FINDINGS_MD = 'findings.json', 'findings.md'
 FINDING_STATUSES = ('failed', 'xpassed')   # a run's cases that are findings (error and resource are the harness's)
 # the check that failed -> the record field naming what differs (a tensor, or the first error of a list)
@@ -242,9 +242,10 @@ class FindingsReport:
             f', {len(self.gone)} gone'
 
     def to_json(self) -> str:
-        body = {'schema': SCHEMA, 'source': self.source, 'kind': self.kind, 'cases': self.cases,
-                'findings': [dataclasses.asdict(f) for f in self.findings], 'previous': self.previous,
-                'gone': [dataclasses.asdict(g) for g in self.gone]}
+        body = schema.stamped(schema.FINDINGS, {
+            'source': self.source, 'kind': self.kind, 'cases': self.cases,
+            'findings': [dataclasses.asdict(f) for f in self.findings], 'previous': self.previous,
+            'gone': [dataclasses.asdict(g) for g in self.gone]})
         return json.dumps(body, indent=2) + '\n'
 
     def to_markdown(self) -> str:
@@ -295,7 +296,7 @@ def read_source(path: Path, xfailed: bool = False) -> Source:
     new side's failed and xpassed cases and the cases it regressed (passed -> unsupported too). ``xfailed``:
     the xfailed cases too (the defects a matrix already marks as known)."""
     statuses = FINDING_STATUSES + ('xfailed',) * xfailed
-    from harness.compare_report import CompareFiles
+    from harness.compare import CompareFiles
     from harness.results import RESULTS_FILE, read_results
     compare_json = CompareFiles.in_folder(path if path.is_dir() else path.parent).json
     if compare_json.is_file() and (path.is_dir() or path == compare_json):
@@ -339,7 +340,10 @@ def _json_object(path: Path) -> dict[str, Any]:
                                  f'writes') from None
     if not isinstance(body, dict):
         raise FindingsInputError(f'{path}: expected a JSON object, as harness compare writes')
-    return body
+    try:
+        return schema.upgrade(schema.COMPARE, body)
+    except schema.SchemaError as e:
+        raise FindingsInputError(f'{path}: {e}') from None
 
 
 def _new_side_folder(compare_json: Path, label: str) -> Path:

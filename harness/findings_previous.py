@@ -6,19 +6,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.findings import FINDINGS_JSON, SCHEMA, FindingsInputError, FindingsReport, Gone
+from harness import schema
+from harness.findings import FINDINGS_JSON, FindingsInputError, FindingsReport, Gone
 
 
 def read_previous(path: Path) -> dict[str, str]:
     """A findings.json (or the folder holding it), as harness findings writes: its findings' ids and titles."""
     file = path / FINDINGS_JSON if path.is_dir() else path
-    expected = f'expected the {FINDINGS_JSON} of an earlier harness findings (schema {SCHEMA})'
+    expected = f'expected the {FINDINGS_JSON} of an earlier harness findings (schema {schema.FINDINGS.version})'
     try:
         body = json.loads(file.read_text())
     except (OSError, ValueError) as e:
         raise FindingsInputError(f'{file}: not readable JSON ({e}); {expected}') from None
-    if not isinstance(body, dict) or body.get('schema') != SCHEMA or not isinstance(body.get('findings'), list):
+    if not _current(body) or not isinstance(body.get('findings'), list):
         raise FindingsInputError(f'{file}: schema, findings: {expected}')
+    body = schema.upgrade(schema.FINDINGS, body)
     previous = {}
     for index, finding in enumerate(body['findings']):
         if not isinstance(finding, dict) or not all(isinstance(finding.get(k), str) for k in ('id', 'title')):
@@ -26,6 +28,14 @@ def read_previous(path: Path) -> dict[str, str]:
                                      f'{expected}')
         previous[finding['id']] = finding['title']
     return previous
+
+
+def _current(body: object) -> bool:
+    """A findings.json object this harness reads (harness.schema): a version it knows, or none (version 1)."""
+    try:
+        return isinstance(body, dict) and schema.version_of(schema.FINDINGS, body) <= schema.FINDINGS.version
+    except schema.SchemaError:
+        return False
 
 
 def mark_changes(report: FindingsReport, previous: dict[str, str], label: str) -> FindingsReport:

@@ -9,10 +9,12 @@ a crash only when the worker wrote nothing for it.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
 import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -29,6 +31,60 @@ if TYPE_CHECKING:   # the controller imports this module before its workers star
     from harness.matrix import Matrix
 
 RUN_REFUSED = pytest.StashKey[bool]()   # set by harness.run_start when the run did not start: no case may run
+
+
+# what CaseScheduling takes from pytest-xdist beyond its public hooks: private names of its loadgroup scheduler
+# (and of the worker controller) that it reads, overrides or calls, with their parameters
+XDIST_METHODS = {'schedule': ('self',), 'remove_node': ('self', 'node'), '_reschedule': ('self', 'node')}
+XDIST_STATE = ('workqueue', 'assigned_work', 'registered_collections', 'config')   # set in __init__
+XDIST_HOOKS = ('pytest_xdist_make_scheduler', 'pytest_handlecrashitem', 'pytest_configure_node')
+WRITTEN_AGAINST = 'pytest-xdist 3.5 to 3.8 with pytest < 9.2'
+
+
+def xdist_problem() -> str | None:
+    """Why the installed pytest-xdist (with the installed pytest) is not one :class:`CaseScheduling` was written
+    against, as one line naming the private name that moved; None when every name it relies on is there. The
+    scheduler subclasses xdist's private loadgroup scheduler: this is its one fence (tests/test_isolation.py,
+    and the plugin before a run starts)."""
+    problem = _missing_private_name()
+    if problem is None:
+        return None
+    versions = f'pytest-xdist {metadata.version("pytest-xdist")}, pytest {pytest.__version__}'
+    return (f'{versions}: {problem}; harness.isolation subclasses xdist\'s private loadgroup scheduler and was '
+            f'written against {WRITTEN_AGAINST} (pyproject.toml pins them)')
+
+
+def _missing_private_name() -> str | None:
+    import xdist.newhooks
+    from _pytest.nodes import Node
+    from xdist.workermanage import WorkerController
+    for name, parameters in XDIST_METHODS.items():
+        method = getattr(LoadGroupScheduling, name, None)
+        if method is None or tuple(inspect.signature(method).parameters) != parameters:
+            return f'LoadGroupScheduling.{name}({", ".join(parameters[1:])}) is gone or takes other parameters'
+    if not isinstance(getattr(LoadGroupScheduling, 'nodes', None), property):
+        return 'LoadGroupScheduling.nodes is no longer a property'
+    setup = ''.join(inspect.getsource(cls.__init__) for cls in LoadGroupScheduling.__mro__[:-1]
+                    if '__init__' in vars(cls))
+    missing = [name for name in XDIST_STATE if f'self.{name}' not in setup]
+    if missing:
+        return f'LoadGroupScheduling no longer keeps {", ".join(missing)}'
+    if not callable(getattr(WorkerController, 'shutdown', None)) or \
+            not isinstance(getattr(WorkerController, 'shutting_down', None), property):
+        return 'WorkerController.shutdown() or its shutting_down property is gone'
+    hooks = [name for name in XDIST_HOOKS if not hasattr(xdist.newhooks, name)]
+    if hooks:
+        return f'xdist no longer has the hooks {", ".join(hooks)}'
+    return group_suffix_problem(Node)
+
+
+def group_suffix_problem(node_class: type) -> str | None:
+    """Why xdist's ``--dist loadgroup`` could not name a case's group in its node id: xdist 3.8 writes it into
+    ``item._nodeid``, which pytest 9.2 no longer reads (it keeps node ids in ``Node._id``)."""
+    if '_nodeid' not in inspect.getsource(node_class.nodeid.fget):
+        return ("pytest's node ids no longer come from item._nodeid, where xdist's --dist loadgroup writes a "
+                'case\'s group: every case would be a group of its own')
+    return None
 
 
 class CaseScheduling(LoadGroupScheduling):

@@ -22,8 +22,8 @@ from harness.cases import Case, expand, in_shard
 from harness.device_lock import Holder
 from harness.isolation import error_result
 from harness.matrix import Matrix, MatrixError, load_matrix
-from harness.plugin import TIMING_OPTIONS, UNSUPPORTED_PREFIX, selection
-from harness.results import RESULTS_FILE, CaseResult, append_result
+from harness.option_types import TIMING_OPTIONS, selection
+from harness.results import RESULTS_FILE, UNSUPPORTED_PREFIX, CaseResult, append_result
 from harness.run_start import StartRefused, check_release, hand_over, start_request
 from harness.timing import use_threads
 from harness.watchdog import deadline, timeout_reason
@@ -40,7 +40,7 @@ class MatrixFile(pytest.File):
         try:
             if request:
                 check_release(request)
-            matrix = load_matrix(self.path, known_models=timm.list_models(), selection=selection(self.config))
+            matrix = load_matrix(self.path, known_models=timm.list_models(), selection=selection(self.config.getoption))
             options = run_options(self.config, matrix)
             if request:
                 hand_over(request, matrix, options)

@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 from harness.atomic_file import write_atomically
-from harness.option_types import parse_shard
 from harness.results import RESULTS_FILE, read_run_results, set_aside
 from harness.run_folder import remove_reports
 from harness.run_record import RUN_FILE, RunRecord, check_finished, differences, read_run_record, write_run_record
+from harness.spec import parse_shard
 
 
 class MergeError(ValueError):

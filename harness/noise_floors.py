@@ -22,6 +22,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import schema
+
 FLOORS_FILE = Path(__file__).with_name('noise_floors.json')
 MULTIPLE = 10.0
 RESOLUTION = 2.0 ** -24   # float32 unit roundoff, 5.96e-8
@@ -66,7 +68,7 @@ def floors(device_type: str) -> dict[str, dict[str, Floor]] | None:
 
 
 def read_floors_file(path: Path = FLOORS_FILE) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+    return schema.upgrade(schema.NOISE_FLOORS, json.loads(path.read_text())) if path.exists() else {}
 
 
 @functools.lru_cache(maxsize=None)

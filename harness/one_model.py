@@ -43,9 +43,6 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
                      help="every architecture a family claims whose name matches GLOB ('*' for all, 'swin*'), each "
                           "in miniature through its family's trigger set (README: Zoo sweep); with --shard K/N each "
                           "shard builds only its own architectures (matrix: models: [{zoo: GLOB}])")
-    run.add_argument('--full-size', action='store_true',
-                     help='zoo architectures (--zoo, or a matrix\'s {zoo: GLOB}) at their real configuration instead '
-                          'of in miniature: for a GPU runner')
 
 
 def matrix_dict(model: str, sizes: list, origins: list[str] | None = None, file: Path | None = None,

@@ -19,47 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from harness import option_types
 from harness.device_lock import Holder
-from harness.matrix import Selection
-from harness.option_types import positive_int
+from harness.option_types import PLUGIN_PREFIX, add_run_options, selection
 from harness.progress import PROGRESS_INTERVAL_S, ProgressReporter
-from harness.results import DTYPES, PRECISIONS, RESULTS_FILE, finished_case_ids
-
-UNSUPPORTED_PREFIX = 'unsupported: '
-# timing settings the command line sets over the matrix's, each as --harness-<name with dashes> (None: not set)
-TIMING_OPTIONS = ('batch_size', 'dtype', 'precision', 'compile', 'channels_last', 'max_cv', 'threads')
+from harness.results import RESULTS_FILE, UNSUPPORTED_PREFIX, finished_case_ids
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup('harness', 'timm-harness')
     group.addoption('--harness-out', default=None, help='folder for results.jsonl (enables matrix collection)')
-    group.addoption('--harness-device', default=None, help='cpu or cuda (default: cuda when available)')
-    group.addoption('--harness-cache', default=None, help='cache folder for synthesized checkpoints and locks')
-    group.addoption('--harness-resume', action='store_true', help='skip cases already in results.jsonl')
-    group.addoption('--harness-batch-size', type=positive_int, default=None,
-                    help="timing batch size (matrix's default)")
-    group.addoption('--harness-dtype', choices=DTYPES, default=None, help="timing dtype (matrix's default)")
-    group.addoption('--harness-precision', choices=PRECISIONS, default=None,
-                    help="how a reduced timing dtype is applied (matrix's default)")
-    group.addoption('--harness-compile', action='store_true', default=None, help='time through torch.compile')
-    group.addoption('--harness-channels-last', action='store_true', default=None, help='time in channels-last')
-    group.addoption('--harness-max-cv', type=option_types.max_cv, default=None,
-                    help="timing stability limit (matrix's default)")
-    group.addoption('--harness-threads', type=positive_int, default=None,
-                    help="torch's threads per worker (matrix's default)")
+    add_run_options(group.addoption, PLUGIN_PREFIX)
     group.addoption('--harness-progress-interval', type=float, default=PROGRESS_INTERVAL_S, metavar='SECONDS',
                     help='seconds between progress lines (cases done, elapsed, estimate of the time left)')
-    group.addoption('--harness-no-timing', action='store_true', help='run the checks only')
-    group.addoption('--harness-images', default=None, metavar='DIR',
-                    help="labelled images for top-1 accuracy (default: the matrix's images:)")
-    group.addoption('--harness-shard', type=option_types.parse_shard, default=None, metavar='K/N',
-                    help='only shard K of N (1-based): every N-th model entry, from the K-th')
-    group.addoption('--harness-full-size', action='store_true',
-                    help='zoo entries (models: [{zoo: GLOB}]) at their real configuration instead of in miniature')
-    group.addoption('--harness-case-timeout', type=option_types.case_timeout_s, default=0, metavar='SECONDS',
-                    help='record a case running longer as error and end its process, even one stuck holding the '
-                         'GIL or stopped (0 = no limit; meant for xdist workers, which are replaced)')
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,13 +38,16 @@ def pytest_configure(config: pytest.Config) -> None:
         from harness.interruption import stop_on_sigterm
         stop_on_sigterm()
     if config.getoption('--harness-out') and not hasattr(config, 'workerinput'):   # not in an xdist worker
-        from harness.isolation import CrashRecorder
+        from harness.isolation import CrashRecorder, xdist_problem
         from harness.watchdog import WorkerWatchdog
+        problem = xdist_problem() if config.getoption('dist', None) == 'loadgroup' else None
+        if problem:
+            raise pytest.UsageError(problem)
         out = Path(config.getoption('--harness-out'))
         watchdog = WorkerWatchdog(config.getoption('--harness-case-timeout'))
         config.pluginmanager.register(watchdog, 'harness-watchdog')
         recorder = CrashRecorder(out, config.rootpath, functools.partial(_run_options, config), watchdog,
-                                 selection(config))
+                                 selection(config.getoption))
         config.pluginmanager.register(recorder, 'harness-crash-recorder')
         progress = ProgressReporter(config, config.getoption('--harness-progress-interval'))
         config.pluginmanager.register(progress, 'harness-progress')
@@ -121,11 +95,6 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
     if report.when == 'call' and report.skipped and UNSUPPORTED_PREFIX in str(report.longrepr):
         return 'unsupported', 'u', 'UNSUPPORTED'
     return None
-
-
-def selection(config: pytest.Config) -> Selection:
-    """The part of the matrix file this run takes (--harness-shard, --harness-full-size)."""
-    return Selection(config.getoption('--harness-shard'), bool(config.getoption('--harness-full-size')))
 
 
 def _run_options(config: pytest.Config, matrix):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
+from harness import schema
 from harness.case.check_registry import REGISTRY
 from harness.vocabulary import PATHS
 
@@ -34,8 +35,7 @@ STATES = ('fp32', 'bf16', 'fp16', 'frozen', 'train')   # a model's state when re
 DEFAULT_STATE = 'fp32'
 RESULTS_FILE = 'results.jsonl'
 HELD = '; ran and held: '   # an unsupported case's reason: why, then this, then the checks that ran and held
-# fields older records carry under another name: old name -> current name
-RENAMED_FIELDS = {'timing_precision': 'timing_median_rse'}   # issue 9: `precision` now means amp or cast
+UNSUPPORTED_PREFIX = 'unsupported: '   # how pytest's skip of an unsupported case starts (plugin, console)
 
 _logger = logging.getLogger(__name__)
 
@@ -138,6 +138,8 @@ class CaseResult:
     achieved_tflops: float | None = None               # flops_per_image * images_per_s / 1e12
     device_peak_tflops: float | None = None            # datasheet dense peak for the dtype (harness.device_peaks)
     peak_fraction: float | None = None                 # achieved_tflops / device_peak_tflops
+    # the record's layout (harness.schema): records of older harnesses are read through its upgrade steps
+    schema: int = schema.RECORD.version
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=False)
@@ -314,7 +316,7 @@ def _records(path: Path, whole: bool = False) -> Iterator[dict[str, Any]]:
     for number, line in lines:
         record, problem = _parsed_record(line)
         if problem is None:
-            wrong = record_problem(record)
+            record, wrong = _upgraded(record)
             if wrong:
                 raise ResultsFileError(f'{path}:{number}: {wrong}')
             yield record
@@ -326,15 +328,25 @@ def _records(path: Path, whole: bool = False) -> Iterator[dict[str, Any]]:
                                    f'harness run writes')
 
 
+def _upgraded(record: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The record read as today's (:func:`harness.schema.upgrade`), and the first field CaseResult could not hold
+    (:func:`record_problem`), if any."""
+    try:
+        record = schema.upgrade(schema.RECORD, record)
+    except schema.SchemaError as e:
+        return record, str(e)
+    return record, record_problem(record)
+
+
 def _parsed_record(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
-    """(the record, with today's field names; None), or (None, why the line is not one)."""
+    """(the record as written; None), or (None, why the line is not one)."""
     try:
         record = json.loads(line)
     except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
         return None, f'not JSON ({e})'
     if not isinstance(record, dict) or not isinstance(record.get('case_id'), str):
         return None, 'a JSON value without a "case_id"'
-    return renamed_fields(record), None
+    return record, None
 
 
 def record_problem(record: dict[str, Any]) -> str | None:
@@ -385,15 +397,6 @@ def _check_of(hint: Any) -> Callable[[Any], bool]:
         return lambda value: type(value) is dict and all(item(v) for v in value.values())
     exact = frozenset(_EXACT_TYPES[hint])   # type(), not isinstance(): True is an int to isinstance
     return lambda value: type(value) in exact
-
-
-def renamed_fields(record: dict[str, Any]) -> dict[str, Any]:
-    """A record (or run.json) of an older harness with its fields under today's names (:data:`RENAMED_FIELDS`)."""
-    upgraded = {k: v for k, v in record.items() if k not in RENAMED_FIELDS}
-    for old, new in RENAMED_FIELDS.items():
-        if old in record:
-            upgraded.setdefault(new, record[old])
-    return upgraded
 
 
 def set_aside(out_dir: Path, started: datetime.datetime | None) -> Path | None:

@@ -16,8 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness import schema
 from harness.atomic_file import write_atomically
-from harness.results import renamed_fields
 
 if TYPE_CHECKING:   # the real imports are deferred: the command line reads run.json before importing torch
     import torch
@@ -27,8 +27,6 @@ if TYPE_CHECKING:   # the real imports are deferred: the command line reads run.
     from harness.timing_config import TimingConfig
 
 RUN_FILE = 'run.json'
-# the layout of run.json and results.jsonl; 1 for folders written before this field (issue 7)
-RESULTS_SCHEMA = 2
 # settings a resumed run must share with the run it continues, and how a message names them
 MUST_MATCH = {'timm_version': 'timm', 'torch_version': 'torch', 'device': 'device', 'dtype': 'dtype',
               'precision': 'precision', 'compile': 'compile', 'channels_last': 'channels-last',
@@ -44,7 +42,8 @@ class RunRecordError(ValueError):
 @dataclass
 class RunRecord:
     """Every field has a default so that a run.json written by an older harness (fewer fields) still reads."""
-    results_schema: int = 1
+    results_schema: int = 1   # run.json's layout (harness.schema.RUN): 1 before this field, and for a record
+                              # built without one; describe_run stamps the current layout
     timm_version: str = ''
     torch_version: str = ''
     harness_version: str = ''
@@ -91,7 +90,7 @@ def describe_run(matrix: Matrix, device: torch.device, timing: TimingConfig, arg
 
     from harness.case.runner import device_name
     return RunRecord(
-        results_schema=RESULTS_SCHEMA, timm_version=timm.__version__, torch_version=torch.__version__,
+        results_schema=schema.RUN.version, timm_version=timm.__version__, torch_version=torch.__version__,
         harness_version=_harness_version(), harness_commit=_harness_commit(), cuda_version=torch.version.cuda,
         cudnn_version=torch.backends.cudnn.version() if device.type == 'cuda' else None,
         cpu_threads=torch.get_num_threads(), math_flags=_math_flags(), device=device.type,
@@ -148,19 +147,25 @@ def read_run_record(out_dir: Path) -> RunRecord | None:
                              f'writes') from None
     if not isinstance(data, dict):
         raise RunRecordError(f'{path}: expected a JSON object, got {type(data).__name__}')
+    try:
+        data = schema.upgrade(schema.RUN, data)
+    except schema.SchemaError as e:
+        raise RunRecordError(f'{path}: {e}') from None
     known = {f.name for f in dataclasses.fields(RunRecord)}
-    return RunRecord(**{k: v for k, v in renamed_fields(data).items() if k in known})   # later fields: ignored
+    return RunRecord(**{k: v for k, v in data.items() if k in known})   # later fields: ignored
 
 
 def write_run_record(out_dir: Path, record: RunRecord) -> Path:
-    """Write run.json whole or not at all: a crash mid-write must not leave a file --resume cannot read."""
-    return write_atomically(out_dir / RUN_FILE, json.dumps(dataclasses.asdict(record), indent=2) + '\n')
+    """Write run.json whole or not at all: a crash mid-write must not leave a file --resume cannot read. Always
+    in the current layout: a record of an older one goes through :func:`harness.schema.upgrade` first."""
+    data = schema.upgrade(schema.RUN, dataclasses.asdict(record))
+    return write_atomically(out_dir / RUN_FILE, json.dumps(data, indent=2) + '\n')
 
 
 def check_finished(out_dir: Path, record: RunRecord) -> None:
-    """Refuse a run that did not finish (killed, or still running): its run.json has no end time. A run.json
-    from before end times were recorded (schema 1) cannot say, and passes."""
-    if record.results_schema >= 2 and not record.finished_at:
+    """Refuse a run that did not finish (killed, or still running): its run.json has no end time. (A run.json
+    from before end times were recorded cannot say, and passes: :mod:`harness.schema`.)"""
+    if not record.finished_at:
         raise RunRecordError(f'{out_dir / RUN_FILE}: finished_at is empty: the run did not finish (killed, or still '
                              f'running); expected a finished run (finish it with --resume)')
 

@@ -22,7 +22,7 @@ from harness.families.base import Family, native_geometry
 from harness.vocabulary import PATHS
 
 if TYPE_CHECKING:
-    from harness.matrix import ModelSpec
+    from harness.spec import ModelSpec
 
 STATIC_PATHS = tuple(path for path in PATHS if path != 'dynamic')   # dynamic_img_size cannot change a patch
                                                                      # or a window
@@ -141,7 +141,7 @@ def _rect_source(s: _Sizes) -> tuple[str, tuple[tuple[str, Any], ...], 'ModelSpe
     size = s.fit((h, max(w * 1.5, w + 1)))
     if size is None:
         return None
-    from harness.matrix import ModelSpec
+    from harness.spec import ModelSpec
     overrides = (('img_size', size),)
     model = ModelSpec.of(s.model.name, {**s.model.kwargs, 'img_size': list(size)})
     return f'src{size[0]}x{size[1]}', overrides, model, size

@@ -41,7 +41,7 @@ class ZooChoice:
 
 def zoo_choice(name: str, full_size: bool = False) -> ZooChoice:
     """How the zoo sweep runs the timm architecture ``name``."""
-    from harness.matrix import ModelSpec
+    from harness.spec import ModelSpec
     family = family_of(name)
     if family is None:
         return ZooChoice(name, None, left_out=f'no family claims it: {unclaimed_reason(name)}')
@@ -68,7 +68,7 @@ def zoo_choice(name: str, full_size: bool = False) -> ZooChoice:
 
 def miniature_problem(family: Family, real, overrides: dict[str, Any]) -> str | None:
     """Why ``overrides`` do not make a miniature of ``real`` (a :class:`~harness.matrix.ModelSpec`), or None."""
-    from harness.matrix import ModelSpec
+    from harness.spec import ModelSpec
     small = ModelSpec.of(real.name, overrides)
     try:
         if family_of(small) is not family:
@@ -96,7 +96,7 @@ def parameter_count(model) -> int:
 
 def zoo_sizes(name: str) -> list[list[int]]:
     """The one size a model with no trigger set is asked for: its own, half as wide again."""
-    from harness.matrix import ModelSpec
+    from harness.spec import ModelSpec
     family = family_of(name)
     height, width = native_geometry(family, ModelSpec(name)).img_size
     return [[height, width + width // 2]]

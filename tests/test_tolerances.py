@@ -8,7 +8,8 @@ import pytest
 
 from harness import noise_floors
 from harness.case.verdict import fidelity_failures
-from harness.matrix import CALIBRATED, MatrixError, Tolerances, load_matrix
+from harness.matrix import MatrixError, Tolerances, load_matrix
+from harness.spec import CALIBRATED
 
 MATRIX = '''
 name: tol

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import BinaryIO
 
+from harness import schema
+
 CHECKSUMS_FILE = 'sha256.json'
 _CHUNK = 1 << 20
 
@@ -40,13 +42,14 @@ def _pump(f: BinaryIO, out: BinaryIO, digest) -> None:
 def write_checksums(folder: Path) -> None:
     """The sha256 of every file in ``folder``, written to its :data:`CHECKSUMS_FILE`."""
     files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != CHECKSUMS_FILE)
-    (folder / CHECKSUMS_FILE).write_text(json.dumps({name: sha256_of(folder / name) for name in files}, indent=1))
+    digests = {name: sha256_of(folder / name) for name in files}
+    (folder / CHECKSUMS_FILE).write_text(json.dumps(schema.stamped(schema.CHECKSUMS, {'files': digests}), indent=1))
 
 
 def checksum_problem(folder: Path) -> str | None:
     """Why the files of ``folder`` are not those its checksums were written for, or None when they are."""
     try:
-        expected = json.loads((folder / CHECKSUMS_FILE).read_text())
+        expected = schema.upgrade(schema.CHECKSUMS, json.loads((folder / CHECKSUMS_FILE).read_text()))['files']
     except FileNotFoundError:
         return f'has no {CHECKSUMS_FILE}'
     except (OSError, ValueError) as e:

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 import torch
 from safetensors.torch import load_file, save_file
 
+from harness import schema
 from harness.checkpoints.integrity import checksum_problem, copy_hashing, sha256_of, write_checksums
 from harness.checkpoints.origins import FILE_ORIGIN, HUB_ORIGIN, LayoutError, origin_named, resampling_for
 from harness.checkpoints.vetting import checkpoint_file_problem
@@ -164,7 +165,7 @@ def _synthesized(model: ModelSpec, origin_name: str, seed: int, cache_dir: Path,
     origin = origin_named(origin_name)
     entry = cache_dir / 'checkpoints' / f'{model.name}-{origin_name}-{_cache_key(model, origin_name, seed)}'
     entry = _sound(entry, lambda: _write_entry(entry, model, origin_name, seed), say, 'synthesizing it again')
-    meta = json.loads((entry / 'meta.json').read_text())
+    meta = schema.upgrade(schema.CHECKPOINT_META, json.loads((entry / 'meta.json').read_text()))
     return Checkpoint(model, origin_name, entry / origin.filename, meta['num_classes'], origin.custom_load,
                       *origin.resampling, reference_file=entry / 'reference.safetensors')
 
@@ -180,8 +181,9 @@ def _write_entry(entry: Path, model: ModelSpec, origin_name: str, seed: int) -> 
         except LayoutError as e:
             raise CheckpointError(f'{origin_name} layout does not fit {model.label}: {e}') from None
         save_file({k: v.contiguous() for k, v in expected.items()}, str(staging / 'reference.safetensors'))
-        meta = {'model': model.name, 'overrides': dict(model.overrides), 'origin': origin_name, 'seed': seed,
-                'num_classes': source.num_classes}
+        meta = schema.stamped(schema.CHECKPOINT_META, {'model': model.name, 'overrides': dict(model.overrides),
+                                                       'origin': origin_name, 'seed': seed,
+                                                       'num_classes': source.num_classes})
         (staging / 'meta.json').write_text(json.dumps(meta, indent=1, default=list))
         return _renamed_into_place(staging, entry)
 

@@ -14,7 +14,6 @@ from harness.commands.common import (
     default_out,
     keyword_expression,
     owned_out,
-    shard,
     timm_source,
     writable_out,
     write_report,
@@ -22,7 +21,7 @@ from harness.commands.common import (
 from harness.compare import CompareSpec
 from harness.interruption import STOPPED_EXIT_CODES
 from harness.matrix_file import read_matrix_file
-from harness.option_types import positive_int
+from harness.option_types import positive_int, shard
 from harness.results import RESULTS_FILE
 
 DESCRIPTION = """\

@@ -41,15 +41,6 @@ def usage_error(message: str) -> int:
 
 
 # --- argument types: each says what it expected, in argparse's one-line error --------------------------------
-def shard(text: str) -> str:
-    from harness.option_types import parse_shard
-    try:
-        parse_shard(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
-
-
 def keyword_expression(text: str) -> str:
     """``-k``: an expression pytest can match case ids with, checked before anything starts (a worker meeting a
     malformed one would end the run in an INTERNALERROR traceback)."""

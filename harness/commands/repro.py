@@ -40,7 +40,7 @@ def add_parser(commands) -> None:
 def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
     from harness.repro.sources import ReproError, find_case
     try:
-        found = find_case(args.run_dir, args.case_id)
+        found = find_case(args.run_dir, args.case_id, args.recorded_matrix)
     except ReproError as e:
         raise UsageError(str(e)) from None
     from harness.repro.script import render_script

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness import one_model, option_types
+from harness import one_model
 from harness.cache import default_cache_dir
 from harness.commands.common import (
     EXIT_CODES,
@@ -22,7 +22,6 @@ from harness.commands.common import (
     keyword_expression,
     owned_out,
     rerun_in_release,
-    shard,
     timm_source,
     usage_error,
     writable_out,
@@ -33,10 +32,9 @@ from harness.console import PYTEST_QUIET, CaseConsole, release_line
 from harness.image_tree import ImageTreeError, read_image_tree
 from harness.interruption import Interruption, signal_exit_code
 from harness.matrix_file import read_matrix_file
-from harness.option_types import positive_int
-from harness.plugin import TIMING_OPTIONS
+from harness.option_types import add_run_options, plugin_arguments
 from harness.preflight import check_device, check_matrix
-from harness.results import DTYPES, PRECISIONS, RESULTS_FILE, UNEXPECTED, read_results
+from harness.results import RESULTS_FILE, UNEXPECTED, read_results
 from harness.run_record import mark_finished
 from harness.run_start import RunStart
 
@@ -80,8 +78,6 @@ def add_parser(commands) -> None:
     run.add_argument('--timm', metavar='VERSION', type=timm_source,
                      help='run against this timm release from PyPI, or a timm wheel file or source tree (a folder '
                           'holding timm/), installed in an isolated cached folder (default: the installed timm)')
-    run.add_argument('--device', choices=('cpu', 'cuda'),
-                     help='default: cuda when available, else cpu; cuda without a GPU is an error')
     run.add_argument('--out', type=Path, metavar='DIR',
                      help='folder for run.json, results.jsonl and the report, created if needed '
                           '(default: reports/<matrix name>)')
@@ -90,44 +86,10 @@ def add_parser(commands) -> None:
     run.add_argument('-n', metavar='N', type=workers,
                      help='worker processes (pytest-xdist), a number >= 1 or "auto" (default: 1); cases always run '
                           'in workers, so a case that crashes or hangs loses only itself')
-    run.add_argument('--case-timeout', type=option_types.case_timeout_s,
-                     default=900, metavar='SECONDS',
-                     help='record a case still running after this long as error (timeout:) and go on with a fresh '
-                          'worker, also when it is stuck in a native call holding the GIL (ended 2 s later) or its '
-                          'worker was stopped (killed 4 s later) (default: 900; 0 = no limit)')
-    run.add_argument('--shard', type=shard, metavar='K/N',
-                     help="only the K-th of N shards of the cases (1-based, deterministic; a checkpoint's cases stay "
-                          "in one shard), for splitting a matrix over CI jobs; harness merge joins the results")
     run.add_argument('--baseline', type=Path, metavar='DIR',
                      help='after the run, compare it with this earlier run (harness compare BASELINE OUT): the exit '
                           'code is then the compare\'s (1 on a regression or slowdown)')
-    run.add_argument('--resume', action='store_true',
-                     help='continue the run recorded in the output folder: skip cases that already have a result '
-                          '(errors are retried); refused when its run.json differs from this run')
-    run.add_argument('--batch-size', type=positive_int, metavar='N',
-                     help="timing batch size, an int >= 1 (default: the matrix's, else 1 on CPU and 8 on CUDA)")
-    run.add_argument('--dtype', choices=DTYPES, help="timing dtype (default: the matrix's, else fp32)")
-    run.add_argument('--precision', choices=PRECISIONS,
-                     help="how bf16/fp16 are applied: amp = autocast (timm benchmark.py --amp --amp-dtype), cast = "
-                          "weights and inputs in the dtype (benchmark.py --precision) (default: the matrix's, else "
-                          "amp)")
-    run.add_argument('--compile', action='store_true', default=None,
-                     help='time the model through torch.compile (default mode); compiling is not timed')
-    run.add_argument('--channels-last', action='store_true', default=None,
-                     help='time with model and inputs in channels-last memory format')
-    run.add_argument('--max-cv', type=option_types.max_cv, metavar='FRACTION',
-                     help="a case whose timed passes vary more than this (std / mean) is recorded as not stable "
-                          "(timing_stable: false) (default: the matrix's, else 0.05)")
-    run.add_argument('--threads', type=positive_int, metavar='N',
-                     help="torch's intra-op threads per worker (default: the matrix's timing.threads, else 1 on CPU "
-                          "for timing stability, torch's default on CUDA; run.json records it as cpu_threads)")
-    run.add_argument('--no-timing', action='store_true', help='run the checks only')
-    run.add_argument('--images', type=Path, metavar='DIR',
-                     help="labelled images, DIR/<class>/<image> with each class folder named by its index (207) or "
-                          "ImageNet synset (n01440764): records top-1 accuracy at the native and the target size "
-                          "for cases with real weights, hub or file (default: the matrix's images:)")
-    run.add_argument('--cache', type=Path, metavar='DIR',
-                     help='cache for synthesized checkpoints and timm releases (default: ~/.cache/timm-harness)')
+    add_run_options(run.add_argument)
     run.add_argument('-q', '--quiet', action='store_true', help="pytest's one character per case instead of a line")
     run.add_argument('-v', '--verbose', action='store_true',
                      help="pytest's own output instead of the harness's lines: its header, a line per case with its "
@@ -237,27 +199,13 @@ def _pytest(args: argparse.Namespace, extra: list[str], plugins: list, out: Path
     pytest_args = [matrix_path, '-p', 'harness.plugin', '-c', str(ini), '--rootdir', str(Path(matrix_path).parent),
                    '-p', 'no:cacheprovider', '-p', 'no:benchmark', '-p', 'no:anyio', '-p', 'no:hypothesispytest',
                    '-p', 'no:unraisableexception', '--assert=plain',
-                   '--harness-out', str(out), '--harness-cache', str(cache)]
+                   '--harness-out', str(out)]
     pytest_args += ['-rfEX', '-q' if args.quiet else '-v'] if args.quiet or args.verbose else list(PYTEST_QUIET)
-    options = [('-k', args.k), ('--harness-device', args.device), ('--harness-images', args.images)] + [
-        (f'--harness-{name.replace("_", "-")}', getattr(args, name)) for name in TIMING_OPTIONS]
-    for flag, value in options:
-        if value is True:
-            pytest_args.append(flag)
-        elif value is not None:
-            pytest_args += [flag, str(value)]
+    pytest_args += ['-k', args.k] if args.k is not None else []
+    pytest_args += plugin_arguments({**vars(args), 'cache': cache})
     # a case that crashes or hangs ends its worker, not the run: xdist starts another (every case may end one;
     # the plugin's scheduler never runs an ended case again) and the plugin records the case as error
-    pytest_args += ['-n', args.n or '1', '--dist', 'loadgroup', '--max-worker-restart', str(sys.maxsize),
-                    '--harness-case-timeout', str(args.case_timeout)]
-    if args.resume:
-        pytest_args.append('--harness-resume')
-    if args.shard:
-        pytest_args += ['--harness-shard', args.shard]
-    if args.no_timing:
-        pytest_args.append('--harness-no-timing')
-    if args.full_size:
-        pytest_args.append('--harness-full-size')
+    pytest_args += ['-n', args.n or '1', '--dist', 'loadgroup', '--max-worker-restart', str(sys.maxsize)]
     start = plugins[0]
     code = int(pytest.main(pytest_args + extra, plugins=plugins))
     if start.refused:

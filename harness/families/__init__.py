@@ -17,15 +17,17 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from harness.vocabulary import Size
+# the spatial vocabulary, under the names every family module and caller uses (harness.families.Size, ...)
+from harness.families.geometry import Geometry as Geometry
+from harness.families.geometry import Size as Size
+from harness.families.geometry import Target as Target
+from harness.families.geometry import to_size as to_size
 
 if TYPE_CHECKING:
     from harness.families.base import Family
-    from harness.matrix import ModelSpec
-
+    from harness.spec import ModelSpec
 
 FAMILIES: dict[str, 'Family'] = {}   # name -> the family's one instance, filled as family modules import
 
@@ -34,39 +36,6 @@ def register_family(cls: type['Family']) -> type['Family']:
     """Class decorator: the family joins :data:`FAMILIES` under its ``name``."""
     FAMILIES[cls.name] = cls()
     return cls
-
-
-@dataclass(frozen=True)
-class Target:
-    """The configuration a case asks for; ``None`` keeps the checkpoint's own value."""
-    img_size: Size
-    patch_size: int | None = None
-    window_size: int | Size | None = None   # one window for every stage: square (int) or (h, w)
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Spatial facts about a model, either read off a built model or expected for a target."""
-    img_size: Size
-    patch_size: Size                    # CNN: its total stride, input pixels per feature-map cell
-    grid_size: Size
-    embed_dim: int
-    num_features: int
-    num_classes: int
-    num_prefix_tokens: int = 0          # ViT: tokens before the patch tokens in forward_features
-    pos_prefix_tokens: int = 0          # ViT: prefix positions stored in pos_embed (0 for no_embed_class)
-    window_sizes: tuple[Size, ...] = ()  # Swin: per stage, the window it computes with (at most its feature map)
-    shift_sizes: tuple[Size, ...] = ()   # Swin: per stage, the shift of its odd (shifted-window) blocks
-    window_config: tuple[Size, ...] = ()  # Swin: per stage, the window it was configured with, before that limit
-    window_ratio: int | None = None      # Swin-V2-CR built without a window: every stage's is the grid // this
-    stage_channels: tuple[int, ...] = field(default=())    # Swin, CNN: per stage (CNN: per feature_info entry)
-    stage_depths: tuple[int, ...] = field(default=())      # ViT: (depth,), Swin: blocks per stage
-    stage_reductions: tuple[int, ...] = field(default=())  # CNN, MaxxViT: per feature_info entry
-    # BEiT, relative-position ViTs, MaxxViT: the window of every relative-position module, by module name
-    rel_pos_windows: tuple[tuple[str, Size], ...] = field(default=())
-    partition_ratio: int = 0            # MaxxViT: input pixels per window (and grid) cell, img_size // window
-    feature_layout: str = 'NCHW'        # CNN: forward_features as NCHW, NHWC or tokens (NLC, after the prefix)
-    img_pad: bool = False               # ViT: built with dynamic_img_pad, inputs padded to ceil(size / patch) patches
 
 
 def families() -> list['Family']:
@@ -91,7 +60,7 @@ def _claimed_spec(model: 'str | ModelSpec') -> 'ModelSpec':
     """What the claim is decided on: the name alone, unless the entry's overrides build another class than the
     name's own configuration (or cannot be built: then the name's family, and validation says what timm
     raised)."""
-    from harness.matrix import ModelSpec
+    from harness.spec import ModelSpec
     if isinstance(model, str) or not model.overrides:
         return ModelSpec(model if isinstance(model, str) else model.name)
     return _class_deciding(ModelSpec(model.name, model.overrides))
@@ -99,9 +68,8 @@ def _claimed_spec(model: 'str | ModelSpec') -> 'ModelSpec':
 
 @functools.lru_cache(maxsize=None)   # one entry per model entry's configuration: cases ask on every step
 def _class_deciding(model: 'ModelSpec') -> 'ModelSpec':
-    from harness.families.base import meta_model
-    from harness.families.probe import probe
-    from harness.matrix import ModelSpec
+    from harness.families.probe import meta_model, probe
+    from harness.spec import ModelSpec
     own = probe(model.name).model
     try:
         built = meta_model(model)
@@ -131,10 +99,3 @@ def _import_family_modules() -> None:
     for module in pkgutil.iter_modules(__path__):
         if module.name not in ('base', 'probe'):
             importlib.import_module(f'{__name__}.{module.name}')
-
-
-def to_size(value: Any) -> Size:
-    """An int, (h, w) tuple or list as an (h, w) tuple."""
-    if isinstance(value, int):
-        return value, value
-    return int(value[0]), int(value[1])

@@ -1,7 +1,6 @@
 """The interface every family implements, plus the parts ViT and Swin share."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib
 from typing import TYPE_CHECKING, Any
@@ -9,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from harness.families import Geometry, Size, Target, to_size
+from harness.families.geometry import Geometry, Size, Target, to_size
+from harness.families.probe import meta_model
 from harness.reference.patch_kernel import resample_patch_kernel
 from harness.results import CHECKS
 from harness.vocabulary import PATHS
@@ -17,7 +17,7 @@ from harness.vocabulary import PATHS
 if TYPE_CHECKING:
     from harness.checkpoints.store import Checkpoint
     from harness.families.probe import Probe
-    from harness.matrix import ModelSpec
+    from harness.spec import ModelSpec
 
 GEOMETRIC = ('larger', 'smaller', 'rectangular', 'square', 'transposed')   # the size triggers (harness.triggers)
 
@@ -248,25 +248,3 @@ def model_carrying(name: str, kwargs: dict[str, Any], weights: dict[str, torch.T
         raise RuntimeError(f'harness reference model lacks {missing[:5]}')
     return model.eval()
 
-
-def meta_model(model: 'ModelSpec') -> nn.Module:
-    """The model at its own configuration, built on the meta device (no memory, no init cost): enough to read
-    its geometry and its state dict's keys and shapes. Built once per name and overrides: a matrix entry's
-    label and own axes do not change the model.
-
-    Older timm releases initialise some weights with ``.item()``, which the meta device cannot do: those
-    models are built for real.
-    """
-    return _meta_build(dataclasses.replace(model, alias=None, axes=()))
-
-
-@functools.lru_cache(maxsize=64)
-def _meta_build(model: 'ModelSpec') -> nn.Module:
-    import timm
-    try:
-        with torch.device('meta'):
-            return timm.create_model(model.name, pretrained=False, **model.kwargs)
-    except RuntimeError as e:
-        if 'meta' not in str(e):
-            raise
-        return timm.create_model(model.name, pretrained=False, **model.kwargs)

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from harness.families import Size, to_size
+from harness.families.geometry import Size, to_size
 
 if TYPE_CHECKING:
-    from harness.matrix import ModelSpec
+    from harness.spec import ModelSpec
 
 PROBE_STEP = 64   # the other size: the own size rounded up to this, plus one step in height and two in width
 
@@ -62,14 +62,13 @@ class Probe:
 def probe(model: 'str | ModelSpec') -> Probe:
     """The probe of a model name at its own configuration, or of a matrix entry whose overrides build another
     class (:func:`harness.families.family_of`), at the size they build it for."""
-    from harness.matrix import ModelSpec
+    from harness.spec import ModelSpec
     spec = ModelSpec(model) if isinstance(model, str) else dataclasses.replace(model, alias=None, axes=())
     return _probe(spec)
 
 
 @functools.lru_cache(maxsize=64)   # bounded: `harness coverage` probes every architecture of a release
 def _probe(spec: 'ModelSpec') -> Probe:
-    from harness.families.base import meta_model
     model_name = spec.name
     try:
         model = meta_model(spec).eval()
@@ -105,3 +104,26 @@ def _round_up(n: int) -> int:
 def _first_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return text[0][:200] if text else ''
+
+
+def meta_model(model: 'ModelSpec') -> nn.Module:
+    """The model at its own configuration, built on the meta device (no memory, no init cost): enough to read
+    its geometry and its state dict's keys and shapes. Built once per name and overrides: a matrix entry's
+    label and own axes do not change the model.
+
+    Older timm releases initialise some weights with ``.item()``, which the meta device cannot do: those
+    models are built for real.
+    """
+    return _meta_build(dataclasses.replace(model, alias=None, axes=()))
+
+
+@functools.lru_cache(maxsize=64)
+def _meta_build(model: 'ModelSpec') -> nn.Module:
+    import timm
+    try:
+        with torch.device('meta'):
+            return timm.create_model(model.name, pretrained=False, **model.kwargs)
+    except RuntimeError as e:
+        if 'meta' not in str(e):
+            raise
+        return timm.create_model(model.name, pretrained=False, **model.kwargs)

@@ -13,6 +13,8 @@ from typing import Any, Iterator
 
 from packaging.version import InvalidVersion, Version
 
+from harness import schema
+
 OUTCOMES = {'failed': 'failed', 'xfailed': 'failed', 'passed': 'passed', 'xpassed': 'passed'}
 
 
@@ -49,7 +51,7 @@ def summary(found: list[Sighting]) -> str:
 
 
 def _compared(path: Path, label: str, record: dict[str, Any]) -> Iterator[Sighting]:
-    data = _json(path)
+    data = _json(path, schema.COMPARE)
     if data is None:
         return
     case = next((c for c in data.get('cases', []) if c.get('case_id') == record['case_id']
@@ -62,20 +64,21 @@ def _compared(path: Path, label: str, record: dict[str, Any]) -> Iterator[Sighti
 
 
 def _bisected(path: Path, label: str, case_id: str) -> Iterator[Sighting]:
-    data = _json(path)
+    data = _json(path, schema.BISECT)
     for tried in (data or {}).get('tested', []):
         status = (tried.get('statuses') or {}).get(case_id)
         if status:
             yield Sighting(tried['version'], status, label)
 
 
-def _json(path: Path) -> dict | None:
-    """A JSON object file, or None when there is none or it is not one (a damaged neighbour says nothing)."""
+def _json(path: Path, kind: schema.FileKind) -> dict | None:
+    """A JSON object file of ``kind``, read as today's, or None when there is none or it is not one (a damaged
+    neighbour says nothing)."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return schema.upgrade(kind, data) if isinstance(data, dict) else None
+    except (OSError, ValueError):   # SchemaError is a ValueError
         return None
-    return data if isinstance(data, dict) else None
 
 
 def _version_key(version: str) -> tuple:

@@ -7,12 +7,11 @@ the default tolerances, and says so. The releases it failed and passed on come f
 """
 from __future__ import annotations
 
-import argparse
 import difflib
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from harness.repro import REPRODUCIBLE
 from harness.repro.history import Sighting, sightings
@@ -34,8 +33,14 @@ class CaseSource:
     history: list[Sighting] = field(default_factory=list)
 
 
-def find_case(run_path: Path, case_id: str) -> CaseSource:
-    """The failed or xfailed case ``case_id`` of the run at ``run_path`` (a run folder or its results.jsonl)."""
+# the MATRIX argument of a recorded command line (``harness run MATRIX ...``), None where it names none: the
+# CLI, which owns that grammar, passes its reader (:func:`harness.cli.recorded_matrix`)
+MatrixArgument = Callable[[list[str]], 'Path | None']
+
+
+def find_case(run_path: Path, case_id: str, matrix_argument: MatrixArgument) -> CaseSource:
+    """The failed or xfailed case ``case_id`` of the run at ``run_path`` (a run folder or its results.jsonl);
+    ``matrix_argument`` reads the matrix off the command line run.json recorded."""
     results = run_path / RESULTS_FILE if run_path.is_dir() else run_path
     if not results.is_file():
         raise ReproError(f'{run_path}: no {RESULTS_FILE} there; expected a run folder or a results.jsonl written '
@@ -54,15 +59,15 @@ def find_case(run_path: Path, case_id: str) -> CaseSource:
         raise ReproError(f'{case_id} is {record["status"]} in {results}: harness repro writes a reproducer for '
                          f'failed and xfailed cases only')
     run = read_run_record(results.parent)
-    matrix_path, problem = _matrix(run)
+    matrix_path, problem = _matrix(run, matrix_argument)
     return CaseSource(record, results.parent, run, matrix_path, problem, sightings(results.parent, record))
 
 
-def _matrix(run: RunRecord | None) -> tuple[Path | None, str | None]:
+def _matrix(run: RunRecord | None, matrix_argument: MatrixArgument) -> tuple[Path | None, str | None]:
     """The matrix file the run read if it is still there unchanged, else why not."""
     if run is None:
         return None, 'the run folder has no run.json to name its matrix'
-    path = _matrix_argument(run.argv)
+    path = matrix_argument(run.argv)
     if path is None:
         return None, 'run.json names no matrix'
     if not path.is_file():
@@ -70,24 +75,3 @@ def _matrix(run: RunRecord | None) -> tuple[Path | None, str | None]:
     if hashlib.sha256(path.read_bytes()).hexdigest() != run.matrix_sha256:
         return None, f"{path}, the run's matrix, changed since the run"
     return path, None
-
-
-def _matrix_argument(argv: list[str]) -> Path | None:
-    """The MATRIX argument of the recorded command line (``harness run MATRIX ...``, ``harness ab MATRIX ...``),
-    read by the harness's own argument parser."""
-    from harness.commands import COMMANDS
-    parser = _QuietParser(prog='harness')
-    subparsers = parser.add_subparsers(dest='command')
-    for command in COMMANDS:
-        command.add_parser(subparsers)
-    try:
-        args, _ = parser.parse_known_args(argv[1:])
-    except ValueError:   # a line the parser would refuse today (a --timm wheel that is gone, ...)
-        return None
-    matrix = getattr(args, 'matrix', None)
-    return Path(matrix) if matrix else None
-
-
-class _QuietParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise ValueError(message)

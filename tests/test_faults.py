@@ -170,10 +170,11 @@ def test_a_rerun_finds_the_record_its_worker_wrote_before_dying(tmp_path):
     file) the earlier run's records are not taken for this run's."""
     from harness.isolation import CrashRecorder
     from harness.results import RESULTS_FILE
+    from harness.spec import Selection
     results = tmp_path / RESULTS_FILE
     old = {'matrix': 'm', 'case_id': 'a', 'status': 'failed', 'reason': 'earlier run'}
     results.write_text(json.dumps(old) + '\n' * 40)   # longer than the new file will be
-    recorder = CrashRecorder(tmp_path, tmp_path, options_for=None, watchdog=None)
+    recorder = CrashRecorder(tmp_path, tmp_path, options_for=None, watchdog=None, selection=Selection())
     assert recorder._record_of_this_run('m', 'a') is None   # --resume: the earlier run's record is not this run's
     results.rename(tmp_path / 'results-earlier.jsonl')   # the re-run sets the old results aside
     new = {'matrix': 'm', 'case_id': 'a', 'status': 'passed', 'reason': ''}

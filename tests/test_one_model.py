@@ -35,7 +35,7 @@ def test_the_one_model_matrix(tmp_path):
 
 
 @pytest.mark.parametrize('args, error', [
-    ((), 'error: expected a MATRIX file, or --model NAME --sizes N,HxW,... for one model'),
+    ((), 'error: expected a MATRIX file, --model NAME --sizes N,HxW,... for one model, or --zoo GLOB'),
     (('--model', 'vit_tiny_patch16_224'), 'error: --model: expected --sizes too, e.g. --sizes 384,224x448'),
     (('matrices/smoke.yaml', '--sizes', '64'), 'error: --sizes: only with --model NAME (a MATRIX file sets its own)'),
     (('matrices/smoke.yaml', '--model', 'x', '--sizes', '64'),

@@ -7,20 +7,15 @@ the entry and what was expected.
 """
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import fnmatch
 import itertools
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-
-from harness.checkpoints.origins import FILE_ORIGIN, origin_named, origins_of
+from harness.checkpoints.origins import FILE_ORIGIN
 from harness.checkpoints.origins import origins as known_origins
 from harness.checkpoints.vetting import checkpoint_file_problem
-from harness.families import Target, family_of, unclaimed_reason
+from harness.families import Target, family_of
 from harness.image_tree import ImageTreeError, read_image_tree
 from harness.limits import (
     FORWARD_MEMORY_BUDGET,
@@ -33,10 +28,10 @@ from harness.limits import (
     shown,
 )
 from harness.limits import is_int as _is_int
-from harness.limits import is_number as _is_number
-from harness.limits import yaml11_float as _as_float
 from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
-from harness.results import CHECKS, DEFAULT_STATE, DTYPES, PRECISIONS, STATES
+from harness.matrix_models import ModelEntries, _native_geometry, _origin_problem
+from harness.matrix_settings import MatrixSettings
+from harness.results import DEFAULT_STATE, STATES
 from harness.spec import (  # the data model, with the validator's users' names (harness.matrix.X) kept
     AXES,
     Expectation,
@@ -49,7 +44,8 @@ from harness.spec import (  # the data model, with the validator's users' names 
 from harness.timing_config import TimingConfig
 from harness.vocabulary import PATHS, Size, Window
 
-EXPECT_MATCH_KEYS = ('model', 'label', 'origin', 'img_size', 'patch_size', 'window_size', 'path', 'state')
+__all__ = ['AXES', 'Expectation', 'Matrix', 'MatrixError', 'ModelSpec', 'OriginSpec', 'PATHS', 'Selection',
+           'TimingConfig', 'Tolerances', 'load_matrix', 'structure_problems', 'window_value']
 
 
 class MatrixError(ValueError):
@@ -88,11 +84,6 @@ TOP_LEVEL_KEYS = {
 # a required key and the keys that supply it (a trigger set stands for sizes); a model entry may set its own
 REQUIRED_KEYS = {'name': ('name',), 'models': ('models',), 'origins': ('origins',),
                  'sizes': ('sizes', 'targets', 'zoo')}
-
-
-def _native_geometry(family, model: ModelSpec):
-    from harness.families.base import native_geometry  # torch: not needed by structure_problems' callers
-    return native_geometry(family, model)
 
 
 def structure_problems(raw: dict) -> list[str]:
@@ -136,7 +127,7 @@ def _check_unique_cases(matrix: Matrix) -> None:
                                         ' remove repeated sizes/origins, or give files distinct names'])
 
 
-class _Validator:
+class _Validator(ModelEntries, MatrixSettings):
     """Collects problems instead of stopping at the first, so a user fixes a matrix in one pass."""
 
     def __init__(self, path: Path, raw: dict, known_models: list[str] | None, selection: Selection = Selection()):
@@ -195,13 +186,6 @@ class _Validator:
             'states': self._states(),
         }
 
-    def _model_axes(self, where: str, model: ModelSpec, entry: dict) -> tuple[tuple[str, Any], ...]:
-        """Axes a model entry sets for itself, validated like the matrix's own, problems named by entry."""
-        raw = {key: entry[key] for key in AXES if key in entry}
-        child = _Validator(self.path, raw, self.known_models)
-        axes = child._axes([model])
-        self.problems += [f'{where}.{problem}' for problem in child.problems]
-        return tuple((key, axes[key]) for key in raw)
 
     # --- generic shapes -------------------------------------------------------------------------------
     def _list(self, key: str) -> list:
@@ -242,256 +226,9 @@ class _Validator:
         size = self._size(where, value)
         return None if size is None else window_value(size)
 
-    def _tolerances(self) -> Tolerances:
-        """The ``tolerances`` section: limits for every path, and ``per_path: {PATH: {limits}}``."""
-        section = self.raw.get('tolerances') or {}
-        if not isinstance(section, dict):
-            return self._section('tolerances', Tolerances)
-        child = _Validator(self.path, {'tolerances': {k: v for k, v in section.items() if k != 'per_path'}},
-                           self.known_models)
-        every_path = child._section('tolerances', Tolerances)
-        self.problems += child.problems
-        by_path = section.get('per_path') or {}
-        if not isinstance(by_path, dict):
-            self.error('tolerances.per_path', f'expected a mapping of a path in {list(PATHS)} to limits, '
-                                              f'got {shown(by_path)}')
-            by_path = {}
-        per_path = []
-        for path, limits in by_path.items():
-            if path not in PATHS:
-                self.error(f'tolerances.per_path.{path}', f'unknown path; expected one of {list(PATHS)}')
-                continue
-            child = _Validator(self.path, {'limits': limits}, self.known_models)
-            parsed = child._section('limits', Tolerances)
-            self.problems += [problem.replace('limits', f'tolerances.per_path.{path}', 1) for problem in child.problems]
-            given = limits if isinstance(limits, dict) else {}
-            per_path.append((path, tuple((k, getattr(parsed, k)) for k in given
-                                         if k in Tolerances.__dataclass_fields__ and k != 'per_path')))
-        return dataclasses.replace(every_path, per_path=tuple(per_path))
-
-    def _section(self, key: str, cls: type):
-        value = self.raw.get(key) or {}
-        if not isinstance(value, dict):
-            self.error(key, f'expected a mapping, got {shown(value)}')
-            return cls()
-        defaults = cls()
-        fields = cls.__dataclass_fields__
-        kwargs = {}
-        for k, v in value.items():
-            if k not in fields:
-                self.error(f'{key}.{k}', f'unknown key; expected one of {sorted(fields)}')
-                continue
-            default = getattr(defaults, k)
-            if isinstance(v, str) and (isinstance(default, float) or default is None):
-                v = _as_float(v)   # YAML 1.1 reads 1e-3 (no dot) as a string
-            if not _same_kind(v, default):
-                self.error(f'{key}.{k}', f'expected {_kind_name(default)}, got {shown(v)}')
-                continue
-            kwargs[k] = v
-        return cls(**kwargs)
 
     # --- models, origins, paths -------------------------------------------------------------------------
-    def _models(self) -> list[ModelSpec]:
-        models, labels = [], {}
-        zoo_index = itertools.count()
-        for where, entry, pattern in self._model_entries():
-            in_shard = 'zoo' not in entry or self.selection.deals(next(zoo_index))
-            if not in_shard or not self.selection.names_hold(entry['name']) \
-                    or not self._for_this_release(where, entry):
-                continue
-            from_zoo = 'zoo' in entry
-            if from_zoo:
-                entry = self._zoo_entry(where, entry)
-                if entry is None:
-                    continue
-            entry_model = self._model(where, entry)
-            if entry_model is None:
-                continue
-            for model in self._with_triggers(where, entry_model, entry):
-                model = dataclasses.replace(model, zoo=from_zoo)
-                if model.label in labels:
-                    fix = 'narrow the pattern or drop the other entry' if pattern else \
-                        'give one of them a distinct `label:`'
-                    self.error(where, f'{model.label!r} is already {labels[model.label]}; {fix}')
-                    continue
-                labels[model.label] = where
-                models.append(model)
-        return models
 
-    def _with_triggers(self, where: str, model: ModelSpec, entry: dict) -> list[ModelSpec]:
-        """The entry's model, or with ``targets:`` the entries its trigger set expands into: one per source
-        configuration the triggers need (labelled ``<label>-<variant>``), each with its targets as its case axis
-        (:mod:`harness.triggers`)."""
-        if 'targets' not in entry:
-            return [model]
-        from harness.triggers import NoTriggers, triggers
-        value, family = entry['targets'], family_of(model)
-        kinds = None if value == 'auto' else value
-        if kinds is not None and (not isinstance(kinds, list) or not kinds
-                                  or not all(isinstance(k, str) for k in kinds)):
-            self.error(f'{where}.targets', f'expected auto or a list of trigger names from {list(family.trigger_kinds)}'
-                                           f' ({family.name} family), got {shown(value)}')
-            return []
-        replaced = [key for key in ('sizes', 'patch_sizes', 'window_sizes') if key in entry]
-        if replaced:
-            self.error(f'{where}.targets', f'the trigger set replaces {", ".join(replaced)}; drop '
-                                           f'{"them" if len(replaced) > 1 else "it"} or drop targets')
-            return []
-        try:
-            found = triggers(family, model, tuple(kinds) if kinds else None)
-        except NoTriggers as e:
-            self.error(f'{where}.targets', f'{model.label}: {e}')
-            return []
-        for kind in kinds or family.trigger_kinds:
-            if not any(t.target.kind == kind for t in found):
-                self.left_out.append(f'{where}.targets ({model.label}): no {kind} target fits its geometry')
-        variants: dict[tuple[str, tuple], list] = {}
-        for trigger in found:
-            variants.setdefault((trigger.variant, trigger.source), []).append(trigger.target)
-        return [spec for (name, source), targets in variants.items()
-                if (spec := self._trigger_variant(where, model, name, source, targets))]
-
-    def _trigger_variant(self, where: str, model: ModelSpec, name: str, source: tuple,
-                         targets: list) -> ModelSpec | None:
-        """The model entry of one source variant of a trigger set (``source``: the overrides it adds, named
-        ``name``), its ``targets`` as its case axis."""
-        spec = ModelSpec.of(model.name, {**model.kwargs, **dict(source)}) if source else \
-            dataclasses.replace(model, alias=None, axes=())
-        if source:
-            try:
-                _native_geometry(family_of(model), spec)
-            except Exception as e:   # noqa: BLE001 - the variant is the harness's, its failure the release's
-                self.error(f'{where}.targets', f'timm cannot build the {name} variant of {model.label} '
-                                               f'({dict(source)}): {type(e).__name__}: {e}')
-                return None
-        label = f'{model.label}-{name}' if name else model.alias
-        return dataclasses.replace(spec, alias=label, axes=(*model.axes, ('targets', tuple(dict.fromkeys(targets)))))
-
-    def _model_entries(self) -> Iterator[tuple[str, dict, str | None]]:
-        """(where, entry, the pattern it came from) for each model: a ``{pattern: GLOB, ...}`` or ``{zoo: GLOB}``
-        entry expanded into one entry per matching timm model (named in problems as ``models[i] (name)``; a zoo
-        entry's keep ``zoo: True``), after the explicit entries, so that an overlap is reported against the
-        pattern."""
-        patterns = []
-        for i, entry in enumerate(self._list('models')):
-            where = f'models[{i}]'
-            if isinstance(entry, str):
-                entry = {'name': entry}
-            glob_key = next((key for key in ('pattern', 'zoo') if isinstance(entry, dict) and key in entry), None)
-            if glob_key and isinstance(entry[glob_key], str) and 'name' not in entry:
-                patterns.append((where, entry, glob_key))
-            elif not isinstance(entry, dict) or not isinstance(entry.get('name'), str):
-                self.error(where, f'expected a model name, a mapping with a string "name", or {{pattern: "swinv2_*", '
-                                  f'...}} or {{zoo: "*"}}; got {shown(entry)}')
-            else:
-                yield where, entry, None
-        for where, entry, glob_key in patterns:
-            if not self._for_this_release(where, entry) or not self._glob_entry_fits(where, entry, glob_key):
-                continue
-            names = fnmatch.filter(self._known_models(), entry[glob_key])
-            if not names:
-                self.error(f'{where}.{glob_key}', f'{shown(entry[glob_key])} matches no timm model')
-            shared = {k: v for k, v in entry.items() if k != glob_key}
-            for name in names:
-                yield f'{where} ({name})', {'name': name, **shared, **({'zoo': True} if glob_key == 'zoo' else {})}, \
-                    entry[glob_key]
-
-    def _glob_entry_fits(self, where: str, entry: dict, glob_key: str) -> bool:
-        """A pattern entry names its models by their timm names; a zoo entry takes nothing but the glob (and
-        ``timm:``): each architecture's family decides the rest."""
-        if 'label' in entry:
-            self.error(f'{where}.label', f'a {glob_key} entry names its models by their timm names; drop `label:`')
-            return False
-        extra = sorted(set(entry) - {'zoo', 'timm'}) if glob_key == 'zoo' else []
-        if extra:
-            self.error(f'{where}.{extra[0]}', 'a zoo entry takes only `zoo: GLOB` (and `timm:`): each '
-                                              'architecture\'s family chooses its configuration, sizes and paths; '
-                                              'use {pattern: GLOB, ...} to choose them yourself')
-            return False
-        return True
-
-    def _has_zoo(self) -> bool:
-        return any(isinstance(e, dict) and 'zoo' in e for e in self.raw.get('models') or [] if isinstance(e, dict))
-
-    def _zoo_entry(self, where: str, entry: dict) -> dict | None:
-        """One zoo architecture as a model entry: its miniature (or real) configuration, its family's trigger set,
-        the matrix's paths and origins its family takes; None (and left out, with why) when it does not run."""
-        from harness.zoo import zoo_choice, zoo_sizes
-        choice = zoo_choice(entry['name'], self.selection.full_size)
-        if choice.overrides is None:
-            self.left_out.append(f'{where}: {choice.left_out}')
-            return None
-        family = family_of(entry['name'])
-        if not family.trigger_kinds:   # a fixed-size model: one case, unsupported with the reason
-            return {'name': entry['name'], 'sizes': zoo_sizes(entry['name']), 'paths': ['create']}
-        takes = {'paths': family.paths, 'origins': tuple(origins_of(family.name))}
-        paths = [p for p in self.raw.get('paths', PATHS) if p in takes['paths']]
-        spec = ModelSpec.of(entry['name'], choice.overrides)
-        origins = [o for o in self.raw.get('origins') or [] if isinstance(o, str) and o in takes['origins']
-                   and _origin_problem(OriginSpec(o), spec) is None]   # each layout that fits it
-        if not paths or not origins:
-            axis = 'origins' if paths else 'paths'
-            self.left_out.append(f'{where}: the {family.name} family takes none of the matrix\'s {axis} '
-                                 f'({", ".join(takes[axis])})')
-            return None
-        return {'name': entry['name'], **choice.overrides, 'targets': 'auto', 'paths': paths, 'origins': origins}
-
-    def _known_models(self) -> list[str]:
-        if self.known_models is None:
-            import timm
-            self.known_models = timm.list_models()
-        return self.known_models
-
-    def _for_this_release(self, where: str, entry: dict) -> bool:
-        """Whether the installed timm is in the entry's ``timm:`` range (no range: every release). An entry
-        outside it is left out before anything else is asked of it: the release may not have the model."""
-        if 'timm' not in entry:
-            return True
-        try:
-            spec = SpecifierSet(str(entry['timm']))
-        except InvalidSpecifier:
-            self.error(f'{where}.timm', f'expected a version specifier such as ">=1.0.20", got {shown(entry["timm"])}')
-            return False
-        import timm
-        if spec.contains(timm.__version__, prereleases=True):
-            return True
-        name = entry.get('name') or entry.get('pattern')
-        self.left_out.append(f'{where} ({name}): timm {timm.__version__} is not {spec}')
-        return False
-
-    def _model(self, where: str, entry: dict) -> ModelSpec | None:
-        """One model entry as a spec (its own axes included), or None after saying what is wrong with it."""
-        name = entry['name']
-        if self.known_models is not None and name not in self.known_models:
-            close = difflib.get_close_matches(name, self.known_models, n=3, cutoff=0.6)
-            hint = f'; did you mean {", ".join(close)}?' if close else ''
-            self.error(where, f'unknown timm model {shown(name)}{hint}')
-            return None
-        if family_of(name) is None:
-            self.error(where, f'{shown(name)} is in no family the harness supports: {unclaimed_reason(name)} '
-                              f'(harness coverage lists every architecture)')
-            return None
-        alias = entry.get('label')
-        if alias is not None and not isinstance(alias, str):
-            self.error(f'{where}.label', f'expected a string, got {shown(alias)}')
-            return None
-        overrides = {k: v for k, v in entry.items() if k not in ('name', 'label', 'timm', 'targets') and k not in AXES}
-        if 'img_size' in overrides:
-            # validated; an int stays an int (EfficientVitMsra before timm 1.0.31 takes nothing else)
-            size = self._size(f'{where}.img_size', overrides['img_size'])
-            if size and not isinstance(overrides['img_size'], int):
-                overrides['img_size'] = list(size)
-        model = ModelSpec.of(name, overrides)
-        if family_of(model) is None:   # its overrides build a class of no family (e.g. use_naflex)
-            self.error(where, f'{name!r} with {dict(model.overrides)} is in no family the harness supports: '
-                              f'{unclaimed_reason(model)}')
-            return None
-        try:
-            _native_geometry(family_of(model), model)
-        except Exception as e:   # noqa: BLE001 - any constructor complaint is the user's to fix
-            self.error(where, f'timm cannot build {name} with {dict(model.overrides)}: {type(e).__name__}: {e}')
-            return None
-        return dataclasses.replace(model, alias=alias, axes=self._model_axes(where, model, entry))
 
     def _origins(self, models: list[ModelSpec]) -> list[OriginSpec]:
         origins = []
@@ -575,49 +312,6 @@ class _Validator:
             self.error('states', f'expected {TOP_LEVEL_KEYS["states"]}, got an empty list')
         return tuple(states)
 
-    def _timing(self) -> TimingConfig:
-        """The `timing:` section, each key checked against what it accepts (null: the device's default)."""
-        section = self.raw.get('timing') or {}
-        if not isinstance(section, dict):
-            self.error('timing', f'expected a mapping, got {shown(section)}')
-            return TimingConfig()
-        expected = {
-            'enabled': ('true or false', lambda v: isinstance(v, bool)),
-            'batch_size': ('an int >= 1 or null', lambda v: v is None or (_is_int(v) and v >= 1)),
-            'dtype': (f'one of {list(DTYPES)}', lambda v: v in DTYPES),
-            'precision': (f'one of {list(PRECISIONS)} (how a reduced dtype is applied: autocast, or weights and '
-                          f'inputs cast)', lambda v: v in PRECISIONS),
-            'compile': ('true or false', lambda v: isinstance(v, bool)),
-            'channels_last': ('true or false', lambda v: isinstance(v, bool)),
-            'warmup': ('an int >= 0', lambda v: _is_int(v) and v >= 0),
-            'budget_s': ('a number of seconds >= 0 or null', lambda v: v is None or (_is_number(v) and v >= 0)),
-            'min_repeats': ('an int >= 1', lambda v: _is_int(v) and v >= 1),
-            'median_rse': ('a fraction >= 0 and < 1 (0.02: stop once the median is known to 2%; 0: fill the '
-                           'budget) or null', lambda v: v is None or (_is_number(v) and 0 <= v < 1)),
-            'max_cv': ('a fraction > 0 (0.05: passes whose std / mean exceeds 5% are not stable)',
-                       lambda v: _is_number(v) and v > 0),
-            'threads': ("an int >= 1 (torch's intra-op threads per worker) or null",
-                        lambda v: v is None or (_is_int(v) and v >= 1)),
-        }
-        accepted = {}
-        for key, value in section.items():
-            if key not in expected:
-                hint = '; timed passes now follow budget_s and min_repeats' if key == 'repeats' else ''
-                self.error(f'timing.{key}', f'unknown key; expected one of {sorted(expected)}{hint}')
-                continue
-            if key in ('budget_s', 'median_rse', 'max_cv', 'precision') and isinstance(value, str):
-                value = _as_float(value)   # YAML 1.1 reads 1e1 (no dot) as a string
-            if key == 'precision' and _is_number(value):   # the key's meaning before issue 9
-                self.error('timing.precision', f'expected one of {list(PRECISIONS)}, got {shown(value)}: the fraction '
-                                               f'that ends timing is now timing.median_rse '
-                                               f'(median_rse: {shown(value)})')
-                continue
-            what, accepts = expected[key]
-            if accepts(value):
-                accepted[key] = value
-            else:
-                self.error(f'timing.{key}', f'expected {what}, got {shown(value)}')
-        return TimingConfig(**accepted)
 
     def _check_axes_apply(self, index: int, model: ModelSpec, axes: dict[str, tuple]) -> None:
         """A patch or window axis the model's family cannot apply is an error naming why, not a case dropped."""
@@ -655,67 +349,6 @@ class _Validator:
                 f'({geometry.grid_size[0]}x{geometry.grid_size[1]} cells, {family.attention} attention); the budget '
                 f'is {gib(FORWARD_MEMORY_BUDGET)} (FORWARD_MEMORY_BUDGET)')
 
-    def _expectations(self, models: list[ModelSpec]) -> list[Expectation]:
-        expectations = []
-        names, labels = {m.name for m in models}, {m.label for m in models}
-        for i, entry in enumerate(self._list('expect')):
-            where = f'expect[{i}]'
-            if not isinstance(entry, dict) or not isinstance(entry.get('match'), dict) \
-                    or not isinstance(entry.get('reason'), str):
-                self.error(where, 'expected {match: {field: value, ...}, checks: [parity, ...], reason: "...", '
-                                  'timm: "<1.0.3" (optional)}')
-                continue
-            unknown = set(entry) - {'match', 'checks', 'reason', 'timm'}
-            if unknown:
-                self.error(where, f'unknown keys {sorted(unknown)}; expected match, checks, reason, timm')
-            checks = self._expected_checks(where, entry.get('checks'))
-            match = {}
-            for k, v in entry['match'].items():
-                if k not in EXPECT_MATCH_KEYS:
-                    self.error(f'{where}.match.{k}', f'unknown field; expected one of {list(EXPECT_MATCH_KEYS)}')
-                elif k == 'img_size':
-                    match[k] = self._size(f'{where}.match.img_size', v)
-                elif k == 'window_size':
-                    match[k] = self._window(f'{where}.match.window_size', v)
-                elif k in ('model', 'label') and v not in (names if k == 'model' else labels):
-                    # an entry that names no model of the matrix would silently never match
-                    hint = ' (that is a label: match it with `label:`)' if k == 'model' and v in labels else ''
-                    self.error(f'{where}.match.{k}', f'{shown(v)} is no {"timm model" if k == "model" else "label"} of '
-                                                     f'this matrix{hint}; expected one of '
-                                                     f'{sorted(names if k == "model" else labels)}')
-                else:
-                    match[k] = v
-            spec = None
-            if 'timm' in entry:
-                try:
-                    spec = SpecifierSet(str(entry['timm']))
-                except InvalidSpecifier:
-                    self.error(f'{where}.timm', f'expected a version specifier such as "<1.0.3", '
-                                                f'got {shown(entry["timm"])}')
-            expectations.append(Expectation(tuple(sorted(match.items())), entry['reason'], checks, spec))
-        return expectations
-
-    def _expected_checks(self, where: str, value: Any) -> tuple[str, ...]:
-        if not isinstance(value, list) or not value or any(v not in CHECKS for v in value):
-            self.error(f'{where}.checks', f'expected a non-empty list of the checks the cases fail, from '
-                                          f'{list(CHECKS)}; got {shown(value)}')
-            return ()
-        return tuple(value)
-
-
-def _origin_problem(origin: OriginSpec, model: ModelSpec) -> str | None:
-    """Why a model cannot come from an origin: another family's origin, or a file layout with no place for
-    the model's tensors (found on a meta-device build, before anything is synthesized)."""
-    family = family_of(model)
-    if not origin_named(origin.name).applies_to(family.name):
-        return (f'origin {origin.name!r} does not apply to {model.name!r} '
-                f'({family.name} family; its origins are {origins_of(family.name)})')
-    from harness.families.base import meta_model
-    problem = origin_named(origin.name).layout_problem(meta_model(model))
-    if problem:
-        return f'the {origin.name} layout does not fit {model.label}: {problem}'
-    return None
-
 
 def _axis_value(value: Window) -> Any:
     """An axis value as the matrix spells it: an int, or [h, w]."""
@@ -727,21 +360,3 @@ def window_value(size: Size) -> Window:
     return size[0] if size[0] == size[1] else (size[0], size[1])
 
 
-def _same_kind(value: Any, default: Any) -> bool:
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return _is_int(value)
-    if isinstance(default, float) or default is None:
-        return (isinstance(value, (int, float)) and not isinstance(value, bool)) or value is None
-    return isinstance(value, type(default))
-
-
-def _kind_name(default: Any) -> str:
-    if isinstance(default, bool):
-        return 'true or false'
-    if isinstance(default, int):
-        return 'an int'
-    if isinstance(default, float) or default is None:
-        return 'a number (or null)'
-    return f'a {type(default).__name__}'

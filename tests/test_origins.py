@@ -61,6 +61,15 @@ def test_family_membership_is_the_origins_list():
     assert origins_of('eva') == ['timm', 'hub', 'file']   # an EVA is a ViT subclass, but no ViT layout holds it
 
 
+def test_a_layout_that_cannot_hold_the_model_says_why_instead_of_raising():
+    """The zoo sweep asks every layout of every ViT whether it fits: a DINOv2 layout of a model without a class
+    token (it raised KeyError 'cls_token' before) is a reason, not a crash."""
+    with torch.device('meta'):
+        model = timm.create_model('vit_tiny_patch16_224', class_token=False, reg_tokens=4, global_pool='avg',
+                                  no_embed_class=True, depth=1)
+    assert origin_named('dinov2').layout_problem(model) == 'DINOv2 releases have a class token; this model has none'
+
+
 def test_an_origin_registered_twice_is_refused(monkeypatch):
     monkeypatch.setattr(registry, '_REGISTRY', dict(registry._REGISTRY))
     with pytest.raises(ValueError, match="origin 'timm' is registered twice"):

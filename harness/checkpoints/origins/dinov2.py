@@ -66,6 +66,8 @@ def dinov2_layout(model: nn.Module) -> tuple[StateDict, StateDict]:
     as timm rounds it. The giant model's packed SwiGLU MLP is ``w12``/``w3``.
     """
     require_vit(model, swiglu_ok=True)
+    if getattr(model, 'cls_token', None) is None:
+        raise LayoutError('DINOv2 releases have a class token; this model has none')
     registers = getattr(model, 'reg_token', None) is not None
     if getattr(model, 'no_embed_class', False) != registers:
         raise LayoutError('DINOv2 embeds the class position in pos_embed; timm converts that only for register '

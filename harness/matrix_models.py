@@ -168,9 +168,8 @@ class ModelEntries:
             self.left_out.append(f'{where}: {choice.left_out}')
             return None
         family = family_of(entry['name'])
-        if not family.trigger_kinds:   # a fixed-size model: one case, unsupported with the reason
-            return {'name': entry['name'], 'sizes': zoo_sizes(entry['name']), 'paths': ['create']}
-        takes = {'paths': family.paths, 'origins': tuple(origins_of(family.name))}
+        fixed = not family.trigger_kinds   # a fixed-size model: one case, unsupported with the reason
+        takes = {'paths': ('create',) if fixed else family.paths, 'origins': tuple(origins_of(family.name))}
         paths = [p for p in self.raw.get('paths', PATHS) if p in takes['paths']]
         spec = ModelSpec.of(entry['name'], choice.overrides)
         origins = [o for o in self.raw.get('origins') or [] if isinstance(o, str) and o in takes['origins']
@@ -180,7 +179,8 @@ class ModelEntries:
             self.left_out.append(f'{where}: the {family.name} family takes none of the matrix\'s {axis} '
                                  f'({", ".join(takes[axis])})')
             return None
-        return {'name': entry['name'], **choice.overrides, 'targets': 'auto', 'paths': paths, 'origins': origins}
+        sizes = {'sizes': zoo_sizes(entry['name'])} if fixed else {'targets': 'auto'}
+        return {'name': entry['name'], **choice.overrides, **sizes, 'paths': paths, 'origins': origins}
 
     def _known_models(self) -> list[str]:
         if self.known_models is None:

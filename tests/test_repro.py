@@ -385,7 +385,7 @@ def test_a_classic_vit_checkpoint_with_a_non_square_grid_fails_to_load_into_nafl
     assert case.failed_checks == ['load'], case.reason
     code, printed = run_here(script)
     assert code == 1 and 'REPRODUCED: load fails' in printed and "has no attribute 'patch_embed'" in printed, printed
-    assert 'def classic_vit_layout(' in script.read_text()
+    assert 'def classic_vit_state(' in script.read_text()   # the origin's own writer, carried
 
 
 def test_an_efficientvit_table_fidelity_failure_reproduces_and_passes_once_fixed(run_matrix, tmp_path, monkeypatch):

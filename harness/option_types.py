@@ -113,7 +113,8 @@ RUN_OPTIONS = (
                         "cases with real weights, hub or file (default: the matrix's images:)",
               type=Path, metavar='DIR'),
     RunOption('shard', "only the K-th of N shards of the cases (1-based, deterministic; a checkpoint's cases stay in "
-                       "one shard), for splitting a matrix over CI jobs; harness merge joins the results",
+                       "one shard; a zoo entry's architectures are dealt before any is built), for splitting a "
+                       "matrix over CI jobs; harness merge joins the results",
               type=shard, metavar='K/N'),
     RunOption('case_timeout', 'record a case still running after this long as error (timeout:) and go on with a '
                               'fresh worker, also when it is stuck in a native call holding the GIL (ended 2 s later) '

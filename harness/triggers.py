@@ -39,6 +39,8 @@ KINDS = {
     'window': 'own size at half the window: relative-position tables resampled',
     'window_rect': 'own size at a rectangular window (half the window high, the window wide)',
     'window_per_stage': 'a source with one window per stage (variant windowsA-B-..) to a larger size',
+    'window_rect_source': 'a source with a rectangular window (variant windowHxW: half the window high, the window '
+                          'wide) at its own size to the transposed window and to the square window of its height',
     'img_pad': 'a source built with dynamic_img_pad (variant pad) to a size no patch divides: padded right and '
                'bottom to ceil(size / patch) patches',
 }
@@ -216,6 +218,20 @@ def _window_per_stage(s: _Sizes) -> list[Trigger]:
     return [Trigger(variant, overrides, TriggerTarget('window_per_stage', Target(size)))] if size else []
 
 
+def _window_rect_source(s: _Sizes) -> list[Trigger]:
+    """A checkpoint with a rectangular window: its table must be read as that window's (not a square's of as many
+    rows) and resampled from it, whether to the transposed window (as many rows) or to a square one."""
+    window = _explicit_window(s)
+    if window is None or window[0] != window[1] or window[0] < 4:
+        return []
+    rect = (window[0] // 2, window[1])
+    source = (('window_size', rect),)
+    variant = f'window{rect[0]}x{rect[1]}'
+    return [Trigger(variant, source, TriggerTarget('window_rect_source', Target(s.own, window_size=target),
+                                                   STATIC_PATHS))
+            for target in ((rect[1], rect[0]), rect[0])]
+
+
 def _img_pad(s: _Sizes) -> list[Trigger]:
     """A size half a patch past the own height and a quarter patch past a wider width: padded by different
     amounts on each axis, so padding the wrong side or axis changes the grid or the values."""
@@ -233,5 +249,6 @@ def _own(kind: str, size: Size | None) -> list[Trigger]:
 
 _KIND_BUILDERS = {'larger': _larger, 'smaller': _smaller, 'rectangular': _rectangular, 'square': _square,
                   'transposed': _transposed, 'patch': _patch, 'window': _window, 'window_rect': _window_rect,
-                  'window_per_stage': _window_per_stage, 'img_pad': _img_pad}
+                  'window_per_stage': _window_per_stage, 'window_rect_source': _window_rect_source,
+                  'img_pad': _img_pad}
 assert set(_KIND_BUILDERS) == set(KINDS)

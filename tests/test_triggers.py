@@ -75,6 +75,18 @@ def test_swin_windows_rectangular_and_per_stage(tmp_path, known_models):
         *(f'{SWIN}-windows4-2-2-timm-96x96-{path}' for path in ('create', 'set_input_size', 'dynamic'))]
 
 
+def test_a_rectangular_window_source_goes_to_its_transpose_and_to_a_square_window(tmp_path, known_models):
+    """The checkpoint timm 1.0.31 mishandles (matrices/zoo-swin.yaml): a 2x4-window table read as a 4x2 window's
+    on create, and not resampled to window 2 at all."""
+    matrix = load(tmp_path, f'  - {{name: {SWIN}, {TINY_SWIN}, targets: [window_rect_source]}}', known_models)
+    source, = matrix.models
+    assert source.label == f'{SWIN}-window2x4' and source.kwargs['window_size'] == (2, 4)
+    assert case_ids(matrix) == [f'{SWIN}-window2x4-timm-64x64-window4x2-create',
+                                f'{SWIN}-window2x4-timm-64x64-window4x2-set_input_size',
+                                f'{SWIN}-window2x4-timm-64x64-window2-create',
+                                f'{SWIN}-window2x4-timm-64x64-window2-set_input_size']
+
+
 def test_a_trigger_the_model_cannot_take_is_left_out_with_the_reason(tmp_path, known_models):
     # Swin-V2-CR built without a window takes its windows from the grid: there is no window to change
     matrix = load(tmp_path, '  - {name: swinv2_cr_tiny_ns_224, embed_dim: 16, depths: [2, 2], num_heads: [1, 2], '

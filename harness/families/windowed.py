@@ -47,7 +47,7 @@ class ShiftedWindowFamily(Family):
     window_sizes_apply = True
     stages_pad = True            # stage maps need not tile: stage_grid, shifted_window_mask pad as timm does
     attention = 'windows'
-    trigger_kinds = GEOMETRIC + ('window', 'window_rect')
+    trigger_kinds = GEOMETRIC + ('window', 'window_rect', 'window_rect_source')
 
     def geometry(self, model: nn.Module) -> Geometry:
         pe = model.patch_embed

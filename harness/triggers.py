@@ -144,8 +144,9 @@ def _rect_source(s: _Sizes) -> tuple[str, tuple[tuple[str, Any], ...], 'ModelSpe
     if size is None:
         return None
     from harness.spec import ModelSpec
-    overrides = (('img_size', size),)
-    model = ModelSpec.of(s.model.name, {**s.model.kwargs, 'img_size': list(size)})
+    changes = s.family.sized_source(size, s.geometry)
+    overrides = tuple((key, tuple(value)) for key, value in changes.items())
+    model = ModelSpec.of(s.model.name, {**s.model.kwargs, **{key: list(value) for key, value in changes.items()}})
     return f'src{size[0]}x{size[1]}', overrides, model, size
 
 

@@ -87,6 +87,16 @@ def test_a_rectangular_window_source_goes_to_its_transpose_and_to_a_square_windo
                                 f'{SWIN}-window2x4-timm-64x64-window2-set_input_size']
 
 
+def test_a_naflexvit_rectangular_source_has_a_rectangular_table(tmp_path, known_models):
+    """NaFlexVit's checkpoint is its table: a source trained at 64x96 has a 4x6 table (which a classic ViT release
+    carries flat, and timm 1.0.31 reshapes only when square), not the 4x4 one of its own size."""
+    matrix = load(tmp_path, '  - {name: naflexvit_base_patch16_gap, embed_dim: 32, depth: 1, num_heads: 2, '
+                            'img_size: 64, pos_embed_grid_size: [4, 4], targets: [transposed]}', known_models)
+    source, = matrix.models
+    assert source.label == 'naflexvit_base_patch16_gap-src64x96'
+    assert tuple(source.kwargs['img_size']) == (64, 96) and tuple(source.kwargs['pos_embed_grid_size']) == (4, 6)
+
+
 def test_a_trigger_the_model_cannot_take_is_left_out_with_the_reason(tmp_path, known_models):
     # Swin-V2-CR built without a window takes its windows from the grid: there is no window to change
     matrix = load(tmp_path, '  - {name: swinv2_cr_tiny_ns_224, embed_dim: 16, depths: [2, 2], num_heads: [1, 2], '

@@ -65,6 +65,11 @@ class Family:
         return ()
 
     # --- reading and predicting geometry -------------------------------------------------------------
+    def sized_source(self, size: Size, geometry: Geometry) -> dict[str, Size]:
+        """The overrides that make a checkpoint of the family trained at ``size`` (a trigger set's rectangular
+        source variant), from its ``geometry`` at its own size: the image size, by default."""
+        return {'img_size': size}
+
     def geometry(self, model: nn.Module) -> Geometry:
         """Geometry read off a built model."""
         raise NotImplementedError

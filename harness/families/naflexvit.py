@@ -82,6 +82,12 @@ class NaFlexVitFamily(VitFamily):
             num_prefix_tokens=model.num_prefix_tokens, pos_prefix_tokens=0, stage_depths=(len(model.blocks),),
             table=_settings(embeds))
 
+    def sized_source(self, size, geometry):
+        """A checkpoint trained at ``size`` has its table at that size's grid: a rectangular source is a
+        rectangular table, which a classic ViT release must carry flat (timm reshapes only a square one)."""
+        patch = geometry.patch_size
+        return {'img_size': size, 'pos_embed_grid_size': (size[0] // patch[0], size[1] // patch[1])}
+
     def resample_state_dict(self, state_dict, source, target, interpolation, antialias):
         """Loading resamples nothing: the tables stay at their own grid."""
         return dict(state_dict)

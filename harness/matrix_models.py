@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from harness.checkpoints.origins import origin_named, origins_of
+from harness.checkpoints.origins import FILE_ORIGIN, origin_named, origins_of
 from harness.families import family_of, unclaimed_reason
 from harness.limits import shown
 from harness.spec import AXES, ModelSpec, OriginSpec
@@ -111,7 +111,25 @@ class ModelEntries:
                                                f'({dict(source)}): {type(e).__name__}: {e}')
                 return None
         label = f'{model.label}-{name}' if name else model.alias
-        return dataclasses.replace(spec, alias=label, axes=(*model.axes, ('targets', tuple(dict.fromkeys(targets)))))
+        axes = dict(model.axes)
+        if source and 'origins' in axes:   # the entry's own origins: each must fit the variant too
+            axes['origins'] = self._fitting_origins(f'{where}.targets ({label})', axes['origins'], spec)
+            if not axes['origins']:
+                return None
+        return dataclasses.replace(spec, alias=label,
+                                   axes=(*axes.items(), ('targets', tuple(dict.fromkeys(targets)))))
+
+    def _fitting_origins(self, where: str, origins: tuple[OriginSpec, ...], spec: ModelSpec) -> tuple:
+        """The origins whose layout can hold ``spec`` (a trigger's source variant); the others left out, with
+        why (OpenAI CLIP records one square input resolution: no rectangular source)."""
+        fitting = []
+        for origin in origins:
+            problem = _origin_problem(origin, spec) if origin.name != FILE_ORIGIN else None
+            if problem:
+                self.left_out.append(f'{where}: {problem}')
+            else:
+                fitting.append(origin)
+        return tuple(fitting)
 
     def _model_entries(self) -> Iterator[tuple[str, dict, str | None]]:
         """(where, entry, the pattern it came from) for each model: a ``{pattern: GLOB, ...}`` or ``{zoo: GLOB}``

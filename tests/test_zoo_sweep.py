@@ -23,9 +23,9 @@ def known_models() -> list[str]:
     return timm.list_models()
 
 
-def zoo(tmp_path, entries: str, extra: str = '', name: str = 'zoo.yaml'):
+def zoo(tmp_path, entries: str, extra: str = '', name: str = 'zoo.yaml', origins: str = '[timm]'):
     path = tmp_path / name
-    path.write_text(textwrap.dedent(f'name: z\nmodels:\n{entries}\norigins: [timm]\n{extra}'))
+    path.write_text(textwrap.dedent(f'name: z\nmodels:\n{entries}\norigins: {origins}\n{extra}'))
     return path
 
 
@@ -146,3 +146,24 @@ def test_only_a_zoo_checkpoint_at_its_real_configuration_is_discarded_after_its_
     discard_if_disposable(Checkpoint(model, 'timm', entry / 'model.safetensors', None, False, 'bicubic', True,
                                      reference_file=entry / 'reference.safetensors'))
     assert entry.exists() == kept
+
+
+def test_a_trigger_variant_keeps_only_the_origins_whose_layout_holds_it(tmp_path, known_models):
+    """OpenAI CLIP records one square input resolution: the rectangular source variant of a CLIP ViT is left out of
+    that origin (it was an `error` case on every path before), and kept for the others."""
+    matrix = load_matrix(zoo(tmp_path, "  - {zoo: vit_betwixt_patch32_clip_224}",
+                             origins='[timm, openai_clip, open_clip]'), known_models)
+    by_label = {m.label: {o.name for o in dict(m.axes)['origins']} for m in matrix.models}
+    assert by_label['vit_betwixt_patch32_clip_224'] == {'timm', 'openai_clip', 'open_clip'}
+    assert by_label['vit_betwixt_patch32_clip_224-src224x352'] == {'timm', 'open_clip'}
+    assert [line for line in matrix.left_out if 'src224x352' in line and 'square input_resolution' in line]
+
+
+def test_only_a_token_grid_table_is_smoothed_into_a_trained_looking_pos_embed():
+    """HieraDet keeps an NCHW pos_embed and no patch grid: synthesis leaves it as initialised (it raised before)."""
+    import torch
+
+    from harness.checkpoints.synthesize import _token_grid_table
+    assert _token_grid_table(torch.zeros(1, 1 + 14 * 14, 8), (14, 14))
+    assert not _token_grid_table(torch.zeros(1, 8, 14, 14), (14, 14))
+    assert not _token_grid_table(torch.zeros(1, 197, 8), None)

@@ -57,7 +57,7 @@ def make_trained_like(model: nn.Module, generator: torch.Generator) -> None:
     post_norms = {f'{name}.{norm}.weight' for name, module in model.named_modules()
                   if type(module).__name__ in POST_NORM_BLOCKS for norm in ('norm1', 'norm2')}
     for name, param in model.named_parameters():
-        if name == 'pos_embed':
+        if name == 'pos_embed' and _token_grid_table(param, grid):
             _smooth_pos_embed(param, grid, generator)
         elif name.endswith('patch_embed.proj.weight') and param.shape[-2:].numel() > 1:   # not a 1x1 projection
             param.copy_(_smooth_field(param.shape[:2], param.shape[-2:], generator, max_freq=1.5)
@@ -159,6 +159,12 @@ def _query_key_weights(attention: nn.Module) -> tuple[torch.Tensor, torch.Tensor
     if isinstance(q, nn.Linear) and isinstance(kv, nn.Linear):
         return q.weight, kv.weight.chunk(2)[0]
     return None
+
+
+def _token_grid_table(pos_embed: torch.Tensor, grid: tuple[int, int] | None) -> bool:
+    """Whether ``pos_embed`` is a (1, prefix + H*W, C) table of the patch grid (HieraDet keeps an NCHW one, and a
+    model without ``patch_embed.grid_size`` says no grid): only such a table is smoothed."""
+    return grid is not None and pos_embed.dim() == 3 and pos_embed.shape[1] >= grid[0] * grid[1]
 
 
 def _smooth_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], generator: torch.Generator) -> None:

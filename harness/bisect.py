@@ -126,14 +126,19 @@ def index_releases(cache_dir: Path) -> list[str]:
 
 
 def run_outcome(matrix: Path, k: str | None, version: str, out: Path, cache: Path) -> Outcome:
-    """The selected cases' statuses on timm ``version``: ``harness run`` (checks only) in a child process."""
+    """The selected cases' statuses on timm ``version``: installed here (a release that will not install is
+    skipped, as ``git bisect skip``), then ``harness run`` (checks only) in a child process, which finds it
+    installed."""
+    from harness.timm_versions import TimmInstallError, installed_timm
+    try:
+        installed_timm(version, cache)
+    except TimmInstallError as e:
+        raise Skip(str(e).splitlines()[0]) from None
     command = [sys.executable, '-m', 'harness.cli', 'run', str(matrix), '--timm', version, '--out', str(out),
                '--cache', str(cache), '--no-timing', '-q', *(['-k', k] if k else [])]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode == 2:
         problem = (done.stderr.strip().splitlines() or ['exit code 2'])[0]
-        if 'could not install' in problem:
-            raise Skip(problem)
         raise BisectError(f'harness run on timm {version}: {problem}')
     from harness.results import RESULTS_FILE, read_results
     results = out / RESULTS_FILE

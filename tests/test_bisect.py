@@ -88,3 +88,22 @@ def test_index_failure_says_how_to_go_on(tmp_path, monkeypatch):
                                                                            stderr='ERROR: no network'))
     with pytest.raises(BisectError, match='no network.*--releases'):
         index_releases(tmp_path)
+
+
+def test_a_release_that_will_not_install_is_skipped_without_running_it(tmp_path, monkeypatch):
+    """The install is bisect's own step (it searched a child's stderr for "could not install" before)."""
+    import subprocess
+
+    from harness import bisect as bisect_module
+    from harness import timm_versions
+
+    def refuse(spec, cache_dir):
+        raise timm_versions.TimmInstallError(f'could not install timm=={spec}:\nERROR: no matching distribution')
+
+    def never(*args, **kwargs):
+        raise AssertionError('harness run started for a release that is not installed')
+
+    monkeypatch.setattr(timm_versions, 'installed_timm', refuse)
+    monkeypatch.setattr(subprocess, 'run', never)
+    with pytest.raises(Skip, match=r'^could not install timm==0\.1\.0:$'):
+        bisect_module.run_outcome(tmp_path / 'm.yaml', None, '0.1.0', tmp_path / 'out', tmp_path / 'cache')

@@ -17,6 +17,8 @@ category, the build paths and checks its cases get, and why it is unknown or fix
                        load, shapes, finiteness, drift and timing
   fixed_size           it takes only its own input size: its cases are unsupported, with the reason
   unknown              no family claims it (the reason column says why)
+The zoo column says how the zoo sweep (harness run --zoo GLOB) runs it: miniature, real (its real
+configuration) or no, and zoo_reason why it is not a miniature or is left out.
 Decided on the meta device, without weights; the full table is cached per release (the first time: about
 6 minutes of CPU time, up to 25 minutes on a busy 2-core machine; README: Coverage). Progress goes to stderr,
 the table to stdout.

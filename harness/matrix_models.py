@@ -175,7 +175,8 @@ class ModelEntries:
         return True
 
     def _has_zoo(self) -> bool:
-        return any(isinstance(e, dict) and 'zoo' in e for e in self.raw.get('models') or [] if isinstance(e, dict))
+        models = self.raw.get('models')
+        return isinstance(models, list) and any(isinstance(e, dict) and 'zoo' in e for e in models)
 
     def _zoo_entry(self, where: str, entry: dict) -> dict | None:
         """One zoo architecture as a model entry: its miniature (or real) configuration, its family's trigger set,

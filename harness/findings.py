@@ -1,10 +1,11 @@
 """Findings: the failed cases of a run (or the regressed ones of a compare) grouped by root cause.
 
 One timm defect (a loader that guesses a square window) fails dozens of cases across models and paths; a finding
-is one such cause: the cases that share a :class:`Signature` (family, failed check, the tensor that differs with
-its block and stage indices erased, and the trigger: what the case changed of its source geometry). The build
-path is not part of it: the same defect read through ``create`` and ``set_input_size`` is one finding, whose
-``paths`` list both. A finding's id is a short hash of its signature, so the same defect has the same id in every
+is one such cause: the cases that share a :class:`Signature` (family, failed check, the kind of tensor that differs,
+and the trigger: what the case changed of its source geometry). The build path is not part of it: the same defect
+read through ``create`` and ``set_input_size`` is one finding, whose ``paths`` list both. Nor is where the tensor
+sits: MaxViT's window, grid and CoAtNet attention tables (``attn_block.attn.rel_pos...``, ``attn.rel_pos...``) are
+resized by one loader, so they are one finding, whose ``tensors`` list every place. A finding's id is a short hash of its signature, so the same defect has the same id in every
 run and a nightly can tell a new finding from one still open.
 
 Nothing here imports torch or timm: a record names its family. Only a record of an older harness, which does
@@ -38,6 +39,7 @@ _INDEX = re.compile(r'(?<=\.)\d+(?=\.|$)')   # `layers.2.blocks.1.attn` -> `laye
 _NUMBER = re.compile(r'\d+')                 # sizes in an error message: `(7, 7)` and `(8, 8)` read alike
 _RAISED = re.compile(r'\b\w*(?:Error|Exception|Warning): .*')
 _FILE = re.compile(r'/\S+')                  # a file named in an error: a cache path, a temporary folder
+_GENERIC_PARAMETERS = ('weight', 'bias')     # a parameter name that says nothing without its module's
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Signature:
     """What the cases of one finding share."""
     family: str
     check: str        # the first check that failed (in the order they run), or the status (xpassed, unsupported)
-    differs: str      # the tensor that differs, its indices erased; or the error, its numbers erased
+    differs: str      # the kind of tensor that differs (:func:`tensor_kind`); or the error, its numbers erased
     trigger: str      # what the case changed of its source geometry, e.g. 'transposed grid'
 
     def id(self) -> str:
@@ -63,6 +65,7 @@ class Finding:
     architectures: list[str]        # timm model names
     paths: list[str]
     case_ids: list[str]
+    tensors: list[str] = field(default_factory=list)   # where the differing tensors sit, indices erased
     first_seen: str | None = None   # the release a compare's new side ran, when every case of it regressed there
     change: str | None = None       # against previous findings (harness.findings_previous): 'new' or 'open'
 
@@ -100,17 +103,39 @@ def normalised(name: str) -> str:
     return _NUMBER.sub('N', _FILE.sub('FILE', raised.group(0) if raised else name))[:ERROR_CHARS].rstrip()
 
 
-def differing(record: dict[str, Any], check: str) -> str:
-    """What differs, for the check that failed: the worst tensor, the first error, or the reason."""
+def tensor_kind(name: str) -> str:
+    """A tensor named by what it is, not where it sits: its own name (``relative_position_bias_table``), with the
+    module owning it where that name is a parameter's generic one (``cpb_mlp.weight``). An error stays as it is."""
+    if ' ' in name:
+        return name
+    parts = [part for part in name.split('.') if part != '*' and not part.isdigit()]
+    return '.'.join(parts[-2:] if len(parts) > 1 and parts[-1] in _GENERIC_PARAMETERS else parts[-1:])
+
+
+def differing_raw(record: dict[str, Any], check: str) -> str:
+    """What differs, for the check that failed, as the record says: the worst tensor, the first error (or
+    missing key), or the reason; '' when the record does not say."""
     if check == 'load' and not record.get('load_error'):
         keys = (record.get('missing_keys') or []) + (record.get('unexpected_keys') or [])
-        return normalised(keys[0]) if keys else ''
+        return str(keys[0]) if keys else ''
     value = record.get(DIFFERING_FIELD.get(check, ''))
     if isinstance(value, list):
         value = value[0] if value else None
     if value:
-        return normalised(value)
-    return normalised(unsupported_why(record.get('reason') or '')) if check not in CHECKS else ''
+        return str(value)
+    return unsupported_why(record.get('reason') or '') if check not in CHECKS else ''
+
+
+def differing(record: dict[str, Any], check: str) -> str:
+    """What differs, for a signature: the kind of tensor, or the error with its numbers erased."""
+    raw = differing_raw(record, check)
+    return tensor_kind(normalised(raw)) if raw else ''
+
+
+def tensor_places(records: Iterable[dict[str, Any]], check: str) -> list[str]:
+    """Where the differing tensors of ``records`` sit, their indices erased; none for an error."""
+    names = {normalised(differing_raw(record, check)) for record in records}
+    return sorted(name for name in names if name and ' ' not in name)
 
 
 def _hw(value: Any) -> tuple[int, int] | None:
@@ -210,12 +235,12 @@ def _finding(sig: Signature, members: list[Failed], run_dir: Path | str, new_rel
         repro=repro_command(run_dir, first['case_id']),
         architectures=sorted({model_name(r) for r in records}),
         paths=sorted({str(r.get('path')) for r in records}, key=path_rank),
-        case_ids=sorted(r['case_id'] for r in records),
+        case_ids=sorted(r['case_id'] for r in records), tensors=tensor_places(records, sig.check),
         first_seen=new_release if new_release and all(m.regressed for m in members) else None)
 
 
 def title(sig: Signature) -> str:
-    """e.g. ``swin: fidelity fails on a transposed grid at layers.*.blocks.*.attn.relative_position_index``, or
+    """e.g. ``swin: fidelity fails on a transposed grid at relative_position_index``, or
     ``swin: resize fails on a rectangular source window: ValueError: Cannot infer ...``."""
     on = f' on a {sig.trigger}' if sig.trigger else ''
     at = (f': {sig.differs}' if ' ' in sig.differs else f' at {sig.differs}') if sig.differs else ''
@@ -272,8 +297,10 @@ def markdown_finding(finding: Finding, heading: str = '##') -> list[str]:
     seen += f', {CHANGE_WORDS[finding.change]}' if finding.change else ''
     affects = (f'- {counted(len(finding.case_ids), "case")} on {", ".join(finding.paths)}, architectures: '
                + ', '.join(finding.architectures))
+    places = [f'- tensors: {", ".join(f"`{name}`" for name in finding.tensors)}'] if finding.tensors else []
     return [f'{heading} {finding.title}', '', f'- id `{finding.id}`{seen}',
             textwrap.fill(affects, 100, subsequent_indent='  ', break_long_words=False, break_on_hyphens=False),
+            *places,
             f'- representative: `{finding.representative}`, reproduced by:', '', '```bash', finding.repro, '```', '']
 
 

@@ -51,10 +51,32 @@ def test_one_cause_across_models_and_paths_is_one_finding(tmp_path):
     finding = report.findings[0]
     assert finding.architectures == sorted(SWINS)
     assert finding.paths == ['create', 'set_input_size'] and len(finding.case_ids) == 6
-    assert finding.signature == findings.Signature('swin', 'fidelity', TABLE.format('*', '*'), 'transposed grid')
-    assert finding.title == f'swin: fidelity fails on a transposed grid at {TABLE.format("*", "*")}'
+    assert finding.signature == findings.Signature('swin', 'fidelity', 'relative_position_index', 'transposed grid')
+    assert finding.title == 'swin: fidelity fails on a transposed grid at relative_position_index'
+    assert finding.tensors == [TABLE.format('*', '*')]
     assert finding.representative in finding.case_ids
     assert finding.repro == f'harness repro {tmp_path} {finding.representative}'
+
+
+def test_one_table_resized_by_one_loader_is_one_finding_wherever_it_sits(tmp_path):
+    """MaxViT's window and grid attention and CoAtNet's transformer blocks hold the same relative-position table
+    at three module paths, resized by one loader: one finding listing the three places. The parameters of another
+    module (a weight, named by its module) and another table stay findings of their own."""
+    places = ('stages.1.blocks.0.attn_block.attn.rel_pos.relative_position_bias_table',
+              'stages.2.blocks.1.attn_grid.attn.rel_pos.relative_position_bias_table',
+              'stages.3.blocks.0.attn.rel_pos.relative_position_bias_table')
+    cases = [dataclasses.replace(_case(SWINS[0], 'create'), case_id=f'case-{n}', fidelity_worst_tensor=place)
+             for n, place in enumerate(places)]
+    cases += [dataclasses.replace(_case(SWINS[1], 'create'), case_id=f'other-{n}', fidelity_worst_tensor=name)
+              for n, name in enumerate(('stages.3.blocks.0.attn.rel_pos.mlp.0.weight',
+                                        'stages.3.blocks.0.attn.rel_pos.relative_position_index'))]
+    report = findings.findings_of(_run(tmp_path, cases), _family)
+    by_tensor = {f.signature.differs: f for f in report.findings}
+    assert sorted(by_tensor) == ['mlp.weight', 'relative_position_bias_table', 'relative_position_index']
+    assert by_tensor['relative_position_bias_table'].tensors == sorted(
+        findings.normalised(place) for place in places)
+    assert len(by_tensor['relative_position_bias_table'].case_ids) == 3
+    assert '`stages.*.blocks.*.attn_grid.attn.rel_pos.relative_position_bias_table`' in report.to_markdown()
 
 
 def test_another_check_or_trigger_is_another_finding(tmp_path):
@@ -76,7 +98,7 @@ def test_ids_are_stable_and_independent_of_case_order(tmp_path):
     assert [f.id for f in first.findings] == [f.id for f in again.findings]
     assert [f.case_ids for f in first.findings] == [f.case_ids for f in again.findings]
     assert findings.findings_of(tmp_path / 'a', _family).to_json() == first.to_json()
-    assert first.findings[0].id == findings.Signature('swin', 'fidelity', TABLE.format('*', '*'),
+    assert first.findings[0].id == findings.Signature('swin', 'fidelity', 'relative_position_index',
                                                       'transposed grid').id()
 
 
@@ -228,6 +250,6 @@ def test_report_md_leads_with_the_findings(tmp_path, monkeypatch):
     markdown = write_report(run_dir / 'results.jsonl', run_dir).markdown.read_text()
     assert markdown.index('## Findings') < markdown.index('## Summary') < markdown.index('## Failures')
     assert '**1 finding from 6 failed cases**' in markdown
-    assert f'### swin: fidelity fails on a transposed grid at {TABLE.format("*", "*")}' in markdown
+    assert "### swin: fidelity fails on a transposed grid at relative_position_index" in markdown
     clean = _run(tmp_path / 'clean', [_case(SWINS[0], 'create', status='passed')])
     assert '## Findings' not in write_report(clean / 'results.jsonl', clean).markdown.read_text()

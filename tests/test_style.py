@@ -10,10 +10,12 @@ import pytest
 
 from tests.conftest import REPO
 
+LINTED = ('harness', 'tests', 'benchmarks', 'scripts')   # every folder of Python source
+
 
 def test_ruff_is_clean():
     if importlib.util.find_spec('ruff') is None:
         pytest.skip('ruff is not installed: pip install ruff (as .ci/run does)')
-    done = subprocess.run([sys.executable, '-m', 'ruff', 'check', '--no-cache', 'harness', 'tests', 'benchmarks'],
+    done = subprocess.run([sys.executable, '-m', 'ruff', 'check', '--no-cache', *LINTED],
                           capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]

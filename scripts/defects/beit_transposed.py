@@ -7,8 +7,8 @@ loaded at its transpose 96x64 (6x4: 11 x 7 offsets, also 80 rows) and at 96x96 (
 """
 import tempfile
 
-import torch
 import timm
+import torch
 
 ARGS = dict(embed_dim=32, depth=1, num_heads=2)
 KEY = 'blocks.0.attn.relative_position_bias_table'
@@ -37,7 +37,8 @@ def main():
             continue
         loaded = model.state_dict()[KEY]
         if size == (64, 96):
-            print(f'create 64x96 at its own size: loads, table {"unchanged" if torch.equal(loaded, table) else "CHANGED"}')
+            kept = 'unchanged' if torch.equal(loaded, table) else 'CHANGED'
+            print(f'create 64x96 at its own size: loads, table {kept}')
         elif loaded.shape == table.shape and torch.equal(loaded, table):
             print(f'create 64x96 -> {size[0]}x{size[1]}: the 7x11-offset table loaded unchanged as 11x7 offsets '
                   f'(max diff to a bicubic 7x11 -> 11x7 resample {(loaded[:-3] - want).abs().max():.3f})')

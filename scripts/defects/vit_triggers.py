@@ -10,8 +10,8 @@ Each line says what a correct timm does and what this one did.
 import sys
 import tempfile
 
-import torch
 import timm
+import torch
 
 ARGS = dict(embed_dim=32, depth=1, num_heads=2)
 MODEL = sys.argv[1] if len(sys.argv) > 1 else 'vit_tiny_patch16_224'
@@ -59,8 +59,10 @@ def main():
         print(f'set_input_size 64x96 -> 96x64: max diff to a {h}x{w} -> {w}x{h} bicubic resample '
               f'{(model.pos_embed[:, prefix:] - want).abs().max():.3f}')
     dynamic = pretrained((64, 96), path, dynamic_img_size=True)
-    attempt('dynamic 64x96 source at 96x96', lambda: print('dynamic 64x96 source at 96x96: features',
-                                                           tuple(dynamic.forward_features(torch.randn(1, 3, 96, 96)).shape)))
+    def features():
+        shape = tuple(dynamic.forward_features(torch.randn(1, 3, 96, 96)).shape)
+        print('dynamic 64x96 source at 96x96: features', shape)
+    attempt('dynamic 64x96 source at 96x96', features)
 
     if MODEL != 'vit_tiny_patch16_224':
         return

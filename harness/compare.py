@@ -33,6 +33,7 @@ from typing import Any
 from harness.case.check_registry import figure_fields, finding_fields
 from harness.results import RESULTS_FILE, read_run_results
 from harness.run_record import RUN_FILE, RunRecord, check_finished, read_run_record
+from harness.run_settings import MEASUREMENT
 
 OK = ('passed', 'xfailed', 'unsupported')
 BAD = ('failed', 'xpassed')
@@ -40,10 +41,8 @@ CHANGES = ('regressed', 'fixed', 'outputs_changed', 'unchanged', 'new', 'removed
 TIMING_CHANGES = ('slower', 'faster', 'noisy', 'same', 'not_comparable')
 FAILING_CHANGES = ('regressed',)        # what makes `harness compare` exit 1 (with `slower` and a new error)
 FAILING_TIMING_CHANGES = ('slower',)
-# what two timings must share to be compared, and what a record from before a setting existed was timed with
-TIMING_SETTINGS = ('device_name', 'dtype', 'precision', 'compile', 'channels_last', 'batch_size', 'batch_size_used',
-                   'torch_version')
-TIMING_SETTING_DEFAULTS = {'precision': 'amp', 'compile': False, 'channels_last': False}
+# what two timings must share to be compared: the run's timing settings, and the batch that fitted in memory
+TIMING_SETTINGS = (*(setting.name for setting in MEASUREMENT if setting.timing), 'batch_size_used')
 # sequential runs whose timed cases moved together by more than this (median ratio) get a warning
 SHARED_SHIFT = 1.05
 SHARED_SHIFT_MIN_CASES = 5
@@ -189,8 +188,8 @@ def timing_change(base: dict, new: dict, spec: CompareSpec) -> tuple[str, float 
     old_samples, new_samples = base.get('time_samples_ms'), new.get('time_samples_ms')
     if not old_samples or not new_samples:
         return 'not_comparable', None, None, ''
-    differ = [f'{name} {_setting(base, name)} vs {_setting(new, name)}' for name in TIMING_SETTINGS
-              if _setting(base, name) != _setting(new, name)]
+    differ = [f'{name} {base.get(name)} vs {new.get(name)}' for name in TIMING_SETTINGS
+              if base.get(name) != new.get(name)]
     if differ:
         return 'not_comparable', None, None, 'timed differently: ' + ', '.join(differ)
     from scipy.stats import mannwhitneyu  # here: the command line imports this module before any slow import
@@ -204,15 +203,6 @@ def timing_change(base: dict, new: dict, spec: CompareSpec) -> tuple[str, float 
     if len(rounds) > 1 and not _rounds_agree(rounds, ratio, spec.factor):
         return 'noisy', ratio, p_value, 'timing rounds disagree: ratios ' + ', '.join(f'{r:.2f}' for r in rounds)
     return ('slower' if ratio > 1 else 'faster'), ratio, p_value, ''
-
-
-def _setting(record: dict, name: str) -> Any:
-    """A timing setting of a record; one from before the setting existed was timed with its default (and at
-    the batch size it was configured with: batches were not halved to fit)."""
-    value = record.get(name)
-    if value not in (None, ''):
-        return value
-    return record.get('batch_size') if name == 'batch_size_used' else TIMING_SETTING_DEFAULTS.get(name)
 
 
 Samples = tuple[list[float], list[int] | None]   # timed passes and the round of each (None: not recorded)

@@ -40,14 +40,12 @@ from harness.report_html import HtmlInputs, render_html
 from harness.repro import REPRODUCIBLE, repro_command
 from harness.results import INT_FIELDS, STATUSES, UNEXPECTED, path_rank, unsupported_groups
 from harness.run_record import RunRecordError, read_run_record
+from harness.run_settings import MEASUREMENT
 
 IDENTITY = ('model', 'origin', 'img_size', 'patch_size', 'window_size', 'path')
-MEASURED = {'timm_version': 'timm', 'torch_version': 'torch', 'device_label': 'device', 'dtype': 'dtype',
-            'precision': 'precision (amp: autocast; cast: weights and inputs in the dtype)',
-            'compile': 'torch.compile', 'channels_last': 'channels-last', 'batch_size': 'batch size',
-            'timing_budget_s': 'timing budget (s per case)',
-            'timing_median_rse': "timing median RSE (the median's relative standard error that ends timing; 0: none)",
-            'timing_max_cv': 'timing stable when CV (std / mean of the timed passes) is at most'}
+# the report's "How this was measured": every measurement setting, the device shown with its name
+MEASURED = {('device_label' if setting.name == 'device' else setting.name): setting.described
+            for setting in MEASUREMENT if setting.name != 'device_name'}
 HEADERS = {'device_label': 'device', 'time_median_ms': 'median ms', 'time_iqr_ms': 'IQR ms', 'time_min_ms': 'min ms',
            'time_p90_ms': 'p90 ms', 'time_p99_ms': 'p99 ms', 'time_cv': 'CV', 'timing_stable': 'stable',
            'timing_repeats': 'timed passes', 'batch_size_used': 'batch used', 'achieved_tflops': 'TFLOP/s',

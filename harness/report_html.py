@@ -27,6 +27,7 @@ from harness.findings import CHANGE_WORDS, FINDING_STATUSES, Finding, findings_o
 from harness.repro import REPRODUCIBLE, repro_command
 from harness.results import UNEXPECTED, path_rank, unsupported_groups
 from harness.run_record import RunRecord
+from harness.run_settings import MEASUREMENT
 
 PATH_COLOURS = {'create': '#1f77b4', 'set_input_size': '#ff7f0e', 'dynamic': '#2ca02c'}
 STATUS_CLASSES = {'failed': 'bad', 'xpassed': 'bad', 'error': 'bad', 'resource': 'bad', 'xfailed': 'expected',
@@ -187,8 +188,7 @@ def _environment(frame: pd.DataFrame, run: RunRecord | None, results_path: Path)
         items = [(f.name, getattr(run, f.name)) for f in dataclasses.fields(run)]
         source = f'run.json beside {results_path}'
     else:
-        columns = ('timm_version', 'torch_version', 'device', 'device_name', 'dtype', 'precision', 'compile',
-                   'channels_last', 'batch_size', 'timing_budget_s', 'timing_median_rse')
+        columns = [setting.name for setting in MEASUREMENT]
         items = [(c, ', '.join(dict.fromkeys(str(v) for v in frame[c].dropna()))) for c in columns if c in frame]
         source = f'the records of {results_path} (no run.json beside it)'
     rows = [f'<tr><th>{_esc(name)}</th><td>{_esc(_shown(value))}</td></tr>' for name, value in items

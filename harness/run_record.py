@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from harness import schema
 from harness.atomic_file import write_atomically
+from harness.run_settings import SETTINGS
 
 if TYPE_CHECKING:   # the real imports are deferred: the command line reads run.json before importing torch
     import torch
@@ -27,12 +28,8 @@ if TYPE_CHECKING:   # the real imports are deferred: the command line reads run.
     from harness.timing_config import TimingConfig
 
 RUN_FILE = 'run.json'
-# settings a resumed run must share with the run it continues, and how a message names them
-MUST_MATCH = {'timm_version': 'timm', 'torch_version': 'torch', 'device': 'device', 'dtype': 'dtype',
-              'precision': 'precision', 'compile': 'compile', 'channels_last': 'channels-last',
-              'batch_size': 'batch size', 'cpu_threads': 'threads (--threads)',
-              'matrix_sha256': 'matrix content (sha256)', 'full_size': 'zoo models at full size (--full-size)',
-              'images_sha256': 'labelled images (sha256 of their paths and sizes)'}
+# settings a resumed run (and every shard of a merge) must share, and how a message names them
+MUST_MATCH = {setting.name: setting.label for setting in SETTINGS if setting.must_match}
 
 
 class RunRecordError(ValueError):

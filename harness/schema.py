@@ -46,6 +46,24 @@ def _renamed(data: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
+# what a record of an older harness, which lacks a timing setting, was measured with: autocast, neither compiled nor
+# channels-last (the settings came with issue 9), at the batch it was configured with (batches were not halved)
+MEASURED_BEFORE = {'precision': 'amp', 'compile': False, 'channels_last': False}
+
+
+def _measured_as_before(record: dict[str, Any]) -> dict[str, Any]:
+    """A record's timing settings where it lacks them, as :data:`MEASURED_BEFORE` says."""
+    lacking = {name: value for name, value in MEASURED_BEFORE.items() if record.get(name) in (None, '')}
+    if record.get('batch_size_used') in (None, '') and record.get('time_samples_ms'):
+        lacking['batch_size_used'] = record.get('batch_size')
+    return {**record, **lacking}
+
+
+def _record_to_2(record: dict[str, Any]) -> dict[str, Any]:
+    """results.jsonl record 1 -> 2: fields under today's names, and the timing settings it lacks."""
+    return _measured_as_before(_renamed(record))
+
+
 def _finish_unrecorded(run: dict[str, Any]) -> dict[str, Any]:
     """run.json 1 -> 2: schema 1 did not record when a run ended, so its run cannot be told from a killed one:
     it passes as finished, at an unrecorded time (issue 7)."""
@@ -62,7 +80,7 @@ def _files(checksums: Any) -> dict[str, Any]:
     return {'files': checksums}
 
 
-RECORD = FileKind('results.jsonl record', 'schema', (_renamed,))
+RECORD = FileKind('results.jsonl record', 'schema', (_record_to_2,))
 RUN = FileKind('run.json', 'results_schema', (_finish_unrecorded, _renamed))
 FINDINGS = FileKind('findings.json', 'schema')
 COMPARE = FileKind('compare.json', 'schema')

@@ -7,6 +7,7 @@ import json
 import pandas as pd
 
 import harness.results
+from harness import schema
 from harness.compare import CompareSpec, timing_change
 from harness.results import RESULTS_FILE, CaseResult, append_result
 from harness.run_record import read_run_record
@@ -25,7 +26,9 @@ def test_load_gives_one_row_per_case_with_every_field(tmp_path):
     assert isinstance(frame, pd.DataFrame) and list(frame['case_id']) == ['b', 'vit-timm-224x224-create']
     assert list(frame.columns[:3]) == ['case_id', 'matrix', 'model'] and 'timing_precision' not in frame
     old = frame.set_index('case_id').loc['vit-timm-224x224-create']
-    assert old['timing_median_rse'] == 0.02 and old['precision'] == '' and pd.isna(old['flops_per_image'])
+    assert old['timing_median_rse'] == 0.02 and pd.isna(old['flops_per_image'])
+    # timed before the settings were recorded: autocast, eager, contiguous, the batch it was configured with
+    assert (old['precision'], old['compile'], old['channels_last'], old['batch_size_used']) == ('amp', False, False, 8)
     assert str(frame['flops_per_image'].dtype) == 'Int64' and frame['flops_per_image'][0] == 123
 
 
@@ -37,9 +40,10 @@ def test_old_run_json_reads_under_todays_names(tmp_path):
 
 def test_timings_are_compared_only_when_timed_alike():
     spec = CompareSpec()
+    old = schema.upgrade(schema.RECORD, OLD_RECORD)   # as compare reads it
     now = {**OLD_RECORD, 'precision': 'amp', 'compile': False, 'channels_last': False, 'batch_size_used': 8}
-    assert timing_change(OLD_RECORD, now, spec)[0] == 'same'   # older records: autocast, eager, unhalved batch
+    assert timing_change(old, now, spec)[0] == 'same'   # older records: autocast, eager, unhalved batch
     for setting, value in (('precision', 'cast'), ('compile', True), ('channels_last', True),
                            ('batch_size_used', 4)):
-        change, _, _, why = timing_change(OLD_RECORD, {**now, setting: value}, spec)
+        change, _, _, why = timing_change(old, {**now, setting: value}, spec)
         assert change == 'not_comparable' and why.startswith(f'timed differently: {setting} ')

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from harness.atomic_file import write_atomically
+from harness.case_result import STATUSES, UNSUPPORTED_PREFIX
 from harness.progress import duration
-from harness.results import STATUSES, UNSUPPORTED_PREFIX
 
 # pytest's options under which only this module speaks: quietest verbosity (no per-test letters, no summary
 # line, no xdist status), no header, no tracebacks, no short summary, no warnings summary (still recorded)

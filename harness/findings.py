@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from harness import schema
+from harness.case_result import CHECKS
 from harness.repro import repro_command
-from harness.results import CHECKS, path_rank, unsupported_why
+from harness.results import path_rank, unsupported_why
 
 FINDINGS_JSON, FINDINGS_MD = 'findings.json', 'findings.md'
 FINDING_STATUSES = ('failed', 'xpassed')   # a run's cases that are findings (error and resource are the harness's)

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Callable
 import pytest
 from xdist.scheduler import LoadGroupScheduling
 
+from harness.case_result import CaseResult
 from harness.matrix import Selection
-from harness.results import RESULTS_FILE, CaseResult, append_result
+from harness.results import RESULTS_FILE, append_result
 from harness.watchdog import WorkerWatchdog, worker_pid, worker_popen
 
 if TYPE_CHECKING:   # the controller imports this module before its workers start: nothing that imports torch

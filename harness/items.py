@@ -18,12 +18,13 @@ from harness import faults
 from harness.cache import default_cache_dir
 from harness.case.runner import run_case
 from harness.case.work import CheckpointWork, RunOptions
+from harness.case_result import UNSUPPORTED_PREFIX, CaseResult
 from harness.cases import Case, expand, in_shard
 from harness.device_lock import Holder
 from harness.isolation import error_result
 from harness.matrix import Matrix, MatrixError, load_matrix
 from harness.option_types import TIMING_OPTIONS, selection
-from harness.results import RESULTS_FILE, UNSUPPORTED_PREFIX, CaseResult, append_result
+from harness.results import RESULTS_FILE, append_result
 from harness.run_start import StartRefused, check_release, hand_over, start_request
 from harness.timing import use_threads
 from harness.watchdog import deadline, timeout_reason

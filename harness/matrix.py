@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from harness.case_result import DEFAULT_STATE, STATES
 from harness.checkpoints.origins import FILE_ORIGIN
 from harness.checkpoints.origins import origins as known_origins
 from harness.checkpoints.vetting import checkpoint_file_problem
@@ -31,7 +32,6 @@ from harness.limits import is_int as _is_int
 from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
 from harness.matrix_models import ModelEntries, _native_geometry, _origin_problem
 from harness.matrix_settings import MatrixSettings
-from harness.results import DEFAULT_STATE, STATES
 from harness.spec import (  # the data model, with the validator's users' names (harness.matrix.X) kept
     AXES,
     Expectation,

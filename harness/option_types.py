@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.results import DTYPES, PRECISIONS
+from harness.case_result import DTYPES, PRECISIONS
 from harness.spec import Selection, parse_shard
 
 PLUGIN_PREFIX = 'harness-'   # the plugin's options are --harness-<name>

@@ -18,6 +18,7 @@ import pandas as pd
 from harness import results
 from harness.atomic_file import write_atomically
 from harness.case.check_registry import REGISTRY, Check, registered
+from harness.case_result import STATUSES, UNEXPECTED
 from harness.findings import FINDING_STATUSES, findings_of
 from harness.report_format import (
     NULL,
@@ -38,7 +39,7 @@ from harness.report_format import (
 )
 from harness.report_html import HtmlInputs, render_html
 from harness.repro import REPRODUCIBLE, repro_command
-from harness.results import INT_FIELDS, STATUSES, UNEXPECTED, path_rank, unsupported_groups
+from harness.results import INT_FIELDS, path_rank, unsupported_groups
 from harness.run_record import RunRecordError, read_run_record
 from harness.run_settings import MEASUREMENT
 

@@ -23,9 +23,10 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from harness.case_result import UNEXPECTED
 from harness.findings import CHANGE_WORDS, FINDING_STATUSES, Finding, findings_of
 from harness.repro import REPRODUCIBLE, repro_command
-from harness.results import UNEXPECTED, path_rank, unsupported_groups
+from harness.results import path_rank, unsupported_groups
 from harness.run_record import RunRecord
 from harness.run_settings import MEASUREMENT
 

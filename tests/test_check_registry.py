@@ -8,16 +8,16 @@ import math
 import pandas as pd
 import pytest
 
-from harness import report, results
+from harness import case_result, report
 from harness.case.check_registry import REGISTRY, Figure, register_check, registered
 from harness.case.verdict import failed_checks, judge
+from harness.case_result import CaseResult
 from harness.compare import moved_outputs
 from harness.matrix import Tolerances
-from harness.results import CaseResult
 
 
 def test_results_checks_are_the_registry_names_in_stage_order():
-    assert results.CHECKS == tuple(REGISTRY) == ('load', 'reload', 'resize', 'dtype', 'trainable', 'shapes',
+    assert case_result.CHECKS == tuple(REGISTRY) == ('load', 'reload', 'resize', 'dtype', 'trainable', 'shapes',
                                                  'features', 'finite', 'noop', 'fidelity', 'parity', 'drift')
 
 

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from harness.case_result import CaseResult
 from harness.compare import (
     CompareSpec,
     Side,
@@ -16,7 +17,7 @@ from harness.compare import (
     status_change,
     timing_change,
 )
-from harness.results import CaseResult, append_result
+from harness.results import append_result
 from harness.run_record import RunRecord, write_run_record
 from tests.test_cli import TWO_ORIGINS, harness
 

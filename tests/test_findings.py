@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from harness import cli, findings
-from harness.results import CaseResult, append_result
+from harness.case_result import CaseResult
+from harness.results import append_result
 from harness.run_record import RunRecord, write_run_record
 
 SWINS = ('swin_tiny_patch4_window7_224', 'swin_small_patch4_window7_224', 'swin_base_patch4_window7_224')

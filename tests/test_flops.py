@@ -10,9 +10,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import harness.case.work
 from harness.case.timed import record_timing
+from harness.case_result import CaseResult
 from harness.device_peaks import peak_tflops
 from harness.flops import flops_per_image
-from harness.results import CaseResult
 from harness.timing import Timing
 
 CPU = torch.device('cpu')

@@ -8,9 +8,10 @@ import random
 
 import pytest
 
+from harness.case_result import STATUSES
 from harness.compare import load_side
 from harness.merge import MergeError, merge_runs
-from harness.results import RESULTS_FILE, STATUSES, ResultsFileError, read_results, read_run_results
+from harness.results import RESULTS_FILE, ResultsFileError, read_results, read_run_results
 from harness.run_record import RunRecordError
 from tests.test_cli import harness
 from tests.test_compare import write_run
@@ -118,7 +119,7 @@ def test_a_record_no_harness_writes_is_refused_naming_file_line_and_field(field,
 
 def test_a_record_without_status_is_refused():
     record = {k: v for k, v in SOUND.items() if k != 'status'}
-    from harness.results import record_problem
+    from harness.case_result import record_problem
     assert record_problem(record) == f'status: expected one of {", ".join(STATUSES)}, got none'
 
 

@@ -8,8 +8,9 @@ import pandas as pd
 
 import harness.results
 from harness import schema
+from harness.case_result import CaseResult
 from harness.compare import CompareSpec, timing_change
-from harness.results import RESULTS_FILE, CaseResult, append_result
+from harness.results import RESULTS_FILE, append_result
 from harness.run_record import read_run_record
 
 OLD_RECORD = {'case_id': 'vit-timm-224x224-create', 'matrix': 'm', 'model': 'vit', 'origin': 'timm',

@@ -7,8 +7,9 @@ import re
 import pandas as pd
 import pytest
 
+from harness.case_result import HELD, CaseResult
 from harness.report import write_report
-from harness.results import HELD, RESULTS_FILE, CaseResult, append_result
+from harness.results import RESULTS_FILE, append_result
 
 MEASURED = dict(timm_version='1.0.9', torch_version='2.4.1+cpu', device='cpu', device_name='Test CPU',
                 dtype='fp32', batch_size=4, timing_repeats=5, timing_budget_s=2.0)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.case_result import HELD, CaseResult
 from harness.report import write_report
-from harness.results import HELD, RESULTS_FILE, CaseResult, append_result
+from harness.results import RESULTS_FILE, append_result
 from harness.run_record import RunRecord, write_run_record
 
 LONG_REASON = ('parity: max abs diff 0.5 > atol 0.001 between set_input_size and create\n'

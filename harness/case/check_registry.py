@@ -4,11 +4,11 @@ each is judged against, how it is judged, its columns in report.md, and how a re
 Every consumer reads these records and nothing else: :mod:`harness.case.verdict` judges each check in order;
 :mod:`harness.compare` calls a move in any check's figure (or a change in what it found) an outputs change;
 report.md's drift and fidelity table shows the figures that have a column; :mod:`harness.repro.script` plans a
-script from a check's repro facts; :data:`harness.results.CHECKS` (the names a matrix's ``expect`` entries and a
+script from a check's repro facts; :data:`harness.case_result.CHECKS` (the names a matrix's ``expect`` entries and a
 family's ``checks`` use) is the registry's names.
 
 Adding a check: record its figures in the case stages (:mod:`harness.case.runner`, fields of
-:class:`harness.results.CaseResult`), then register its judge here with :func:`register_check`, below the check
+:class:`harness.case_result.CaseResult`), then register its judge here with :func:`register_check`, below the check
 it runs after. A check whose figures need a limit adds that limit to :class:`harness.matrix.Tolerances` (and its
 noise floor, :mod:`harness.noise_floors`); a repro script runs it once :mod:`harness.repro.snippets` has a
 snippet for it (without one, a script says it is not inlined and never passes).
@@ -26,7 +26,7 @@ Judge = Callable[[Any, Any, tuple[str, ...]], list[str]]
 
 @dataclass(frozen=True)
 class Figure:
-    """A number a check records (a :class:`~harness.results.CaseResult` field). NaN or infinite fails its check,
+    """A number a check records (a :class:`~harness.case_result.CaseResult` field). NaN or infinite fails its check,
     limit or not."""
     field: str
     limit: str | None = None    # the Tolerances field it is judged against; None: recorded, judged only finite

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from harness.case.work import CheckpointWork
+from harness.case_result import CaseResult
 from harness.cases import Case
 from harness.device_lock import timing_lock
 from harness.device_peaks import peak_tflops
 from harness.flops import achieved_tflops, flops_per_image
-from harness.results import CaseResult
 from harness.timing import Timing, cpu_cores, time_forward
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from harness import one_model
 from harness.cache import default_cache_dir
+from harness.case_result import UNEXPECTED
 from harness.commands.common import (
     EXIT_CODES,
     EXIT_OK,
@@ -34,7 +35,7 @@ from harness.interruption import Interruption, signal_exit_code
 from harness.matrix_file import read_matrix_file
 from harness.option_types import add_run_options, plugin_arguments
 from harness.preflight import check_device, check_matrix
-from harness.results import RESULTS_FILE, UNEXPECTED, read_results
+from harness.results import RESULTS_FILE, read_results
 from harness.run_record import mark_finished
 from harness.run_start import RunStart
 

@@ -26,8 +26,10 @@ from typing import Any, Callable, Iterable
 
 from harness import schema
 from harness.case_result import CHECKS
+from harness.finding_trigger import trigger
 from harness.repro import repro_command
 from harness.results import path_rank, unsupported_why
+from harness.vocabulary import as_hw
 
 FINDINGS_JSON, FINDINGS_MD = 'findings.json', 'findings.md'
 FINDING_STATUSES = ('failed', 'xpassed')   # a run's cases that are findings (error and resource are the harness's)
@@ -140,49 +142,6 @@ def tensor_places(records: Iterable[dict[str, Any]], check: str) -> list[str]:
     return sorted(name for name in names if name and ' ' not in name)
 
 
-def _hw(value: Any) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
-def trigger(record: dict[str, Any]) -> str:
-    """What the case changed of its source geometry, as the trigger kinds (:mod:`harness.triggers`) name it:
-    a padded input if any, else the window's change (a window read wrongly fails every size it is resized to),
-    else the patch's, else the grid's; '' for none, or where the record does not say its source (an older
-    harness)."""
-    source_patch, patch = record.get('source_patch_size'), record.get('patch_size')
-    kinds = (_pad_trigger(record),
-             _window_trigger(_hw(record.get('source_window_size')), _hw(record.get('window_size'))),
-             'patch change' if source_patch is not None and patch is not None and source_patch != patch else '',
-             _grid_trigger(_hw(record.get('source_img_size')), _hw(record.get('img_size'))))
-    return next(filter(None, kinds), '')
-
-
-def _pad_trigger(record: dict[str, Any]) -> str:
-    """'padded input' for a model built with dynamic_img_pad at a size its patch does not divide (the img_pad
-    trigger): the padding, not the grid's shape, is what such a case exercises."""
-    patch = record.get('patch_size') or record.get('source_patch_size')
-    padded = (record.get('model_overrides') or {}).get('dynamic_img_pad')
-    return 'padded input' if padded and patch and any(side % patch for side in record.get('img_size') or ()) else ''
-
-
-def _grid_trigger(source: tuple[int, int] | None, target: tuple[int, int] | None) -> str:
-    if source is None or target is None or source == target:
-        return ''
-    if source[0] != source[1]:
-        return 'transposed grid' if target == source[::-1] else 'rectangular source grid'
-    return 'rectangular grid' if target[0] != target[1] else ''
-
-
-def _window_trigger(source: tuple[int, int] | None, target: tuple[int, int] | None) -> str:
-    if source is not None and source[0] != source[1]:
-        return 'rectangular source window'
-    if source is None or target is None or source == target:
-        return ''
-    return 'rectangular window' if target[0] != target[1] else 'window change'
-
-
 def signature(record: dict[str, Any], family: str) -> Signature:
     check = first_failed_check(record)
     return Signature(family, check, differing(record, check), trigger(record))
@@ -215,7 +174,7 @@ def _family_name(name: str, overrides_json: str) -> str:
 
 
 def _size_key(record: dict[str, Any]) -> tuple:
-    h, w = _hw(record.get('img_size')) or (0, 0)
+    h, w = as_hw(record.get('img_size')) or (0, 0)
     return h * w, str(record.get('case_id'))
 
 

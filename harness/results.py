@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 
 from harness import schema
 from harness.case_result import HELD, CaseResult, record_problem
-from harness.vocabulary import PATHS
+from harness.vocabulary import PATHS, as_hw
 
 if TYPE_CHECKING:   # pandas is imported by load() alone: the pytest controller imports this module
     import pandas as pd
@@ -173,9 +173,7 @@ def path_rank(path: Any) -> tuple[int, str]:
 
 def window_key(window: Any) -> tuple[int, int]:
     """A window (an int, [H, W] or None) as a sortable (h, w)."""
-    if window is None:
-        return 0, 0
-    return (window, window) if isinstance(window, int) else (window[0], window[1])
+    return as_hw(window) or (0, 0)
 
 
 def _sort_key(record: dict[str, Any]) -> tuple:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, findings
+from harness import cli, finding_trigger, findings
 from harness.case_result import CaseResult
 from harness.results import append_result
 from harness.run_record import RunRecord, write_run_record
@@ -113,11 +113,11 @@ def test_ids_are_stable_and_independent_of_case_order(tmp_path):
 def test_trigger_names_what_the_case_changed_of_its_source(source, target, window, expected):
     record = {'source_img_size': list(source), 'img_size': list(target), 'source_window_size': 7,
               'window_size': list(window), 'source_patch_size': 16, 'patch_size': 16}
-    assert findings.trigger(record) == expected
+    assert finding_trigger.trigger(record) == expected
     # a window read wrongly fails every grid: the window is the trigger, whatever the grid does
-    assert findings.trigger({**record, 'source_window_size': [4, 7], 'window_size': [4, 7]}) == \
+    assert finding_trigger.trigger({**record, 'source_window_size': [4, 7], 'window_size': [4, 7]}) == \
         'rectangular source window'
-    assert findings.trigger({**record, 'patch_size': 8, 'window_size': 7}) == 'patch change'   # before the grid
+    assert finding_trigger.trigger({**record, 'patch_size': 8, 'window_size': 7}) == 'patch change'   # before the grid
 
 
 def test_a_padded_input_is_its_own_trigger():
@@ -125,9 +125,9 @@ def test_a_padded_input_is_its_own_trigger():
     padding is what fails, not the rectangular grid it also is."""
     record = {'source_img_size': [224, 224], 'img_size': [231, 241], 'source_patch_size': 14, 'patch_size': None,
               'model_overrides': {'dynamic_img_pad': True, 'depth': 1}}
-    assert findings.trigger(record) == 'padded input'
-    assert findings.trigger({**record, 'img_size': [238, 252]}) == 'rectangular grid'   # whole patches: no padding
-    assert findings.trigger({**record, 'model_overrides': {}}) == 'rectangular grid'
+    assert finding_trigger.trigger(record) == 'padded input'
+    assert finding_trigger.trigger({**record, 'img_size': [238, 252]}) == 'rectangular grid'   # whole patches
+    assert finding_trigger.trigger({**record, 'model_overrides': {}}) == 'rectangular grid'
 
 
 def test_errors_group_with_their_sizes_erased():

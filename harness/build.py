@@ -113,6 +113,9 @@ def _create_pretrained(name: str, checkpoint: Checkpoint, kwargs: dict[str, Any]
             unknown = _unknown_kwarg(e, kwargs)
             if unknown:
                 raise Unsupported(f'{name} does not take {unknown}= in this timm release') from None
+            if faults.needs_network(e):
+                raise Unsupported(f'{name} needs the network: timm fetches weights from the Hugging Face hub while '
+                                  f'building it, besides the checkpoint ({faults.describe(e, limit=1)})') from None
             if faults.raised_while_resampling(e):
                 raise ResizeFailed(f'create_model({_arguments(kwargs)}) raised while resampling the checkpoint: '
                                    f'{faults.describe(e)}{where}') from e

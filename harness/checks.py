@@ -42,6 +42,13 @@ class ForwardFailed(Exception):
     def __init__(self, step: str, shape: tuple[int, ...], error: Exception):
         super().__init__(f'{step} on {shape} raised {type(error).__name__}: {error}')
         self.error = error
+        self.step = step
+
+    @property
+    def no_head(self) -> bool:
+        """A model with no classification head by design: its ``forward_head`` raises NotImplementedError (timm's
+        vision encoders for language models, such as Qwen3VitEncoder)."""
+        return self.step == 'forward_head' and isinstance(self.error, NotImplementedError)
 
 
 def forward_outputs(model: nn.Module, inputs: torch.Tensor) -> Outputs:

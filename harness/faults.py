@@ -44,6 +44,21 @@ def is_disk_full(error: BaseException) -> bool:
     return False
 
 
+# what huggingface_hub raises when it cannot reach the hub and holds no cached copy (with HF_HUB_OFFLINE: the latter)
+_NO_HUB = ('LocalEntryNotFoundError', 'OfflineModeIsEnabled')
+
+
+def needs_network(error: BaseException) -> bool:
+    """Whether the exception (or one it came from) says the hub could not be reached: timm went for weights the
+    harness did not give it (a hybrid ViT builds its ResNet backbone ``pretrained=True``, from the hub)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ConnectionError) or type(seen).__name__ in _NO_HUB:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def raised_while_resampling(error: BaseException) -> bool:
     """Whether the exception came out of one of timm's resampling functions."""
     import timm

@@ -118,6 +118,8 @@ def _checks(case: Case, work: CheckpointWork, result: CaseResult) -> tuple[nn.Mo
     except checks.ForwardFailed as e:
         if faults.is_out_of_memory(e.error):
             raise e.error from None
+        if e.no_head:   # every check compares what the head computes: none of them can be made
+            raise Unsupported(f'{case.model.name} has no classification head: {e}') from None
         result.shape_errors = [f'native size: {e}']
         return None, None
     _record_source(case, native, result)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import re
 import textwrap
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -38,6 +39,14 @@ DIFFERING_FIELD = {'reload': 'native_worst_tensor', 'fidelity': 'fidelity_worst_
                    'resize': 'resize_error', 'shapes': 'shape_errors', 'features': 'feature_errors',
                    'finite': 'nonfinite_outputs', 'noop': 'noop_changes', 'dtype': 'dtype_changes',
                    'trainable': 'trainable_changes'}
+# A non-square source, read by a path's own code (create: the loader, as it loads; set_input_size; dynamic: the
+# forward pass): code that takes it for square raises for a target of another token count (load, resize, shapes)
+# and leaves the transposed target's tensors unresampled (fidelity). One cause, however it shows: one finding per
+# family and path, listing its symptoms. source trigger -> the finding's trigger
+SOURCE_SHAPES = {'rectangular source grid': 'rectangular source grid', 'transposed grid': 'rectangular source grid',
+                 'rectangular source window': 'rectangular source window'}
+SOURCE_CHECKS = ('load', 'resize', 'shapes', 'fidelity')
+SOURCE_READ = 'source read'
 ERROR_CHARS = 80   # of an error in a signature: enough to tell errors apart, short enough for a title
 _INDEX = re.compile(r'(?<=\.)\d+(?=\.|$)')   # `layers.2.blocks.1.attn` -> `layers.*.blocks.*.attn`
 _NUMBER = re.compile(r'\d+')                 # sizes in an error message: `(7, 7)` and `(8, 8)` read alike
@@ -50,13 +59,15 @@ _GENERIC_PARAMETERS = ('weight', 'bias')     # a parameter name that says nothin
 class Signature:
     """What the cases of one finding share."""
     family: str
-    check: str        # the first check that failed (in the order they run), or the status (xpassed, unsupported)
+    check: str        # the first check that failed (in the order they run), or the status (xpassed, unsupported);
+                      # SOURCE_READ for a path that mishandles a non-square source, whatever check showed it
     differs: str      # the kind of tensor that differs (:func:`tensor_kind`); or the error, its numbers erased
     trigger: str      # what the case changed of its source geometry, e.g. 'transposed grid'
+    path: str = ''    # the build path, for SOURCE_READ alone: each path has its own code reading the source
 
     def id(self) -> str:
-        text = json.dumps(dataclasses.astuple(self))
-        return hashlib.sha256(text.encode()).hexdigest()[:10]
+        fields = [self.family, self.check, self.differs, self.trigger] + [self.path] * bool(self.path)
+        return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:10]
 
 
 @dataclass
@@ -70,6 +81,7 @@ class Finding:
     paths: list[str]
     case_ids: list[str]
     tensors: list[str] = field(default_factory=list)   # where the differing tensors sit, indices erased
+    symptoms: list[str] = field(default_factory=list)  # each check, trigger and difference seen, with its cases
     first_seen: str | None = None   # the release a compare's new side ran, when every case of it regressed there
     change: str | None = None       # against previous findings (harness.findings_previous): 'new' or 'open'
 
@@ -136,15 +148,29 @@ def differing(record: dict[str, Any], check: str) -> str:
     return tensor_kind(normalised(raw)) if raw else ''
 
 
-def tensor_places(records: Iterable[dict[str, Any]], check: str) -> list[str]:
+def tensor_places(records: Iterable[dict[str, Any]]) -> list[str]:
     """Where the differing tensors of ``records`` sit, their indices erased; none for an error."""
-    names = {normalised(differing_raw(record, check)) for record in records}
+    names = {normalised(differing_raw(record, first_failed_check(record))) for record in records}
     return sorted(name for name in names if name and ' ' not in name)
 
 
-def signature(record: dict[str, Any], family: str) -> Signature:
+def symptom(record: dict[str, Any]) -> str:
+    """How a case shows its finding: its check, trigger and difference, as a title says them."""
     check = first_failed_check(record)
-    return Signature(family, check, differing(record, check), trigger(record))
+    return title(Signature('', check, differing(record, check), trigger(record))).removeprefix(': ')
+
+
+def symptoms(records: list[dict[str, Any]]) -> list[str]:
+    """Each symptom of ``records`` with its number of cases, the most common first."""
+    counts = sorted(Counter(symptom(record) for record in records).items(), key=lambda item: (-item[1], item[0]))
+    return [f'{text} ({counted(n, "case")})' for text, n in counts]
+
+
+def signature(record: dict[str, Any], family: str) -> Signature:
+    check, kind = first_failed_check(record), trigger(record)
+    if kind in SOURCE_SHAPES and check in SOURCE_CHECKS:
+        return Signature(family, SOURCE_READ, '', SOURCE_SHAPES[kind], str(record.get('path') or ''))
+    return Signature(family, check, differing(record, check), kind)
 
 
 # --- grouping ---------------------------------------------------------------------------------------------------
@@ -196,13 +222,16 @@ def _finding(sig: Signature, members: list[Failed], run_dir: Path | str, new_rel
         repro=repro_command(run_dir, first['case_id']),
         architectures=sorted({model_name(r) for r in records}),
         paths=sorted({str(r.get('path')) for r in records}, key=path_rank),
-        case_ids=sorted(r['case_id'] for r in records), tensors=tensor_places(records, sig.check),
+        case_ids=sorted(r['case_id'] for r in records), tensors=tensor_places(records), symptoms=symptoms(records),
         first_seen=new_release if new_release and all(m.regressed for m in members) else None)
 
 
 def title(sig: Signature) -> str:
-    """e.g. ``swin: fidelity fails on a transposed grid at relative_position_index``, or
-    ``swin: resize fails on a rectangular source window: ValueError: Cannot infer ...``."""
+    """e.g. ``swin: fidelity fails on a window change at relative_position_index``, ``vit: resize fails on a
+    rectangular grid: RuntimeError: ...``, or for a non-square source ``swin: create fails from a rectangular
+    source window`` (its symptoms listed apart)."""
+    if sig.check == SOURCE_READ:
+        return f'{sig.family}: {sig.path} fails from a {sig.trigger}'
     on = f' on a {sig.trigger}' if sig.trigger else ''
     at = (f': {sig.differs}' if ' ' in sig.differs else f' at {sig.differs}') if sig.differs else ''
     verb = sig.check if sig.check in ('xpassed', 'unsupported') else f'{sig.check} fails'
@@ -259,6 +288,8 @@ def markdown_finding(finding: Finding, heading: str = '##') -> list[str]:
     affects = (f'- {counted(len(finding.case_ids), "case")} on {", ".join(finding.paths)}, architectures: '
                + ', '.join(finding.architectures))
     places = [f'- tensors: {", ".join(f"`{name}`" for name in finding.tensors)}'] if finding.tensors else []
+    if finding.signature.check == SOURCE_READ:
+        places += ['- symptoms:', *(f'  - {text}' for text in finding.symptoms)]
     return [f'{heading} {finding.title}', '', f'- id `{finding.id}`{seen}',
             textwrap.fill(affects, 100, subsequent_indent='  ', break_long_words=False, break_on_hyphens=False),
             *places,

@@ -23,8 +23,8 @@ def _family(record: dict) -> str:
 
 
 def _case(model: str, path: str, status: str = 'failed', check: str = 'fidelity', stage: int = 0,
-          img_size=(64, 48), source=(48, 64), **fields) -> CaseResult:
-    """A failed case of a model resized from ``source`` (a transposed grid by default)."""
+          img_size=(64, 48), source=(48, 48), **fields) -> CaseResult:
+    """A failed case of a model resized from ``source`` (a square one to a rectangular grid by default)."""
     return CaseResult(case_id=f'{model}-timm-{img_size[0]}x{img_size[1]}-{path}-{check}', matrix='m', model=model,
                       origin='timm', img_size=list(img_size), patch_size=4, window_size=7, path=path,
                       model_name=model, source_img_size=list(source), source_patch_size=4, source_window_size=7,
@@ -52,8 +52,8 @@ def test_one_cause_across_models_and_paths_is_one_finding(tmp_path):
     finding = report.findings[0]
     assert finding.architectures == sorted(SWINS)
     assert finding.paths == ['create', 'set_input_size'] and len(finding.case_ids) == 6
-    assert finding.signature == findings.Signature('swin', 'fidelity', 'relative_position_index', 'transposed grid')
-    assert finding.title == 'swin: fidelity fails on a transposed grid at relative_position_index'
+    assert finding.signature == findings.Signature('swin', 'fidelity', 'relative_position_index', 'rectangular grid')
+    assert finding.title == 'swin: fidelity fails on a rectangular grid at relative_position_index'
     assert finding.tensors == [TABLE.format('*', '*')]
     assert finding.representative in finding.case_ids
     assert finding.repro == f'harness repro {tmp_path} {finding.representative}'
@@ -80,6 +80,36 @@ def test_one_table_resized_by_one_loader_is_one_finding_wherever_it_sits(tmp_pat
     assert '`stages.*.blocks.*.attn_grid.attn.rel_pos.relative_position_bias_table`' in report.to_markdown()
 
 
+def test_a_path_that_mishandles_a_non_square_source_is_one_finding_whatever_check_shows_it(tmp_path):
+    """A loader that reads a rectangular source as square raises for a target of another token count and loads
+    the transposed target's table unresampled: one finding per family and path (create), listing both symptoms
+    (timm 1.0.31's BEiT, MaxxViT, Swin and hybrid ViT loaders, in the zoo sweep). The same source through
+    set_input_size, another function, is another finding; a check no loader's reading explains (parity) and a
+    square source stay findings of their own."""
+    error = "create_model(img_size=(64, 64)) raised ValueError: Cannot infer non-square source window (loading /t/a)"
+    transposed = [_case(model, 'create', img_size=(64, 48), source=(48, 64)) for model in SWINS]
+    raising = [dataclasses.replace(_case(model, 'create', check='resize', img_size=(64, 64), source=(48, 64)),
+                                   resize_error=error) for model in SWINS[:2]]
+    others = [_case(SWINS[0], 'set_input_size', img_size=(64, 48), source=(48, 64)),
+              _case(SWINS[0], 'create', check='parity', img_size=(64, 48), source=(48, 64)),
+              dataclasses.replace(_case(SWINS[0], 'create', img_size=(64, 48), source=(48, 48)), case_id='square')]
+    report = findings.findings_of(_run(tmp_path, transposed + raising + others), _family)
+    assert [len(f.case_ids) for f in report.findings] == [5, 1, 1, 1]
+    source = report.findings[0]
+    assert source.signature == findings.Signature('swin', findings.SOURCE_READ, '', 'rectangular source grid',
+                                                  'create')
+    assert source.title == 'swin: create fails from a rectangular source grid'
+    assert source.symptoms == ['fidelity fails on a transposed grid at relative_position_index (3 cases)',
+                               'resize fails on a rectangular source grid: ValueError: Cannot infer non-square '
+                               'source window (loading FILE (2 cases)']
+    assert source.architectures == sorted(SWINS) and source.tensors == [TABLE.format('*', '*')]
+    assert {f.title for f in report.findings[1:]} == {
+        'swin: set_input_size fails from a rectangular source grid',
+        'swin: parity fails on a transposed grid',
+        'swin: fidelity fails on a rectangular grid at relative_position_index'}
+    assert '  - resize fails on a rectangular source grid' in report.to_markdown()
+
+
 def test_another_check_or_trigger_is_another_finding(tmp_path):
     other_check = _case(SWINS[0], 'create', check='parity')
     square = dataclasses.replace(_case(SWINS[1], 'create', img_size=(64, 64), source=(48, 48)),
@@ -87,7 +117,7 @@ def test_another_check_or_trigger_is_another_finding(tmp_path):
     report = findings.findings_of(_run(tmp_path, _swin_cases() + [other_check, square]), _family)
     assert [len(f.case_ids) for f in report.findings] == [6, 1, 1]
     signatures = {(f.signature.check, f.signature.trigger) for f in report.findings}
-    assert signatures == {('fidelity', 'transposed grid'), ('parity', 'transposed grid'),
+    assert signatures == {('fidelity', 'rectangular grid'), ('parity', 'rectangular grid'),
                           ('fidelity', 'window change')}
 
 
@@ -100,7 +130,7 @@ def test_ids_are_stable_and_independent_of_case_order(tmp_path):
     assert [f.case_ids for f in first.findings] == [f.case_ids for f in again.findings]
     assert findings.findings_of(tmp_path / 'a', _family).to_json() == first.to_json()
     assert first.findings[0].id == findings.Signature('swin', 'fidelity', 'relative_position_index',
-                                                      'transposed grid').id()
+                                                      'rectangular grid').id()
 
 
 @pytest.mark.parametrize('source, target, window, expected', [
@@ -166,7 +196,7 @@ def test_against_the_previous_findings_each_is_new_or_still_open_and_the_rest_go
     body = json.loads((tonight / 'findings.json').read_text())
     changes = {f['signature']['check']: f['change'] for f in body['findings']}
     assert changes == {'fidelity': 'open', 'shapes': 'new'}   # the fidelity finding lost 4 cases: the same one
-    assert [g['title'] for g in body['gone']] == ['vit: parity fails on a transposed grid']
+    assert [g['title'] for g in body['gone']] == ['vit: parity fails on a rectangular grid']
     markdown = (tonight / 'findings.md').read_text()
     assert ', still open' in markdown and ', new finding' in markdown
     assert f'## Gone since {last_night / "findings.json"}' in markdown
@@ -251,6 +281,6 @@ def test_report_md_leads_with_the_findings(tmp_path, monkeypatch):
     markdown = write_report(run_dir / 'results.jsonl', run_dir).markdown.read_text()
     assert markdown.index('## Findings') < markdown.index('## Summary') < markdown.index('## Failures')
     assert '**1 finding from 6 failed cases**' in markdown
-    assert "### swin: fidelity fails on a transposed grid at relative_position_index" in markdown
+    assert "### swin: fidelity fails on a rectangular grid at relative_position_index" in markdown
     clean = _run(tmp_path / 'clean', [_case(SWINS[0], 'create', status='passed')])
     assert '## Findings' not in write_report(clean / 'results.jsonl', clean).markdown.read_text()

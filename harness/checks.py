@@ -85,7 +85,7 @@ def _forward_outputs(model: nn.Module, inputs: torch.Tensor) -> Outputs:
 
 
 def fingerprint(outputs: Outputs, head: int = 8) -> dict[str, Any]:
-    """A compact record of what a model computed, for comparing releases (:mod:`harness.compare`): a digest of
+    """A compact record of what a model computed, for comparing releases (:mod:`harness.analysis.compare`): a digest of
     the logits rounded to 4 decimals (equal digests: the same outputs to that precision), and the figures that
     say how far they moved when digests differ: the first ``head`` logits of each image, and the mean and
     standard deviation of the logits and of the pre-logits features."""

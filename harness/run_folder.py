@@ -47,8 +47,8 @@ def owning(out_dir: Path, holder: Holder) -> Iterator[None]:
 def remove_reports(out_dir: Path) -> None:
     """Remove the folder's report files (report.md, report.html, results.csv, summary.csv, compare.md and
     compare.json) before a run or a merge changes the results they describe."""
-    from harness.compare import CompareFiles  # both import pandas: only once a run has started
-    from harness.report import ReportFiles
+    from harness.analysis.compare import CompareFiles  # both import pandas: only once a run has started
+    from harness.analysis.report import ReportFiles
     for files in (ReportFiles.in_folder(out_dir), CompareFiles.in_folder(out_dir)):
         for path in dataclasses.astuple(files):
             path.unlink(missing_ok=True)

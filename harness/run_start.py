@@ -83,7 +83,7 @@ class RunStart:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> None:
-        import harness.report  # noqa: F401 - pandas now, beside the workers' imports, not after the last case
+        import harness.analysis.report  # noqa: F401 - pandas now, beside the workers' imports, not after the last case
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node) -> None:

@@ -1,13 +1,13 @@
 """One release's side of ``harness ab``: a process that builds a case's model and times rounds on request.
 
-``harness ab`` (:mod:`harness.ab`) starts one worker per timm release and alternates timing rounds between
+``harness ab`` (:mod:`harness.analysis.ab`) starts one worker per timm release and alternates timing rounds between
 them, so that a machine whose speed drifts during the job slows both releases alike. The protocol is JSON
 lines: the driver writes ``{"case": <case id>, "round": <n>}``; the worker answers ``{"case": ..., "round":
 ..., "samples_ms": [...], "batch_size_used": <n>, "flops_per_image": <n>}`` or ``{"case": ..., "error":
 "..."}``. It keeps the latest case's model between rounds (and its FLOPs, counted once). stdout carries the
 protocol alone: what timm or torch print goes to stderr.
 
-    python -m harness.timing_worker '<JSON settings written by harness.ab>'
+    python -m harness.timing_worker '<JSON settings written by harness.analysis.ab>'
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import timm
 
-from harness.ab import Release, _alternate
+from harness.analysis.ab import Release, _alternate
 from tests.test_cli import harness, records
 
 
@@ -69,7 +69,7 @@ def test_ab_between_two_releases_times_in_interleaved_rounds_and_compares(nightl
 def test_k_selects_the_same_cases_on_both_releases(tmp_path, monkeypatch):
     """`harness ab -k` runs each release's checks on the cases -k selects (only those are timed after); a
     malformed expression is refused before anything starts, as for harness run."""
-    from harness import ab
+    from harness.analysis import ab
     started = []
 
     class Child:
@@ -97,7 +97,8 @@ def test_k_selects_the_same_cases_on_both_releases(tmp_path, monkeypatch):
 def test_full_size_reaches_both_runs_and_no_timing_skips_the_rounds(tmp_path, monkeypatch):
     """`harness ab --full-size` runs each release's checks with --full-size (the nightly's GPU runner: zoo entries
     at their real configuration); --no-timing (its CPU runner) compares the checks without timing rounds."""
-    from harness import ab, cli
+    from harness import cli
+    from harness.analysis import ab
     from harness.commands import ab as ab_command
     passed_on, compared = [], []
     monkeypatch.setattr(ab, 'release', lambda side, version, out, cache: Release(side, version, tmp_path, out / side))

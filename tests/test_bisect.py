@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from packaging.version import Version
 
-from harness.bisect import BisectError, Skip, between, bisect, index_releases
+from harness.analysis.bisect import BisectError, Skip, between, bisect, index_releases
 
 RELEASES = [f'1.0.{n}' for n in range(20)]
 
@@ -94,8 +94,8 @@ def test_a_release_that_will_not_install_is_skipped_without_running_it(tmp_path,
     """The install is bisect's own step (it searched a child's stderr for "could not install" before)."""
     import subprocess
 
-    from harness import bisect as bisect_module
     from harness import timm_versions
+    from harness.analysis import bisect as bisect_module
 
     def refuse(spec, cache_dir):
         raise timm_versions.TimmInstallError(f'could not install timm=={spec}:\nERROR: no matching distribution')

@@ -8,11 +8,12 @@ import math
 import pandas as pd
 import pytest
 
-from harness import case_result, report
+from harness import case_result
+from harness.analysis import report
+from harness.analysis.compare import moved_outputs
 from harness.case.check_registry import REGISTRY, Figure, register_check, registered
 from harness.case.verdict import failed_checks, judge
 from harness.case_result import CaseResult
-from harness.compare import moved_outputs
 from harness.matrix import Tolerances
 
 

@@ -6,8 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from harness.case_result import CaseResult
-from harness.compare import (
+from harness.analysis.compare import (
     CompareSpec,
     Side,
     compare,
@@ -17,6 +16,7 @@ from harness.compare import (
     status_change,
     timing_change,
 )
+from harness.case_result import CaseResult
 from harness.results import append_result
 from harness.run_record import RunRecord, write_run_record
 from tests.test_cli import TWO_ORIGINS, harness
@@ -283,8 +283,8 @@ def _sides(ratio: float, rounds: list[int] | None, cases: int = 6) -> tuple[Side
     (1.02, None, False),                              # moved together, but within the 5% a quiet machine drifts
 ])
 def test_sequential_runs_whose_cases_moved_together_are_warned_about(ratio, rounds, warned):
-    from harness.compare import shared_shift
-    from harness.compare_report import render_markdown, to_json
+    from harness.analysis.compare import shared_shift
+    from harness.analysis.compare_report import render_markdown, to_json
     base, new = _sides(ratio, rounds)
     comparisons = compare(base, new, SPEC)
     warning = shared_shift(base, new, comparisons)

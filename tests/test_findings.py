@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, finding_trigger, findings
+from harness import cli
+from harness.analysis import finding_trigger, findings
 from harness.case_result import CaseResult
 from harness.results import append_result
 from harness.run_record import RunRecord, write_run_record
@@ -275,7 +276,7 @@ def test_a_record_names_its_family_and_an_older_one_is_looked_up(monkeypatch):
 
 
 def test_report_md_leads_with_the_findings(tmp_path, monkeypatch):
-    from harness.report import write_report
+    from harness.analysis.report import write_report
     monkeypatch.setattr(findings, 'family_name', _family)
     run_dir = _run(tmp_path, _swin_cases())
     markdown = write_report(run_dir / 'results.jsonl', run_dir).markdown.read_text()

@@ -8,9 +8,9 @@ import random
 
 import pytest
 
+from harness.analysis.compare import load_side
+from harness.analysis.merge import MergeError, merge_runs
 from harness.case_result import STATUSES
-from harness.compare import load_side
-from harness.merge import MergeError, merge_runs
 from harness.results import RESULTS_FILE, ResultsFileError, read_results, read_run_results
 from harness.run_record import RunRecordError
 from tests.test_cli import harness

@@ -8,8 +8,8 @@ import pandas as pd
 
 import harness.results
 from harness import schema
+from harness.analysis.compare import CompareSpec, timing_change
 from harness.case_result import CaseResult
-from harness.compare import CompareSpec, timing_change
 from harness.results import RESULTS_FILE, append_result
 from harness.run_record import read_run_record
 

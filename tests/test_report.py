@@ -7,8 +7,8 @@ import re
 import pandas as pd
 import pytest
 
+from harness.analysis.report import write_report
 from harness.case_result import HELD, CaseResult
-from harness.report import write_report
 from harness.results import RESULTS_FILE, append_result
 
 MEASURED = dict(timm_version='1.0.9', torch_version='2.4.1+cpu', device='cpu', device_name='Test CPU',

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.analysis.report import write_report
 from harness.case_result import HELD, CaseResult
-from harness.report import write_report
 from harness.results import RESULTS_FILE, append_result
 from harness.run_record import RunRecord, write_run_record
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from harness import cli
+from harness.analysis.report import write_report
 from harness.case_result import CaseResult
-from harness.report import write_report
 from harness.repro import snippets
 from harness.results import RESULTS_FILE, append_result
 from harness.run_record import RunRecord, write_run_record

@@ -10,14 +10,14 @@ import timm
 import torch
 
 from harness import schema
-from harness.bisect import BisectResult, to_json
+from harness.analysis.bisect import BisectResult, to_json
+from harness.analysis.compare import CompareSpec, Side
+from harness.analysis.compare_report import to_json as compare_json
+from harness.analysis.coverage import render
+from harness.analysis.findings import FindingsReport
 from harness.case_result import CaseResult
 from harness.checkpoints.integrity import CHECKSUMS_FILE, checksum_problem, sha256_of, write_checksums
-from harness.compare import CompareSpec, Side
-from harness.compare_report import to_json as compare_json
-from harness.coverage import render
 from harness.device_lock import Holder, read_holder, write_holder
-from harness.findings import FindingsReport
 from harness.results import RESULTS_FILE, ResultsFileError, load, read_results
 from harness.run_record import RunRecord, RunRecordError, check_finished, read_run_record, write_run_record
 from tests.test_cli import harness, records

@@ -15,8 +15,8 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from harness import checks, states
+from harness.analysis.compare import CompareSpec, status_change
 from harness.cases import expand
-from harness.compare import CompareSpec, status_change
 from harness.matrix import MatrixError, Tolerances, load_matrix
 from tests.conftest import REPO
 

@@ -16,11 +16,11 @@ from torch import nn
 
 import harness.timing
 from harness import faults
+from harness.analysis.report import write_report
 from harness.case.timed import record_timing
 from harness.case_result import CaseResult
 from harness.flops import flops_per_image
 from harness.matrix import MatrixError, load_matrix
-from harness.report import write_report
 from harness.results import RESULTS_FILE, append_result
 from harness.timing import median_relative_error, time_forward
 from harness.timing_config import DEVICE_TIMING_DEFAULTS, TimingConfig

@@ -2,7 +2,7 @@
 each is judged against, how it is judged, its columns in report.md, and how a repro script runs it.
 
 Every consumer reads these records and nothing else: :mod:`harness.case.verdict` judges each check in order;
-:mod:`harness.compare` calls a move in any check's figure (or a change in what it found) an outputs change;
+:mod:`harness.analysis.compare` calls a move in any check's figure (or a change in what it found) an outputs change;
 report.md's drift and fidelity table shows the figures that have a column; :mod:`harness.repro.script` plans a
 script from a check's repro facts; :data:`harness.case_result.CHECKS` (the names a matrix's ``expect`` entries and a
 family's ``checks`` use) is the registry's names.

@@ -1,9 +1,11 @@
-"""``harness ab MATRIX --base V --new V``: two releases in one job, timing rounds interleaved (:mod:`harness.ab`)."""
+"""``harness ab MATRIX --base V --new V``: two releases in one job, timing rounds interleaved
+(:mod:`harness.analysis.ab`)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from harness.analysis.compare import CompareSpec
 from harness.cache import default_cache_dir
 from harness.commands.common import (
     EXIT_OK,
@@ -18,7 +20,6 @@ from harness.commands.common import (
     writable_out,
     write_report,
 )
-from harness.compare import CompareSpec
 from harness.interruption import STOPPED_EXIT_CODES
 from harness.matrix_file import read_matrix_file
 from harness.option_types import positive_int, shard
@@ -75,7 +76,7 @@ def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
 
 
 def _ab(args: argparse.Namespace, out: Path, cache: Path) -> int:
-    from harness.ab import AbError, interleave, record_samples, release, run_checks, timed_cases
+    from harness.analysis.ab import AbError, interleave, record_samples, release, run_checks, timed_cases
     try:
         releases = [release('base', args.base, out, cache), release('new', args.new, out, cache)]
     except AbError as e:

@@ -1,4 +1,5 @@
-"""``harness bisect MATRIX --good V --bad V``: the adjacent releases where cases change (:mod:`harness.bisect`)."""
+"""``harness bisect MATRIX --good V --bad V``: the adjacent releases where cases change
+(:mod:`harness.analysis.bisect`)."""
 from __future__ import annotations
 
 import argparse
@@ -56,7 +57,7 @@ def add_parser(commands) -> None:
 
 
 def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
-    from harness.bisect import BisectError, between, bisect, index_releases, run_outcome, to_json
+    from harness.analysis.bisect import BisectError, between, bisect, index_releases, run_outcome, to_json
     raw = read_matrix_file(args.matrix)
     out = writable_out(args.out, default_out(args.matrix, raw, '-bisect'), 'from the matrix name')
     cache = args.cache or default_cache_dir()

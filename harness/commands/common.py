@@ -14,7 +14,7 @@ from typing import Iterator
 from packaging.version import InvalidVersion, Version
 
 from harness import faults, timm_versions
-from harness.compare import CompareError, CompareSpec, compare, exit_code, load_side, shared_shift
+from harness.analysis.compare import CompareError, CompareSpec, compare, exit_code, load_side, shared_shift
 from harness.matrix_file import name_problem
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -153,7 +153,7 @@ def rerun_in_release(spec: str, cache: Path, argv: list[str]) -> int:
 
 
 def write_report(results: Path, out: Path) -> None:
-    from harness.report import write_report as write
+    from harness.analysis.report import write_report as write
     if not results.exists():
         return
     try:
@@ -169,7 +169,7 @@ def write_report(results: Path, out: Path) -> None:
 
 def compare_runs(base_path: Path, new_path: Path, out: Path, spec: CompareSpec) -> int:
     """Compare two runs, write compare.md/json into ``out``, say so; the compare's exit code."""
-    from harness.compare_report import summary_line, write_compare
+    from harness.analysis.compare_report import summary_line, write_compare
     try:
         base, new = load_side(base_path), load_side(new_path)
     except CompareError as e:

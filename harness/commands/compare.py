@@ -1,12 +1,12 @@
-"""``harness compare BASE NEW``: two runs case by case (:mod:`harness.compare`)."""
+"""``harness compare BASE NEW``: two runs case by case (:mod:`harness.analysis.compare`)."""
 from __future__ import annotations
 
 import argparse
 import math
 from pathlib import Path
 
+from harness.analysis.compare import CompareSpec
 from harness.commands.common import compare_runs, writable_out
-from harness.compare import CompareSpec
 from harness.option_types import bounded_float
 
 DESCRIPTION = """\

@@ -1,5 +1,5 @@
 """``harness coverage``: every architecture of a timm release and what the harness checks for it
-(:mod:`harness.coverage`)."""
+(:mod:`harness.analysis.coverage`)."""
 from __future__ import annotations
 
 import argparse
@@ -45,7 +45,7 @@ def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
         return rerun_in_release(args.timm, cache, argv)
     import timm
 
-    from harness import coverage
+    from harness.analysis import coverage
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

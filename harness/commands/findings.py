@@ -1,5 +1,5 @@
 """``harness findings RUN_OR_COMPARE``: the failed cases of a run, or the regressed ones of a compare, grouped by
-root cause (:mod:`harness.findings`)."""
+root cause (:mod:`harness.analysis.findings`)."""
 from __future__ import annotations
 
 import argparse
@@ -41,8 +41,8 @@ def add_parser(commands) -> None:
 
 
 def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
-    from harness.findings import CHANGE_WORDS, FindingsInputError, counted, findings_of, write_findings
-    from harness.findings_previous import mark_changes, read_previous
+    from harness.analysis.findings import CHANGE_WORDS, FindingsInputError, counted, findings_of, write_findings
+    from harness.analysis.findings_previous import mark_changes, read_previous
     if not args.source.exists():
         raise UsageError(f'{args.source}: no such folder; expected a run folder (harness run) or a compare folder '
                          f'(harness compare)')

@@ -1,4 +1,4 @@
-"""``harness merge OUT SHARD...``: the shards of a run joined into one run folder (:mod:`harness.merge`)."""
+"""``harness merge OUT SHARD...``: the shards of a run joined into one run folder (:mod:`harness.analysis.merge`)."""
 from __future__ import annotations
 
 import argparse
@@ -28,7 +28,7 @@ def add_parser(commands) -> None:
 
 
 def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
-    from harness.merge import MergeError, merge_runs
+    from harness.analysis.merge import MergeError, merge_runs
     check_writable(args.out, 'OUT')
     with owned_out(args.out, 'OUT'):
         try:

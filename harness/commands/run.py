@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import one_model
+from harness.analysis.compare import CompareSpec
 from harness.cache import default_cache_dir
 from harness.case_result import UNEXPECTED
 from harness.commands.common import (
@@ -28,7 +29,6 @@ from harness.commands.common import (
     writable_out,
     write_report,
 )
-from harness.compare import CompareSpec
 from harness.console import PYTEST_QUIET, CaseConsole, release_line
 from harness.image_tree import ImageTreeError, read_image_tree
 from harness.interruption import Interruption, signal_exit_code

@@ -25,7 +25,7 @@ GEOMETRIC = ('larger', 'smaller', 'rectangular', 'square', 'transposed')   # the
 class Family:
     name: str
     rank: int = 0                          # families are asked to claim a model in rank order, lowest first
-    category: str = 'oracle'               # what `harness coverage` calls its models (harness.coverage)
+    category: str = 'oracle'               # what `harness coverage` calls its models (harness.analysis.coverage)
     model_classes: tuple[str, ...] = ()    # the timm classes it claims, subclasses included ('module.Class')
     paths: tuple[str, ...] = PATHS         # the build paths that can reach a new size
     checks: tuple[str, ...] = CHECKS       # the checks its cases run

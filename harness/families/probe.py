@@ -4,7 +4,7 @@ The model is built at its own configuration on the meta device (shapes, no memor
 twice through ``forward_features``: at its own input size and at a larger, non-square one. A model whose
 pass at the other size works and whose features grow with it accepts a new size; one whose pass raises (or
 whose features stay the same: it resizes its input itself) takes only its own. Families read these facts
-in their ``claim``; :mod:`harness.coverage` reports them for every architecture of a release.
+in their ``claim``; :mod:`harness.analysis.coverage` reports them for every architecture of a release.
 """
 from __future__ import annotations
 

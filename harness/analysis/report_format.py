@@ -1,6 +1,6 @@
 """How report.md spells a figure: the cell formatters, wrapping to a terminal's width, and GitHub tables.
 
-Shared by the report's sections (:mod:`harness.report`); nothing here knows what a figure means.
+Shared by the report's sections (:mod:`harness.analysis.report`); nothing here knows what a figure means.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """report.html: a run in one self-contained file that opens from disk, with plots.
 
-Sections: the findings (the failed and xpassed cases grouped by root cause, :mod:`harness.findings`), the status
-grid (model × origin × path), plots of throughput and drift against input size for each
+Sections: the findings (the failed and xpassed cases grouped by root cause, :mod:`harness.analysis.findings`), the
+status grid (model × origin × path), plots of throughput and drift against input size for each
 model (one line per path), the distribution of every timed case's passes, the timing table (percentiles,
 CV, FLOPs, TFLOP/s and the fraction of the device's peak), failures with their full reasons, the unsupported
 cases grouped by reason, and the run's environment (run.json when it is beside the results).
@@ -23,8 +23,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from harness.analysis.findings import CHANGE_WORDS, FINDING_STATUSES, Finding, findings_of
 from harness.case_result import UNEXPECTED
-from harness.findings import CHANGE_WORDS, FINDING_STATUSES, Finding, findings_of
 from harness.repro import REPRODUCIBLE, repro_command
 from harness.results import path_rank, unsupported_groups
 from harness.run_record import RunRecord

@@ -1,7 +1,7 @@
-"""compare.md and compare.json: what :mod:`harness.compare` found, regressions first.
+"""compare.md and compare.json: what :mod:`harness.analysis.compare` found, regressions first.
 
 compare.md is meant to be read on a phone from a CI notification: a one-line summary, the findings (the new side's
-failed and regressed cases grouped by root cause, :mod:`harness.findings`), then one short table per kind of
+failed and regressed cases grouped by root cause, :mod:`harness.analysis.findings`), then one short table per kind of
 change, worst first, with few columns. compare.json holds every case for machines.
 """
 from __future__ import annotations
@@ -14,9 +14,17 @@ from pathlib import Path
 import pandas as pd
 
 from harness import schema
+from harness.analysis.compare import (
+    CHANGES,
+    TIMING_CHANGES,
+    CaseComparison,
+    CompareFiles,
+    CompareSpec,
+    Side,
+    shared_shift,
+)
+from harness.analysis.findings import Source, compare_cases, report_of
 from harness.atomic_file import write_atomically
-from harness.compare import CHANGES, TIMING_CHANGES, CaseComparison, CompareFiles, CompareSpec, Side, shared_shift
-from harness.findings import Source, compare_cases, report_of
 
 # the tables of compare.md, worst first: (title, the column that selects the cases, its value)
 TABLES = (('Regressed', 'change', 'regressed'), ('Slower', 'timing_change', 'slower'),

@@ -16,11 +16,8 @@ from typing import Any, Iterable
 import pandas as pd
 
 from harness import results
-from harness.atomic_file import write_atomically
-from harness.case.check_registry import REGISTRY, Check, registered
-from harness.case_result import STATUSES, UNEXPECTED
-from harness.findings import FINDING_STATUSES, findings_of
-from harness.report_format import (
+from harness.analysis.findings import FINDING_STATUSES, findings_of
+from harness.analysis.report_format import (
     NULL,
     Formatter,
     as_giga,
@@ -37,7 +34,10 @@ from harness.report_format import (
     n_cases,
     wrapped,
 )
-from harness.report_html import HtmlInputs, render_html
+from harness.analysis.report_html import HtmlInputs, render_html
+from harness.atomic_file import write_atomically
+from harness.case.check_registry import REGISTRY, Check, registered
+from harness.case_result import STATUSES, UNEXPECTED
 from harness.repro import REPRODUCIBLE, repro_command
 from harness.results import INT_FIELDS, path_rank, unsupported_groups
 from harness.run_record import RunRecordError, read_run_record
@@ -86,7 +86,7 @@ def _csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.apply(lambda col: col.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v))
 
 
-# --- formatting (the cells themselves: harness.report_format) -------------------------------------------------
+# --- formatting (the cells themselves: harness.analysis.report_format) ---------------------------------------------
 
 def _view(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame as the markdown shows it: text identity, HxW sizes, one-line reasons, device with its name."""
@@ -158,7 +158,7 @@ def _summary(summary: pd.DataFrame) -> list[str]:
 
 
 def _findings(view: pd.DataFrame, results_path: Path) -> list[str]:
-    """The failed and xpassed cases grouped by root cause (:mod:`harness.findings`), when there are any."""
+    """The failed and xpassed cases grouped by root cause (:mod:`harness.analysis.findings`), when there are any."""
     if not view['status'].isin(FINDING_STATUSES).any():
         return []
     report = findings_of(results_path)

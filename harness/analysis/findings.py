@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from harness import schema
+from harness.analysis.finding_trigger import trigger
 from harness.case_result import CHECKS
-from harness.finding_trigger import trigger
 from harness.repro import repro_command
 from harness.results import path_rank, unsupported_why
 from harness.vocabulary import as_hw
@@ -83,7 +83,7 @@ class Finding:
     tensors: list[str] = field(default_factory=list)   # where the differing tensors sit, indices erased
     symptoms: list[str] = field(default_factory=list)  # each check, trigger and difference seen, with its cases
     first_seen: str | None = None   # the release a compare's new side ran, when every case of it regressed there
-    change: str | None = None       # against previous findings (harness.findings_previous): 'new' or 'open'
+    change: str | None = None       # against previous findings (harness.analysis.findings_previous): 'new' or 'open'
 
 
 CHANGE_WORDS = {'new': 'new finding', 'open': 'still open'}
@@ -315,7 +315,7 @@ def read_source(path: Path, xfailed: bool = False) -> Source:
     new side's failed and xpassed cases and the cases it regressed (passed -> unsupported too). ``xfailed``:
     the xfailed cases too (the defects a matrix already marks as known)."""
     statuses = FINDING_STATUSES + ('xfailed',) * xfailed
-    from harness.compare import CompareFiles
+    from harness.analysis.compare import CompareFiles
     from harness.results import RESULTS_FILE, read_results
     compare_json = CompareFiles.in_folder(path if path.is_dir() else path.parent).json
     if compare_json.is_file() and (path.is_dir() or path == compare_json):

@@ -1,13 +1,14 @@
 """Findings against the previous ones (the last nightly's findings.json): which are new, which still open, which
-gone. A finding's id is a hash of its signature (:class:`harness.findings.Signature`), so the same defect has the
-same id night after night; a finding whose cases changed (another architecture joined it) is still open."""
+gone. A finding's id is a hash of its signature (:class:`harness.analysis.findings.Signature`), so the same
+defect has the same id night after night; a finding whose cases changed (another architecture joined it) is still
+open."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 from harness import schema
-from harness.findings import FINDINGS_JSON, FindingsInputError, FindingsReport, Gone
+from harness.analysis.findings import FINDINGS_JSON, FindingsInputError, FindingsReport, Gone
 
 
 def read_previous(path: Path) -> dict[str, str]:

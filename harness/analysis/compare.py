@@ -20,7 +20,7 @@ Cases are joined by matrix and case id. Each gets two verdicts:
   change) does not move that median.
 
 Nothing here reads or writes files except :func:`load_side`; the command line writes the tables
-(:mod:`harness.compare_report`).
+(:mod:`harness.analysis.compare_report`).
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class CompareError(ValueError):
 
 @dataclass(frozen=True)
 class CompareFiles:
-    """The files a compare writes into its folder (harness.compare_report), found there by findings and a run
+    """The files a compare writes into its folder (harness.analysis.compare_report), found there by findings and a run
     that takes the folder over."""
     markdown: Path
     json: Path

@@ -1,6 +1,7 @@
 """A finding's trigger: what a failed case changed of its source geometry (a transposed grid, a rectangular source
-window, a padded input, ...), read from its record. Part of a finding's signature (:mod:`harness.findings`); the
-names are those of the trigger kinds (:mod:`harness.triggers`) that make such cases."""
+window, a padded input, ...), read from its record. Part of a finding's signature
+(:mod:`harness.analysis.findings`); the names are those of the trigger kinds (:mod:`harness.triggers`) that make
+such cases."""
 from __future__ import annotations
 
 from typing import Any

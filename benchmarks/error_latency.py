@@ -1,5 +1,5 @@
 """How long ``harness run`` takes to refuse bad input that it answers before any worker starts
-(:mod:`harness.preflight`): the figures behind README's "Command line" promise.
+(:mod:`harness.runtime.preflight`): the figures behind README's "Command line" promise.
 
 Each of four mistakes is run ``--repeats`` times as a fresh process (interpreter start and imports included);
 each must exit 2 with one ``error:`` line. Prints each one's median wall time and the 1-minute load average
@@ -53,7 +53,7 @@ def mistakes(folder: Path) -> dict[str, list[str]]:
     commands = {'matrix without origins:, no timm import': [*run, str(no_origins)],
                 'matrix naming an unknown model, timm imported': [*run, str(unknown)],
                 '-k matching no case, timm imported': [*run, str(good), '-k', 'no_such_case']}
-    from harness.preflight import cuda_driver_problem
+    from harness.runtime.preflight import cuda_driver_problem
     if cuda_driver_problem():
         commands = {'--device cuda without a GPU, no timm import': [*run, str(good), '--device', 'cuda'],
                     **commands}

@@ -3,7 +3,8 @@
 Every check that needs neither torch nor timm (the arguments, the matrix file, the output folder, the
 results file a --resume continues) runs before either is imported: importing timm takes seconds, and a typo
 should be answered at once. The checks that need them run in the first xdist worker, which imports both to run
-cases anyway (:mod:`harness.run_start`). Bad input is one line ``error: <file or flag>: <problem>`` and exit code 2.
+cases anyway (:mod:`harness.runtime.run_start`). Bad input is one line ``error: <file or flag>: <problem>`` and
+exit code 2.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from harness.commands.common import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, us
 from harness.matrix_file import MatrixFileError
 from harness.results import ResultsFileError
 from harness.run_record import RunRecordError
-from harness.run_start import StartRefused
+from harness.runtime.run_start import StartRefused
 
 # what main() turns into `error: <message>` and exit code 2
 BAD_INPUT = (UsageError, StartRefused, MatrixFileError, ResultsFileError, RunRecordError)

@@ -52,7 +52,7 @@ def case_line(status: str, case_id: str, seconds: float | None, reason: str) -> 
 
 def status_of(report: pytest.TestReport) -> tuple[str, str]:
     """A case's status and reason: as the case recorded them (its report's user properties), else from the
-    report (a crashed case's ``status: reason``, set by :mod:`harness.isolation`; a setup error)."""
+    report (a crashed case's ``status: reason``, set by :mod:`harness.runtime.isolation`; a setup error)."""
     properties = dict(report.user_properties)
     if properties.get('status') in STATUSES:
         return properties['status'], str(properties.get('reason') or '')
@@ -91,7 +91,7 @@ class CaseConsole:
             return 'unsupported'
         return report.outcome
 
-    @pytest.hookimpl(trylast=True)   # after harness.isolation has put a crashed case's reason in its report
+    @pytest.hookimpl(trylast=True)   # after harness.runtime.isolation has put a crashed case's reason in its report
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != 'call' and not report.failed:
             return
@@ -138,7 +138,7 @@ class CaseConsole:
 
     def summary(self) -> str:
         """``84 cases: 66 passed, 4 xfailed, 14 unsupported in 5m12s, timm 1.0.31``."""
-        import timm  # the release under test: the workers check they import the same (harness.run_start)
+        import timm  # the release under test: the workers check they import the same (harness.runtime.run_start)
         counts = ', '.join(f'{self.counts[s]} {s}' for s in STATUSES if self.counts[s])
         total = sum(self.counts.values())
         line = (f'{total} case{"" if total == 1 else "s"}: {counts or "none run"} in '

@@ -271,7 +271,7 @@ class _Validator(ModelEntries, MatrixSettings):
 
     def _images(self) -> str | None:
         """``images:``, a folder relative to the matrix file: the tree is read here, its labels are checked
-        against the models' classes when the run starts (:mod:`harness.run_start`)."""
+        against the models' classes when the run starts (:mod:`harness.runtime.run_start`)."""
         value = self.raw.get('images')
         if value is None:
             return None

@@ -1,15 +1,15 @@
-"""The pytest plugin that turns a matrix file into test items, one per case (:mod:`harness.items`).
+"""The pytest plugin that turns a matrix file into test items, one per case (:mod:`harness.runtime.items`).
 
 Running cases as pytest items gives users what they already know: ``-k`` selection, ``-n`` (xdist)
 parallelism, ``--junitxml``, readable ids and progress. ``harness run`` drives pytest with this plugin;
 ``pytest -p harness.plugin matrices/smoke.yaml --harness-out DIR`` works too.
 
 Under xdist (``harness run`` always uses it) a case that kills its worker or overruns ``--harness-case-timeout``
-is recorded as ``error`` and the run goes on: see :mod:`harness.isolation`.
+is recorded as ``error`` and the run goes on: see :mod:`harness.runtime.isolation`.
 
 This module is imported by the xdist controller too, which collects nothing: it imports neither torch nor
 timm, which cost seconds of CPU per process; the workers need both, and the first of them checks the run for
-the controller (:mod:`harness.run_start`).
+the controller (:mod:`harness.runtime.run_start`).
 """
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from harness.case_result import UNSUPPORTED_PREFIX
-from harness.device_lock import Holder
 from harness.option_types import PLUGIN_PREFIX, add_run_options, selection
 from harness.progress import PROGRESS_INTERVAL_S, ProgressReporter
 from harness.results import RESULTS_FILE, finished_case_ids
+from harness.runtime.device_lock import Holder
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,11 +36,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption('--harness-out') and hasattr(config, 'workerinput'):   # an xdist worker
-        from harness.interruption import stop_on_sigterm
+        from harness.runtime.interruption import stop_on_sigterm
         stop_on_sigterm()
     if config.getoption('--harness-out') and not hasattr(config, 'workerinput'):   # not in an xdist worker
-        from harness.isolation import CrashRecorder, xdist_problem
-        from harness.watchdog import WorkerWatchdog
+        from harness.runtime.isolation import CrashRecorder, xdist_problem
+        from harness.runtime.watchdog import WorkerWatchdog
         problem = xdist_problem() if config.getoption('dist', None) == 'loadgroup' else None
         if problem:
             raise pytest.UsageError(problem)
@@ -57,7 +57,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     if config.getoption('--harness-out') and config.getoption('dist') == 'loadgroup':
-        from harness.isolation import CaseScheduling
+        from harness.runtime.isolation import CaseScheduling
         return CaseScheduling(config, log)
     return None
 
@@ -71,7 +71,7 @@ def pytest_configure_node(node) -> None:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
     if parent.config.getoption('--harness-out') and file_path.suffix in ('.yaml', '.yml') \
             and parent.session.isinitpath(file_path):
-        from harness.items import MatrixFile
+        from harness.runtime.items import MatrixFile
         return MatrixFile.from_parent(parent, path=file_path)
     return None
 
@@ -79,7 +79,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.getoption('--harness-resume'):
         return
-    from harness.items import CaseItem
+    from harness.runtime.items import CaseItem
     results = Path(config.getoption('--harness-out')) / RESULTS_FILE
     finished = {(m.name, case_id) for m in {i.matrix for i in items if isinstance(i, CaseItem)}
                 for case_id in finished_case_ids(results, m.name)}
@@ -99,5 +99,5 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
 
 
 def _run_options(config: pytest.Config, matrix):
-    from harness.items import run_options  # imports torch: only when a crash is recorded
+    from harness.runtime.items import run_options  # imports torch: only when a crash is recorded
     return run_options(config, matrix)

@@ -4,8 +4,8 @@ Two runs into one ``--out`` would mix their records: the second moves the first 
 first keeps appending, and each one's report counts the other's cases. So the command holds an exclusive
 ``flock`` on ``<out>/.locks/folder.lock`` from before it changes anything in the folder until it has written its
 report, and a second command is refused at once, told who holds the folder (the holder file beside the lock, as
-for the device's timing lock: :mod:`harness.device_lock`). The kernel releases a ``flock`` when its process dies,
-even by ``kill -9``: a dead run never keeps its folder.
+for the device's timing lock: :mod:`harness.runtime.device_lock`). The kernel releases a ``flock`` when its
+process dies, even by ``kill -9``: a dead run never keeps its folder.
 
 A run that takes the folder over removes the reports there (:func:`remove_reports`): they describe results it
 moves aside or adds to, and it writes its own when it ends. A run killed before then leaves no report, rather
@@ -19,7 +19,7 @@ import fcntl
 from pathlib import Path
 from typing import Iterator
 
-from harness.device_lock import RUN_LOCKS, Holder, read_holder, write_holder
+from harness.runtime.device_lock import RUN_LOCKS, Holder, read_holder, write_holder
 
 FOLDER_LOCK = 'folder.lock'       # in the folder's RUN_LOCKS
 FOLDER_HOLDER = 'folder.holder'   # who holds it: a HolderRecord, as JSON

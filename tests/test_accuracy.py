@@ -23,9 +23,9 @@ from harness.accuracy import labelled_images, top1_accuracy
 from harness.case.work import RunOptions
 from harness.cli import main
 from harness.image_tree import INDEX, ImageTreeError, class_indices, read_image_tree
-from harness.items import run_options
 from harness.matrix import MatrixError, load_matrix
-from harness.run_start import StartRefused, describe_start, start_run_folder
+from harness.runtime.items import run_options
+from harness.runtime.run_start import StartRefused, describe_start, start_run_folder
 from tests.test_cli import harness, records
 
 MODEL, NATIVE, TARGET = 'vit_tiny_patch16_224', 32, 48
@@ -177,7 +177,8 @@ def test_bad_trees_are_one_line_errors_before_timm_is_imported(write_matrix, tmp
 
 
 def start_run(matrix_path: Path, images: Path | None, out: Path, resume: bool = False) -> None:
-    """What `harness run --images IMAGES --no-timing` settles before its first case (harness.run_start), here."""
+    """What `harness run --images IMAGES --no-timing` settles before its first case (harness.runtime.run_start),
+    here."""
     matrix = load_matrix(matrix_path, known_models=timm.list_models())
     options = RunOptions(device=torch.device('cpu'), cache_dir=out / 'cache', out_dir=out,
                          timing=matrix.timing.for_run('cpu', enabled=False))

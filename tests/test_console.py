@@ -53,7 +53,7 @@ def test_a_case_line_cuts_its_reason_to_one_short_line():
 
 
 def test_a_crashed_case_reads_its_status_from_the_report():
-    """harness.isolation puts `status: reason` in a crashed case's report; a case that ran records both."""
+    """harness.runtime.isolation puts `status: reason` in a crashed case's report; a case that ran records both."""
     crashed = SimpleNamespace(user_properties=[], longrepr='error: crash: the worker process died', failed=True)
     assert status_of(crashed) == ('error', 'crash: the worker process died')
     ran = SimpleNamespace(user_properties=[('status', 'failed'), ('reason', 'parity: 0.2')], longrepr='x')

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.device_lock import Holder, timing_lock
-from harness.watchdog import GRACE_S
+from harness.runtime.device_lock import Holder, timing_lock
+from harness.runtime.watchdog import GRACE_S
 from tests.conftest import REPO
 from tests.fault_injection import FAULT_ENV, SIZE_ENV, native_hang
 from tests.test_cli import harness, records
@@ -168,8 +168,8 @@ def test_a_rerun_finds_the_record_its_worker_wrote_before_dying(tmp_path):
     """A re-run moves the earlier results aside after the crash recorder started: the record a worker wrote in
     the new file before it died is found (not shadowed by a second, `error` one), and on --resume (the same
     file) the earlier run's records are not taken for this run's."""
-    from harness.isolation import CrashRecorder
     from harness.results import RESULTS_FILE
+    from harness.runtime.isolation import CrashRecorder
     from harness.spec import Selection
     results = tmp_path / RESULTS_FILE
     old = {'matrix': 'm', 'case_id': 'a', 'status': 'failed', 'reason': 'earlier run'}

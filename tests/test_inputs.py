@@ -107,7 +107,7 @@ def test_cuda_without_a_gpu_is_a_usage_error(write_matrix, tmp_path):
     out = tmp_path / 'out'
     done = harness('run', write_matrix(TINY), '--out', out, '--device', 'cuda')
     line = one_error_line(done)
-    assert done.stdout == ''   # answered before pytest starts (harness.preflight)
+    assert done.stdout == ''   # answered before pytest starts (harness.runtime.preflight)
     assert line.startswith('error: --device cuda: ') and 'expected --device cpu' in line
     assert not (out / 'results.jsonl').exists()
 
@@ -115,7 +115,7 @@ def test_cuda_without_a_gpu_is_a_usage_error(write_matrix, tmp_path):
 @pytest.mark.parametrize('matrix, option', [(TINY.replace('origins: [timm, dinov2]\n', ''), []),
                                             (TINY, ['-k', 'no_such_case'])], ids=['no-origins', 'k-matches-none'])
 def test_matrix_and_selection_answered_before_pytest_starts(write_matrix, tmp_path, matrix, option):
-    """harness.preflight: no worker starts, so no pytest banner and no "no tests ran"."""
+    """harness.runtime.preflight: no worker starts, so no pytest banner and no "no tests ran"."""
     done = harness('run', write_matrix(matrix), '--out', tmp_path / 'out', *option)
     line = one_error_line(done)
     assert done.stdout == ''

@@ -1,12 +1,12 @@
-"""The executor's one dependency on pytest-xdist's private scheduler is fenced (harness.isolation.xdist_problem):
-an xdist (or pytest) that moved a name it relies on fails here, in one line that names it, not as a run that
-hangs or reruns a crashed case."""
+"""The executor's one dependency on pytest-xdist's private scheduler is fenced
+(harness.runtime.isolation.xdist_problem): an xdist (or pytest) that moved a name it relies on fails here, in one
+line that names it, not as a run that hangs or reruns a crashed case."""
 import pytest
 from _pytest.nodes import Node
 from xdist.scheduler import LoadGroupScheduling
 from xdist.scheduler.loadscope import LoadScopeScheduling
 
-from harness.isolation import group_suffix_problem, xdist_problem
+from harness.runtime.isolation import group_suffix_problem, xdist_problem
 
 
 def test_the_installed_xdist_is_one_the_scheduler_was_written_against():

@@ -271,7 +271,7 @@ def test_model_axes_satisfy_required_keys(tmp_path, known_models):
     ('origins: [timm]\nsizes: [56]\n', ['name: missing', 'models: missing']),
 ])
 def test_structure_problems_are_load_matrixs_own_found_without_timm(tmp_path, known_models, text, expected):
-    """harness.preflight answers these before importing timm: each must be a problem load_matrix reports too."""
+    """harness.runtime.preflight answers these before importing timm: each must be a problem load_matrix reports too."""
     found = structure_problems(yaml.safe_load(text))
     assert [p.split(';')[0] for p in found] == expected
     if found:

@@ -1,4 +1,4 @@
-"""harness.preflight: --device cuda asked of the CUDA driver without torch, refusing only where it surely sees
+"""harness.runtime.preflight: --device cuda asked of the CUDA driver without torch, refusing only where it surely sees
 no device (a machine with a GPU must never be refused here: the worker's torch check decides the rest)."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import ctypes
 
 import pytest
 
-from harness import preflight
 from harness.commands.common import UsageError
+from harness.runtime import preflight
 
 
 class Driver:

@@ -17,9 +17,9 @@ from harness.analysis.coverage import render
 from harness.analysis.findings import FindingsReport
 from harness.case_result import CaseResult
 from harness.checkpoints.integrity import CHECKSUMS_FILE, checksum_problem, sha256_of, write_checksums
-from harness.device_lock import Holder, read_holder, write_holder
 from harness.results import RESULTS_FILE, ResultsFileError, load, read_results
 from harness.run_record import RunRecord, RunRecordError, check_finished, read_run_record, write_run_record
+from harness.runtime.device_lock import Holder, read_holder, write_holder
 from tests.test_cli import harness, records
 
 CURRENT_RELEASE = Path(__file__).parent / 'fixtures' / 'current_release'   # written by the harness of ba06dc5

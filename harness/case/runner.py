@@ -38,8 +38,8 @@ from harness.case.work import CheckpointWork, RunOptions, harness_fault
 from harness.case_result import CaseResult
 from harness.cases import Case, expectation_for
 from harness.checkpoints.store import CheckpointError
-from harness.device_lock import checks_lock
 from harness.matrix import Matrix, Tolerances, window_value
+from harness.runtime.device_lock import checks_lock
 from harness.states import DEFAULT_STATE
 from harness.vocabulary import Window
 

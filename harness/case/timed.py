@@ -9,9 +9,9 @@ from torch import nn
 from harness.case.work import CheckpointWork
 from harness.case_result import CaseResult
 from harness.cases import Case
-from harness.device_lock import timing_lock
 from harness.device_peaks import peak_tflops
 from harness.flops import achieved_tflops, flops_per_image
+from harness.runtime.device_lock import timing_lock
 from harness.timing import Timing, cpu_cores, time_forward
 
 

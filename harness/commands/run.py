@@ -31,13 +31,13 @@ from harness.commands.common import (
 )
 from harness.console import PYTEST_QUIET, CaseConsole, release_line
 from harness.image_tree import ImageTreeError, read_image_tree
-from harness.interruption import Interruption, signal_exit_code
 from harness.matrix_file import read_matrix_file
 from harness.option_types import add_run_options, plugin_arguments
-from harness.preflight import check_device, check_matrix
 from harness.results import RESULTS_FILE, read_results
 from harness.run_record import mark_finished
-from harness.run_start import RunStart
+from harness.runtime.interruption import Interruption, signal_exit_code
+from harness.runtime.preflight import check_device, check_matrix
+from harness.runtime.run_start import RunStart
 
 EPILOG = """\
 Any other option is passed to pytest (e.g. --junitxml=results.xml, -x, --maxfail=3).
@@ -107,7 +107,7 @@ def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
                          f'harness run')
     if args.resume and (out / RESULTS_FILE).exists():
         read_results(out / RESULTS_FILE)   # garbage in the middle is bad input; warns of a cut-short last line
-    if args.images:   # the tree itself; its labels need timm (harness.run_start)
+    if args.images:   # the tree itself; its labels need timm (harness.runtime.run_start)
         try:
             read_image_tree(args.images)
         except ImageTreeError as e:

@@ -3,7 +3,7 @@ in about the time the check needs rather than after a worker has started (tens o
 
 - :func:`check_device`: ``--device cuda`` on a machine whose CUDA driver sees no device, asked of the driver
   library itself (milliseconds; importing torch takes seconds). Where the driver cannot say, the worker's
-  torch check (:func:`harness.run_start.describe_start`) still decides.
+  torch check (:func:`harness.runtime.run_start.describe_start`) still decides.
 - :func:`check_matrix`: the matrix's top level (unknown or missing keys) from the YAML alone, in a tenth of a
   second; then the matrix validated against the timm release under test and ``-k`` matched against its case
   ids. Those need timm imported (its model names, a pattern's matches, a ``timm:`` range, the sizes a model
@@ -43,7 +43,7 @@ def check_device(device: str | None) -> None:
 
 def check_matrix(matrix_path: Path, keyword: str | None, shard: str | None, full_size: bool = False) -> None:
     """The matrix valid for the installed timm, and ``keyword`` (-k) matching at least one of its case ids
-    (in ``shard``: a shard of no case is a run, see :mod:`harness.run_start`, so it is not checked there)."""
+    (in ``shard``: a shard of no case is a run, see :mod:`harness.runtime.run_start`, so it is not checked there)."""
     from harness.matrix import MatrixError, structure_problems
     from harness.matrix_file import read_matrix_file
     problems = structure_problems(read_matrix_file(matrix_path))   # a key missing: no need to wait for timm

@@ -3,7 +3,7 @@
 Each item runs :func:`harness.case.runner.run_case`, appends its record to ``results.jsonl`` at once, and then
 reports the status to pytest: ``unsupported`` as a skip, ``xfailed`` as an xfail, ``failed``/``xpassed``/
 ``error``/``resource`` as a failure whose message is the reason (no traceback: the reason is the finding).
-A case that overruns ``--harness-case-timeout`` is ended by the watchdogs of :mod:`harness.watchdog`.
+A case that overruns ``--harness-case-timeout`` is ended by the watchdogs of :mod:`harness.runtime.watchdog`.
 """
 from __future__ import annotations
 
@@ -20,14 +20,14 @@ from harness.case.runner import run_case
 from harness.case.work import CheckpointWork, RunOptions
 from harness.case_result import UNSUPPORTED_PREFIX, CaseResult
 from harness.cases import Case, expand, in_shard
-from harness.device_lock import Holder
-from harness.isolation import error_result
 from harness.matrix import Matrix, MatrixError, load_matrix
 from harness.option_types import TIMING_OPTIONS, selection
 from harness.results import RESULTS_FILE, append_result
-from harness.run_start import StartRefused, check_release, hand_over, start_request
+from harness.runtime.device_lock import Holder
+from harness.runtime.isolation import error_result
+from harness.runtime.run_start import StartRefused, check_release, hand_over, start_request
+from harness.runtime.watchdog import deadline, timeout_reason
 from harness.timing import use_threads
-from harness.watchdog import deadline, timeout_reason
 
 
 class CaseFailed(Exception):
@@ -37,7 +37,7 @@ class CaseFailed(Exception):
 class MatrixFile(pytest.File):
     def collect(self):
         import timm
-        request = start_request(self.config)   # this worker describes the run (harness.run_start)
+        request = start_request(self.config)   # this worker describes the run (harness.runtime.run_start)
         try:
             if request:
                 check_release(request)

@@ -3,7 +3,7 @@
 Cases always run in pytest-xdist worker processes. A case that kills its worker (a segfault, an abort, the
 kernel's out-of-memory killer) is recorded by the controller as ``error`` with a ``crash:`` reason, and xdist
 starts a replacement worker for the cases left. A case that runs past ``--case-timeout`` is ended by a watchdog
-(:mod:`harness.watchdog`) and recorded as ``error`` with a ``timeout:`` reason, by its own worker or, when the
+(:mod:`harness.runtime.watchdog`) and recorded as ``error`` with a ``timeout:`` reason, by its own worker or, when the
 worker could not, here; its worker is replaced the same way. A record is written once: the controller records
 a crash only when the worker wrote nothing for it.
 """
@@ -24,14 +24,14 @@ from xdist.scheduler import LoadGroupScheduling
 from harness.case_result import CaseResult
 from harness.matrix import Selection
 from harness.results import RESULTS_FILE, append_result
-from harness.watchdog import WorkerWatchdog, worker_pid, worker_popen
+from harness.runtime.watchdog import WorkerWatchdog, worker_pid, worker_popen
 
 if TYPE_CHECKING:   # the controller imports this module before its workers start: nothing that imports torch
     from harness.case.work import RunOptions
     from harness.cases import Case
     from harness.matrix import Matrix
 
-RUN_REFUSED = pytest.StashKey[bool]()   # set by harness.run_start when the run did not start: no case may run
+RUN_REFUSED = pytest.StashKey[bool]()   # set by harness.runtime.run_start when the run did not start: no case may run
 
 
 # what CaseScheduling takes from pytest-xdist beyond its public hooks: private names of its loadgroup scheduler
@@ -51,7 +51,7 @@ def xdist_problem() -> str | None:
     if problem is None:
         return None
     versions = f'pytest-xdist {metadata.version("pytest-xdist")}, pytest {pytest.__version__}'
-    return (f'{versions}: {problem}; harness.isolation subclasses xdist\'s private loadgroup scheduler and was '
+    return (f'{versions}: {problem}; harness.runtime.isolation subclasses xdist\'s private loadgroup scheduler and was '
             f'written against {WRITTEN_AGAINST} (pyproject.toml pins them)')
 
 
@@ -100,7 +100,7 @@ class CaseScheduling(LoadGroupScheduling):
     - it gives work to a replacement that is still collecting, an internal error (issues #1189, #1362): here
       such a worker gets its work once it has collected.
 
-    And it hands out no case at all when the run was refused before its start (:mod:`harness.run_start`).
+    And it hands out no case at all when the run was refused before its start (:mod:`harness.runtime.run_start`).
     """
 
     def schedule(self) -> None:

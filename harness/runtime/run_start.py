@@ -5,7 +5,7 @@ The checks that need torch or timm (the imported release, the matrix validated a
 origins' layouts, its checkpoint files vetted, labelled images checked against the models' classes, the device
 resolved) and the description run.json gives (torch's settings, the device's name) need both imported.
 Importing them takes seconds of CPU in every process (8 s here, torchvision half of it); the controller
-imports timm once to answer a bad matrix or ``-k`` before any worker starts (:mod:`harness.preflight`), but
+imports timm once to answer a bad matrix or ``-k`` before any worker starts (:mod:`harness.runtime.preflight`), but
 the run is described by the release the workers import: the worker that holds the
 start request (:data:`START_REQUEST`) does these checks while it collects the matrix's cases
 (:func:`check_release`, :func:`hand_over`) and hands the run's record to the controller. There
@@ -15,7 +15,7 @@ first. A problem on either
 side stops the run there, with no case run: the command line says it in one line and exits 2.
 
 The command line does the checks that need neither before pytest starts (:mod:`harness.cli`), and those that
-need timm's model names just before (:mod:`harness.preflight`).
+need timm's model names just before (:mod:`harness.runtime.preflight`).
 """
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ import pytest
 
 from harness import timm_versions
 from harness.image_tree import ImageTree, ImageTreeError, check_readable, class_indices, read_image_tree
-from harness.isolation import RUN_REFUSED
 from harness.results import RESULTS_FILE, ResultsFileError, set_aside
 from harness.run_folder import remove_reports
 from harness.run_record import (
@@ -42,6 +41,7 @@ from harness.run_record import (
     read_run_record,
     write_run_record,
 )
+from harness.runtime.isolation import RUN_REFUSED
 
 if TYPE_CHECKING:
     from harness.case.work import RunOptions

@@ -12,7 +12,7 @@ Three watchdogs, each for what the one before cannot end:
 
 When the worker died without a record of its case, the controller records the case as ``error`` with a
 ``timeout:`` reason saying which watchdog ended it (:meth:`WorkerWatchdog.timeout_reason`), and xdist starts a
-replacement worker for the cases left, as after a crash (:mod:`harness.isolation`).
+replacement worker for the cases left, as after a crash (:mod:`harness.runtime.isolation`).
 """
 from __future__ import annotations
 

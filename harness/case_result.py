@@ -123,7 +123,7 @@ class CaseResult:
     # work: floating-point operations (a multiply-add counts 2) and how close to the device's peak they ran
     flops_per_image: int | None = None                 # one forward pass, counted by torch.utils.flop_counter
     achieved_tflops: float | None = None               # flops_per_image * images_per_s / 1e12
-    device_peak_tflops: float | None = None            # datasheet dense peak for the dtype (harness.device_peaks)
+    device_peak_tflops: float | None = None            # datasheet dense peak for its dtype (timing.device_peaks)
     peak_fraction: float | None = None                 # achieved_tflops / device_peak_tflops
     # the record's layout (harness.schema): records of older harnesses are read through its upgrade steps
     schema: int = schema.RECORD.version

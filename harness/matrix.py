@@ -41,7 +41,7 @@ from harness.spec import (  # the data model, with the validator's users' names 
     Selection,
     Tolerances,
 )
-from harness.timing_config import TimingConfig
+from harness.timing.config import TimingConfig
 from harness.vocabulary import PATHS, Size, Window
 
 __all__ = ['AXES', 'Expectation', 'Matrix', 'MatrixError', 'ModelSpec', 'OriginSpec', 'PATHS', 'Selection',

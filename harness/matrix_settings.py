@@ -17,7 +17,7 @@ from harness.limits import is_number as _is_number
 from harness.limits import shown
 from harness.limits import yaml11_float as _as_float
 from harness.spec import Expectation, ModelSpec, Tolerances
-from harness.timing_config import TimingConfig
+from harness.timing.config import TimingConfig
 from harness.vocabulary import PATHS
 
 EXPECT_MATCH_KEYS = ('model', 'label', 'origin', 'img_size', 'patch_size', 'window_size', 'path', 'state')

@@ -25,7 +25,7 @@ if TYPE_CHECKING:   # the real imports are deferred: the command line reads run.
 
     from harness.image_tree import ImageTree
     from harness.matrix import Matrix
-    from harness.timing_config import TimingConfig
+    from harness.timing.config import TimingConfig
 
 RUN_FILE = 'run.json'
 # settings a resumed run (and every shard of a merge) must share, and how a message names them
@@ -116,7 +116,7 @@ def _now() -> str:
 def _math_flags() -> dict[str, bool]:
     import torch
 
-    from harness.timing import CUDNN_BENCHMARK
+    from harness.timing.forward import CUDNN_BENCHMARK
     cudnn = torch.backends.cudnn
     return {'matmul_allow_tf32': torch.backends.cuda.matmul.allow_tf32, 'cudnn_allow_tf32': cudnn.allow_tf32,
             'cudnn_benchmark': CUDNN_BENCHMARK, 'cudnn_deterministic': cudnn.deterministic}

@@ -11,7 +11,7 @@ from typing import Any
 from packaging.specifiers import SpecifierSet
 
 from harness.case_result import DEFAULT_STATE
-from harness.timing_config import TimingConfig
+from harness.timing.config import TimingConfig
 from harness.vocabulary import PATHS, Size, Window
 
 AXES = ('origins', 'sizes', 'patch_sizes', 'window_sizes', 'paths', 'states')   # a model entry may set its own

@@ -27,7 +27,7 @@ from harness.case.runner import run_case
 from harness.case.work import CheckpointWork, RunOptions
 from harness.cases import expand
 from harness.matrix import load_matrix
-from harness.timing_config import TimingConfig
+from harness.timing.config import TimingConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -28,7 +28,7 @@ from harness.cases import expand
 from harness.checkpoints.integrity import CHECKSUMS_FILE
 from harness.checkpoints.store import USER_FILES, checkpoint_for
 from harness.matrix import MatrixError, load_matrix
-from harness.timing_config import TimingConfig
+from harness.timing.config import TimingConfig
 from tests.conftest import REPO
 from tests.swap_file_after_first_case import SOURCE_ENV, TARGET_ENV
 from tests.test_cli import harness, records

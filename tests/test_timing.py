@@ -1,4 +1,4 @@
-"""Budgeted forward timing (harness.timing), its matrix section and how the report states it.
+"""Budgeted forward timing (harness.timing.forward), its matrix section and how the report states it.
 
 Budget arithmetic is checked on a fake clock, where a pass takes exactly the time the test says, so the
 counts are exact; the rest times a tiny module on the CPU for real.
@@ -14,16 +14,16 @@ import pytest
 import torch
 from torch import nn
 
-import harness.timing
+import harness.timing.forward
 from harness import faults
 from harness.analysis.report import write_report
 from harness.case.timed import record_timing
 from harness.case_result import CaseResult
-from harness.flops import flops_per_image
 from harness.matrix import MatrixError, load_matrix
 from harness.results import RESULTS_FILE, append_result
-from harness.timing import median_relative_error, time_forward
-from harness.timing_config import DEVICE_TIMING_DEFAULTS, TimingConfig
+from harness.timing.config import DEVICE_TIMING_DEFAULTS, TimingConfig
+from harness.timing.flops import flops_per_image
+from harness.timing.forward import median_relative_error, time_forward
 
 CPU = torch.device('cpu')
 SIZE = (16, 24)
@@ -95,7 +95,7 @@ class FixedPass(nn.Module):
 @pytest.fixture
 def clock(monkeypatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(harness.timing, 'time', SimpleNamespace(perf_counter=fake.perf_counter))
+    monkeypatch.setattr(harness.timing.forward, 'time', SimpleNamespace(perf_counter=fake.perf_counter))
     return fake
 
 
@@ -115,7 +115,7 @@ def test_zero_budget_runs_exactly_min_repeats():
 
 def test_timing_records_the_machines_load_as_it_starts_and_ends(monkeypatch):
     loads = iter([(3.5, 1.0, 1.0), (7.25, 2.0, 1.0)])
-    monkeypatch.setattr(harness.timing.os, 'getloadavg', lambda: next(loads))
+    monkeypatch.setattr(harness.timing.forward.os, 'getloadavg', lambda: next(loads))
     timing = time_forward(tiny_model(), SIZE, config(min_repeats=2), CPU)
     assert timing.load_average == (3.5, 7.25)
     result = timed_case('create', list(timing.samples_ms), 0.0)
@@ -135,9 +135,9 @@ def test_threads_default_to_one_on_cpu_and_follow_the_command_line():
 def test_use_threads_sets_torchs_intra_op_threads():
     before = torch.get_num_threads()
     try:
-        harness.timing.use_threads(TimingConfig(threads=before + 1))
+        harness.timing.forward.use_threads(TimingConfig(threads=before + 1))
         assert torch.get_num_threads() == before + 1
-        harness.timing.use_threads(TimingConfig())                   # None: left as it is
+        harness.timing.forward.use_threads(TimingConfig())                   # None: left as it is
         assert torch.get_num_threads() == before + 1
     finally:
         torch.set_num_threads(before)

@@ -2,7 +2,7 @@
 
 1. Checks: ``harness run MATRIX --timm <release> --no-timing`` for both releases at once, into
    ``<out>/base`` and ``<out>/new`` (each a normal run: isolation, run.json, report).
-2. Timing: one :mod:`harness.timing_worker` process per release. Case by case, the driver asks the two
+2. Timing: one :mod:`harness.timing.worker` process per release. Case by case, the driver asks the two
    for a timing round each in turn (base, new, new, base, ...: the order alternates), ``rounds`` times, each
    round a ``1/rounds`` share of the case's budget. A machine that gets slower during the job slows both
    releases alike, which is what lets a CI runner whose speed drifts still detect a 15% slowdown (asv
@@ -32,7 +32,7 @@ from harness.run_record import read_run_record, write_run_record
 from harness.timm_versions import REEXEC_ENV, TimmInstallError, installed_timm
 
 if TYPE_CHECKING:
-    from harness.timing_config import TimingConfig
+    from harness.timing.config import TimingConfig
 
 SIDES = ('base', 'new')
 UNTIMED_STATUSES = ('error', 'unsupported')   # no model to time
@@ -144,7 +144,7 @@ def _alternate(releases: list[Release], workers: dict[str, _Worker], case_ids: l
 def record_samples(r: Release, rounds: int, timing: TimingConfig) -> int:
     """Append each timed case's record again, with its interleaved samples; the number of cases timed."""
     from harness.case.timed import record_timing
-    from harness.timing import Timing
+    from harness.timing.forward import Timing
     fields = {f.name for f in dataclasses.fields(CaseResult)}
     timed = 0
     for record in _records(r):
@@ -176,7 +176,7 @@ def _median(pairs: list[tuple[int, float]] | None) -> str:
 
 
 class _Worker:
-    """A :mod:`harness.timing_worker` for one release, started again if it dies."""
+    """A :mod:`harness.timing.worker` for one release, started again if it dies."""
 
     def __init__(self, r: Release, settings: dict):
         self.release = r
@@ -199,7 +199,7 @@ class _Worker:
     def _start(self) -> None:
         env = {**os.environ, REEXEC_ENV: self.release.version,
                'PYTHONPATH': os.pathsep.join(filter(None, [str(self.release.site_dir), os.environ.get('PYTHONPATH')]))}
-        self.process = subprocess.Popen([sys.executable, '-m', 'harness.timing_worker', self.settings], env=env,
+        self.process = subprocess.Popen([sys.executable, '-m', 'harness.timing.worker', self.settings], env=env,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def close(self) -> None:

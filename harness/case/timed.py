@@ -9,10 +9,10 @@ from torch import nn
 from harness.case.work import CheckpointWork
 from harness.case_result import CaseResult
 from harness.cases import Case
-from harness.device_peaks import peak_tflops
-from harness.flops import achieved_tflops, flops_per_image
 from harness.runtime.device_lock import timing_lock
-from harness.timing import Timing, cpu_cores, time_forward
+from harness.timing.device_peaks import peak_tflops
+from harness.timing.flops import achieved_tflops, flops_per_image
+from harness.timing.forward import Timing, cpu_cores, time_forward
 
 
 def time_case(case: Case, model: nn.Module, work: CheckpointWork, result: CaseResult) -> None:

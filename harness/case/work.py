@@ -23,7 +23,7 @@ from harness.families import Target
 from harness.image_tree import read_image_tree
 from harness.matrix import Matrix
 from harness.runtime.device_lock import Holder
-from harness.timing_config import TimingConfig
+from harness.timing.config import TimingConfig
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from harness.runtime.device_lock import Holder
 from harness.runtime.isolation import error_result
 from harness.runtime.run_start import StartRefused, check_release, hand_over, start_request
 from harness.runtime.watchdog import deadline, timeout_reason
-from harness.timing import use_threads
+from harness.timing.forward import use_threads
 
 
 class CaseFailed(Exception):

@@ -7,7 +7,7 @@ lines: the driver writes ``{"case": <case id>, "round": <n>}``; the worker answe
 "..."}``. It keeps the latest case's model between rounds (and its FLOPs, counted once). stdout carries the
 protocol alone: what timm or torch print goes to stderr.
 
-    python -m harness.timing_worker '<JSON settings written by harness.analysis.ab>'
+    python -m harness.timing.worker '<JSON settings written by harness.analysis.ab>'
 """
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ import torch
 from harness.build import build_path
 from harness.case.work import CheckpointWork, RunOptions
 from harness.cases import Case, expand
-from harness.flops import flops_per_image
 from harness.matrix import Selection, load_matrix
-from harness.timing import time_forward, use_threads
-from harness.timing_config import TimingConfig
+from harness.timing.config import TimingConfig
+from harness.timing.flops import flops_per_image
+from harness.timing.forward import time_forward, use_threads
 from harness.timm_versions import check_imported_release
 
 

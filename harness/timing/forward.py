@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from harness import faults
-from harness.timing_config import TimingConfig
+from harness.timing.config import TimingConfig
 
 TORCH_DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 CUDNN_BENCHMARK = True   # what the timed passes run with (benchmark.py's setting); run.json records it

@@ -33,8 +33,9 @@ import timm
 import torch
 from common import EXIT_CASES_FAILED, HARNESS, REPO, cache_dir, default_device, wall_s
 
-from harness import noise_floors, schema, states
+from harness import noise_floors, states
 from harness.results import load
+from harness.store import schema
 from harness.vocabulary import PATHS
 
 

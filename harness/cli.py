@@ -17,8 +17,8 @@ from harness.commands import COMMANDS
 from harness.commands.common import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, usage_error
 from harness.matrix_file import MatrixFileError
 from harness.results import ResultsFileError
-from harness.run_record import RunRecordError
 from harness.runtime.run_start import StartRefused
+from harness.store.run_record import RunRecordError
 
 # what main() turns into `error: <message>` and exit code 2
 BAD_INPUT = (UsageError, StartRefused, MatrixFileError, ResultsFileError, RunRecordError)

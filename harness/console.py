@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.atomic_file import write_atomically
-from harness.case_result import STATUSES, UNSUPPORTED_PREFIX
 from harness.progress import duration
+from harness.store.atomic_file import write_atomically
+from harness.store.case_result import STATUSES, UNSUPPORTED_PREFIX
 
 # pytest's options under which only this module speaks: quietest verbosity (no per-test letters, no summary
 # line, no xdist status), no header, no tracebacks, no short summary, no warnings summary (still recorded)

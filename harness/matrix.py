@@ -12,7 +12,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from harness.case_result import DEFAULT_STATE, STATES
 from harness.checkpoints.origins import FILE_ORIGIN
 from harness.checkpoints.origins import origins as known_origins
 from harness.checkpoints.vetting import checkpoint_file_problem
@@ -41,6 +40,7 @@ from harness.spec import (  # the data model, with the validator's users' names 
     Selection,
     Tolerances,
 )
+from harness.store.case_result import DEFAULT_STATE, STATES
 from harness.timing.config import TimingConfig
 from harness.vocabulary import PATHS, Size, Window
 

@@ -11,12 +11,12 @@ from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from harness.case_result import CHECKS, DTYPES, PRECISIONS
 from harness.limits import is_int as _is_int
 from harness.limits import is_number as _is_number
 from harness.limits import shown
 from harness.limits import yaml11_float as _as_float
 from harness.spec import Expectation, ModelSpec, Tolerances
+from harness.store.case_result import CHECKS, DTYPES, PRECISIONS
 from harness.timing.config import TimingConfig
 from harness.vocabulary import PATHS
 

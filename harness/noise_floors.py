@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import schema
+from harness.store import schema
 
 FLOORS_FILE = Path(__file__).with_name('noise_floors.json')
 MULTIPLE = 10.0

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.case_result import DTYPES, PRECISIONS
 from harness.spec import Selection, parse_shard
+from harness.store.case_result import DTYPES, PRECISIONS
 
 PLUGIN_PREFIX = 'harness-'   # the plugin's options are --harness-<name>
 

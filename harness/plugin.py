@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.case_result import UNSUPPORTED_PREFIX
 from harness.option_types import PLUGIN_PREFIX, add_run_options, selection
 from harness.progress import PROGRESS_INTERVAL_S, ProgressReporter
 from harness.results import RESULTS_FILE, finished_case_ids
 from harness.runtime.device_lock import Holder
+from harness.store.case_result import UNSUPPORTED_PREFIX
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

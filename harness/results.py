@@ -1,4 +1,4 @@
-"""results.jsonl: one JSON line per finished case (:class:`harness.case_result.CaseResult`), the record every
+"""results.jsonl: one JSON line per finished case (:class:`harness.store.case_result.CaseResult`), the record every
 later stage (report, resume, compare) reads; and :func:`load`, the file as a pandas DataFrame.
 
 Lines are appended under an exclusive file lock as each case finishes, so a crash loses nothing and
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 
-from harness import schema
-from harness.case_result import HELD, CaseResult, record_problem
+from harness.store import schema
+from harness.store.case_result import HELD, CaseResult, record_problem
 from harness.vocabulary import PATHS, as_hw
 
 if TYPE_CHECKING:   # pandas is imported by load() alone: the pytest controller imports this module
@@ -210,7 +210,7 @@ def _records(path: Path, whole: bool = False) -> Iterator[dict[str, Any]]:
 
 
 def _upgraded(record: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """The record read as today's (:func:`harness.schema.upgrade`), and the first field CaseResult could not hold
+    """The record read as today's (:func:`harness.store.schema.upgrade`), and the first field CaseResult could not hold
     (:func:`record_problem`), if any."""
     try:
         record = schema.upgrade(schema.RECORD, record)

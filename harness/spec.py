@@ -10,7 +10,7 @@ from typing import Any
 
 from packaging.specifiers import SpecifierSet
 
-from harness.case_result import DEFAULT_STATE
+from harness.store.case_result import DEFAULT_STATE
 from harness.timing.config import TimingConfig
 from harness.vocabulary import PATHS, Size, Window
 

@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.case_result import (
+from harness.checks import summarised
+from harness.noise_floors import MULTIPLE
+from harness.store.case_result import (
     DEFAULT_STATE,
     STATES,  # torch-free there: harness.matrix reads them without torch
 )
-from harness.checks import summarised
-from harness.noise_floors import MULTIPLE
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 # normalisation layers a frozen backbone keeps in eval mode: torch's, and every class of timm's norm modules

@@ -17,7 +17,7 @@ from harness.case.work import CheckpointWork, RunOptions
 from harness.cases import expand
 from harness.matrix import load_matrix
 from harness.results import append_result
-from harness.run_record import describe_run, mark_finished, write_run_record
+from harness.store.run_record import describe_run, mark_finished, write_run_record
 
 
 def record(matrix_path: Path, out: Path, cache: Path) -> None:

@@ -8,13 +8,13 @@ import math
 import pandas as pd
 import pytest
 
-from harness import case_result
 from harness.analysis import report
 from harness.analysis.compare import moved_outputs
 from harness.case.check_registry import REGISTRY, Figure, register_check, registered
 from harness.case.verdict import failed_checks, judge
-from harness.case_result import CaseResult
 from harness.matrix import Tolerances
+from harness.store import case_result
+from harness.store.case_result import CaseResult
 
 
 def test_results_checks_are_the_registry_names_in_stage_order():

@@ -16,9 +16,9 @@ from harness.analysis.compare import (
     status_change,
     timing_change,
 )
-from harness.case_result import CaseResult
 from harness.results import append_result
-from harness.run_record import RunRecord, write_run_record
+from harness.store.case_result import CaseResult
+from harness.store.run_record import RunRecord, write_run_record
 from tests.test_cli import TWO_ORIGINS, harness
 
 SPEC = CompareSpec()

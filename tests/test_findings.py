@@ -10,9 +10,9 @@ import pytest
 
 from harness import cli
 from harness.analysis import finding_trigger, findings
-from harness.case_result import CaseResult
 from harness.results import append_result
-from harness.run_record import RunRecord, write_run_record
+from harness.store.case_result import CaseResult
+from harness.store.run_record import RunRecord, write_run_record
 
 SWINS = ('swin_tiny_patch4_window7_224', 'swin_small_patch4_window7_224', 'swin_base_patch4_window7_224')
 FAMILIES = {name: 'swin' for name in SWINS} | {'vit_tiny_patch16_224': 'vit'}

@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import harness.case.work
 from harness.case.timed import record_timing
-from harness.case_result import CaseResult
+from harness.store.case_result import CaseResult
 from harness.timing.device_peaks import peak_tflops
 from harness.timing.flops import flops_per_image
 from harness.timing.forward import Timing

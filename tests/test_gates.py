@@ -10,9 +10,9 @@ import pytest
 
 from harness.analysis.compare import load_side
 from harness.analysis.merge import MergeError, merge_runs
-from harness.case_result import STATUSES
 from harness.results import RESULTS_FILE, ResultsFileError, read_results, read_run_results
-from harness.run_record import RunRecordError
+from harness.store.case_result import STATUSES
+from harness.store.run_record import RunRecordError
 from tests.test_cli import harness
 from tests.test_compare import write_run
 from tests.test_inputs import one_error_line
@@ -119,7 +119,7 @@ def test_a_record_no_harness_writes_is_refused_naming_file_line_and_field(field,
 
 def test_a_record_without_status_is_refused():
     record = {k: v for k, v in SOUND.items() if k != 'status'}
-    from harness.case_result import record_problem
+    from harness.store.case_result import record_problem
     assert record_problem(record) == f'status: expected one of {", ".join(STATUSES)}, got none'
 
 

@@ -13,12 +13,12 @@ import timm
 import torch
 
 from harness import cli
-from harness.case_result import CaseResult
 from harness.checkpoints import origins as registry
 from harness.checkpoints.origins import FILE_ORIGIN, Origin, origin_named, origins, origins_of
 from harness.checkpoints.synthesize import seeded_model
 from harness.checkpoints.vetting import checkpoint_file_problem, read_checkpoint
 from harness.families import FAMILIES, families
+from harness.store.case_result import CaseResult
 from tests.test_layouts import CASES
 from tests.test_repro import _recorded, assert_standalone, run_here
 

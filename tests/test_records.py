@@ -7,11 +7,11 @@ import json
 import pandas as pd
 
 import harness.results
-from harness import schema
 from harness.analysis.compare import CompareSpec, timing_change
-from harness.case_result import CaseResult
 from harness.results import RESULTS_FILE, append_result
-from harness.run_record import read_run_record
+from harness.store import schema
+from harness.store.case_result import CaseResult
+from harness.store.run_record import read_run_record
 
 OLD_RECORD = {'case_id': 'vit-timm-224x224-create', 'matrix': 'm', 'model': 'vit', 'origin': 'timm',
               'img_size': [224, 224], 'patch_size': 16, 'window_size': None, 'path': 'create', 'status': 'passed',

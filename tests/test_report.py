@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from harness.analysis.report import write_report
-from harness.case_result import HELD, CaseResult
 from harness.results import RESULTS_FILE, append_result
+from harness.store.case_result import HELD, CaseResult
 
 MEASURED = dict(timm_version='1.0.9', torch_version='2.4.1+cpu', device='cpu', device_name='Test CPU',
                 dtype='fp32', batch_size=4, timing_repeats=5, timing_budget_s=2.0)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from harness.analysis.report import write_report
-from harness.case_result import HELD, CaseResult
 from harness.results import RESULTS_FILE, append_result
-from harness.run_record import RunRecord, write_run_record
+from harness.store.case_result import HELD, CaseResult
+from harness.store.run_record import RunRecord, write_run_record
 
 LONG_REASON = ('parity: max abs diff 0.5 > atol 0.001 between set_input_size and create\n'
                + 'the worst logits differ at image 3, class 17; ' * 6 + '<end of reason>')

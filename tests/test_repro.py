@@ -24,10 +24,10 @@ import pytest
 
 from harness import cli
 from harness.analysis.report import write_report
-from harness.case_result import CaseResult
 from harness.repro import snippets
 from harness.results import RESULTS_FILE, append_result
-from harness.run_record import RunRecord, write_run_record
+from harness.store.case_result import CaseResult
+from harness.store.run_record import RunRecord, write_run_record
 from harness.timm_versions import installed_release
 from tests.conftest import REPO
 from tests.record_cases import record

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.atomic_file import write_atomically
-from harness.run_folder import FolderInUse, owning
 from harness.runtime.device_lock import Holder
+from harness.store.atomic_file import write_atomically
+from harness.store.run_folder import FolderInUse, owning
 from tests.test_cli import harness, records
 from tests.test_inputs import HOLD_LATER_CASES, TINY, one_error_line, record, start, wait_for_first_record
 

@@ -1,4 +1,4 @@
-"""Every JSON file the harness writes carries a schema version (harness.schema), and files of older harnesses read
+"""Every JSON file the harness writes carries a schema version (harness.store.schema), and files of older harnesses read
 through its upgrade steps: a run folder of the current release (records without a version, run.json at
 results_schema 2) still loads and resumes."""
 import json
@@ -9,17 +9,18 @@ import pytest
 import timm
 import torch
 
-from harness import schema
 from harness.analysis.bisect import BisectResult, to_json
 from harness.analysis.compare import CompareSpec, Side
 from harness.analysis.compare_report import to_json as compare_json
 from harness.analysis.coverage import render
 from harness.analysis.findings import FindingsReport
-from harness.case_result import CaseResult
 from harness.checkpoints.integrity import CHECKSUMS_FILE, checksum_problem, sha256_of, write_checksums
+from harness.noise_floors import FLOORS_FILE
 from harness.results import RESULTS_FILE, ResultsFileError, load, read_results
-from harness.run_record import RunRecord, RunRecordError, check_finished, read_run_record, write_run_record
 from harness.runtime.device_lock import Holder, read_holder, write_holder
+from harness.store import schema
+from harness.store.case_result import CaseResult
+from harness.store.run_record import RunRecord, RunRecordError, check_finished, read_run_record, write_run_record
 from tests.test_cli import harness, records
 
 CURRENT_RELEASE = Path(__file__).parent / 'fixtures' / 'current_release'   # written by the harness of ba06dc5
@@ -60,7 +61,7 @@ def test_every_writer_stamps_the_current_version(tmp_path):
     side = Side('base', RunRecord(), {})
     assert compare_json(side, side, CompareSpec(), [])['schema'] == schema.COMPARE.version
     assert json.loads(render([], 'json'))['schema'] == schema.COVERAGE.version
-    noise_floors = json.loads((Path(schema.__file__).with_name('noise_floors.json')).read_text())
+    noise_floors = json.loads(FLOORS_FILE.read_text())
     assert noise_floors['schema'] == schema.NOISE_FLOORS.version
 
 

@@ -18,9 +18,9 @@ import harness.timing.forward
 from harness import faults
 from harness.analysis.report import write_report
 from harness.case.timed import record_timing
-from harness.case_result import CaseResult
 from harness.matrix import MatrixError, load_matrix
 from harness.results import RESULTS_FILE, append_result
+from harness.store.case_result import CaseResult
 from harness.timing.config import DEVICE_TIMING_DEFAULTS, TimingConfig
 from harness.timing.flops import flops_per_image
 from harness.timing.forward import median_relative_error, time_forward

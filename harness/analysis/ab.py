@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from harness.case_result import CaseResult
 from harness.progress import Progress
 from harness.results import RESULTS_FILE, append_result, read_results
-from harness.run_record import read_run_record, write_run_record
+from harness.store.case_result import CaseResult
+from harness.store.run_record import read_run_record, write_run_record
 from harness.timm_versions import REEXEC_ENV, TimmInstallError, installed_timm
 
 if TYPE_CHECKING:

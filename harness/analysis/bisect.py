@@ -24,7 +24,7 @@ from typing import Callable
 
 from packaging.version import InvalidVersion, Version
 
-from harness import schema
+from harness.store import schema
 
 INDEX_TTL_S = 24 * 3600   # how long the cached list of releases on the package index is used
 

@@ -32,8 +32,8 @@ from typing import Any
 
 from harness.case.check_registry import figure_fields, finding_fields
 from harness.results import RESULTS_FILE, read_run_results
-from harness.run_record import RUN_FILE, RunRecord, check_finished, read_run_record
-from harness.run_settings import MEASUREMENT
+from harness.store.run_record import RUN_FILE, RunRecord, check_finished, read_run_record
+from harness.store.run_settings import MEASUREMENT
 
 OK = ('passed', 'xfailed', 'unsupported')
 BAD = ('failed', 'xpassed')

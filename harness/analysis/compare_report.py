@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import schema
 from harness.analysis.compare import (
     CHANGES,
     TIMING_CHANGES,
@@ -24,7 +23,8 @@ from harness.analysis.compare import (
     shared_shift,
 )
 from harness.analysis.findings import Source, compare_cases, report_of
-from harness.atomic_file import write_atomically
+from harness.store import schema
+from harness.store.atomic_file import write_atomically
 
 # the tables of compare.md, worst first: (title, the column that selects the cases, its value)
 TABLES = (('Regressed', 'change', 'regressed'), ('Slower', 'timing_change', 'slower'),

@@ -21,7 +21,7 @@ from typing import Callable
 
 import pandas as pd
 
-from harness import schema
+from harness.store import schema
 
 _logger = logging.getLogger(__name__)
 

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from harness import schema
 from harness.analysis.finding_trigger import trigger
-from harness.case_result import CHECKS
 from harness.repro import repro_command
 from harness.results import path_rank, unsupported_why
+from harness.store import schema
+from harness.store.case_result import CHECKS
 from harness.vocabulary import as_hw
 
 FINDINGS_JSON, FINDINGS_MD = 'findings.json', 'findings.md'
@@ -393,7 +393,7 @@ def report_of(label: str, source: Source, family: Callable[[dict[str, Any]], str
 
 
 def write_findings(report: FindingsReport, out: Path) -> tuple[Path, Path]:
-    from harness.atomic_file import write_atomically
+    from harness.store.atomic_file import write_atomically
     out.mkdir(parents=True, exist_ok=True)
     write_atomically(out / FINDINGS_JSON, report.to_json())
     write_atomically(out / FINDINGS_MD, report.to_markdown())

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness import schema
 from harness.analysis.findings import FINDINGS_JSON, FindingsInputError, FindingsReport, Gone
+from harness.store import schema
 
 
 def read_previous(path: Path) -> dict[str, str]:
@@ -32,7 +32,7 @@ def read_previous(path: Path) -> dict[str, str]:
 
 
 def _current(body: object) -> bool:
-    """A findings.json object this harness reads (harness.schema): a version it knows, or none (version 1)."""
+    """A findings.json object this harness reads (harness.store.schema): a version it knows, or none (version 1)."""
     try:
         return isinstance(body, dict) and schema.version_of(schema.FINDINGS, body) <= schema.FINDINGS.version
     except schema.SchemaError:

@@ -1,6 +1,6 @@
 """``harness merge``: the shards of one run (``harness run --shard K/N`` in separate CI jobs) as one run folder.
 
-The shards must be the whole of one run: their run.json agree on everything :func:`harness.run_record.differences`
+The shards must be the whole of one run: their run.json agree on everything :func:`harness.store.run_record.differences`
 checks (timm, torch, device, dtype, batch size, matrix content), each is shard K of the same N (from its
 run.json), every K from 1 to N is there once, each finished, and no case appears in two shards.
 """
@@ -10,11 +10,11 @@ import dataclasses
 import json
 from pathlib import Path
 
-from harness.atomic_file import write_atomically
 from harness.results import RESULTS_FILE, read_run_results, set_aside
-from harness.run_folder import remove_reports
-from harness.run_record import RUN_FILE, RunRecord, check_finished, differences, read_run_record, write_run_record
 from harness.spec import parse_shard
+from harness.store.atomic_file import write_atomically
+from harness.store.run_folder import remove_reports
+from harness.store.run_record import RUN_FILE, RunRecord, check_finished, differences, read_run_record, write_run_record
 
 
 class MergeError(ValueError):

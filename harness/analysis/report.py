@@ -35,13 +35,13 @@ from harness.analysis.report_format import (
     wrapped,
 )
 from harness.analysis.report_html import HtmlInputs, render_html
-from harness.atomic_file import write_atomically
 from harness.case.check_registry import REGISTRY, Check, registered
-from harness.case_result import STATUSES, UNEXPECTED
 from harness.repro import REPRODUCIBLE, repro_command
 from harness.results import INT_FIELDS, path_rank, unsupported_groups
-from harness.run_record import RunRecordError, read_run_record
-from harness.run_settings import MEASUREMENT
+from harness.store.atomic_file import write_atomically
+from harness.store.case_result import STATUSES, UNEXPECTED
+from harness.store.run_record import RunRecordError, read_run_record
+from harness.store.run_settings import MEASUREMENT
 
 IDENTITY = ('model', 'origin', 'img_size', 'patch_size', 'window_size', 'path')
 # the report's "How this was measured": every measurement setting, the device shown with its name

@@ -24,11 +24,11 @@ from typing import Any, Iterable
 import pandas as pd
 
 from harness.analysis.findings import CHANGE_WORDS, FINDING_STATUSES, Finding, findings_of
-from harness.case_result import UNEXPECTED
 from harness.repro import REPRODUCIBLE, repro_command
 from harness.results import path_rank, unsupported_groups
-from harness.run_record import RunRecord
-from harness.run_settings import MEASUREMENT
+from harness.store.case_result import UNEXPECTED
+from harness.store.run_record import RunRecord
+from harness.store.run_settings import MEASUREMENT
 
 PATH_COLOURS = {'create': '#1f77b4', 'set_input_size': '#ff7f0e', 'dynamic': '#2ca02c'}
 STATUS_CLASSES = {'failed': 'bad', 'xpassed': 'bad', 'error': 'bad', 'resource': 'bad', 'xfailed': 'expected',

@@ -4,14 +4,14 @@ each is judged against, how it is judged, its columns in report.md, and how a re
 Every consumer reads these records and nothing else: :mod:`harness.case.verdict` judges each check in order;
 :mod:`harness.analysis.compare` calls a move in any check's figure (or a change in what it found) an outputs change;
 report.md's drift and fidelity table shows the figures that have a column; :mod:`harness.repro.script` plans a
-script from a check's repro facts; :data:`harness.case_result.CHECKS` (the names a matrix's ``expect`` entries and a
-family's ``checks`` use) is the registry's names.
+script from a check's repro facts; :data:`~harness.store.case_result.CHECKS` (the names a matrix's ``expect``
+entries and a family's ``checks`` use) is the registry's names.
 
 Adding a check: record its figures in the case stages (:mod:`harness.case.runner`, fields of
-:class:`harness.case_result.CaseResult`), then register its judge here with :func:`register_check`, below the check
-it runs after. A check whose figures need a limit adds that limit to :class:`harness.matrix.Tolerances` (and its
-noise floor, :mod:`harness.noise_floors`); a repro script runs it once :mod:`harness.repro.snippets` has a
-snippet for it (without one, a script says it is not inlined and never passes).
+:class:`harness.store.case_result.CaseResult`), then register its judge here with :func:`register_check`, below
+the check it runs after. A check whose figures need a limit adds that limit to :class:`harness.spec.Tolerances`
+(and its noise floor, :mod:`harness.noise_floors`); a repro script runs it once :mod:`harness.repro.snippets` has
+a snippet for it (without one, a script says it is not inlined and never passes).
 
 No torch and no harness module at run time here: the pytest controller and the matrix validator read it.
 """
@@ -26,8 +26,8 @@ Judge = Callable[[Any, Any, tuple[str, ...]], list[str]]
 
 @dataclass(frozen=True)
 class Figure:
-    """A number a check records (a :class:`~harness.case_result.CaseResult` field). NaN or infinite fails its check,
-    limit or not."""
+    """A number a check records (a :class:`~harness.store.case_result.CaseResult` field). NaN or infinite fails its
+    check, limit or not."""
     field: str
     limit: str | None = None    # the Tolerances field it is judged against; None: recorded, judged only finite
     at_least: bool = False      # the limit is a minimum (cosines, agreement); else a maximum (differences)

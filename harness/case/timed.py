@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from harness.case.work import CheckpointWork
-from harness.case_result import CaseResult
 from harness.cases import Case
 from harness.runtime.device_lock import timing_lock
+from harness.store.case_result import CaseResult
 from harness.timing.device_peaks import peak_tflops
 from harness.timing.flops import achieved_tflops, flops_per_image
 from harness.timing.forward import Timing, cpu_cores, time_forward

@@ -11,8 +11,8 @@ import math
 from typing import Any
 
 from harness.case.check_registry import REGISTRY, Check, registered
-from harness.case_result import HELD, CaseResult
 from harness.matrix import Expectation, Tolerances
+from harness.store.case_result import HELD, CaseResult
 
 
 def fidelity_failures(figures: Any, tol: Tolerances) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import BinaryIO
 
-from harness import schema
+from harness.store import schema
 
 CHECKSUMS_FILE = 'sha256.json'
 _CHUNK = 1 << 20

@@ -28,12 +28,12 @@ from typing import Any, Callable, Iterator
 import torch
 from safetensors.torch import load_file, save_file
 
-from harness import schema
 from harness.checkpoints.integrity import checksum_problem, copy_hashing, sha256_of, write_checksums
 from harness.checkpoints.origins import FILE_ORIGIN, HUB_ORIGIN, LayoutError, origin_named, resampling_for
 from harness.checkpoints.vetting import checkpoint_file_problem
 from harness.families import to_size
 from harness.matrix import ModelSpec, OriginSpec
+from harness.store import schema
 
 SYNTHESIS_VERSION = 4   # bump when synthesize.py, a layout writer or the entry's files (4: sha256.json) change
 USER_FILES = 'files'   # the copies of users' files, under checkpoints/ in the cache

@@ -7,7 +7,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from harness.atomic_file import write_atomically
 from harness.cache import default_cache_dir
 from harness.commands.common import (
     EXIT_OK,
@@ -19,6 +18,7 @@ from harness.commands.common import (
     writable_out,
 )
 from harness.matrix_file import read_matrix_file
+from harness.store.atomic_file import write_atomically
 
 DESCRIPTION = """\
 Find the two adjacent timm releases between which the selected cases' statuses change.

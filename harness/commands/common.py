@@ -121,9 +121,9 @@ def check_writable(out: Path, flag: str) -> None:
 
 @contextlib.contextmanager
 def owned_out(out: Path, flag: str) -> Iterator[None]:
-    """Hold the output folder for the body (:mod:`harness.run_folder`): a second command writing it is refused."""
-    from harness.run_folder import FolderInUse, owning
+    """Hold the output folder for the body (:mod:`harness.store.run_folder`): a second command writing it is refused."""
     from harness.runtime.device_lock import Holder
+    from harness.store.run_folder import FolderInUse, owning
     try:
         with owning(out, Holder.this_process()):
             yield

@@ -11,7 +11,6 @@ from typing import Any
 from harness import one_model
 from harness.analysis.compare import CompareSpec
 from harness.cache import default_cache_dir
-from harness.case_result import UNEXPECTED
 from harness.commands.common import (
     EXIT_CODES,
     EXIT_OK,
@@ -34,10 +33,11 @@ from harness.image_tree import ImageTreeError, read_image_tree
 from harness.matrix_file import read_matrix_file
 from harness.option_types import add_run_options, plugin_arguments
 from harness.results import RESULTS_FILE, read_results
-from harness.run_record import mark_finished
 from harness.runtime.interruption import Interruption, signal_exit_code
 from harness.runtime.preflight import check_device, check_matrix
 from harness.runtime.run_start import RunStart
+from harness.store.case_result import UNEXPECTED
+from harness.store.run_record import mark_finished
 
 EPILOG = """\
 Any other option is passed to pytest (e.g. --junitxml=results.xml, -x, --maxfail=3).

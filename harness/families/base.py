@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from harness.case_result import CHECKS
 from harness.families.geometry import Geometry, Size, Target, to_size
 from harness.families.probe import meta_model
 from harness.reference.patch_kernel import resample_patch_kernel
+from harness.store.case_result import CHECKS
 from harness.vocabulary import PATHS
 
 if TYPE_CHECKING:

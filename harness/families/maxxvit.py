@@ -18,11 +18,11 @@ from typing import Any
 
 from torch import nn
 
-from harness.case_result import CHECKS
 from harness.families import Geometry, Size, Target, register_family, to_size
 from harness.families.base import GEOMETRIC, Family, native_geometry, timm_class
 from harness.families.cnn import CnnFamily
 from harness.families.rel_pos import RelPosModules, rel_pos_modules
+from harness.store.case_result import CHECKS
 
 _STAGE = re.compile(r'stages\.(\d+)\.')
 _PARTITIONS = ('attn_block', 'attn_grid')   # module names of MaxViT's window and grid attention

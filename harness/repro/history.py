@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 from packaging.version import InvalidVersion, Version
 
-from harness import schema
+from harness.store import schema
 
 OUTCOMES = {'failed': 'failed', 'xfailed': 'failed', 'passed': 'passed', 'xpassed': 'passed'}
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from harness.repro import REPRODUCIBLE
 from harness.repro.history import Sighting, sightings
 from harness.results import RESULTS_FILE, read_results
-from harness.run_record import RunRecord, read_run_record
+from harness.store.run_record import RunRecord, read_run_record
 
 
 class ReproError(ValueError):

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from harness import schema
-from harness.atomic_file import write_atomically
+from harness.store import schema
+from harness.store.atomic_file import write_atomically
 
 if TYPE_CHECKING:   # imported by the plugin in the xdist controller, which must not wait for torch
     import torch

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Callable
 import pytest
 from xdist.scheduler import LoadGroupScheduling
 
-from harness.case_result import CaseResult
 from harness.matrix import Selection
 from harness.results import RESULTS_FILE, append_result
 from harness.runtime.watchdog import WorkerWatchdog, worker_pid, worker_popen
+from harness.store.case_result import CaseResult
 
 if TYPE_CHECKING:   # the controller imports this module before its workers start: nothing that imports torch
     from harness.case.work import RunOptions

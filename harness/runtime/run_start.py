@@ -31,8 +31,9 @@ import pytest
 from harness import timm_versions
 from harness.image_tree import ImageTree, ImageTreeError, check_readable, class_indices, read_image_tree
 from harness.results import RESULTS_FILE, ResultsFileError, set_aside
-from harness.run_folder import remove_reports
-from harness.run_record import (
+from harness.runtime.isolation import RUN_REFUSED
+from harness.store.run_folder import remove_reports
+from harness.store.run_record import (
     RUN_FILE,
     RunRecord,
     RunRecordError,
@@ -41,7 +42,6 @@ from harness.run_record import (
     read_run_record,
     write_run_record,
 )
-from harness.runtime.isolation import RUN_REFUSED
 
 if TYPE_CHECKING:
     from harness.case.work import RunOptions

@@ -6,9 +6,9 @@ run.json holds the run's settings; the measurement settings (:data:`MEASUREMENT`
 because records travel without their run.json: ``harness merge`` joins shards that may have run on different
 runners (another ``device_name``), and ``harness ab``'s records alternate two releases in one folder (another
 ``timm_version`` per record), so each number keeps how it was measured. Readers take the names and words from
-here: :data:`harness.run_record.MUST_MATCH`, the report's "How this was measured", the HTML report's environment
+here: :data:`harness.store.run_record.MUST_MATCH`, the report's "How this was measured", the HTML report's environment
 table, ``harness compare``'s "timed differently". What a record of an older harness was measured with, where it
-lacks a setting, is one of :mod:`harness.schema`'s upgrade steps.
+lacks a setting, is one of :mod:`harness.store.schema`'s upgrade steps.
 
 Imports nothing: the command line reads it before torch.
 """

@@ -12,8 +12,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from harness import schema
 from harness.case.check_registry import REGISTRY
+from harness.store import schema
 
 STATUSES = ('passed', 'failed', 'xfailed', 'xpassed', 'unsupported', 'error', 'resource')
 UNEXPECTED = ('failed', 'xpassed', 'error', 'resource')   # statuses that make `harness run` exit 1
@@ -125,7 +125,7 @@ class CaseResult:
     achieved_tflops: float | None = None               # flops_per_image * images_per_s / 1e12
     device_peak_tflops: float | None = None            # datasheet dense peak for its dtype (timing.device_peaks)
     peak_fraction: float | None = None                 # achieved_tflops / device_peak_tflops
-    # the record's layout (harness.schema): records of older harnesses are read through its upgrade steps
+    # the record's layout (harness.store.schema): records of older harnesses are read through its upgrade steps
     schema: int = schema.RECORD.version
 
     def to_json(self) -> str:

@@ -16,9 +16,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness import schema
-from harness.atomic_file import write_atomically
-from harness.run_settings import SETTINGS
+from harness.store import schema
+from harness.store.atomic_file import write_atomically
+from harness.store.run_settings import SETTINGS
 
 if TYPE_CHECKING:   # the real imports are deferred: the command line reads run.json before importing torch
     import torch
@@ -39,7 +39,7 @@ class RunRecordError(ValueError):
 @dataclass
 class RunRecord:
     """Every field has a default so that a run.json written by an older harness (fewer fields) still reads."""
-    results_schema: int = 1   # run.json's layout (harness.schema.RUN): 1 before this field, and for a record
+    results_schema: int = 1   # run.json's layout (harness.store.schema.RUN): 1 before this field, and for a record
                               # built without one; describe_run stamps the current layout
     timm_version: str = ''
     torch_version: str = ''
@@ -154,14 +154,14 @@ def read_run_record(out_dir: Path) -> RunRecord | None:
 
 def write_run_record(out_dir: Path, record: RunRecord) -> Path:
     """Write run.json whole or not at all: a crash mid-write must not leave a file --resume cannot read. Always
-    in the current layout: a record of an older one goes through :func:`harness.schema.upgrade` first."""
+    in the current layout: a record of an older one goes through :func:`harness.store.schema.upgrade` first."""
     data = schema.upgrade(schema.RUN, dataclasses.asdict(record))
     return write_atomically(out_dir / RUN_FILE, json.dumps(data, indent=2) + '\n')
 
 
 def check_finished(out_dir: Path, record: RunRecord) -> None:
     """Refuse a run that did not finish (killed, or still running): its run.json has no end time. (A run.json
-    from before end times were recorded cannot say, and passes: :mod:`harness.schema`.)"""
+    from before end times were recorded cannot say, and passes: :mod:`harness.store.schema`.)"""
     if not record.finished_at:
         raise RunRecordError(f'{out_dir / RUN_FILE}: finished_at is empty: the run did not finish (killed, or still '
                              f'running); expected a finished run (finish it with --resume)')

@@ -192,6 +192,14 @@ def test_a_checkpoint_that_cannot_be_made_gives_every_case_its_reason(cases, mon
             r.reason
 
 
+def _create_case(cases, model: str, embed_dim: int):
+    """The one case of ``model`` (one block, two heads, trained at 64x64) created at 96x96 from a timm checkpoint."""
+    work, all_cases, _ = cases(f'name: one\nmodels: [{{name: {model}, embed_dim: {embed_dim}, depth: 1, num_heads: 2, '
+                               f'img_size: 64}}]\norigins: [timm]\nsizes: [96]\npaths: [create]\nnum_images: 2\n')
+    [result] = [run_case(case, work) for case in all_cases]
+    return result
+
+
 def test_a_model_that_fetches_more_weights_from_an_unreachable_hub_is_unsupported_not_failed(cases, monkeypatch):
     """A hybrid ViT builds its ResNet backbone with ``pretrained=True``: timm downloads the backbone's weights
     before it loads the checkpoint over them. Without the hub (this machine, CI) that call cannot be made, so
@@ -203,10 +211,7 @@ def test_a_model_that_fetches_more_weights_from_an_unreachable_hub_is_unsupporte
     def unreachable(*args, **kwargs):
         raise LocalEntryNotFoundError('An error happened while trying to locate the file on the Hub')
     monkeypatch.setattr(hub, 'hf_hub_download', unreachable)
-    work, all_cases, _ = cases('name: hub\nmodels: [{name: vit_small_resnet26d_224, embed_dim: 32, depth: 1, '
-                               'num_heads: 2, img_size: 64}]\norigins: [timm]\nsizes: [96]\npaths: [create]\n'
-                               'num_images: 2\n')
-    [result] = [run_case(case, work) for case in all_cases]
+    result = _create_case(cases, 'vit_small_resnet26d_224', embed_dim=32)
     assert result.status == 'unsupported', (result.status, result.reason, result.load_error)
     assert result.reason.startswith('vit_small_resnet26d_224 needs the network: timm fetches weights from the '
                                     'Hugging Face hub while building it, besides the checkpoint '
@@ -218,10 +223,7 @@ def test_a_model_without_a_classification_head_is_unsupported_not_failed(cases):
     """timm's encoders for language models (Qwen3VitEncoder, ...) raise NotImplementedError in forward_head by
     design: what every check compares cannot be computed, so the case is unsupported with the reason, not a
     shapes failure of timm's (the zoo sweep's one cnn finding)."""
-    work, all_cases, _ = cases('name: encoder\nmodels: [{name: qwen3_vit_88m_enc, embed_dim: 64, depth: 1, '
-                               'num_heads: 2, img_size: 64}]\norigins: [timm]\nsizes: [96]\npaths: [create]\n'
-                               'num_images: 2\n')
-    [result] = [run_case(case, work) for case in all_cases]
+    result = _create_case(cases, 'qwen3_vit_88m_enc', embed_dim=64)
     assert result.status == 'unsupported', (result.status, result.reason, result.shape_errors)
     assert result.reason.startswith('qwen3_vit_88m_enc has no classification head: forward_head on (2, 3, 64, 64) '
                                     'raised NotImplementedError: Qwen3VitEncoder does not support classification'), \

@@ -35,8 +35,8 @@ from common import EXIT_CASES_FAILED, HARNESS, REPO, cache_dir, default_device, 
 
 from harness import noise_floors, states
 from harness.results import load
+from harness.spec.vocabulary import PATHS
 from harness.store import schema
-from harness.vocabulary import PATHS
 
 
 def main() -> None:

@@ -14,9 +14,9 @@ import timm
 import torch
 
 from harness.cache import default_cache_dir
-from harness.cases import expand
 from harness.checkpoints.store import Checkpoint, checkpoint_for
-from harness.matrix import Matrix
+from harness.spec.cases import expand
+from harness.spec.matrix import Matrix
 
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = [sys.executable, '-m', 'harness.cli']   # `harness`, without the shell shim in front of it

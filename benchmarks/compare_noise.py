@@ -19,7 +19,7 @@ from pathlib import Path
 import timm
 from common import EXIT_CASES_FAILED, HARNESS, cache_dir, environment, harness_run_s, matrix_parser, wall_s, warm_cache
 
-from harness.matrix import load_matrix
+from harness.spec.matrix import load_matrix
 
 
 def main() -> None:

@@ -41,8 +41,8 @@ from mutants import MUTANTS, Mutant, MutantMismatch  # noqa: E402
 from timm_reach import CallGraph  # noqa: E402
 
 from harness.cache import default_cache_dir  # noqa: E402
-from harness.matrix import load_matrix  # noqa: E402
 from harness.results import RESULTS_FILE, read_results  # noqa: E402
+from harness.spec.matrix import load_matrix  # noqa: E402
 from harness.timm_versions import installed_timm  # noqa: E402
 
 DEFAULT_MATRICES = ('zoo', 'zoo-eva', 'zoo-relpos', 'zoo-swin', 'zoo-small')

@@ -26,10 +26,10 @@ import yaml
 from common import cache_dir, default_device, environment, harness_run_s, wall_s, warm_cache
 from tabulate import tabulate
 
-from harness.cases import expand
 from harness.checkpoints.store import source_img_size
-from harness.matrix import Matrix, load_matrix
-from harness.vocabulary import PATHS
+from harness.spec.cases import expand
+from harness.spec.matrix import Matrix, load_matrix
+from harness.spec.vocabulary import PATHS
 
 PLAIN = Path(__file__).with_name('plain_timm.py')
 SIZES = [224, 288, [224, 320]]

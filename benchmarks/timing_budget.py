@@ -16,8 +16,8 @@ from pathlib import Path
 from common import REPO, cache_dir, environment, harness_run_s, matrix_parser, warm_cache
 from tabulate import tabulate
 
-from harness.matrix import load_matrix
 from harness.results import RESULTS_FILE, read_results
+from harness.spec.matrix import load_matrix
 
 
 def main() -> None:

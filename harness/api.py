@@ -2,7 +2,7 @@
 
 It is ``harness run`` in this process: the same checks of the input, the same workers, run folder, run.json
 and report. A matrix given as a dict is written into the run folder as ``<name>.yaml`` first, as ``harness run
---model`` does (:mod:`harness.one_model`), so the folder holds the matrix its results came from.
+--model`` does (:mod:`harness.spec.one_model`), so the folder holds the matrix its results came from.
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def run(matrix: str | Path | dict[str, Any], out: str | Path | None = None, **op
     :class:`HarnessRunError`."""
     from harness import cli, results
     from harness.commands.common import default_out
-    from harness.matrix_file import read_matrix_file
-    from harness.one_model import write_matrix
+    from harness.spec.matrix_file import read_matrix_file
+    from harness.spec.one_model import write_matrix
 
     if isinstance(matrix, dict):
         folder = Path(out) if out is not None else default_out(Path('harness.run(matrix)'), matrix)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from harness.commands import COMMANDS
 from harness.commands.common import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, usage_error
-from harness.matrix_file import MatrixFileError
 from harness.results import ResultsFileError
 from harness.runtime.run_start import StartRefused
+from harness.spec.matrix_file import MatrixFileError
 from harness.store.run_record import RunRecordError
 
 # what main() turns into `error: <message>` and exit code 2

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.spec import Selection, parse_shard
+from harness.spec.model import Selection, parse_shard
 from harness.store.case_result import DTYPES, PRECISIONS
 
 PLUGIN_PREFIX = 'harness-'   # the plugin's options are --harness-<name>

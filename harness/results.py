@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 
+from harness.spec.vocabulary import PATHS, as_hw
 from harness.store import schema
 from harness.store.case_result import HELD, CaseResult, record_problem
-from harness.vocabulary import PATHS, as_hw
 
 if TYPE_CHECKING:   # pandas is imported by load() alone: the pytest controller imports this module
     import pandas as pd

@@ -29,7 +29,7 @@ from harness.checks import summarised
 from harness.noise_floors import MULTIPLE
 from harness.store.case_result import (
     DEFAULT_STATE,
-    STATES,  # torch-free there: harness.matrix reads them without torch
+    STATES,  # torch-free there: harness.spec.matrix reads them without torch
 )
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -152,7 +152,7 @@ def unit_roundoff(state: str) -> float:
 
 
 def scaled_tolerances(tol, state: str):
-    """``tol`` (a resolved :class:`harness.matrix.Tolerances`) for a case computed in ``state``'s dtype.
+    """``tol`` (a resolved :class:`harness.spec.matrix.Tolerances`) for a case computed in ``state``'s dtype.
 
     A float32 limit is at least :data:`harness.noise_floors.MULTIPLE` float32 roundings (its resolution, the
     float32 unit roundoff); a dtype that rounds coarser moves that resolution to its own unit roundoff: each limit

@@ -25,8 +25,8 @@ import torch  # noqa: E402
 
 from harness.case.runner import run_case
 from harness.case.work import CheckpointWork, RunOptions
-from harness.cases import expand
-from harness.matrix import load_matrix
+from harness.spec.cases import expand
+from harness.spec.matrix import load_matrix
 from harness.timing.config import TimingConfig
 
 REPO = Path(__file__).resolve().parents[1]

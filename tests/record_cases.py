@@ -14,9 +14,9 @@ import torch
 
 from harness.case.runner import run_case
 from harness.case.work import CheckpointWork, RunOptions
-from harness.cases import expand
-from harness.matrix import load_matrix
 from harness.results import append_result
+from harness.spec.cases import expand
+from harness.spec.matrix import load_matrix
 from harness.store.run_record import describe_run, mark_finished, write_run_record
 
 

@@ -23,9 +23,9 @@ from harness.accuracy import labelled_images, top1_accuracy
 from harness.case.work import RunOptions
 from harness.cli import main
 from harness.image_tree import INDEX, ImageTreeError, class_indices, read_image_tree
-from harness.matrix import MatrixError, load_matrix
 from harness.runtime.items import run_options
 from harness.runtime.run_start import StartRefused, describe_start, start_run_folder
+from harness.spec.matrix import MatrixError, load_matrix
 from tests.test_cli import harness, records
 
 MODEL, NATIVE, TARGET = 'vit_tiny_patch16_224', 32, 48

@@ -1,4 +1,4 @@
-"""Bounds before work (harness.limits): hostile or careless matrix files are refused in about a second, with
+"""Bounds before work (harness.spec.limits): hostile or careless matrix files are refused in about a second, with
 bounded memory and one short `error:` line naming the file, the field and the limit, before timm is imported.
 
 Before these bounds, a 410-byte alias bomb took 11.7 GB and 4 minutes, `harness run /dev/zero` reached 8 GB in
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.limits import (
+from harness.spec.limits import (
     MAX_IDENTIFIER_CHARS,
     MAX_ITEMS,
     MAX_MATRIX_BYTES,
@@ -29,7 +29,7 @@ from harness.limits import (
     QUOTE_CHARS,
     shown,
 )
-from harness.matrix_file import MatrixFileError, read_matrix_file
+from harness.spec.matrix_file import MatrixFileError, read_matrix_file
 from tests.test_cli import harness
 from tests.test_inputs import one_error_line
 
@@ -62,7 +62,7 @@ def measured(path: Path) -> dict:
     script = textwrap.dedent('''
         import json, sys, time
         from pathlib import Path
-        from harness.matrix_file import MatrixFileError, read_matrix_file
+        from harness.spec.matrix_file import MatrixFileError, read_matrix_file
         def peak_kb():
             status = Path('/proc/self/status').read_text().splitlines()
             return next(int(line.split()[1]) for line in status if line.startswith('VmHWM:'))

@@ -12,7 +12,7 @@ from harness.analysis import report
 from harness.analysis.compare import moved_outputs
 from harness.case.check_registry import REGISTRY, Figure, register_check, registered
 from harness.case.verdict import failed_checks, judge
-from harness.matrix import Tolerances
+from harness.spec.matrix import Tolerances
 from harness.store import case_result
 from harness.store.case_result import CaseResult
 

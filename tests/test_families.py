@@ -133,7 +133,7 @@ def test_cnn_shape_check_catches_a_feature_map_of_the_wrong_size(run_matrix, mon
 
 
 def test_cnn_sizes_must_be_multiples_of_the_last_stride(write_matrix, known_models):
-    from harness.matrix import MatrixError, load_matrix
+    from harness.spec.matrix import MatrixError, load_matrix
     with pytest.raises(MatrixError, match='each side must be a multiple of 32'):
         load_matrix(write_matrix(f'name: cnn\nmodels: [{CNN}]\norigins: [timm]\nsizes: [[100, 160]]\n'), known_models)
 

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from harness.families import FAMILIES, Target, family_of
 from harness.families.base import meta_model
-from harness.matrix import ModelSpec
 from harness.reference.offset_bias import offset_bias, resample_offset_bias_table
+from harness.spec.matrix import ModelSpec
 
 MODEL = 'efficientvit_m0'
 # a tiny m0 trained at 64x64: stage maps 4, 2, 1 under windows of at most 4, so its windows are (4, 2, 1)

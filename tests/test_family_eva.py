@@ -9,11 +9,11 @@ import pytest
 import torch
 from timm.layers import pos_embed_sincos
 
-from harness.cases import expand
 from harness.checkpoints.store import checkpoint_for
 from harness.families import family_of
-from harness.matrix import load_matrix
 from harness.reference.rope import RopeConfig, rope_embedding
+from harness.spec.cases import expand
+from harness.spec.matrix import load_matrix
 
 # fine-tuned at 4x4 patches (any grid is stretched onto 4x4); pooling the class token, as EVA-CLIP does, lets the
 # rope reach the logits more than averaging every token would (the dynamic path is judged on logits)

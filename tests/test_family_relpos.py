@@ -15,7 +15,7 @@ from harness.checkpoints import synthesize
 from harness.checkpoints.synthesize import seeded_model
 from harness.families import Target, family_of
 from harness.families.base import native_geometry
-from harness.matrix import ModelSpec
+from harness.spec.matrix import ModelSpec
 
 pytestmark = [pytest.mark.filterwarnings('ignore:Using a non-tuple sequence:UserWarning'),
               pytest.mark.filterwarnings('ignore:torch.searchsorted:UserWarning')]

@@ -120,7 +120,7 @@ def test_rectangular_and_per_stage_source_windows_resample_from_what_they_were(r
 def test_the_harness_asks_set_input_size_for_the_configured_windows_stage_by_stage():
     from harness.families import Target
     from harness.families.base import native_geometry
-    from harness.matrix import ModelSpec
+    from harness.spec.matrix import ModelSpec
     family = family_of(V1)
     spec = ModelSpec(V1, (('depths', (2, 2, 2)), ('embed_dim', 16), ('img_size', (64, 96)), ('num_heads', (1, 2, 2)),
                           ('window_size', ((4, 6), 4, 2))))
@@ -141,7 +141,7 @@ def test_the_harness_asks_set_input_size_for_the_configured_windows_stage_by_sta
 def test_configured_windows_are_inferred_where_timm_keeps_no_record(model, kwargs, configured):
     """Before timm 1.0.31 nothing records the windows a stage smaller than its window was configured with."""
     from harness.families.base import meta_model
-    from harness.matrix import ModelSpec
+    from harness.spec.matrix import ModelSpec
     built = meta_model(ModelSpec(model, tuple(kwargs.items())))
     recorded = family_of(model).geometry(built).window_config
     del built._ref_window_sizes

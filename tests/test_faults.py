@@ -170,7 +170,7 @@ def test_a_rerun_finds_the_record_its_worker_wrote_before_dying(tmp_path):
     file) the earlier run's records are not taken for this run's."""
     from harness.results import RESULTS_FILE
     from harness.runtime.isolation import CrashRecorder
-    from harness.spec import Selection
+    from harness.spec.model import Selection
     results = tmp_path / RESULTS_FILE
     old = {'matrix': 'm', 'case_id': 'a', 'status': 'failed', 'reason': 'earlier run'}
     results.write_text(json.dumps(old) + '\n' * 40)   # longer than the new file will be

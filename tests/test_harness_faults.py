@@ -24,10 +24,10 @@ import torch
 
 from harness.case.runner import run_case
 from harness.case.work import CheckpointWork, RunOptions
-from harness.cases import expand
 from harness.checkpoints.integrity import CHECKSUMS_FILE
 from harness.checkpoints.store import USER_FILES, checkpoint_for
-from harness.matrix import MatrixError, load_matrix
+from harness.spec.cases import expand
+from harness.spec.matrix import MatrixError, load_matrix
 from harness.timing.config import TimingConfig
 from tests.conftest import REPO
 from tests.swap_file_after_first_case import SOURCE_ENV, TARGET_ENV

@@ -1,4 +1,4 @@
-"""Loading, validating and expanding YAML matrices (harness.matrix, harness.cases).
+"""Loading, validating and expanding YAML matrices (harness.spec.matrix, harness.spec.cases).
 
 Every matrix is written inline under tmp_path; models are only ever built on the meta device by the
 validator, so the whole module runs in seconds. Error tests check the three things a user needs from a
@@ -19,8 +19,8 @@ import yaml
 from packaging.specifiers import SpecifierSet
 from safetensors.torch import save_file
 
-from harness.cases import Case, expand, expectation_for
-from harness.matrix import (
+from harness.spec.cases import Case, expand, expectation_for
+from harness.spec.matrix import (
     PATHS,
     Expectation,
     Matrix,
@@ -749,7 +749,7 @@ def test_expect_entries_name_models_of_the_matrix_by_timm_name_or_label(tmp_path
     problem(err, 'expect[0].match.label', "'narrow' is no label of this matrix", "'wide'")
 
 
-# --- bounds that need a model (harness.limits): estimated forward memory, cases, what errors quote ---------------
+# --- bounds that need a model (harness.spec.limits): estimated forward memory, cases, what errors quote ---------------
 
 TINY_VIT = '{name: vit_tiny_patch16_224, embed_dim: 32, depth: 1, num_heads: 2}'
 TINY_SWIN = '{name: swin_tiny_patch4_window7_224, embed_dim: 32, depths: [1, 1, 1, 1], num_heads: [1, 1, 1, 1]}'
@@ -762,7 +762,7 @@ TINY_SWIN = '{name: swin_tiny_patch4_window7_224, embed_dim: 32, depths: [1, 1, 
 def test_a_case_estimated_to_need_more_memory_than_the_budget_is_refused(tmp_path, known_models, model, size,
                                                                         num_images, gib):
     """100000x100000 passed 8 GB in 45 s before any check; a size within MAX_SIDE can still need terabytes."""
-    from harness.limits import FORWARD_MEMORY_BUDGET
+    from harness.spec.limits import FORWARD_MEMORY_BUDGET
     text = f'name: m\nmodels: [{model}]\norigins: [timm]\nsizes: [{size}]\nnum_images: {num_images}\n'
     path, err = error_of(tmp_path, text, known_models)
     line = problem(err, f'sizes [{size}, {size}]', f'is estimated to need {gib} GiB', 'FORWARD_MEMORY_BUDGET')
@@ -780,17 +780,17 @@ def test_a_case_within_the_memory_budget_loads(tmp_path, known_models, model, si
 
 def test_the_number_of_cases_is_bounded(tmp_path, known_models, monkeypatch):
     """Counted before the cases are held: 6 cases load under a limit of 6 and are refused under 5."""
-    import harness.matrix
+    import harness.spec.matrix
     text = MINIMAL.replace('sizes: [224]', 'sizes: [224, 448]')   # 2 sizes x 3 paths
-    monkeypatch.setattr(harness.matrix, 'MAX_CASES', 6)
+    monkeypatch.setattr(harness.spec.matrix, 'MAX_CASES', 6)
     assert len(expand(load(tmp_path, text, known_models))) == 6
-    monkeypatch.setattr(harness.matrix, 'MAX_CASES', 5)
+    monkeypatch.setattr(harness.spec.matrix, 'MAX_CASES', 5)
     _, err = error_of(tmp_path, text, known_models)
     problem(err, 'cases', 'more than 5 cases', 'the limit is 5 (MAX_CASES)')
 
 
 def test_errors_quote_a_short_prefix_and_list_a_bounded_number_of_problems(tmp_path, known_models):
-    from harness.limits import MAX_PROBLEMS_SHOWN, QUOTE_CHARS
+    from harness.spec.limits import MAX_PROBLEMS_SHOWN, QUOTE_CHARS
     _, err = error_of(tmp_path, MINIMAL + f'timing: {{dtype: {"f" * 4000}}}\n', known_models)
     assert len(problem(err, 'timing.dtype', f"{'f' * QUOTE_CHARS!r}... (4000 characters)")) < 200
     forty_bad_sizes = 'sizes: [' + ', '.join(['-1'] * 40) + ']'

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import timm
 
-from harness.matrix import MatrixError, load_matrix
+from harness.spec.matrix import MatrixError, load_matrix
 
 MATRIX = '''
 name: ranges

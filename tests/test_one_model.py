@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from harness.one_model import matrix_dict, parse_sizes
+from harness.spec.one_model import matrix_dict, parse_sizes
 from tests.conftest import REPO
 from tests.test_cli import harness, records
 

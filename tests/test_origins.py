@@ -136,8 +136,8 @@ def test_harness_repro_on_a_case_of_each_origin_writes_a_script_or_exits_2_with_
 def test_an_origin_without_a_script_writer_exits_2_with_one_line(with_matrix, tmp_path, monkeypatch, capsys):
     """A NaFlexVit case from a classic-ViT checkpoint, had classic_vit no compact writer: one line, whether the
     case is rebuilt from its record or found in its matrix (that one ended in a KeyError and a traceback)."""
-    from harness.cases import expand
-    from harness.matrix import load_matrix
+    from harness.spec.cases import expand
+    from harness.spec.matrix import load_matrix
     matrix = tmp_path / 'matrix.yaml'
     matrix.write_text(NAFLEX_MATRIX)
     (found,) = expand(load_matrix(matrix))

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.cases import expand
 from harness.cli import _parser
-from harness.matrix import load_matrix
-from harness.vocabulary import PATHS
+from harness.spec.cases import expand
+from harness.spec.matrix import load_matrix
+from harness.spec.vocabulary import PATHS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / 'README.md'

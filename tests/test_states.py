@@ -16,8 +16,8 @@ from torch import nn
 
 from harness import checks, states
 from harness.analysis.compare import CompareSpec, status_change
-from harness.cases import expand
-from harness.matrix import MatrixError, Tolerances, load_matrix
+from harness.spec.cases import expand
+from harness.spec.matrix import MatrixError, Tolerances, load_matrix
 from tests.conftest import REPO
 
 TINY_VIT = '''

@@ -18,8 +18,8 @@ import harness.timing.forward
 from harness import faults
 from harness.analysis.report import write_report
 from harness.case.timed import record_timing
-from harness.matrix import MatrixError, load_matrix
 from harness.results import RESULTS_FILE, append_result
+from harness.spec.matrix import MatrixError, load_matrix
 from harness.store.case_result import CaseResult
 from harness.timing.config import DEVICE_TIMING_DEFAULTS, TimingConfig
 from harness.timing.flops import flops_per_image

@@ -8,8 +8,8 @@ import pytest
 
 from harness import noise_floors
 from harness.case.verdict import fidelity_failures
-from harness.matrix import MatrixError, Tolerances, load_matrix
-from harness.spec import CALIBRATED
+from harness.spec.matrix import MatrixError, Tolerances, load_matrix
+from harness.spec.model import CALIBRATED
 
 MATRIX = '''
 name: tol

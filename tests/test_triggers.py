@@ -1,4 +1,4 @@
-"""Trigger sets (harness.triggers): what `targets:` expands into at validation, the refusals, and the ViT oracle's
+"""Trigger sets (harness.spec.triggers): what `targets:` expands into at validation, the refusals, and the ViT oracle's
 model of dynamic_img_pad. Models are built on the meta device, except two tiny ViTs for the padding oracle."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from harness.cases import expand
 from harness.families import Target, family_of
-from harness.matrix import MatrixError, ModelSpec, load_matrix
 from harness.reference.padding import pad_right_bottom
+from harness.spec.cases import expand
+from harness.spec.matrix import MatrixError, ModelSpec, load_matrix
 
 VIT = 'vit_tiny_patch16_224'
 TINY_VIT = 'embed_dim: 32, depth: 1, num_heads: 2'

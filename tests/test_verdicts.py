@@ -231,7 +231,7 @@ def test_an_expect_entry_is_never_xpassed_by_a_path_that_could_not_run(noop, sta
     """An old release that cannot build the path: with nothing failed it is unsupported (what the entry names
     may never have run), with the entry's check failed it is xfailed, and the reason says both."""
     from harness.case.verdict import judge
-    from harness.matrix import Expectation, Tolerances
+    from harness.spec.matrix import Expectation, Tolerances
     from harness.store.case_result import CaseResult
     result = CaseResult('c', 'm', 'vit', 'timm', [64, 64], None, None, 'set_input_size', native_max_abs_diff=0.0,
                         noop_max_abs_diff=noop)

@@ -38,7 +38,7 @@ def test_every_variant_and_a_hybrid_pass_every_path(run_matrix):
 
 def test_the_vit_family_reads_each_variants_prefix_tokens():
     from harness.families.base import native_geometry
-    from harness.matrix import ModelSpec
+    from harness.spec.matrix import ModelSpec
     for model, prefix in VARIANTS.items():   # the specs the matrix above built: their meta builds are cached
         spec = ModelSpec(model, (('depth', 1), ('embed_dim', 32), ('img_size', 48), ('num_heads', 2)))
         geometry = native_geometry(family_of(model), spec)

@@ -8,7 +8,7 @@ import timm.layers
 import timm.models.swin_transformer as swin_module
 
 from harness.families import family_of
-from harness.matrix import ModelSpec
+from harness.spec.matrix import ModelSpec
 from tests.test_cli import harness, records
 
 SWIN_ODD = '''

@@ -8,9 +8,9 @@ from collections import Counter
 import pytest
 import timm
 
-from harness.cases import expand
 from harness.families import families, family_of
-from harness.matrix import load_matrix
+from harness.spec.cases import expand
+from harness.spec.matrix import load_matrix
 from tests.conftest import REPO
 from tests.test_cli import harness, records
 

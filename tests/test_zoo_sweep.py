@@ -1,4 +1,4 @@
-"""The zoo sweep (harness.zoo, ``{zoo: GLOB}`` entries, ``harness run --zoo``): which architectures run, how they
+"""The zoo sweep (harness.spec.zoo, ``{zoo: GLOB}`` entries, ``harness run --zoo``): which architectures run, how they
 are shrunk, and how a shard builds only its own. Models are built on the meta device except in the one run."""
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 import timm
 import yaml
 
-from harness.cases import expand, in_shard
 from harness.families import family_of
 from harness.families.base import native_geometry
-from harness.matrix import MatrixError, ModelSpec, Selection, load_matrix
-from harness.zoo import miniature_problem, parameter_count, resize_facts, zoo_choice
+from harness.spec.cases import expand, in_shard
+from harness.spec.matrix import MatrixError, ModelSpec, Selection, load_matrix
+from harness.spec.zoo import miniature_problem, parameter_count, resize_facts, zoo_choice
 from tests.test_cli import harness, records
 from tests.test_inputs import one_error_line
 

@@ -92,8 +92,8 @@ def interleave(matrix: Path, releases: list[Release], case_ids: list[str], round
     :attr:`Release.samples`. The timing configuration used, or None when the matrix turns timing off."""
     import torch
 
-    from harness.matrix import Selection, load_matrix
     from harness.runtime.device_lock import Holder, timing_lock
+    from harness.spec.matrix import Selection, load_matrix
     base_run = read_run_record(releases[0].out)
     selection = Selection.of_run(base_run.shard, base_run.full_size)
     timing = load_matrix(matrix, selection=selection).timing.for_run(

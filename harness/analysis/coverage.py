@@ -47,7 +47,7 @@ def classify(name: str) -> Architecture:
     import timm.models
 
     from harness.families import family_of, unclaimed_reason
-    from harness.zoo import zoo_choice
+    from harness.spec.zoo import zoo_choice
     module = timm.models.model_entrypoint(name).__module__.rpartition('.')[2]
     family = family_of(name)
     if family is None:
@@ -60,11 +60,11 @@ def classify(name: str) -> Architecture:
 
 def families_digest() -> str:
     """A digest of the code that decides families and how the zoo sweep runs them (harness/families/,
-    harness/zoo.py), 12 hex digits."""
+    harness/spec/zoo.py), 12 hex digits."""
     import harness.families
-    import harness.zoo
+    import harness.spec.zoo
     digest = hashlib.sha256()
-    for source in [*sorted(Path(harness.families.__file__).parent.glob('*.py')), Path(harness.zoo.__file__)]:
+    for source in [*sorted(Path(harness.families.__file__).parent.glob('*.py')), Path(harness.spec.zoo.__file__)]:
         digest.update(source.name.encode() + b'\0' + source.read_bytes())
     return digest.hexdigest()[:12]
 

@@ -1,16 +1,16 @@
 """A finding's trigger: what a failed case changed of its source geometry (a transposed grid, a rectangular source
 window, a padded input, ...), read from its record. Part of a finding's signature
-(:mod:`harness.analysis.findings`); the names are those of the trigger kinds (:mod:`harness.triggers`) that make
+(:mod:`harness.analysis.findings`); the names are those of the trigger kinds (:mod:`harness.spec.triggers`) that make
 such cases."""
 from __future__ import annotations
 
 from typing import Any
 
-from harness.vocabulary import as_hw
+from harness.spec.vocabulary import as_hw
 
 
 def trigger(record: dict[str, Any]) -> str:
-    """What the case changed of its source geometry, as the trigger kinds (:mod:`harness.triggers`) name it:
+    """What the case changed of its source geometry, as the trigger kinds (:mod:`harness.spec.triggers`) name it:
     a padded input if any, else the window's change (a window read wrongly fails every size it is resized to),
     else the patch's, else the grid's; '' for none, or where the record does not say its source (an older
     harness)."""

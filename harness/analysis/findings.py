@@ -28,9 +28,9 @@ from typing import Any, Callable, Iterable
 from harness.analysis.finding_trigger import trigger
 from harness.repro import repro_command
 from harness.results import path_rank, unsupported_why
+from harness.spec.vocabulary import as_hw
 from harness.store import schema
 from harness.store.case_result import CHECKS
-from harness.vocabulary import as_hw
 
 FINDINGS_JSON, FINDINGS_MD = 'findings.json', 'findings.md'
 FINDING_STATUSES = ('failed', 'xpassed')   # a run's cases that are findings (error and resource are the harness's)
@@ -191,7 +191,7 @@ def family_name(record: dict[str, Any]) -> str:
 @functools.lru_cache(maxsize=None)
 def _family_name(name: str, overrides_json: str) -> str:
     from harness.families import family_of
-    from harness.matrix import ModelSpec
+    from harness.spec.matrix import ModelSpec
     try:
         family = family_of(ModelSpec.of(name, json.loads(overrides_json)))
     except Exception:   # noqa: BLE001 - a name this timm does not know still groups, under 'unclaimed'

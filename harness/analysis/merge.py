@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from harness.results import RESULTS_FILE, read_run_results, set_aside
-from harness.spec import parse_shard
+from harness.spec.model import parse_shard
 from harness.store.atomic_file import write_atomically
 from harness.store.run_folder import remove_reports
 from harness.store.run_record import RUN_FILE, RunRecord, check_finished, differences, read_run_record, write_run_record

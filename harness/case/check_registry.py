@@ -9,7 +9,7 @@ entries and a family's ``checks`` use) is the registry's names.
 
 Adding a check: record its figures in the case stages (:mod:`harness.case.runner`, fields of
 :class:`harness.store.case_result.CaseResult`), then register its judge here with :func:`register_check`, below
-the check it runs after. A check whose figures need a limit adds that limit to :class:`harness.spec.Tolerances`
+the check it runs after. A check whose figures need a limit adds that limit to :class:`harness.spec.model.Tolerances`
 (and its noise floor, :mod:`harness.noise_floors`); a repro script runs it once :mod:`harness.repro.snippets` has
 a snippet for it (without one, a script says it is not inlined and never passes).
 

@@ -13,12 +13,12 @@ from torch import nn
 from harness import checks, images
 from harness.accuracy import LabelledImages, labelled_images, top1_accuracy
 from harness.build import Built, build_native
-from harness.cases import Case
 from harness.checkpoints.origins import origin_named
 from harness.checkpoints.source import checkpoint_source
 from harness.checkpoints.store import Checkpoint
 from harness.families import Geometry
 from harness.image_tree import ImageTree
+from harness.spec.cases import Case
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from torch import nn
 from harness import checks, faults, states
 from harness.build import Built, LoadFailed, ResizeFailed, Unsupported, build_path
 from harness.case.native import Native, model_inputs
-from harness.cases import Case
 from harness.families import Geometry
+from harness.spec.cases import Case
 from harness.states import DEFAULT_STATE
 
 # set_input_size and dynamic_img_size resample with timm's defaults; at create time the origin's loader may not

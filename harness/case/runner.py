@@ -35,13 +35,13 @@ from harness.case.paths import AFTER_LOAD_RESAMPLING, PathRun, evaluate_path
 from harness.case.timed import time_case
 from harness.case.verdict import fidelity_failures, judge
 from harness.case.work import CheckpointWork, RunOptions, harness_fault
-from harness.cases import Case, expectation_for
 from harness.checkpoints.store import CheckpointError
-from harness.matrix import Matrix, Tolerances, window_value
 from harness.runtime.device_lock import checks_lock
+from harness.spec.cases import Case, expectation_for
+from harness.spec.matrix import Matrix, Tolerances, window_value
+from harness.spec.vocabulary import Window
 from harness.states import DEFAULT_STATE
 from harness.store.case_result import CaseResult
-from harness.vocabulary import Window
 
 
 def new_result(case: Case, matrix: Matrix, options: RunOptions) -> CaseResult:

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from harness.case.work import CheckpointWork
-from harness.cases import Case
 from harness.runtime.device_lock import timing_lock
+from harness.spec.cases import Case
 from harness.store.case_result import CaseResult
 from harness.timing.device_peaks import peak_tflops
 from harness.timing.flops import achieved_tflops, flops_per_image

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from harness.case.check_registry import REGISTRY, Check, registered
-from harness.matrix import Expectation, Tolerances
+from harness.spec.matrix import Expectation, Tolerances
 from harness.store.case_result import HELD, CaseResult
 
 

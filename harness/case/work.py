@@ -17,12 +17,12 @@ from harness import checks, faults, images
 from harness.build import LoadFailed, ResizeFailed, Unsupported
 from harness.case.native import Native, load_native
 from harness.case.paths import PathRun, evaluate_path
-from harness.cases import Case
 from harness.checkpoints.store import Checkpoint, CheckpointError, checkpoint_for, discard_if_disposable
 from harness.families import Target
 from harness.image_tree import read_image_tree
-from harness.matrix import Matrix
 from harness.runtime.device_lock import Holder
+from harness.spec.cases import Case
+from harness.spec.matrix import Matrix
 from harness.timing.config import TimingConfig
 
 

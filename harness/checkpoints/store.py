@@ -32,7 +32,7 @@ from harness.checkpoints.integrity import checksum_problem, copy_hashing, sha256
 from harness.checkpoints.origins import FILE_ORIGIN, HUB_ORIGIN, LayoutError, origin_named, resampling_for
 from harness.checkpoints.vetting import checkpoint_file_problem
 from harness.families import to_size
-from harness.matrix import ModelSpec, OriginSpec
+from harness.spec.matrix import ModelSpec, OriginSpec
 from harness.store import schema
 
 SYNTHESIS_VERSION = 4   # bump when synthesize.py, a layout writer or the entry's files (4: sha256.json) change

@@ -20,10 +20,10 @@ from harness.commands.common import (
     writable_out,
     write_report,
 )
-from harness.matrix_file import read_matrix_file
 from harness.option_types import positive_int, shard
 from harness.results import RESULTS_FILE
 from harness.runtime.interruption import STOPPED_EXIT_CODES
+from harness.spec.matrix_file import read_matrix_file
 
 DESCRIPTION = """\
 Run a matrix on two timm releases in one job on one machine and compare them (harness compare).

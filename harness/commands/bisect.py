@@ -17,7 +17,7 @@ from harness.commands.common import (
     timm_release,
     writable_out,
 )
-from harness.matrix_file import read_matrix_file
+from harness.spec.matrix_file import read_matrix_file
 from harness.store.atomic_file import write_atomically
 
 DESCRIPTION = """\

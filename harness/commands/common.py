@@ -15,7 +15,7 @@ from packaging.version import InvalidVersion, Version
 
 from harness import faults, timm_versions
 from harness.analysis.compare import CompareError, CompareSpec, compare, exit_code, load_side, shared_shift
-from harness.matrix_file import name_problem
+from harness.spec.matrix_file import name_problem
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness import one_model
 from harness.analysis.compare import CompareSpec
 from harness.cache import default_cache_dir
 from harness.commands.common import (
@@ -30,12 +29,13 @@ from harness.commands.common import (
 )
 from harness.console import PYTEST_QUIET, CaseConsole, release_line
 from harness.image_tree import ImageTreeError, read_image_tree
-from harness.matrix_file import read_matrix_file
 from harness.option_types import add_run_options, plugin_arguments
 from harness.results import RESULTS_FILE, read_results
 from harness.runtime.interruption import Interruption, signal_exit_code
 from harness.runtime.preflight import check_device, check_matrix
 from harness.runtime.run_start import RunStart
+from harness.spec import one_model
+from harness.spec.matrix_file import read_matrix_file
 from harness.store.case_result import UNEXPECTED
 from harness.store.run_record import mark_finished
 

@@ -27,7 +27,7 @@ from harness.families.geometry import to_size as to_size
 
 if TYPE_CHECKING:
     from harness.families.base import Family
-    from harness.spec import ModelSpec
+    from harness.spec.model import ModelSpec
 
 FAMILIES: dict[str, 'Family'] = {}   # name -> the family's one instance, filled as family modules import
 
@@ -45,7 +45,7 @@ def families() -> list['Family']:
 
 
 def family_of(model: 'str | ModelSpec') -> 'Family | None':
-    """The family of a timm model name, or of a matrix entry (a :class:`~harness.matrix.ModelSpec`): the class
+    """The family of a timm model name, or of a matrix entry (a :class:`~harness.spec.matrix.ModelSpec`): the class
     its overrides build decides (``use_naflex=True`` builds an EVA or a ViT as a NaFlexVit). None when no
     family claims it."""
     return _claim(_claimed_spec(model))[0]
@@ -60,7 +60,7 @@ def _claimed_spec(model: 'str | ModelSpec') -> 'ModelSpec':
     """What the claim is decided on: the name alone, unless the entry's overrides build another class than the
     name's own configuration (or cannot be built: then the name's family, and validation says what timm
     raised)."""
-    from harness.spec import ModelSpec
+    from harness.spec.model import ModelSpec
     if isinstance(model, str) or not model.overrides:
         return ModelSpec(model if isinstance(model, str) else model.name)
     return _class_deciding(ModelSpec(model.name, model.overrides))
@@ -69,7 +69,7 @@ def _claimed_spec(model: 'str | ModelSpec') -> 'ModelSpec':
 @functools.lru_cache(maxsize=None)   # one entry per model entry's configuration: cases ask on every step
 def _class_deciding(model: 'ModelSpec') -> 'ModelSpec':
     from harness.families.probe import meta_model, probe
-    from harness.spec import ModelSpec
+    from harness.spec.model import ModelSpec
     own = probe(model.name).model
     try:
         built = meta_model(model)

@@ -11,15 +11,15 @@ from torch import nn
 from harness.families.geometry import Geometry, Size, Target, to_size
 from harness.families.probe import meta_model
 from harness.reference.patch_kernel import resample_patch_kernel
+from harness.spec.vocabulary import PATHS
 from harness.store.case_result import CHECKS
-from harness.vocabulary import PATHS
 
 if TYPE_CHECKING:
     from harness.checkpoints.store import Checkpoint
     from harness.families.probe import Probe
-    from harness.spec import ModelSpec
+    from harness.spec.model import ModelSpec
 
-GEOMETRIC = ('larger', 'smaller', 'rectangular', 'square', 'transposed')   # the size triggers (harness.triggers)
+GEOMETRIC = ('larger', 'smaller', 'rectangular', 'square', 'transposed')   # the size triggers (harness.spec.triggers)
 
 
 class Family:
@@ -42,9 +42,9 @@ class Family:
                                                  # their parity with create would compare a model with itself
     attention: str = 'global'              # what one position attends to: 'global' (every position), 'windows'
                                            # (its window), 'none'; sizes the forward-memory estimate
-                                           # (harness.limits.forward_bytes)
+                                           # (harness.spec.limits.forward_bytes)
     trigger_kinds: tuple[str, ...] = GEOMETRIC   # the geometry changes that exercise its resize code, from
-                                           # harness.triggers.KINDS: what `targets: auto` expands into ('img_pad':
+                                           # harness.spec.triggers.KINDS: what `targets: auto` expands into ('img_pad':
                                            # its oracle models dynamic_img_pad, so sizes need not tile)
 
     # --- membership ----------------------------------------------------------------------------------
@@ -60,7 +60,7 @@ class Family:
 
     def miniatures(self, model: nn.Module) -> tuple[dict[str, Any], ...]:
         """Constructor overrides that shrink ``model`` (its meta build at its own configuration) in depth, width
-        and heads, most shrunk first: the zoo sweep (:mod:`harness.zoo`) takes the first whose geometry equals
+        and heads, most shrunk first: the zoo sweep (:mod:`harness.spec.zoo`) takes the first whose geometry equals
         the real one in everything resizing depends on. None by default: the family's models run as they are."""
         return ()
 

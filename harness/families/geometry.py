@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.vocabulary import Size
+from harness.spec.vocabulary import Size
 
 
 @dataclass(frozen=True)

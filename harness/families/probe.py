@@ -20,7 +20,7 @@ from torch import nn
 from harness.families.geometry import Size, to_size
 
 if TYPE_CHECKING:
-    from harness.spec import ModelSpec
+    from harness.spec.model import ModelSpec
 
 PROBE_STEP = 64   # the other size: the own size rounded up to this, plus one step in height and two in width
 
@@ -62,7 +62,7 @@ class Probe:
 def probe(model: 'str | ModelSpec') -> Probe:
     """The probe of a model name at its own configuration, or of a matrix entry whose overrides build another
     class (:func:`harness.families.family_of`), at the size they build it for."""
-    from harness.spec import ModelSpec
+    from harness.spec.model import ModelSpec
     spec = ModelSpec(model) if isinstance(model, str) else dataclasses.replace(model, alias=None, axes=())
     return _probe(spec)
 

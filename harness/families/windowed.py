@@ -33,8 +33,8 @@ from torch import nn
 from harness.build import Unsupported
 from harness.families import Geometry, Size, Target, to_size
 from harness.families.base import GEOMETRIC, Family
-from harness.matrix import window_value
 from harness.reference.window_masks import position_map, shifted_window_mask, shifted_windows
+from harness.spec.matrix import window_value
 
 MASK_IN_USE = 'attn_mask in use'   # a shifted block's forward tensor: the mask its window attention gets
 WINDOWS_IN_USE = 'windows in use'  # every block's forward tensor: the windows it cuts its (rolled) map into

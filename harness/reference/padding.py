@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.vocabulary import Size
+from harness.spec.vocabulary import Size
 
 
 def padded_size(size: Size, patch: Size) -> Size:

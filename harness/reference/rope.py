@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from harness.vocabulary import Size
+from harness.spec.vocabulary import Size
 
 KINDS = ('axial', 'mixed', 'dinov3')
 

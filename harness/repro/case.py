@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.case.paths import AFTER_LOAD_RESAMPLING
-from harness.cases import Case, expand
 from harness.checkpoints.origins import FILE_ORIGIN, origins
 from harness.checkpoints.store import loader_resampling
 from harness.families import Geometry, Target, family_of, to_size
 from harness.families.base import Family, native_geometry
-from harness.matrix import MatrixError, ModelSpec, OriginSpec, Selection, Tolerances, load_matrix, window_value
 from harness.repro.sources import CaseSource, ReproError
+from harness.spec.cases import Case, expand
+from harness.spec.matrix import MatrixError, ModelSpec, OriginSpec, Selection, Tolerances, load_matrix, window_value
 from harness.states import DEFAULT_STATE, scaled_tolerances
 
 

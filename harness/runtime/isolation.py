@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Callable
 import pytest
 from xdist.scheduler import LoadGroupScheduling
 
-from harness.matrix import Selection
 from harness.results import RESULTS_FILE, append_result
 from harness.runtime.watchdog import WorkerWatchdog, worker_pid, worker_popen
+from harness.spec.matrix import Selection
 from harness.store.case_result import CaseResult
 
 if TYPE_CHECKING:   # the controller imports this module before its workers start: nothing that imports torch
     from harness.case.work import RunOptions
-    from harness.cases import Case
-    from harness.matrix import Matrix
+    from harness.spec.cases import Case
+    from harness.spec.matrix import Matrix
 
 RUN_REFUSED = pytest.StashKey[bool]()   # set by harness.runtime.run_start when the run did not start: no case may run
 
@@ -166,8 +166,8 @@ class CrashRecorder:
 
     def _case_of(self, nodeid: str) -> tuple[Matrix, Case]:
         """The case of a node id such as ``vit.yaml::<case id>@<group>`` (the group under ``--dist loadgroup``)."""
-        from harness.cases import expand
-        from harness.matrix import load_matrix
+        from harness.spec.cases import expand
+        from harness.spec.matrix import load_matrix
         file = nodeid.split('::', 1)[0]
         matrix = load_matrix(self.rootpath / file, selection=self.selection)   # validated by the workers already
         for case in expand(matrix):

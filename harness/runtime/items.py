@@ -18,14 +18,14 @@ from harness import faults
 from harness.cache import default_cache_dir
 from harness.case.runner import run_case
 from harness.case.work import CheckpointWork, RunOptions
-from harness.cases import Case, expand, in_shard
-from harness.matrix import Matrix, MatrixError, load_matrix
 from harness.option_types import TIMING_OPTIONS, selection
 from harness.results import RESULTS_FILE, append_result
 from harness.runtime.device_lock import Holder
 from harness.runtime.isolation import error_result
 from harness.runtime.run_start import StartRefused, check_release, hand_over, start_request
 from harness.runtime.watchdog import deadline, timeout_reason
+from harness.spec.cases import Case, expand, in_shard
+from harness.spec.matrix import Matrix, MatrixError, load_matrix
 from harness.store.case_result import UNSUPPORTED_PREFIX, CaseResult
 from harness.timing.forward import use_threads
 

@@ -44,15 +44,15 @@ def check_device(device: str | None) -> None:
 def check_matrix(matrix_path: Path, keyword: str | None, shard: str | None, full_size: bool = False) -> None:
     """The matrix valid for the installed timm, and ``keyword`` (-k) matching at least one of its case ids
     (in ``shard``: a shard of no case is a run, see :mod:`harness.runtime.run_start`, so it is not checked there)."""
-    from harness.matrix import MatrixError, structure_problems
-    from harness.matrix_file import read_matrix_file
+    from harness.spec.matrix import MatrixError, structure_problems
+    from harness.spec.matrix_file import read_matrix_file
     problems = structure_problems(read_matrix_file(matrix_path))   # a key missing: no need to wait for timm
     if problems:
         raise _usage_error(MatrixError(matrix_path, problems).one_line())
     import timm  # imported here, once, rather than by each check
 
-    from harness.cases import expand
-    from harness.matrix import Selection, load_matrix
+    from harness.spec.cases import expand
+    from harness.spec.matrix import Selection, load_matrix
     try:
         matrix = load_matrix(matrix_path, known_models=timm.list_models(),
                              selection=Selection.of_run(shard or '', full_size))

@@ -45,7 +45,7 @@ from harness.store.run_record import (
 
 if TYPE_CHECKING:
     from harness.case.work import RunOptions
-    from harness.matrix import Matrix
+    from harness.spec.matrix import Matrix
 
 _logger = logging.getLogger(__name__)
 
@@ -193,9 +193,9 @@ def _labelled_images(flag: str | None, matrix: Matrix) -> ImageTree | None:
 def _real_weights_classes(matrix: Matrix) -> dict[str, int]:
     """The class count of each checkpoint with real weights (by case group), as timm will build its model: a
     file's ``num_classes``, else the model's (its pretrained tag's, or the matrix's override)."""
-    from harness.cases import expand
     from harness.checkpoints.origins import origin_named
     from harness.families.base import meta_model
+    from harness.spec.cases import expand
     return {case.group: case.origin.num_classes if case.origin.num_classes is not None
             else meta_model(case.model).num_classes
             for case in expand(matrix) if not origin_named(case.origin.name).synthesized}

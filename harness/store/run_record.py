@@ -24,7 +24,7 @@ if TYPE_CHECKING:   # the real imports are deferred: the command line reads run.
     import torch
 
     from harness.image_tree import ImageTree
-    from harness.matrix import Matrix
+    from harness.spec.matrix import Matrix
     from harness.timing.config import TimingConfig
 
 RUN_FILE = 'run.json'

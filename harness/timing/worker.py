@@ -21,8 +21,8 @@ import torch
 
 from harness.build import build_path
 from harness.case.work import CheckpointWork, RunOptions
-from harness.cases import Case, expand
-from harness.matrix import Selection, load_matrix
+from harness.spec.cases import Case, expand
+from harness.spec.matrix import Selection, load_matrix
 from harness.timing.config import TimingConfig
 from harness.timing.flops import flops_per_image
 from harness.timing.forward import time_forward, use_threads

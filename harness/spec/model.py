@@ -1,4 +1,4 @@
-"""A matrix as plain data: the dataclasses :mod:`harness.matrix` validates a YAML file into, and that cases,
+"""A matrix as plain data: the dataclasses :mod:`harness.spec.matrix` validates a YAML file into, and that cases,
 families and the pipeline read. Imports neither torch nor timm, nor the validator: every module that reads a
 matrix may import this one.
 """
@@ -10,9 +10,9 @@ from typing import Any
 
 from packaging.specifiers import SpecifierSet
 
+from harness.spec.vocabulary import PATHS, Size, Window
 from harness.store.case_result import DEFAULT_STATE
 from harness.timing.config import TimingConfig
-from harness.vocabulary import PATHS, Size, Window
 
 AXES = ('origins', 'sizes', 'patch_sizes', 'window_sizes', 'paths', 'states')   # a model entry may set its own
 
@@ -113,7 +113,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 class Selection:
     """Which part of a matrix a run takes, and how (``harness run --shard K/N --full-size``).
 
-    A shard holds every N-th checkpoint of the matrix's cases (:func:`harness.cases.in_shard`), and of a ``zoo:``
+    A shard holds every N-th checkpoint of the matrix's cases (:func:`harness.spec.cases.in_shard`), and of a ``zoo:``
     entry every N-th architecture, counted from the K-th: only those are validated, so a zoo sweep of a whole
     release is never built by one process. ``names``: only the entries of these timm models (``harness repro``
     looks for one case).

@@ -17,7 +17,7 @@ from harness.checkpoints.origins import origins as known_origins
 from harness.checkpoints.vetting import checkpoint_file_problem
 from harness.families import Target, family_of
 from harness.image_tree import ImageTreeError, read_image_tree
-from harness.limits import (
+from harness.spec.limits import (
     FORWARD_MEMORY_BUDGET,
     MAX_CASES,
     MAX_NUM_IMAGES,
@@ -27,11 +27,11 @@ from harness.limits import (
     gib,
     shown,
 )
-from harness.limits import is_int as _is_int
-from harness.matrix_file import MatrixFileError, name_problem, read_matrix_file
-from harness.matrix_models import ModelEntries, _native_geometry, _origin_problem
-from harness.matrix_settings import MatrixSettings
-from harness.spec import (  # the data model, with the validator's users' names (harness.matrix.X) kept
+from harness.spec.limits import is_int as _is_int
+from harness.spec.matrix_file import MatrixFileError, name_problem, read_matrix_file
+from harness.spec.matrix_models import ModelEntries, _native_geometry, _origin_problem
+from harness.spec.matrix_settings import MatrixSettings
+from harness.spec.model import (  # the data model, with the validator's users' names (harness.spec.matrix.X) kept
     AXES,
     Expectation,
     Matrix,
@@ -40,9 +40,9 @@ from harness.spec import (  # the data model, with the validator's users' names 
     Selection,
     Tolerances,
 )
+from harness.spec.vocabulary import PATHS, Size, Window
 from harness.store.case_result import DEFAULT_STATE, STATES
 from harness.timing.config import TimingConfig
-from harness.vocabulary import PATHS, Size, Window
 
 __all__ = ['AXES', 'Expectation', 'Matrix', 'MatrixError', 'ModelSpec', 'OriginSpec', 'PATHS', 'Selection',
            'TimingConfig', 'Tolerances', 'load_matrix', 'structure_problems', 'window_value']
@@ -115,8 +115,8 @@ def load_matrix(path: str | Path, known_models: list[str] | None = None,
 
 def _check_unique_cases(matrix: Matrix) -> None:
     """Results and --resume key on case ids: a repeated entry (or two files with one name) must not collide.
-    Counted first: at most :data:`~harness.limits.MAX_CASES` are expanded."""
-    from harness.cases import expand, iter_cases  # cases builds on this module
+    Counted first: at most :data:`~harness.spec.limits.MAX_CASES` are expanded."""
+    from harness.spec.cases import expand, iter_cases  # cases builds on this module
     if sum(1 for _ in itertools.islice(iter_cases(matrix), MAX_CASES + 1)) > MAX_CASES:
         raise MatrixError(matrix.path, [f'cases: more than {MAX_CASES} cases (models x origins x sizes x patch sizes '
                                         f'x window sizes x paths); the limit is {MAX_CASES} (MAX_CASES): split the '
@@ -158,7 +158,7 @@ class _Validator(ModelEntries, MatrixSettings):
         axes = self._axes([m for m in models if 'origins' not in dict(m.axes)])
         for i, model in enumerate(models):
             merged = {**axes, **dict(model.axes)}
-            if 'targets' in merged:   # derived from sizes the model takes (harness.triggers)
+            if 'targets' in merged:   # derived from sizes the model takes (harness.spec.triggers)
                 continue
             self._check_axes_apply(i, model, merged)
             where = f'models[{i}].sizes' if 'sizes' in dict(model.axes) else 'sizes'
@@ -336,8 +336,8 @@ class _Validator(ModelEntries, MatrixSettings):
                     self.error(f'{where} {list(size)}', f'{model.label}: {problem}')
 
     def _memory_problem(self, family, model: ModelSpec, size: Size, patch_size: int | None) -> str | None:
-        """A size whose forward pass is estimated (:func:`harness.limits.forward_bytes`, from the model's
-        meta-device geometry) to need more than :data:`~harness.limits.FORWARD_MEMORY_BUDGET`: refused before a
+        """A size whose forward pass is estimated (:func:`harness.spec.limits.forward_bytes`, from the model's
+        meta-device geometry) to need more than :data:`~harness.spec.limits.FORWARD_MEMORY_BUDGET`: refused before a
         tensor of that size is made."""
         images = self.raw.get('num_images')
         images = images if _is_int(images) and 1 <= images <= MAX_NUM_IMAGES else Matrix.num_images

@@ -41,7 +41,7 @@ class ZooChoice:
 
 def zoo_choice(name: str, full_size: bool = False) -> ZooChoice:
     """How the zoo sweep runs the timm architecture ``name``."""
-    from harness.spec import ModelSpec
+    from harness.spec.model import ModelSpec
     family = family_of(name)
     if family is None:
         return ZooChoice(name, None, left_out=f'no family claims it: {unclaimed_reason(name)}')
@@ -67,8 +67,8 @@ def zoo_choice(name: str, full_size: bool = False) -> ZooChoice:
 
 
 def miniature_problem(family: Family, real, overrides: dict[str, Any]) -> str | None:
-    """Why ``overrides`` do not make a miniature of ``real`` (a :class:`~harness.matrix.ModelSpec`), or None."""
-    from harness.spec import ModelSpec
+    """Why ``overrides`` do not make a miniature of ``real`` (a :class:`~harness.spec.matrix.ModelSpec`), or None."""
+    from harness.spec.model import ModelSpec
     small = ModelSpec.of(real.name, overrides)
     try:
         if family_of(small) is not family:
@@ -90,13 +90,13 @@ def resize_facts(geometry: Geometry) -> dict[str, Any]:
 
 
 def parameter_count(model) -> int:
-    """Parameters of a :class:`~harness.matrix.ModelSpec`'s meta build (no memory spent)."""
+    """Parameters of a :class:`~harness.spec.matrix.ModelSpec`'s meta build (no memory spent)."""
     return sum(p.numel() for p in meta_model(model).parameters())
 
 
 def zoo_sizes(name: str) -> list[list[int]]:
     """The one size a model with no trigger set is asked for: its own, half as wide again."""
-    from harness.spec import ModelSpec
+    from harness.spec.model import ModelSpec
     family = family_of(name)
     height, width = native_geometry(family, ModelSpec(name)).img_size
     return [[height, width + width // 2]]

@@ -4,7 +4,7 @@ A matrix entry with ``targets: auto`` (or ``targets: [transposed, img_pad, ...]`
 sizes, the targets its family declares (``Family.trigger_kinds``), each from the source configuration that makes
 it a trigger: a rectangular grid loaded into its transpose needs a rectangular checkpoint, a padded input needs a
 model built with ``dynamic_img_pad``. :func:`triggers` lists them for one model, deterministically; the matrix
-validator (:mod:`harness.matrix`) turns each source variant into a model entry of its own, labelled
+validator (:mod:`harness.spec.matrix`) turns each source variant into a model entry of its own, labelled
 ``<label>-<variant>``, whose case axis is the list of its :class:`TriggerTarget`.
 
 Sizes are derived from the model's meta-device build (:func:`~harness.families.base.native_geometry`) in whole
@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from harness.families import Geometry, Size, Target
 from harness.families.base import Family, native_geometry
-from harness.vocabulary import PATHS
+from harness.spec.vocabulary import PATHS
 
 if TYPE_CHECKING:
-    from harness.spec import ModelSpec
+    from harness.spec.model import ModelSpec
 
 STATIC_PATHS = tuple(path for path in PATHS if path != 'dynamic')   # dynamic_img_size cannot change a patch
                                                                      # or a window
@@ -143,7 +143,7 @@ def _rect_source(s: _Sizes) -> tuple[str, tuple[tuple[str, Any], ...], 'ModelSpe
     size = s.fit((h, max(w * 1.5, w + 1)))
     if size is None:
         return None
-    from harness.spec import ModelSpec
+    from harness.spec.model import ModelSpec
     changes = s.family.sized_source(size, s.geometry)
     overrides = tuple((key, tuple(value)) for key, value in changes.items())
     model = ModelSpec.of(s.model.name, {**s.model.kwargs, **{key: list(value) for key, value in changes.items()}})

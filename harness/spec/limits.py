@@ -5,8 +5,8 @@ the YAML document and on the plain mapping it holds: the file's size and kind, h
 (each use of an alias counts again: a 410-byte alias bomb expands to 387 million strings), how deep it nests,
 how many entries a list or mapping holds, how long a value is, names and labels (a plain identifier set), pixels
 per side, ``num_images``, ``seed`` and the tolerances' range. Each broken bound is one line naming the file, the
-field and the limit (:class:`harness.matrix_file.MatrixFileError`). Types and meaning (an unknown key, a size
-that does not tile) are :mod:`harness.matrix`'s to check; the one bound that needs a model, the estimated
+field and the limit (:class:`harness.spec.matrix_file.MatrixFileError`). Types and meaning (an unknown key, a size
+that does not tile) are :mod:`harness.spec.matrix`'s to check; the one bound that needs a model, the estimated
 forward memory of a case (:func:`forward_bytes`), is checked there too, from the model's meta-device geometry,
 before anything is built.
 
@@ -174,7 +174,7 @@ def _children(node: yaml.Node, where: str) -> Iterator[tuple[yaml.Node, str]]:
 # --- the mapping the document holds ----------------------------------------------------------------------------
 def fields_problem(raw: dict) -> str | None:
     """The first bound a matrix's fields break, else None: names and labels, pixels per side, ``num_images``,
-    ``seed``, tolerances. A value of the wrong type is left to :mod:`harness.matrix` to name."""
+    ``seed``, tolerances. A value of the wrong type is left to :mod:`harness.spec.matrix` to name."""
     checks = (_name_bounds, _model_bounds, _axes_bounds, _number_bounds, _tolerance_bounds)
     for check in checks:
         try:

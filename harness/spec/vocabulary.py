@@ -1,7 +1,7 @@
 """The words every layer of the harness shares, with no torch or timm behind them: the build paths a case takes
 to a new size, and how sizes and windows are spelled.
 
-A matrix names paths (:mod:`harness.matrix`), a family says which it supports (:mod:`harness.families.base`),
+A matrix names paths (:mod:`harness.spec.matrix`), a family says which it supports (:mod:`harness.families.base`),
 results sort by them (:mod:`harness.results`): all read them here.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Runs without YAML: ``harness run --model NAME --sizes 384,224x448`` and :func:`harness.run` (one model), and
-``harness run --zoo GLOB`` (the zoo sweep, :mod:`harness.zoo`).
+``harness run --zoo GLOB`` (the zoo sweep, :mod:`harness.spec.zoo`).
 
 Each builds a matrix and writes it into the run folder as ``<name>.yaml`` before the run starts, so the
 folder holds the matrix its results came from: ``--resume`` (the same command again, with ``--resume``) writes

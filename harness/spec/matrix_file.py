@@ -12,14 +12,14 @@ from typing import Any
 
 import yaml
 
-from harness.limits import (
+from harness.spec.limits import (
     MAX_MATRIX_BYTES,
     BoundedComposer,
     BoundExceeded,
     cut,
     expansion_problem,
     fields_problem,
-    name_problem,  # noqa: F401 - where harness.commands and harness.matrix import it
+    name_problem,  # noqa: F401 - where harness.commands and harness.spec.matrix import it
     shown,
 )
 
@@ -35,7 +35,7 @@ class MatrixFileError(ValueError):
 
 class _UniqueKeyLoader(BoundedComposer, yaml.SafeLoader):
     """SafeLoader that refuses a key repeated in one mapping (PyYAML silently keeps the last), and composes
-    within the bounds of :class:`harness.limits.BoundedComposer`."""
+    within the bounds of :class:`harness.spec.limits.BoundedComposer`."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         first_line: dict[Any, int] = {}
@@ -57,7 +57,7 @@ class _UniqueKeyLoader(BoundedComposer, yaml.SafeLoader):
 
 def read_matrix_file(path: Path) -> dict:
     """The top-level mapping of a matrix file; :class:`MatrixFileError` for anything that is not one, or that
-    breaks a bound of :mod:`harness.limits` (checked before a value is constructed, then on the mapping)."""
+    breaks a bound of :mod:`harness.spec.limits` (checked before a value is constructed, then on the mapping)."""
     text = _matrix_text(path)
     loader = _UniqueKeyLoader(text)
     try:

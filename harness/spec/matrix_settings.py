@@ -1,7 +1,7 @@
 """A matrix's settings sections, validated: ``tolerances`` (numbers, or ``calibrated`` for the measured noise
 floors), ``timing`` and ``expect`` (known failures, matched per case and timm release).
 
-Mixed into the matrix validator (:class:`harness.matrix._Validator`), whose ``raw`` document and ``error()``
+Mixed into the matrix validator (:class:`harness.spec.matrix._Validator`), whose ``raw`` document and ``error()``
 these use.
 """
 from __future__ import annotations
@@ -11,14 +11,14 @@ from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from harness.limits import is_int as _is_int
-from harness.limits import is_number as _is_number
-from harness.limits import shown
-from harness.limits import yaml11_float as _as_float
-from harness.spec import Expectation, ModelSpec, Tolerances
+from harness.spec.limits import is_int as _is_int
+from harness.spec.limits import is_number as _is_number
+from harness.spec.limits import shown
+from harness.spec.limits import yaml11_float as _as_float
+from harness.spec.model import Expectation, ModelSpec, Tolerances
+from harness.spec.vocabulary import PATHS
 from harness.store.case_result import CHECKS, DTYPES, PRECISIONS
 from harness.timing.config import TimingConfig
-from harness.vocabulary import PATHS
 
 EXPECT_MATCH_KEYS = ('model', 'label', 'origin', 'img_size', 'patch_size', 'window_size', 'path', 'state')
 

@@ -1,9 +1,9 @@
 """A matrix's model entries, validated: names (with close matches for a typo), ``pattern:`` and ``zoo:`` globs
-expanded (a zoo architecture as its family runs it, :mod:`harness.zoo`), ``timm:`` ranges, constructor
+expanded (a zoo architecture as its family runs it, :mod:`harness.spec.zoo`), ``timm:`` ranges, constructor
 overrides built on the meta device, trigger sets expanded into source variants, and the origins each model can
 come from.
 
-Mixed into the matrix validator (:class:`harness.matrix._Validator`), whose ``raw`` document, ``selection``,
+Mixed into the matrix validator (:class:`harness.spec.matrix._Validator`), whose ``raw`` document, ``selection``,
 ``known_models``, ``error()``, ``left_out`` and generic readers (``_list``, ``_size``, ``_window``) these use.
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from harness.checkpoints.origins import FILE_ORIGIN, origin_named, origins_of
 from harness.families import family_of, unclaimed_reason
-from harness.limits import shown
-from harness.spec import AXES, ModelSpec, OriginSpec
-from harness.vocabulary import PATHS
+from harness.spec.limits import shown
+from harness.spec.model import AXES, ModelSpec, OriginSpec
+from harness.spec.vocabulary import PATHS
 
 
 def _native_geometry(family, model: ModelSpec):
@@ -67,10 +67,10 @@ class ModelEntries:
     def _with_triggers(self, where: str, model: ModelSpec, entry: dict) -> list[ModelSpec]:
         """The entry's model, or with ``targets:`` the entries its trigger set expands into: one per source
         configuration the triggers need (labelled ``<label>-<variant>``), each with its targets as its case axis
-        (:mod:`harness.triggers`)."""
+        (:mod:`harness.spec.triggers`)."""
         if 'targets' not in entry:
             return [model]
-        from harness.triggers import NoTriggers, triggers
+        from harness.spec.triggers import NoTriggers, triggers
         value, family = entry['targets'], family_of(model)
         kinds = None if value == 'auto' else value
         if kinds is not None and (not isinstance(kinds, list) or not kinds
@@ -181,7 +181,7 @@ class ModelEntries:
     def _zoo_entry(self, where: str, entry: dict) -> dict | None:
         """One zoo architecture as a model entry: its miniature (or real) configuration, its family's trigger set,
         the matrix's paths and origins its family takes; None (and left out, with why) when it does not run."""
-        from harness.zoo import zoo_choice, zoo_sizes
+        from harness.spec.zoo import zoo_choice, zoo_sizes
         choice = zoo_choice(entry['name'], self.selection.full_size)
         if choice.overrides is None:
             self.left_out.append(f'{where}: {choice.left_out}')

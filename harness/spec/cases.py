@@ -9,7 +9,7 @@ from typing import Any, Iterator
 from harness.checkpoints.origins import FILE_ORIGIN
 from harness.families import Size, Target, family_of
 from harness.families.base import Family
-from harness.spec import Expectation, Matrix, ModelSpec, OriginSpec, Selection, Window
+from harness.spec.model import Expectation, Matrix, ModelSpec, OriginSpec, Selection, Window
 from harness.states import DEFAULT_STATE
 
 
@@ -76,7 +76,7 @@ def expand(matrix: Matrix) -> list[Case]:
 
 
 def iter_cases(matrix: Matrix) -> Iterator[Case]:
-    """:func:`expand`'s cases one at a time: counting them need not hold them (``harness.limits.MAX_CASES``)."""
+    """:func:`expand`'s cases one at a time: counting them need not hold them (``harness.spec.limits.MAX_CASES``)."""
     for model in matrix.models:
         axes = matrix.axes_for(model)
         if 'targets' in axes:
@@ -91,7 +91,7 @@ def iter_cases(matrix: Matrix) -> Iterator[Case]:
 
 
 def _trigger_cases(model: ModelSpec, axes: dict[str, tuple]) -> list[Case]:
-    """A trigger set's cases (``targets:``, :mod:`harness.triggers`): each target on the paths that reach it."""
+    """A trigger set's cases (``targets:``, :mod:`harness.spec.triggers`): each target on the paths that reach it."""
     return [Case(model, origin, t.target.img_size, t.target.patch_size, t.target.window_size, path, state)
             for origin, t, state in itertools.product(axes['origins'], axes['targets'], axes['states'])
             for path in axes['paths'] if path in t.paths]
@@ -100,7 +100,7 @@ def _trigger_cases(model: ModelSpec, axes: dict[str, tuple]) -> list[Case]:
 def in_shard(cases: list[Case], selection: Selection) -> list[Case]:
     """The cases of ``selection``'s shard: checkpoints dealt round-robin in matrix order, so a checkpoint's cases
     stay together (synthesized and loaded once) and the shards get about as many checkpoints each. A zoo
-    architecture's cases were dealt as it was (:class:`~harness.matrix.Selection`) and are all kept."""
+    architecture's cases were dealt as it was (:class:`~harness.spec.matrix.Selection`) and are all kept."""
     if selection.shard is None:
         return cases
     groups = list(dict.fromkeys(case.group for case in cases if not case.model.zoo))

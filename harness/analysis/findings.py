@@ -5,9 +5,10 @@ is one such cause: the cases that share a :class:`Signature` (family, failed che
 and the trigger: what the case changed of its source geometry). The build path is not part of it: the same defect
 read through ``create`` and ``set_input_size`` is one finding, whose ``paths`` list both. Nor is where the tensor
 sits: MaxViT's window, grid and CoAtNet attention tables (``attn_block.attn.rel_pos...``, ``attn.rel_pos...``) are
-resized by one loader, so they are one finding, whose ``tensors`` list every place. A finding's id is a short
-hash of its signature, so the same defect has the same id in every run and a nightly can tell a new finding from
-one still open.
+resized by one loader, so they are one finding, whose ``tensors`` list every place. A path that mishandles a
+non-square source is one finding per family and path whatever check shows it (:data:`SOURCE_SHAPES`), listing its
+``symptoms``. A finding's id is a short hash of its signature, so the same defect has the same id in every run and
+a nightly can tell a new finding from one still open.
 
 Nothing here imports torch or timm: a record names its family. Only a record of an older harness, which does
 not, has its family looked up (:func:`family_name`), once per model configuration.

@@ -100,15 +100,46 @@ def test_a_path_that_mishandles_a_non_square_source_is_one_finding_whatever_chec
     assert source.signature == findings.Signature('swin', findings.SOURCE_READ, '', 'rectangular source grid',
                                                   'create')
     assert source.title == 'swin: create fails from a rectangular source grid'
-    assert source.symptoms == ['fidelity fails on a transposed grid at relative_position_index (3 cases)',
+    assert source.symptoms == {'fidelity fails on a transposed grid at relative_position_index': 3,
                                'resize fails on a rectangular source grid: ValueError: Cannot infer non-square '
-                               'source window (loading FILE (2 cases)']
+                               'source window (loading FILE': 2}
     assert source.architectures == sorted(SWINS) and source.tensors == [TABLE.format('*', '*')]
     assert {f.title for f in report.findings[1:]} == {
         'swin: set_input_size fails from a rectangular source grid',
         'swin: parity fails on a transposed grid',
         'swin: fidelity fails on a rectangular grid at relative_position_index'}
     assert '  - resize fails on a rectangular source grid' in report.to_markdown()
+
+
+def test_a_new_symptom_of_an_open_finding_is_said_against_the_previous_findings(tmp_path, capsys, monkeypatch):
+    """A second defect of a family and path with a non-square source joins the open finding; against last night's
+    findings.json it is a new symptom, marked in the summary, the table and findings.md. A findings.json from
+    before symptoms were recorded makes none new."""
+    monkeypatch.setattr(findings, 'family_name', _family)
+    transposed = [_case(model, 'create', img_size=(64, 48), source=(48, 64)) for model in SWINS]
+    last_night = _run(tmp_path / 'last', transposed)
+    assert cli.main(['findings', str(last_night)]) == 1
+    error = 'create_model(img_size=(64, 64)) raised ValueError: Cannot infer non-square source window'
+    raising = dataclasses.replace(_case(SWINS[0], 'create', check='resize', img_size=(64, 64), source=(48, 64)),
+                                  resize_error=error)
+    tonight = _run(tmp_path / 'tonight', transposed + [raising])
+    capsys.readouterr()
+    assert cli.main(['findings', str(tonight), '--previous', str(last_night / 'findings.json')]) == 1
+    out = capsys.readouterr().out
+    assert 'findings: 1 finding from 4 failed cases: 0 new finding, 1 new symptom, 0 still open, 0 gone' in out
+    assert 'new symptom  swin: create fails from a rectangular source grid' in out
+    body = json.loads((tonight / 'findings.json').read_text())
+    assert body['findings'][0]['new_symptoms'] == [
+        'resize fails on a rectangular source grid: ValueError: Cannot infer non-square source window']
+    assert '  - resize fails on a rectangular source grid: ValueError: Cannot infer non-square source window ' \
+        '(1 case) **new**' in (tonight / 'findings.md').read_text()
+    older = json.loads((last_night / 'findings.json').read_text())
+    for finding in older['findings']:
+        del finding['symptoms']
+    (tmp_path / 'older.json').write_text(json.dumps(older))
+    capsys.readouterr()
+    assert cli.main(['findings', str(tonight), '--previous', str(tmp_path / 'older.json')]) == 1
+    assert '0 new finding, 1 still open, 0 gone' in capsys.readouterr().out
 
 
 def test_another_check_or_trigger_is_another_finding(tmp_path):

@@ -82,12 +82,13 @@ class Finding:
     paths: list[str]
     case_ids: list[str]
     tensors: list[str] = field(default_factory=list)   # where the differing tensors sit, indices erased
-    symptoms: list[str] = field(default_factory=list)  # each check, trigger and difference seen, with its cases
+    symptoms: dict[str, int] = field(default_factory=dict)   # each check, trigger and difference seen: its cases
+    new_symptoms: list[str] = field(default_factory=list)    # of an open finding, those the previous one lacked
     first_seen: str | None = None   # the release a compare's new side ran, when every case of it regressed there
     change: str | None = None       # against previous findings (harness.analysis.findings_previous): 'new' or 'open'
 
 
-CHANGE_WORDS = {'new': 'new finding', 'open': 'still open'}
+CHANGE_WORDS = {'new': 'new finding', 'symptom': 'new symptom', 'open': 'still open'}
 
 
 @dataclass(frozen=True)
@@ -161,10 +162,9 @@ def symptom(record: dict[str, Any]) -> str:
     return title(Signature('', check, differing(record, check), trigger(record))).removeprefix(': ')
 
 
-def symptoms(records: list[dict[str, Any]]) -> list[str]:
+def symptoms(records: list[dict[str, Any]]) -> dict[str, int]:
     """Each symptom of ``records`` with its number of cases, the most common first."""
-    counts = sorted(Counter(symptom(record) for record in records).items(), key=lambda item: (-item[1], item[0]))
-    return [f'{text} ({counted(n, "case")})' for text, n in counts]
+    return dict(sorted(Counter(symptom(record) for record in records).items(), key=lambda item: (-item[1], item[0])))
 
 
 def signature(record: dict[str, Any], family: str) -> Signature:
@@ -253,9 +253,9 @@ class FindingsReport:
         line = f'{counted(len(self.findings), "finding")} from {counted(self.cases, "failed case")}'
         if self.previous is None:
             return line
-        changes = [sum(f.change == change for f in self.findings) for change in CHANGE_WORDS]
-        return line + ': ' + ', '.join(f'{n} {word}' for n, word in zip(changes, CHANGE_WORDS.values())) + \
-            f', {len(self.gone)} gone'
+        changes = {word: sum(f.change == change for f in self.findings) for change, word in CHANGE_WORDS.items()}
+        return line + ': ' + ', '.join(f'{n} {word}' for word, n in changes.items()
+                                       if n or word != CHANGE_WORDS['symptom']) + f', {len(self.gone)} gone'
 
     def to_json(self) -> str:
         body = schema.stamped(schema.FINDINGS, {
@@ -290,7 +290,8 @@ def markdown_finding(finding: Finding, heading: str = '##') -> list[str]:
                + ', '.join(finding.architectures))
     places = [f'- tensors: {", ".join(f"`{name}`" for name in finding.tensors)}'] if finding.tensors else []
     if finding.signature.check == SOURCE_READ:
-        places += ['- symptoms:', *(f'  - {text}' for text in finding.symptoms)]
+        places += ['- symptoms:', *(f'  - {text} ({counted(n, "case")})' + ' **new**' * (text in finding.new_symptoms)
+                                    for text, n in finding.symptoms.items())]
     return [f'{heading} {finding.title}', '', f'- id `{finding.id}`{seen}',
             textwrap.fill(affects, 100, subsequent_indent='  ', break_long_words=False, break_on_hyphens=False),
             *places,

@@ -5,14 +5,23 @@ open."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.analysis.findings import FINDINGS_JSON, FindingsInputError, FindingsReport, Gone
 from harness.store import schema
 
 
-def read_previous(path: Path) -> dict[str, str]:
-    """A findings.json (or the folder holding it), as harness findings writes: its findings' ids and titles."""
+@dataclass(frozen=True)
+class Previous:
+    """A finding of an earlier findings.json: its title, and its symptoms where it listed them (None: a findings.json
+    from before symptoms were recorded, against which no symptom is new)."""
+    title: str
+    symptoms: frozenset[str] | None = None
+
+
+def read_previous(path: Path) -> dict[str, Previous]:
+    """A findings.json (or the folder holding it), as harness findings writes: its findings by id."""
     file = path / FINDINGS_JSON if path.is_dir() else path
     expected = f'expected the {FINDINGS_JSON} of an earlier harness findings (schema {schema.FINDINGS.version})'
     try:
@@ -27,7 +36,8 @@ def read_previous(path: Path) -> dict[str, str]:
         if not isinstance(finding, dict) or not all(isinstance(finding.get(k), str) for k in ('id', 'title')):
             raise FindingsInputError(f'{file}: findings[{index}]: expected an object with a string id and title; '
                                      f'{expected}')
-        previous[finding['id']] = finding['title']
+        listed = finding.get('symptoms')
+        previous[finding['id']] = Previous(finding['title'], frozenset(listed) if isinstance(listed, dict) else None)
     return previous
 
 
@@ -39,13 +49,21 @@ def _current(body: object) -> bool:
         return False
 
 
-def mark_changes(report: FindingsReport, previous: dict[str, str], label: str) -> FindingsReport:
-    """``report`` with each finding marked new or still open against ``previous`` (:func:`read_previous`), and
-    the previous findings it no longer has listed as gone."""
+def mark_changes(report: FindingsReport, previous: dict[str, Previous], label: str) -> FindingsReport:
+    """``report`` with each finding marked new, still open, or open with a new symptom against ``previous``
+    (:func:`read_previous`), and the previous findings it no longer has listed as gone. A second defect of a family
+    and path that mishandles a non-square source joins that finding (``SOURCE_SHAPES`` in
+    :mod:`harness.analysis.findings`): a new symptom is how a nightly sees it."""
     for finding in report.findings:
-        finding.change = 'open' if finding.id in previous else 'new'
+        before = previous.get(finding.id)
+        if before is None:
+            finding.change = 'new'
+            continue
+        finding.new_symptoms = [text for text in finding.symptoms
+                                if before.symptoms is not None and text not in before.symptoms]
+        finding.change = 'symptom' if finding.new_symptoms else 'open'
     current = {finding.id for finding in report.findings}
     report.previous = label
-    report.gone = [Gone(id, title) for id, title in sorted(previous.items(), key=lambda item: item[1])
+    report.gone = [Gone(id, found.title) for id, found in sorted(previous.items(), key=lambda item: item[1].title)
                    if id not in current]
     return report

@@ -9,12 +9,15 @@ from harness.commands.common import EXIT_OK, EXIT_REGRESSION, UsageError, check_
 
 DESCRIPTION = """\
 Group the failed cases of a run, or the regressed cases of a compare, by root cause: one finding per family,
-failed check, differing tensor (block indices as *) and trigger (rectangular source window, transposed grid,
-patch change, ...), each with a stable id, the architectures and cases it covers, and the harness repro command
-of its smallest case. Writes findings.json and findings.md.
+failed check, kind of differing tensor (relative_position_bias_table, wherever it sits) and trigger (window
+change, rectangular grid, patch change, padded input, ...). A path that mishandles a non-square source
+(rectangular source grid or window, transposed grid) is one finding per family and path whatever check shows
+it, listing its symptoms. Each finding has a stable id, the architectures and cases it covers, and the harness
+repro command of its smallest case. Writes findings.json and findings.md.
 
-With --previous (an earlier findings.json, e.g. last night's), each finding is marked "new finding" or "still
-open" (the same id: the same signature), and the earlier findings this one no longer has are listed as gone.
+With --previous (an earlier findings.json, e.g. last night's), each finding is marked "new finding", "new
+symptom" (still open, with a symptom the earlier one lacked) or "still open" (the same id: the same
+signature), and the earlier findings this one no longer has are listed as gone.
 
 examples:
   harness findings reports/zoo-swin --xfailed
@@ -36,8 +39,8 @@ def add_parser(commands) -> None:
     findings.add_argument('--xfailed', action='store_true',
                           help='group the xfailed cases too: the defects the matrices mark as known')
     findings.add_argument('--previous', type=Path, metavar='FINDINGS_JSON',
-                          help='an earlier findings.json (or its folder): mark each finding new or still open, and '
-                               'list the earlier ones gone')
+                          help='an earlier findings.json (or its folder): mark each finding new, open with a new '
+                               'symptom or still open, and list the earlier ones gone')
 
 
 def main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:

@@ -85,7 +85,7 @@ class Finding:
     symptoms: dict[str, int] = field(default_factory=dict)   # each check, trigger and difference seen: its cases
     new_symptoms: list[str] = field(default_factory=list)    # of an open finding, those the previous one lacked
     first_seen: str | None = None   # the release a compare's new side ran, when every case of it regressed there
-    change: str | None = None       # against previous findings (harness.analysis.findings_previous): 'new' or 'open'
+    change: str | None = None       # against previous findings (harness.analysis.findings_previous): a CHANGE_WORDS key
 
 
 CHANGE_WORDS = {'new': 'new finding', 'symptom': 'new symptom', 'open': 'still open'}
@@ -159,7 +159,7 @@ def tensor_places(records: Iterable[dict[str, Any]]) -> list[str]:
 def symptom(record: dict[str, Any]) -> str:
     """How a case shows its finding: its check, trigger and difference, as a title says them."""
     check = first_failed_check(record)
-    return title(Signature('', check, differing(record, check), trigger(record))).removeprefix(': ')
+    return _failure(check, differing(record, check), trigger(record))
 
 
 def symptoms(records: list[dict[str, Any]]) -> dict[str, int]:
@@ -233,10 +233,15 @@ def title(sig: Signature) -> str:
     source window`` (its symptoms listed apart)."""
     if sig.check == SOURCE_READ:
         return f'{sig.family}: {sig.path} fails from a {sig.trigger}'
-    on = f' on a {sig.trigger}' if sig.trigger else ''
-    at = (f': {sig.differs}' if ' ' in sig.differs else f' at {sig.differs}') if sig.differs else ''
-    verb = sig.check if sig.check in ('xpassed', 'unsupported') else f'{sig.check} fails'
-    return f'{sig.family}: {verb}{on}{at}'
+    return f'{sig.family}: {_failure(sig.check, sig.differs, sig.trigger)}'
+
+
+def _failure(check: str, differs: str, trigger_kind: str) -> str:
+    """``fidelity fails on a transposed grid at pos_embed``: a check, what differs and the trigger, in words."""
+    on = f' on a {trigger_kind}' if trigger_kind else ''
+    at = (f': {differs}' if ' ' in differs else f' at {differs}') if differs else ''
+    verb = check if check in ('xpassed', 'unsupported') else f'{check} fails'
+    return f'{verb}{on}{at}'
 
 
 # --- output -----------------------------------------------------------------------------------------------------

@@ -59,8 +59,8 @@ def mark_changes(report: FindingsReport, previous: dict[str, Previous], label: s
         if before is None:
             finding.change = 'new'
             continue
-        finding.new_symptoms = [text for text in finding.symptoms
-                                if before.symptoms is not None and text not in before.symptoms]
+        finding.new_symptoms = [] if before.symptoms is None else [text for text in finding.symptoms
+                                                                    if text not in before.symptoms]
         finding.change = 'symptom' if finding.new_symptoms else 'open'
     current = {finding.id for finding in report.findings}
     report.previous = label
